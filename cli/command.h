@@ -1,0 +1,38 @@
+// Subcommands of the `spargo` binary. Each command defines its flags with ABSL_FLAG in its own file; `spargo CMD
+// --help` lists exactly the flags of that file (plus the global ones of main.cc), found through abseil's flag
+// reflection. Flags are written --snake_case or --kebab-case; `--set path=value` may repeat and is collected
+// before abseil parses the rest.
+#ifndef SPARGO_CLI_COMMAND_H_
+#define SPARGO_CLI_COMMAND_H_
+
+#include <string>
+#include <vector>
+
+namespace spargo::cli {
+
+struct CommandArgs {
+  std::vector<std::string> positional;  // arguments that are not flags
+  std::vector<std::string> overrides;   // values of --set, in order
+};
+
+struct Command {
+  const char* name;
+  const char* summary;
+  const char* usage;        // one line: "spargo train [--config FILE.txtpb] [--set path=value]..."
+  const char* flags_file;   // suffix of the file that defines the command's flags
+  bool takes_overrides;     // accepts --set
+  int (*run)(const CommandArgs& args);
+};
+
+const std::vector<Command>& Commands();
+
+// Exit codes.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+int RunTrain(const CommandArgs& args);
+
+}  // namespace spargo::cli
+
+#endif  // SPARGO_CLI_COMMAND_H_

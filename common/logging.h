@@ -1,0 +1,49 @@
+// Levelled logging to stderr: `SPARGO_LOG(INFO) << "message";` prints
+// "I 2026-11-28 15:04:05.123 file.cc:42] message". Messages below the global level (SetLogLevel) are skipped
+// without formatting. Thread-safe: each message is written with one call.
+#ifndef SPARGO_COMMON_LOGGING_H_
+#define SPARGO_COMMON_LOGGING_H_
+
+#include <sstream>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace spargo {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+void SetLogLevel(LogLevel level);
+LogLevel GetLogLevel();
+// Accepts "debug", "info", "warning", "error" (any case).
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name);
+
+// One log line; written to stderr when destroyed.
+class LogMessage {
+ public:
+  LogMessage(LogLevel level, const char* file, int line);
+  ~LogMessage();
+  LogMessage(const LogMessage&) = delete;
+  LogMessage& operator=(const LogMessage&) = delete;
+  std::ostream& stream() { return stream_; }
+
+ private:
+  LogLevel level_;
+  std::ostringstream stream_;
+};
+
+namespace log_internal {
+constexpr LogLevel kDEBUG = LogLevel::kDebug;
+constexpr LogLevel kINFO = LogLevel::kInfo;
+constexpr LogLevel kWARNING = LogLevel::kWarning;
+constexpr LogLevel kERROR = LogLevel::kError;
+}  // namespace log_internal
+
+}  // namespace spargo
+
+#define SPARGO_LOG(severity)                                                        \
+  if (::spargo::log_internal::k##severity < ::spargo::GetLogLevel()) {              \
+  } else                                                                            \
+    ::spargo::LogMessage(::spargo::log_internal::k##severity, __FILE__, __LINE__).stream()
+
+#endif  // SPARGO_COMMON_LOGGING_H_

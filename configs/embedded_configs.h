@@ -1,0 +1,14 @@
+// Experiment configurations compiled into the binary (text format, schema spargo.config.ExperimentConfig).
+#ifndef SPARGO_CONFIGS_EMBEDDED_CONFIGS_H_
+#define SPARGO_CONFIGS_EMBEDDED_CONFIGS_H_
+
+#include "absl/strings/string_view.h"
+
+namespace spargo::configs {
+
+// configs/default.txtpb: the run `spargo train` performs without --config.
+extern const absl::string_view kDefaultConfig;
+
+}  // namespace spargo::configs
+
+#endif  // SPARGO_CONFIGS_EMBEDDED_CONFIGS_H_

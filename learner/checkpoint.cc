@@ -1,0 +1,150 @@
+#include "learner/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/atomic_file.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace spargo::learner {
+namespace fs = std::filesystem;
+namespace {
+
+// Sort key of a checkpoint folder name, or nullopt for names that are not checkpoints.
+std::optional<std::pair<int, int64_t>> OrderOf(const std::string& name) {
+  int phase;
+  std::string rest;
+  if (absl::StartsWith(name, "warmup-")) {
+    phase = 0;
+    rest = name.substr(7);
+  } else if (absl::StartsWith(name, "grpo-")) {
+    phase = 1;
+    rest = name.substr(5);
+  } else {
+    return std::nullopt;
+  }
+  int64_t step;
+  if (!absl::SimpleAtoi(rest, &step)) return std::nullopt;
+  return std::make_pair(phase, step);
+}
+
+std::vector<std::pair<std::pair<int, int64_t>, std::string>> ListCheckpoints(const std::string& dir) {
+  std::vector<std::pair<std::pair<int, int64_t>, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_directory()) continue;
+    std::string name = entry.path().filename().string();
+    if (auto order = OrderOf(name)) out.push_back({*order, entry.path().string()});
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void SaveModule(torch::nn::Module& module, const std::string& path) {
+  torch::serialize::OutputArchive archive;
+  module.save(archive);
+  archive.save_to(path);
+}
+
+void LoadModule(torch::nn::Module& module, const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  module.load(archive);
+}
+
+}  // namespace
+
+std::string CheckpointStore::Name(const TrainerState& state) {
+  return absl::StrFormat("%s-%06d", state.phase, state.step);
+}
+
+absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, model::CausalLm& policy,
+                                                  torch::optim::Optimizer& optimizer, model::CausalLm* reference) {
+  const std::string name = Name(state);
+  const std::string final_dir = (fs::path(dir_) / name).string();
+  const std::string temp_dir = (fs::path(dir_) / absl::StrCat(".tmp-", name, "-", ::getpid())).string();
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create '", dir_, "': ", ec.message()));
+  // Leftovers of interrupted saves.
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    if (absl::StartsWith(entry.path().filename().string(), ".tmp-")) fs::remove_all(entry.path(), ec);
+  }
+  fs::create_directories(temp_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create '", temp_dir, "': ", ec.message()));
+
+  nlohmann::json j = {{"phase", state.phase}, {"step", state.step}, {"wall_seconds", state.wall_seconds}};
+  if (state.heldout_accuracy_before) j["heldout_accuracy_before"] = *state.heldout_accuracy_before;
+  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
+    SaveModule(policy, temp_dir + "/model.pt");
+    torch::save(optimizer, temp_dir + "/optimizer.pt");
+    if (reference != nullptr) SaveModule(*reference, temp_dir + "/reference.pt");
+  }));
+  for (const char* f : {"model.pt", "optimizer.pt", "reference.pt"}) {
+    std::string path = temp_dir + "/" + f;
+    if (fs::exists(path, ec)) SPARGO_RETURN_IF_ERROR(SyncFile(path));
+  }
+  SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/state.json", j.dump(2) + "\n"));
+  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);  // an older save of the same step
+  SPARGO_RETURN_IF_ERROR(PublishDirectory(temp_dir, final_dir));
+  SPARGO_RETURN_IF_ERROR(Prune());
+  return final_dir;
+}
+
+absl::Status CheckpointStore::Prune() const {
+  if (keep_last_ <= 0) return absl::OkStatus();
+  auto all = ListCheckpoints(dir_);
+  std::error_code ec;
+  for (size_t i = 0; i + keep_last_ < all.size(); ++i) {
+    fs::remove_all(all[i].second, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot remove old checkpoint '", all[i].second, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> CheckpointStore::Latest() const {
+  auto all = ListCheckpoints(dir_);
+  if (all.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(all.back().second);
+}
+
+absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, model::CausalLm& policy,
+                                                   torch::optim::Optimizer* optimizer,
+                                                   model::CausalLm* reference) {
+  std::ifstream in(path + "/state.json");
+  if (!in) return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no state.json"));
+  std::stringstream text;
+  text << in.rdbuf();
+  TrainerState state;
+  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("reading ", path, "/state.json"), [&] {
+    nlohmann::json j = nlohmann::json::parse(text.str());
+    state.phase = j.at("phase").get<std::string>();
+    state.step = j.at("step").get<int64_t>();
+    state.wall_seconds = j.value("wall_seconds", 0.0);
+    if (j.contains("heldout_accuracy_before")) {
+      state.heldout_accuracy_before = j.at("heldout_accuracy_before").get<double>();
+    }
+  }));
+  if (state.phase != "warmup" && state.phase != "grpo") {
+    return absl::InvalidArgumentError(absl::StrCat(path, "/state.json: unknown phase '", state.phase, "'"));
+  }
+  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("loading checkpoint ", path), [&] {
+    LoadModule(policy, path + "/model.pt");
+    if (optimizer != nullptr) torch::load(*optimizer, path + "/optimizer.pt");
+    if (reference != nullptr) LoadModule(*reference, path + "/reference.pt");
+  }));
+  return state;
+}
+
+}  // namespace spargo::learner

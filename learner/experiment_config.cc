@@ -1,0 +1,106 @@
+#include "learner/experiment_config.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/text_proto.h"
+#include "configs/embedded_configs.h"
+#include "learner/task_mixture.h"
+#include "model/model_factory.h"
+#include "rewards/reward_pipeline.h"
+
+namespace spargo::learner {
+namespace {
+
+template <typename T>
+absl::Status Bad(absl::string_view field, T value, absl::string_view rule) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", rule));
+}
+
+absl::Status ValidateOptimizer(const config::OptimizerConfig& o, const std::string& at) {
+  if (!(o.lr() > 0) || !std::isfinite(o.lr())) return Bad(at + ".lr", o.lr(), "must be positive");
+  if (!(o.weight_decay() >= 0)) return Bad(at + ".weight_decay", o.weight_decay(), "must be >= 0");
+  if (!(o.beta1() >= 0 && o.beta1() < 1)) return Bad(at + ".beta1", o.beta1(), "must be in [0, 1)");
+  if (!(o.beta2() >= 0 && o.beta2() < 1)) return Bad(at + ".beta2", o.beta2(), "must be in [0, 1)");
+  if (!(o.eps() > 0)) return Bad(at + ".eps", o.eps(), "must be positive");
+  if (o.lr_warmup_steps() < 0) return Bad(at + ".lr_warmup_steps", o.lr_warmup_steps(), "must be >= 0");
+  if (!(o.max_grad_norm() >= 0)) return Bad(at + ".max_grad_norm", o.max_grad_norm(), "must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(const std::string& path,
+                                                              const std::vector<std::string>& overrides) {
+  config::ExperimentConfig cfg;
+  if (path.empty()) {
+    SPARGO_RETURN_IF_ERROR(ParseTextProto(configs::kDefaultConfig, "configs/default.txtpb (embedded)", &cfg));
+  } else {
+    SPARGO_RETURN_IF_ERROR(LoadTextProtoFile(path, &cfg));
+  }
+  for (const std::string& o : overrides) SPARGO_RETURN_IF_ERROR(ApplyFieldOverride(o, &cfg));
+  SPARGO_RETURN_IF_ERROR(ValidateExperimentConfig(cfg));
+  return cfg;
+}
+
+absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
+  if (c.threads() < 0) return Bad("threads", c.threads(), "must be >= 0");
+  SPARGO_RETURN_IF_ERROR(model::ValidateModelConfig(c.model()));
+
+  const config::RolloutConfig& r = c.rollout();
+  if (r.group_size() < 2) return Bad("rollout.group_size", r.group_size(), "GRPO needs at least 2 samples per prompt");
+  if (r.prompts_per_step() <= 0) return Bad("rollout.prompts_per_step", r.prompts_per_step(), "must be positive");
+  if (r.max_new_tokens() <= 0) return Bad("rollout.max_new_tokens", r.max_new_tokens(), "must be positive");
+  if (r.max_new_tokens() >= c.model().max_seq_len()) {
+    return Bad("rollout.max_new_tokens", r.max_new_tokens(),
+               absl::StrCat("leaves no room for a prompt within model.max_seq_len ", c.model().max_seq_len()));
+  }
+  if (!(r.temperature() > 0) || !std::isfinite(r.temperature())) {
+    return Bad("rollout.temperature", r.temperature(), "must be positive for GRPO sampling");
+  }
+
+  const config::WarmupConfig& w = c.learner().warmup();
+  if (w.steps() < 0) return Bad("learner.warmup.steps", w.steps(), "must be >= 0");
+  if (w.batch_size() <= 0) return Bad("learner.warmup.batch_size", w.batch_size(), "must be positive");
+  SPARGO_RETURN_IF_ERROR(ValidateOptimizer(w.optimizer(), "learner.warmup.optimizer"));
+
+  const config::GrpoConfig& g = c.learner().grpo();
+  if (g.steps() < 0) return Bad("learner.grpo.steps", g.steps(), "must be >= 0");
+  SPARGO_RETURN_IF_ERROR(ValidateOptimizer(g.optimizer(), "learner.grpo.optimizer"));
+  if (g.advantage() == config::GrpoConfig::ADVANTAGE_UNSPECIFIED) {
+    return Bad("learner.grpo.advantage", "ADVANTAGE_UNSPECIFIED", "choose GRPO or MEAN_CENTERED");
+  }
+  if (g.loss_aggregation() == config::GrpoConfig::AGGREGATION_UNSPECIFIED) {
+    return Bad("learner.grpo.loss_aggregation", "AGGREGATION_UNSPECIFIED", "choose TOKEN_MEAN or SEQ_MEAN_TOKEN_MEAN");
+  }
+  if (!(g.advantage_eps() >= 0)) return Bad("learner.grpo.advantage_eps", g.advantage_eps(), "must be >= 0");
+  if (!(g.clip_low() >= 0 && g.clip_low() < 1)) return Bad("learner.grpo.clip_low", g.clip_low(), "must be in [0, 1)");
+  if (!(g.clip_high() >= 0)) return Bad("learner.grpo.clip_high", g.clip_high(), "must be >= 0");
+  if (!(g.kl_coef() >= 0)) return Bad("learner.grpo.kl_coef", g.kl_coef(), "must be >= 0");
+  if (g.epochs() <= 0) return Bad("learner.grpo.epochs", g.epochs(), "must be positive");
+  if (g.minibatches() <= 0 || r.prompts_per_step() % g.minibatches() != 0) {
+    return Bad("learner.grpo.minibatches", g.minibatches(),
+               absl::StrCat("must be positive and divide rollout.prompts_per_step ", r.prompts_per_step()));
+  }
+
+  if (c.eval().heldout_prompts() <= 0) return Bad("eval.heldout_prompts", c.eval().heldout_prompts(), "must be positive");
+  if (c.checkpoint().every_steps() < 0) return Bad("checkpoint.every_steps", c.checkpoint().every_steps(), "must be >= 0");
+  if (c.checkpoint().keep_last() < 0) return Bad("checkpoint.keep_last", c.checkpoint().keep_last(), "must be >= 0");
+  if (c.metrics().port() < 0 || c.metrics().port() > 65535) {
+    return Bad("metrics.port", c.metrics().port(), "must be in [0, 65535] (0 turns the endpoint off)");
+  }
+
+  SPARGO_ASSIGN_OR_RETURN(TaskMixture tasks, TaskMixture::FromConfig(c));
+  SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
+  for (int i = 0; i < c.tasks_size(); ++i) {
+    if (pipelines.ForDomain(c.tasks(i).domain()) == nullptr) {
+      return Bad(absl::StrCat("tasks[", i, "].domain"), config::Domain_Name(c.tasks(i).domain()),
+                 "no reward pipeline in `rewards` serves this domain");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace spargo::learner

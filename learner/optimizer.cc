@@ -1,0 +1,33 @@
+#include "learner/optimizer.h"
+
+#include <cmath>
+#include <limits>
+
+namespace spargo::learner {
+
+std::unique_ptr<torch::optim::AdamW> MakeAdamW(const std::vector<torch::Tensor>& params,
+                                               const config::OptimizerConfig& c) {
+  torch::optim::AdamWOptions options(c.lr());
+  options.betas(std::make_tuple(c.beta1(), c.beta2())).eps(c.eps()).weight_decay(c.weight_decay());
+  return std::make_unique<torch::optim::AdamW>(params, options);
+}
+
+double ScheduledLr(const config::OptimizerConfig& c, int64_t step) {
+  if (c.lr_warmup_steps() > 0 && step < c.lr_warmup_steps()) {
+    return c.lr() * static_cast<double>(step + 1) / c.lr_warmup_steps();
+  }
+  return c.lr();
+}
+
+void SetLr(torch::optim::AdamW* optimizer, double lr) {
+  for (auto& group : optimizer->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+}
+
+double ClipGradients(const std::vector<torch::Tensor>& params, const config::OptimizerConfig& c) {
+  if (c.max_grad_norm() > 0) return torch::nn::utils::clip_grad_norm_(params, c.max_grad_norm());
+  return torch::nn::utils::clip_grad_norm_(params, std::numeric_limits<double>::max());
+}
+
+}  // namespace spargo::learner

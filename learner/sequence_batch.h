@@ -1,0 +1,38 @@
+// Turns prompts and completions into the padded tensors the learner trains on, and evaluates per-token
+// log-probabilities of given sequences.
+//  input_ids [N, T]: prompt then completion, right-padded with pad_id (causal attention never looks right, so
+//                    padding needs no mask);
+//  loss_mask [N, T-1]: 1 where target token t+1 is a completion token, else 0;
+//  old_logprobs [N, T-1]: the sampler's log-prob of each completion target (0 elsewhere).
+#ifndef SPARGO_LEARNER_SEQUENCE_BATCH_H_
+#define SPARGO_LEARNER_SEQUENCE_BATCH_H_
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/causal_lm.h"
+
+namespace spargo::learner {
+
+struct SequenceBatch {
+  torch::Tensor input_ids;     // [N, T] int64
+  torch::Tensor loss_mask;     // [N, T-1] float
+  torch::Tensor old_logprobs;  // [N, T-1] float
+  int64_t completion_tokens = 0;
+};
+
+// completion_logprobs may be empty (warm-up batches); otherwise one vector per completion.
+SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompts,
+                                 const std::vector<std::vector<int64_t>>& completions,
+                                 const std::vector<std::vector<float>>& completion_logprobs, int64_t pad_id);
+
+// Rows `rows` of a batch (for mini-batches).
+SequenceBatch SliceRows(const SequenceBatch& batch, const torch::Tensor& rows);
+
+// log p(x_{t+1} | x_{<=t}) of the model at temperature `temperature`: [N, T-1], differentiable.
+torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature);
+
+}  // namespace spargo::learner
+
+#endif  // SPARGO_LEARNER_SEQUENCE_BATCH_H_

@@ -1,0 +1,39 @@
+// The model interface the rollout engine and the learner program against. The tiny dense transformer implements
+// it today; the DeepSeek-V3.2 sparse-attention model implements it next.
+//  - Forward: full causal forward with autograd, for training and log-prob evaluation.
+//  - NewCache / Decode: incremental evaluation for generation; Decode appends tokens to the cache and returns
+//    their logits. All sequences of one cache advance together (equal lengths).
+// Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
+#ifndef SPARGO_MODEL_CAUSAL_LM_H_
+#define SPARGO_MODEL_CAUSAL_LM_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+
+namespace spargo::model {
+
+class DecodeCache {
+ public:
+  virtual ~DecodeCache() = default;
+  // Tokens already in the cache.
+  virtual int64_t length() const = 0;
+  // Repeats every sequence `repeats` times in place (sequence b becomes rows b*repeats .. b*repeats+repeats-1):
+  // G samples of one prompt continue from one shared prefill.
+  virtual void ExpandBatch(int64_t repeats) = 0;
+};
+
+class CausalLm : public torch::nn::Module {
+ public:
+  // input_ids: [B, T] int64 -> logits [B, T, V] float32.
+  virtual torch::Tensor Forward(const torch::Tensor& input_ids) = 0;
+  virtual std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const = 0;
+  // input_ids: [B, T_new] -> logits [B, T_new, V]; call under torch::NoGradGuard.
+  virtual torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_seq_len() const = 0;
+};
+
+}  // namespace spargo::model
+
+#endif  // SPARGO_MODEL_CAUSAL_LM_H_

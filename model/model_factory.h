@@ -1,0 +1,24 @@
+// Builds the model a ModelConfig describes, validating it first; and copies weights between models.
+#ifndef SPARGO_MODEL_MODEL_FACTORY_H_
+#define SPARGO_MODEL_MODEL_FACTORY_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "model/causal_lm.h"
+#include "spargo/config.pb.h"
+
+namespace spargo::model {
+
+// Fails with INVALID_ARGUMENT naming the field (e.g. "model.num_heads") when the config is inconsistent.
+absl::Status ValidateModelConfig(const config::ModelConfig& config);
+
+// Initialises weights from libtorch's global generator (seed it first for reproducible runs).
+absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& config, int64_t vocab_size);
+
+// Copies every parameter and buffer of `from` into `to` (same architecture and shapes).
+absl::Status CopyWeights(CausalLm& from, CausalLm& to);
+
+}  // namespace spargo::model
+
+#endif  // SPARGO_MODEL_MODEL_FACTORY_H_

@@ -1,0 +1,112 @@
+#include "rewards/reward_pipeline.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "rewards/numeric_answer.h"
+
+namespace spargo::rewards {
+namespace {
+
+int Severity(ScoreStatus s) {
+  switch (s) {
+    case ScoreStatus::kNotApplicable: return 0;
+    case ScoreStatus::kOk: return 1;
+    case ScoreStatus::kParseFailure: return 2;
+    case ScoreStatus::kTimeout: return 3;
+    case ScoreStatus::kError: return 4;
+  }
+  return 4;
+}
+
+}  // namespace
+
+const char* ScoreStatusName(ScoreStatus status) {
+  switch (status) {
+    case ScoreStatus::kOk: return "ok";
+    case ScoreStatus::kNotApplicable: return "not_applicable";
+    case ScoreStatus::kParseFailure: return "parse_failure";
+    case ScoreStatus::kTimeout: return "timeout";
+    case ScoreStatus::kError: return "error";
+  }
+  return "error";
+}
+
+bool IsInfrastructureFailure(ScoreStatus status) {
+  return status == ScoreStatus::kTimeout || status == ScoreStatus::kError;
+}
+
+std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group) const {
+  const size_t n = group.completions.size();
+  std::vector<SampleScore> out(n);
+  for (SampleScore& s : out) s.status = ScoreStatus::kNotApplicable;
+  for (const Component& c : components_) {
+    std::vector<SampleScore> part = c.function->ScoreGroup(group);
+    for (size_t i = 0; i < n; ++i) {
+      SampleScore& s = out[i];
+      if (i >= part.size()) {
+        s.status = ScoreStatus::kError;
+        s.detail = absl::StrCat(c.name, ": returned ", part.size(), " scores for ", n, " completions");
+        continue;
+      }
+      if (part[i].status == ScoreStatus::kNotApplicable) continue;
+      s.components[c.name] = part[i].score;
+      s.score += c.weight * part[i].score;
+      if (Severity(part[i].status) > Severity(s.status)) {
+        s.status = part[i].status;
+        if (!part[i].detail.empty()) s.detail = absl::StrCat(c.name, ": ", part[i].detail);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> RewardPipeline::ComponentNames() const {
+  std::vector<std::string> names;
+  for (const Component& c : components_) names.push_back(c.name);
+  return names;
+}
+
+absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::ExperimentConfig& config) {
+  RewardPipelines out;
+  for (int i = 0; i < config.rewards_size(); ++i) {
+    const config::RewardPipeline& p = config.rewards(i);
+    const std::string where = absl::StrCat("rewards[", i, "] (", config::Domain_Name(p.domain()), ")");
+    if (out.by_domain_.count(p.domain())) return absl::InvalidArgumentError(where + ": domain has two pipelines");
+    if (p.components_size() == 0) return absl::InvalidArgumentError(where + ": no components");
+    std::vector<RewardPipeline::Component> components;
+    for (int j = 0; j < p.components_size(); ++j) {
+      const config::RewardComponent& c = p.components(j);
+      const std::string cwhere = absl::StrCat(where, ".components[", j, "]");
+      if (!std::isfinite(c.weight())) return absl::InvalidArgumentError(cwhere + ": weight is not finite");
+      std::unique_ptr<RewardFunction> fn;
+      switch (c.function_case()) {
+        case config::RewardComponent::kNumericAnswer:
+          fn = std::make_unique<NumericAnswerReward>(c.numeric_answer().correct(), c.numeric_answer().wrong());
+          break;
+        case config::RewardComponent::FUNCTION_NOT_SET:
+          return absl::InvalidArgumentError(cwhere + ": no reward function set (e.g. numeric_answer {})");
+      }
+      std::string name = c.has_name() ? c.name() : fn->name();
+      components.push_back({name, c.weight(), std::move(fn)});
+    }
+    out.by_domain_[p.domain()] = std::make_shared<RewardPipeline>(std::move(components));
+  }
+  return out;
+}
+
+const RewardPipeline* RewardPipelines::ForDomain(config::Domain domain) const {
+  auto it = by_domain_.find(domain);
+  return it == by_domain_.end() ? nullptr : it->second.get();
+}
+
+absl::StatusOr<std::vector<SampleScore>> RewardPipelines::ScoreGroup(const ScoreGroupInput& group) const {
+  const RewardPipeline* p = ForDomain(group.domain);
+  if (p == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no reward pipeline for domain ", config::Domain_Name(group.domain)));
+  }
+  return p->ScoreGroup(group);
+}
+
+}  // namespace spargo::rewards

@@ -1,0 +1,134 @@
+#include "rollout/group_sampler.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/counter_rng.h"
+#include "common/status_macros.h"
+
+namespace spargo::rollout {
+namespace {
+
+constexpr uint64_t kSamplingStream = 0x5a4d504c45ULL;
+
+absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInput>& prompts,
+                      const SamplingOptions& o) {
+  if (o.group_size <= 0) return absl::InvalidArgumentError(absl::StrCat("group_size ", o.group_size, " <= 0"));
+  if (o.max_new_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", o.max_new_tokens, " <= 0"));
+  }
+  if (!(o.temperature >= 0)) return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " < 0"));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& ids = prompts[i].token_ids;
+    if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
+    if (static_cast<int64_t>(ids.size()) + o.max_new_tokens > model.max_seq_len()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has ", ids.size(), " tokens; with ",
+                                                     o.max_new_tokens, " new tokens it exceeds the model's ",
+                                                     model.max_seq_len()));
+    }
+    for (int64_t id : ids) {
+      if (id < 0 || id >= model.vocab_size()) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has token id ", id, " outside [0, ",
+                                                       model.vocab_size(), ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Samples one token per row of `logits` [N, V]; returns {tokens [N], logprobs [N]}.
+std::pair<torch::Tensor, torch::Tensor> SampleRows(const torch::Tensor& logits, const SamplingOptions& o,
+                                                   const std::vector<CounterRng*>& rngs) {
+  if (o.temperature == 0) {
+    torch::Tensor logp = torch::log_softmax(logits, -1);
+    torch::Tensor tokens = logits.argmax(-1);  // [N]
+    return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)};
+  }
+  torch::Tensor logp = torch::log_softmax(logits.to(torch::kDouble) / o.temperature, -1);  // [N, V]
+  torch::Tensor cdf = logp.exp().cumsum(-1);                                               // [N, V]
+  const int64_t n = logits.size(0);
+  torch::Tensor u = torch::empty({n, 1}, torch::kDouble);
+  torch::Tensor total = cdf.select(1, cdf.size(1) - 1).contiguous();  // [N], 1 up to rounding
+  auto acc = u.accessor<double, 2>();
+  auto tot = total.accessor<double, 1>();
+  for (int64_t i = 0; i < n; ++i) acc[i][0] = rngs[i]->Uniform() * tot[i];
+  torch::Tensor tokens = torch::searchsorted(cdf, u).squeeze(-1).clamp_max(logits.size(1) - 1);  // [N]
+  return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat)};
+}
+
+// Generates for prompts of one common length; fills out[i] for each index in `members`.
+void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompts, const std::vector<size_t>& members,
+                  const SamplingOptions& o, std::vector<std::vector<GeneratedSample>>* out) {
+  const int64_t p = static_cast<int64_t>(members.size());
+  const int64_t g = o.group_size;
+  const int64_t len = static_cast<int64_t>(prompts[members[0]].token_ids.size());
+  torch::Tensor ids = torch::empty({p, len}, torch::kLong);  // [P, T]
+  for (int64_t i = 0; i < p; ++i) {
+    const auto& src = prompts[members[i]].token_ids;
+    std::copy(src.begin(), src.end(), ids[i].data_ptr<int64_t>());
+  }
+  std::vector<CounterRng> rng_storage;
+  rng_storage.reserve(p * g);
+  for (int64_t i = 0; i < p; ++i) {
+    for (int64_t j = 0; j < g; ++j) {
+      rng_storage.emplace_back(o.seed, std::initializer_list<uint64_t>{kSamplingStream, o.step,
+                                                                         prompts[members[i]].key,
+                                                                         static_cast<uint64_t>(j)});
+    }
+  }
+  std::vector<CounterRng*> rngs;
+  for (auto& r : rng_storage) rngs.push_back(&r);
+
+  std::unique_ptr<model::DecodeCache> cache = model.NewCache(p, len + o.max_new_tokens);
+  torch::Tensor logits = model.Decode(ids, cache.get()).select(1, len - 1);  // [P, V] (one prefill per prompt)
+  cache->ExpandBatch(g);
+  logits = logits.repeat_interleave(g, 0);  // [P*G, V]
+
+  std::vector<GeneratedSample> samples(p * g);
+  std::vector<bool> done(p * g, false);
+  for (int step = 0; step < o.max_new_tokens; ++step) {
+    auto [tokens, logps] = SampleRows(logits, o, rngs);
+    auto tok = tokens.accessor<int64_t, 1>();
+    auto lp = logps.accessor<float, 1>();
+    bool all_done = true;
+    for (int64_t r = 0; r < p * g; ++r) {
+      if (done[r]) continue;
+      samples[r].token_ids.push_back(tok[r]);
+      samples[r].logprobs.push_back(lp[r]);
+      if (tok[r] == o.eos_id) {
+        done[r] = true;
+        samples[r].finish = FinishReason::kStop;
+      }
+      all_done = all_done && done[r];
+    }
+    if (all_done || step + 1 == o.max_new_tokens) break;
+    torch::Tensor next = tokens.clone();  // [P*G]
+    auto nx = next.accessor<int64_t, 1>();
+    for (int64_t r = 0; r < p * g; ++r) {
+      if (done[r]) nx[r] = o.pad_id;  // finished rows keep decoding padding; their output is ignored
+    }
+    logits = model.Decode(next.unsqueeze(1), cache.get()).select(1, 0);  // [P*G, V]
+  }
+  for (int64_t i = 0; i < p; ++i) {
+    auto& group = (*out)[members[i]];
+    group.assign(samples.begin() + i * g, samples.begin() + (i + 1) * g);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<GeneratedSample>>> SampleGroups(model::CausalLm& model,
+                                                                       const std::vector<PromptInput>& prompts,
+                                                                       const SamplingOptions& options) {
+  SPARGO_RETURN_IF_ERROR(Validate(model, prompts, options));
+  std::map<size_t, std::vector<size_t>> buckets;  // prompt length -> prompt indices
+  for (size_t i = 0; i < prompts.size(); ++i) buckets[prompts[i].token_ids.size()].push_back(i);
+  std::vector<std::vector<GeneratedSample>> out(prompts.size());
+  SPARGO_RETURN_IF_ERROR(CallCatching("sampling", [&] {
+    torch::NoGradGuard no_grad;
+    for (const auto& [len, members] : buckets) SampleBucket(model, prompts, members, options, &out);
+  }));
+  return out;
+}
+
+}  // namespace spargo::rollout

@@ -1,0 +1,49 @@
+// Generates G completions per prompt from a CausalLm, with the sampler's log-probabilities.
+// Prompts of equal token length are batched together; each batch runs ONE prefill over its distinct prompts and
+// expands the cache G-fold, then decodes all samples step by step until each has produced EOS or max_new_tokens.
+// Sampling is counter-based: the uniform number behind token t of sample g of prompt p at call `step` depends only
+// on (seed, step, prompt key, g, t), so a resumed run draws the same tokens, and batching prompts differently
+// changes nothing but the rounding of the log-probs.
+// temperature 0 decodes greedily (log-probs are then those of the untempered distribution).
+#ifndef SPARGO_ROLLOUT_GROUP_SAMPLER_H_
+#define SPARGO_ROLLOUT_GROUP_SAMPLER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/causal_lm.h"
+
+namespace spargo::rollout {
+
+enum class FinishReason { kStop, kLength };
+
+struct SamplingOptions {
+  int group_size = 1;
+  int max_new_tokens = 8;
+  double temperature = 1.0;
+  int64_t eos_id = -1;
+  int64_t pad_id = 0;
+  uint64_t seed = 0;
+  uint64_t step = 0;  // the call's counter (e.g. the GRPO step)
+};
+
+struct PromptInput {
+  std::vector<int64_t> token_ids;
+  uint64_t key = 0;  // identifies the prompt within the call (its index in the batch)
+};
+
+struct GeneratedSample {
+  std::vector<int64_t> token_ids;  // generated tokens, EOS included when sampled
+  std::vector<float> logprobs;     // one per generated token
+  FinishReason finish = FinishReason::kLength;
+};
+
+// Returns [num_prompts][group_size] samples, in input order.
+absl::StatusOr<std::vector<std::vector<GeneratedSample>>> SampleGroups(model::CausalLm& model,
+                                                                       const std::vector<PromptInput>& prompts,
+                                                                       const SamplingOptions& options);
+
+}  // namespace spargo::rollout
+
+#endif  // SPARGO_ROLLOUT_GROUP_SAMPLER_H_

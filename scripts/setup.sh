@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages spargo needs (only those missing), then configures and builds it in build/.
+# Idempotent: a second run installs nothing and rebuilds only what changed. Sourced by train.sh and test.sh.
+set -euo pipefail
+
+SPARGO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${SPARGO_BUILD_DIR:-$SPARGO_ROOT/build}"
+
+# Package -> what it is for (README.md lists the same).
+PACKAGES=(
+  g++ cmake ninja-build pkg-config ccache  # compiler, build system, compiler cache
+  libtorch-dev                             # tensors, autograd, optimizers (Debian's libtorch 1.13, CPU)
+  libopenblas0-openmp                      # fast BLAS for libtorch (Debian otherwise falls back to reference BLAS)
+  libprotobuf-dev protobuf-compiler        # messages and the experiment-config schema (text format)
+  libgrpc++-dev protobuf-compiler-grpc     # rollout and reward services
+  libabsl-dev                              # Status/StatusOr, strings, flags, synchronisation
+  libre2-dev                               # answer extraction in rewards
+  nlohmann-json3-dev                       # JSON files: metrics.jsonl, summaries, checkpoints' state
+  libcpp-httplib-dev                       # the Prometheus /metrics HTTP endpoint
+  libgtest-dev libgmock-dev                # tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ccache across clones; sloppiness lets it cache objects built with the precompiled torch header.
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+
+if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+  cmake -S "$SPARGO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+echo "setup: building in $BUILD_DIR"
+cmake --build "$BUILD_DIR" -- -j"$(nproc)"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and builds what is missing, then runs every CTest test.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$BUILD_DIR"
+ctest --output-on-failure -j"$(nproc)" --timeout 900

@@ -1,0 +1,39 @@
+// Helpers shared by the test suites: temporary folders, running the real `spargo` binary, free loopback ports,
+// reading files.
+#ifndef SPARGO_TESTS_TEST_UTIL_H_
+#define SPARGO_TESTS_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace spargo::testing {
+
+// A fresh empty folder under the test's temporary directory.
+std::string NewTempDir(const std::string& label);
+
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& contents);
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Path of the spargo binary under test (set by CMake).
+std::string SpargoBinary();
+
+// Runs `binary args...` to completion, capturing its output.
+ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args);
+
+// Starts `binary args...` in the background (output to files in `log_dir`); returns its pid.
+int StartProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& log_dir);
+// Waits for a started process; returns its exit code.
+int WaitProcess(int pid);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreeLoopbackPort();
+
+}  // namespace spargo::testing
+
+#endif  // SPARGO_TESTS_TEST_UTIL_H_
