@@ -2,10 +2,17 @@
 
 set(SPARGO_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 
+# libtorch installs from pip ship their own google/protobuf headers; generated .pb.h files must see the protobuf
+# that protoc came with, so its include directory goes first in every target that may include both.
+function(spargo_protobuf_headers_first target)
+  target_include_directories(${target} BEFORE PRIVATE ${Protobuf_INCLUDE_DIRS})
+endfunction()
+
 # A static library that uses libtorch. Reuses one precompiled <torch/torch.h> across all such targets.
 function(spargo_torch_library name)
   add_library(${name} STATIC ${ARGN})
   target_compile_options(${name} PRIVATE ${SPARGO_WARNINGS})
+  spargo_protobuf_headers_first(${name})
   target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
   target_link_libraries(${name} PUBLIC ${TORCH_LIBRARIES})
   spargo_use_torch_pch(${name})

@@ -1,6 +1,8 @@
 #include "common/atomic_file.h"
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,6 +77,16 @@ absl::Status PublishDirectory(const std::string& temp_dir, const std::string& fi
   SyncDirectory(temp_dir).IgnoreError();
   if (::rename(temp_dir.c_str(), final_dir.c_str()) != 0) return ErrnoStatus("cannot rename into place", final_dir);
   return SyncDirectory(ParentOf(final_dir));
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    return errno == ENOENT ? absl::OkStatus() : ErrnoStatus("cannot inspect", path);
+  }
+  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) -> int { return ::remove(p); };
+  if (::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0) return ErrnoStatus("cannot remove", path);
+  return absl::OkStatus();
 }
 
 }  // namespace spargo

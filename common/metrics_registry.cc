@@ -20,22 +20,13 @@ bool IsValidName(const std::string& name, bool allow_colon) {
   return true;
 }
 
-std::string EscapeLabelValue(const std::string& value) {
+// Escapes backslash and newline (HELP text); label values also escape the double quote.
+std::string Escape(const std::string& text, bool quote) {
   std::string out;
-  for (char c : value) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
-}
-
-std::string EscapeHelp(const std::string& help) {
-  std::string out;
-  for (char c : help) {
+  for (char c : text) {
     if (c == '\\') out += "\\\\";
     else if (c == '\n') out += "\\n";
+    else if (quote && c == '"') out += "\\\"";
     else out += c;
   }
   return out;
@@ -106,14 +97,14 @@ std::string MetricsRegistry::RenderText() const {
   absl::MutexLock lock(&mu_);
   std::string out;
   for (const auto& [name, family] : families_) {
-    absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(family.help), "\n");
+    absl::StrAppend(&out, "# HELP ", name, " ", Escape(family.help, /*quote=*/false), "\n");
     absl::StrAppend(&out, "# TYPE ", name, " ", family.type == Type::kCounter ? "counter" : "gauge", "\n");
     for (const auto& [labels, value] : family.samples) {
       absl::StrAppend(&out, name);
       if (!labels.empty()) {
         out += '{';
         for (size_t i = 0; i < labels.size(); ++i) {
-          absl::StrAppend(&out, i ? "," : "", labels[i].first, "=\"", EscapeLabelValue(labels[i].second), "\"");
+          absl::StrAppend(&out, i ? "," : "", labels[i].first, "=\"", Escape(labels[i].second, /*quote=*/true), "\"");
         }
         out += '}';
       }

@@ -79,12 +79,17 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, mod
   if (ec) return absl::InternalError(absl::StrCat("cannot create '", dir_, "': ", ec.message()));
   // Leftovers of interrupted saves.
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    if (absl::StartsWith(entry.path().filename().string(), ".tmp-")) fs::remove_all(entry.path(), ec);
+    if (absl::StartsWith(entry.path().filename().string(), ".tmp-")) {
+      SPARGO_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
+    }
   }
   fs::create_directories(temp_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create '", temp_dir, "': ", ec.message()));
 
-  nlohmann::json j = {{"phase", state.phase}, {"step", state.step}, {"wall_seconds", state.wall_seconds}};
+  nlohmann::json j = {{"phase", state.phase},
+                      {"step", state.step},
+                      {"warmup_steps", state.warmup_steps},
+                      {"wall_seconds", state.wall_seconds}};
   if (state.heldout_accuracy_before) j["heldout_accuracy_before"] = *state.heldout_accuracy_before;
   SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
     SaveModule(policy, temp_dir + "/model.pt");
@@ -96,7 +101,7 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, mod
     if (fs::exists(path, ec)) SPARGO_RETURN_IF_ERROR(SyncFile(path));
   }
   SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/state.json", j.dump(2) + "\n"));
-  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);  // an older save of the same step
+  SPARGO_RETURN_IF_ERROR(RemoveTree(final_dir));  // an older save of the same step
   SPARGO_RETURN_IF_ERROR(PublishDirectory(temp_dir, final_dir));
   SPARGO_RETURN_IF_ERROR(Prune());
   return final_dir;
@@ -105,10 +110,8 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, mod
 absl::Status CheckpointStore::Prune() const {
   if (keep_last_ <= 0) return absl::OkStatus();
   auto all = ListCheckpoints(dir_);
-  std::error_code ec;
   for (size_t i = 0; i + keep_last_ < all.size(); ++i) {
-    fs::remove_all(all[i].second, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot remove old checkpoint '", all[i].second, "'"));
+    SPARGO_RETURN_IF_ERROR(Annotate(RemoveTree(all[i].second), "pruning old checkpoints"));
   }
   return absl::OkStatus();
 }
@@ -132,6 +135,7 @@ absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, mode
     state.phase = j.at("phase").get<std::string>();
     state.step = j.at("step").get<int64_t>();
     state.wall_seconds = j.value("wall_seconds", 0.0);
+    state.warmup_steps = j.value("warmup_steps", int64_t{0});
     if (j.contains("heldout_accuracy_before")) {
       state.heldout_accuracy_before = j.at("heldout_accuracy_before").get<double>();
     }

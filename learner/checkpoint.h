@@ -18,7 +18,8 @@ namespace spargo::learner {
 struct TrainerState {
   std::string phase = "warmup";  // "warmup" or "grpo": the phase the step counter belongs to
   int64_t step = 0;              // optimizer steps completed in `phase`
-  std::optional<double> heldout_accuracy_before;
+  std::optional<double> heldout_accuracy_before;  // set once the warm-up is complete
+  int64_t warmup_steps = 0;                       // warm-up steps taken (known once it is complete)
   double wall_seconds = 0;       // training time spent before this checkpoint, across resumes
 };
 

@@ -1,4 +1,5 @@
-// Held-out evaluation: greedy decoding of every held-out prompt, accuracy by the task's own check.
+// Evaluation: greedy decoding of every given prompt (the held-out set, or a training probe), accuracy by the
+// task's own check.
 #ifndef SPARGO_LEARNER_EVALUATOR_H_
 #define SPARGO_LEARNER_EVALUATOR_H_
 

@@ -65,6 +65,11 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   if (w.steps() < 0) return Bad("learner.warmup.steps", w.steps(), "must be >= 0");
   if (w.batch_size() <= 0) return Bad("learner.warmup.batch_size", w.batch_size(), "must be positive");
   SPARGO_RETURN_IF_ERROR(ValidateOptimizer(w.optimizer(), "learner.warmup.optimizer"));
+  if (!(w.stop_at_accuracy() >= 0 && w.stop_at_accuracy() <= 1)) {
+    return Bad("learner.warmup.stop_at_accuracy", w.stop_at_accuracy(), "must be in [0, 1] (0: off)");
+  }
+  if (w.probe_every() <= 0) return Bad("learner.warmup.probe_every", w.probe_every(), "must be positive");
+  if (w.probe_prompts() <= 0) return Bad("learner.warmup.probe_prompts", w.probe_prompts(), "must be positive");
 
   const config::GrpoConfig& g = c.learner().grpo();
   if (g.steps() < 0) return Bad("learner.grpo.steps", g.steps(), "must be >= 0");

@@ -18,6 +18,7 @@ namespace spargo::learner {
 // Counter streams of the prompt draws of each phase.
 inline constexpr uint64_t kWarmupStream = 1;
 inline constexpr uint64_t kGrpoStream = 2;
+inline constexpr uint64_t kWarmupProbeStream = 3;
 
 struct TrainContext {
   config::ExperimentConfig config;

@@ -110,8 +110,11 @@ absl::Status Driver::Resume() {
 
 absl::Status Driver::RunWarmup() {
   const config::WarmupConfig& w = ctx_.config.learner().warmup();
-  if (state_.phase != "warmup" || (state_.step >= w.steps() && state_.heldout_accuracy_before)) {
-    return absl::OkStatus();
+  // The warm-up is complete once the "before" evaluation exists (it ends at w.steps() or at the probe target).
+  if (state_.phase != "warmup" || state_.heldout_accuracy_before) return absl::OkStatus();
+  std::vector<TaskPrompt> probe;
+  if (w.stop_at_accuracy() > 0) {
+    probe = ctx_.tasks.Draw(ctx_.config.seed(), kWarmupProbeStream, 0, w.probe_prompts());
   }
   const absl::Time t0 = absl::Now();
   const int64_t first = state_.step;
@@ -122,12 +125,21 @@ absl::Status Driver::RunWarmup() {
     state_.step = s + 1;
     SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_warmup_step", state_.step));
     SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_warmup_loss", r.loss));
-    if (state_.step % 25 == 0 || state_.step == w.steps()) {
-      const double elapsed = absl::ToDoubleSeconds(absl::Now() - t0);
-      const double per_step = elapsed / (state_.step - first);
-      PrintLine(absl::StrFormat("warmup %d/%d | loss %.4f | %.0f tok/s | ETA %s", state_.step, w.steps(), r.loss,
-                                tokens / std::max(elapsed, 1e-9), FormatDuration(per_step * (w.steps() - s - 1))));
+    const bool probe_now = !probe.empty() && state_.step % w.probe_every() == 0;
+    if (!probe_now && state_.step % 25 != 0 && state_.step != w.steps()) continue;
+    const double elapsed = absl::ToDoubleSeconds(absl::Now() - t0);
+    std::string line = absl::StrFormat("warmup %d/%d | loss %.4f | %.0f tok/s", state_.step, w.steps(), r.loss,
+                                       tokens / std::max(elapsed, 1e-9));
+    if (probe_now) {
+      SPARGO_ASSIGN_OR_RETURN(EvalResult pr, EvaluateHeldout(ctx_, probe));
+      absl::StrAppend(&line, absl::StrFormat(" | train-probe acc %.3f", pr.accuracy));
+      if (pr.accuracy >= w.stop_at_accuracy()) {
+        PrintLine(absl::StrCat(line, absl::StrFormat(" >= %.3f: warm-up done", w.stop_at_accuracy())));
+        return absl::OkStatus();
+      }
     }
+    const double per_step = elapsed / (state_.step - first);
+    PrintLine(absl::StrCat(line, " | ETA ", FormatDuration(per_step * (w.steps() - state_.step))));
   }
   return absl::OkStatus();
 }
@@ -136,6 +148,7 @@ absl::Status Driver::EvaluateBefore() {
   if (state_.heldout_accuracy_before) return absl::OkStatus();
   SPARGO_ASSIGN_OR_RETURN(double before, Evaluate("before"));
   state_.heldout_accuracy_before = before;
+  state_.warmup_steps = state_.step;
   return SaveCheckpoint(*warmup_opt_, /*with_reference=*/false);
 }
 
@@ -180,7 +193,7 @@ absl::StatusOr<nlohmann::json> Driver::Run() {
   bool stopped = false;
   SPARGO_RETURN_IF_ERROR(RunGrpo(&stopped));
   nlohmann::json summary = {{"run_dir", run_dir_.path()},
-                            {"warmup_steps", ctx_.config.learner().warmup().steps()},
+                            {"warmup_steps", state_.warmup_steps},
                             {"steps", state_.step},
                             {"heldout_accuracy_before", *state_.heldout_accuracy_before},
                             {"heldout_prompts", ctx_.config.eval().heldout_prompts()},

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/atomic_file.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -26,7 +27,7 @@ std::string NewTempDir(const std::string& label) {
   std::string name = std::string(info ? info->name() : "test") + "-" + label + "-" + std::to_string(::getpid()) +
                      "-" + std::to_string(counter++);
   std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "spargo-tests" / name;
-  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(RemoveTree(dir.string()).ok());
   std::filesystem::create_directories(dir);
   return dir.string();
 }

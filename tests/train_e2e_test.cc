@@ -157,6 +157,20 @@ TEST(TrainEndToEnd, RefusesToOverwriteAnExistingRun) {
   EXPECT_EQ(ReadFile(dir + "/notes.txt"), "keep me");
 }
 
+// The acceptance run of the embedded default: warm-up, then GRPO must raise held-out accuracy (>= 200 prompts,
+// never trained on) by at least 15 points.
+TEST(TrainEndToEnd, DefaultExperimentImprovesHeldoutAccuracy) {
+  const std::string dir = NewTempDir("default") + "/run";
+  auto r = RunProcess(SpargoBinary(), {"train", "--run-dir", dir, "--set", "metrics.port=0"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto summary = nlohmann::json::parse(ReadFile(dir + "/summary.json"));
+  const double before = summary["heldout_accuracy_before"], after = summary["heldout_accuracy_after"];
+  EXPECT_GE(summary["heldout_prompts"].get<int>(), 200);
+  EXPECT_GE(after - before, 0.15) << "before " << before << ", after " << after;
+  EXPECT_GT(summary["warmup_steps"].get<int>(), 0);
+  EXPECT_THAT(r.out, HasSubstr("held-out accuracy before GRPO"));
+}
+
 TEST(TrainEndToEnd, HelpDescribesEveryFlag) {
   auto main_help = RunProcess(SpargoBinary(), {"--help"});
   EXPECT_EQ(main_help.exit_code, 0);
