@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "common/metrics_registry.h"
 #include "common/metrics_server.h"
 #include "gtest/gtest.h"
@@ -43,7 +44,9 @@ std::map<std::string, ParsedFamily> ParseExposition(const std::string& text) {
       EXPECT_EQ(m[1], current) << "TYPE must follow HELP of the same family";
       EXPECT_TRUE(out[current].type.empty());
       out[current].type = m[2];
-      if (m[2] == "counter") EXPECT_TRUE(std::string(m[1]).size() > 6 && std::string(m[1]).substr(std::string(m[1]).size() - 6) == "_total") << m[1];
+      if (m[2] == "counter") {
+        EXPECT_TRUE(absl::EndsWith(std::string(m[1]), "_total")) << m[1];
+      }
     } else if (std::regex_match(line, m, kSample)) {
       EXPECT_EQ(m[1], current) << "sample outside its family: " << line;
       EXPECT_FALSE(out[current].type.empty()) << "sample before TYPE: " << line;
