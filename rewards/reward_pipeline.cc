@@ -1,9 +1,12 @@
 #include "rewards/reward_pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "rewards/length_penalty.h"
 #include "rewards/numeric_answer.h"
+#include "rewards/think_format.h"
 
 namespace spargo::rewards {
 namespace {
@@ -58,6 +61,17 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
       }
     }
   }
+  for (SampleScore& s : out) {
+    for (const Gate& g : gates_) {
+      auto it = s.components.find(g.component);
+      if (it != s.components.end() && it->second < g.min_score) {
+        s.score = g.total_on_fail;
+        break;
+      }
+    }
+    if (clip_min_) s.score = std::max(s.score, *clip_min_);
+    if (clip_max_) s.score = std::min(s.score, *clip_max_);
+  }
   return out;
 }
 
@@ -84,13 +98,47 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
         case config::RewardComponent::kNumericAnswer:
           fn = std::make_unique<NumericAnswerReward>(c.numeric_answer().correct(), c.numeric_answer().wrong());
           break;
+        case config::RewardComponent::kSoftOverlong: {
+          const auto& o = c.soft_overlong();
+          if (o.cache_length() <= 0 || o.cache_length() > o.max_length()) {
+            return absl::InvalidArgumentError(absl::StrCat(cwhere, ".soft_overlong: need 0 < cache_length (",
+                                                           o.cache_length(), ") <= max_length (", o.max_length(),
+                                                           ")"));
+          }
+          fn = std::make_unique<SoftOverlongPenalty>(o.max_length(), o.cache_length());
+          break;
+        }
+        case config::RewardComponent::kThinkFormat:
+          fn = std::make_unique<ThinkFormatReward>(c.think_format().correct(), c.think_format().wrong());
+          break;
         case config::RewardComponent::FUNCTION_NOT_SET:
           return absl::InvalidArgumentError(cwhere + ": no reward function set (e.g. numeric_answer {})");
       }
       std::string name = c.has_name() ? c.name() : fn->name();
+      for (const auto& other : components) {
+        if (other.name == name) return absl::InvalidArgumentError(cwhere + ": second component named '" + name + "'");
+      }
       components.push_back({name, c.weight(), std::move(fn)});
     }
-    out.by_domain_[p.domain()] = std::make_shared<RewardPipeline>(std::move(components));
+    std::vector<RewardPipeline::Gate> gates;
+    for (int j = 0; j < p.gates_size(); ++j) {
+      const config::RewardGate& g = p.gates(j);
+      bool known = false;
+      for (const auto& c : components) known = known || c.name == g.component();
+      if (!known) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ".gates[", j, "]: no component named '",
+                                                       g.component(), "'"));
+      }
+      gates.push_back({g.component(), g.min_score(), g.total_on_fail()});
+    }
+    std::optional<double> lo, hi;
+    if (p.has_clip_min()) lo = p.clip_min();
+    if (p.has_clip_max()) hi = p.clip_max();
+    if (lo && hi && *lo > *hi) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": clip_min ", *lo, " > clip_max ", *hi));
+    }
+    out.by_domain_[p.domain()] =
+        std::make_shared<RewardPipeline>(std::move(components), std::move(gates), lo, hi);
   }
   return out;
 }

@@ -1,12 +1,15 @@
 // Composition of reward functions per domain, from the experiment config's `rewards` pipelines.
 // A pipeline's total is sum_i weight_i * score_i over its components; each component's score is also reported by
-// its name. A sample's status is the most severe of its components' (error > timeout > parse failure > ok), and
-// components that are not applicable do not count. Prompts of a domain without a pipeline are an error.
+// its name. Then gates apply (a sample whose gate component scores below the gate's minimum gets the gate's
+// total), then clipping to [clip_min, clip_max]. A sample's status is the most severe of its components'
+// (error > timeout > parse failure > ok); components that are not applicable do not count, and a gate whose
+// component is not applicable does not fire. Prompts of a domain without a pipeline are an error.
 #ifndef SPARGO_REWARDS_REWARD_PIPELINE_H_
 #define SPARGO_REWARDS_REWARD_PIPELINE_H_
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,12 +26,21 @@ class RewardPipeline {
     double weight;
     std::unique_ptr<RewardFunction> function;
   };
-  explicit RewardPipeline(std::vector<Component> components) : components_(std::move(components)) {}
+  struct Gate {
+    std::string component;
+    double min_score;
+    double total_on_fail;
+  };
+  RewardPipeline(std::vector<Component> components, std::vector<Gate> gates, std::optional<double> clip_min,
+                 std::optional<double> clip_max)
+      : components_(std::move(components)), gates_(std::move(gates)), clip_min_(clip_min), clip_max_(clip_max) {}
   std::vector<SampleScore> ScoreGroup(const ScoreGroupInput& group) const;
   std::vector<std::string> ComponentNames() const;
 
  private:
   std::vector<Component> components_;
+  std::vector<Gate> gates_;
+  std::optional<double> clip_min_, clip_max_;
 };
 
 class RewardPipelines {
