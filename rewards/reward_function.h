@@ -33,6 +33,9 @@ struct ScoreGroupInput {
   std::string language;
   std::string tools_json;
   std::vector<Completion> completions;
+  // Filled by the pipeline: per completion, the scores of the components computed before this one (group-level
+  // functions such as Kimi's length reward read correctness from here).
+  std::vector<std::map<std::string, double>> earlier_components;
 };
 
 struct SampleScore {

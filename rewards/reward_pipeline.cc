@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
 #include "rewards/numeric_answer.h"
 #include "rewards/think_format.h"
@@ -43,8 +44,10 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
   const size_t n = group.completions.size();
   std::vector<SampleScore> out(n);
   for (SampleScore& s : out) s.status = ScoreStatus::kNotApplicable;
+  ScoreGroupInput input = group;
+  input.earlier_components.assign(n, {});
   for (const Component& c : components_) {
-    std::vector<SampleScore> part = c.function->ScoreGroup(group);
+    std::vector<SampleScore> part = c.function->ScoreGroup(input);
     for (size_t i = 0; i < n; ++i) {
       SampleScore& s = out[i];
       if (i >= part.size()) {
@@ -54,6 +57,7 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
       }
       if (part[i].status == ScoreStatus::kNotApplicable) continue;
       s.components[c.name] = part[i].score;
+      input.earlier_components[i][c.name] = part[i].score;
       s.score += c.weight * part[i].score;
       if (Severity(part[i].status) > Severity(s.status)) {
         s.status = part[i].status;
@@ -106,6 +110,20 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
                                                            ")"));
           }
           fn = std::make_unique<SoftOverlongPenalty>(o.max_length(), o.cache_length());
+          break;
+        }
+        case config::RewardComponent::kLanguageConsistency:
+          fn = std::make_unique<LanguageConsistencyReward>();
+          break;
+        case config::RewardComponent::kGroupLength: {
+          const std::string& needed = c.group_length().correct_component();
+          bool earlier = false;
+          for (const auto& prev : components) earlier = earlier || prev.name == needed;
+          if (!earlier) {
+            return absl::InvalidArgumentError(absl::StrCat(cwhere, ".group_length.correct_component = '", needed,
+                                                           "': no earlier component has that name"));
+          }
+          fn = std::make_unique<GroupLengthReward>(needed, c.group_length().correct_min());
           break;
         }
         case config::RewardComponent::kThinkFormat:

@@ -26,6 +26,52 @@ TEST(SoftOverlongPenalty, FollowsTheDapoFormula) {
   EXPECT_EQ(s[2].status, ScoreStatus::kError);
 }
 
+TEST(GroupLengthReward, FollowsTheKimiFormula) {
+  // Lengths 10, 20, 30: lambda = 0.5, 0, -0.5.
+  std::vector<double> v = GroupLengthRewardValues({10, 20, 30}, {true, false, true});
+  EXPECT_DOUBLE_EQ(v[0], 0.5);
+  EXPECT_DOUBLE_EQ(v[1], 0.0);   // wrong: min(0, 0)
+  EXPECT_DOUBLE_EQ(v[2], -0.5);  // correct but longest
+  v = GroupLengthRewardValues({10, 20, 30}, {false, true, false});
+  EXPECT_DOUBLE_EQ(v[0], 0.0);   // wrong and short: min(0, 0.5)
+  EXPECT_DOUBLE_EQ(v[2], -0.5);  // wrong and long
+  v = GroupLengthRewardValues({12, 16, 20}, {true, true, true});
+  EXPECT_DOUBLE_EQ(v[1], 0.0);
+  for (double x : GroupLengthRewardValues({7, 7, 7}, {true, false, true})) EXPECT_EQ(x, 0.0);
+
+  GroupLengthReward r("outcome", 1.0);
+  ScoreGroupInput g;
+  g.completions = {{"a", 10}, {"b", 30}};
+  for (const auto& s : r.ScoreGroup(g)) EXPECT_EQ(s.status, ScoreStatus::kError);  // no correctness known
+  g.earlier_components = {{{"outcome", 1.0}}, {{"outcome", 0.0}}};
+  auto s = r.ScoreGroup(g);
+  EXPECT_DOUBLE_EQ(s[0].score, 0.5);
+  EXPECT_DOUBLE_EQ(s[1].score, -0.5);
+}
+
+TEST(GroupLengthReward, ReadsCorrectnessFromAnEarlierPipelineComponent) {
+  config::ExperimentConfig c;
+  auto* p = c.add_rewards();
+  auto* kimi_first = p->add_components();
+  kimi_first->mutable_group_length();
+  EXPECT_EQ(RewardPipelines::FromConfig(c).status().code(), absl::StatusCode::kInvalidArgument);
+  p->clear_components();
+  auto* outcome = p->add_components();
+  outcome->set_name("outcome");
+  outcome->mutable_numeric_answer();
+  p->add_components()->mutable_group_length();
+  auto pipelines = RewardPipelines::FromConfig(c);
+  ASSERT_TRUE(pipelines.ok()) << pipelines.status();
+  ScoreGroupInput g;
+  g.reference_answer = "4";
+  g.completions = {{"4", 2}, {"5", 4}, {"4", 6}};  // lambda 0.5, 0, -0.5
+  auto s = *pipelines->ScoreGroup(g);
+  EXPECT_DOUBLE_EQ(s[0].score, 1.0 + 0.5);
+  EXPECT_DOUBLE_EQ(s[1].score, 0.0 + 0.0);
+  EXPECT_DOUBLE_EQ(s[2].score, 1.0 - 0.5);
+  EXPECT_DOUBLE_EQ(s[2].components.at("group_length"), -0.5);
+}
+
 TEST(ThinkFormat, AcceptsOneLeadingBlockFollowedByAnAnswer) {
   EXPECT_TRUE(HasThinkFormat("<think>add 2 and 2</think>4"));
   EXPECT_TRUE(HasThinkFormat("  \n<think>\nsteps\n</think>\n\nThe answer is 4."));
