@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
+#include "rewards/math_answer.h"
 #include "rewards/numeric_answer.h"
 #include "rewards/think_format.h"
 
@@ -112,6 +113,9 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
           fn = std::make_unique<SoftOverlongPenalty>(o.max_length(), o.cache_length());
           break;
         }
+        case config::RewardComponent::kMathAnswer:
+          fn = std::make_unique<MathAnswerReward>(c.math_answer().correct(), c.math_answer().wrong());
+          break;
         case config::RewardComponent::kLanguageConsistency:
           fn = std::make_unique<LanguageConsistencyReward>();
           break;
