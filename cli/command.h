@@ -1,6 +1,6 @@
-// Subcommands of the `spargo` binary. Each command defines its flags with ABSL_FLAG in its own file; `spargo CMD
-// --help` lists exactly the flags of that file (plus the global ones of main.cc), found through abseil's flag
-// reflection. Flags are written --snake_case or --kebab-case; `--set path=value` may repeat and is collected
+// Subcommands of the `spargo` binary. Each command defines its flags with ABSL_FLAG in its own file (flags several
+// commands take live in shared_flags.cc); `spargo CMD --help` lists exactly the flags of the command's files (plus
+// the global ones of main.cc), found through abseil's flag reflection. Flags are written --snake_case or --kebab-case; `--set path=value` may repeat and is collected
 // before abseil parses the rest.
 #ifndef SPARGO_CLI_COMMAND_H_
 #define SPARGO_CLI_COMMAND_H_
@@ -19,7 +19,7 @@ struct Command {
   const char* name;
   const char* summary;
   const char* usage;        // one line: "spargo train [--config FILE.txtpb] [--set path=value]..."
-  const char* flags_file;   // suffix of the file that defines the command's flags
+  std::vector<const char*> flags_files;  // suffixes of the files that define the command's flags
   bool takes_overrides;     // accepts --set
   int (*run)(const CommandArgs& args);
 };
@@ -32,6 +32,7 @@ inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
 int RunTrain(const CommandArgs& args);
+int RunScore(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

@@ -24,7 +24,10 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> kCommands = {
       {"train", "Run GRPO training in one process (the embedded default: CPU arithmetic).",
        "spargo train [--config FILE.txtpb] [--set path.to.field=value]... [--run-dir DIR] [--resume]",
-       "cli/train_command.cc", true, &RunTrain},
+       {"cli/train_command.cc", "cli/shared_flags.cc"}, true, &RunTrain},
+      {"score", "Score groups of completions with reward pipelines: JSON lines on stdin, scores on stdout.",
+       "spargo score [--config FILE.txtpb] < groups.jsonl", {"cli/score_command.cc", "cli/shared_flags.cc"}, false,
+       &RunScore},
   };
   return kCommands;
 }
@@ -35,11 +38,13 @@ constexpr char kGlobalFlagsFile[] = "cli/main.cc";
 
 std::string Dashed(absl::string_view name) { return absl::StrReplaceAll(name, {{"_", "-"}}); }
 
-// Flags defined in files ending with `suffix`, by name.
-std::map<std::string, absl::CommandLineFlag*> FlagsOf(absl::string_view suffix) {
+// Flags defined in files ending with one of `suffixes`, by name.
+std::map<std::string, absl::CommandLineFlag*> FlagsOf(const std::vector<const char*>& suffixes) {
   std::map<std::string, absl::CommandLineFlag*> out;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::EndsWith(flag->Filename(), suffix)) out[std::string(name)] = flag;
+    for (const char* suffix : suffixes) {
+      if (absl::EndsWith(flag->Filename(), suffix)) out[std::string(name)] = flag;
+    }
   }
   return out;
 }
@@ -61,19 +66,19 @@ void PrintMainHelp() {
   for (const Command& c : Commands()) std::cout << "  " << c.name << std::string(10 - std::strlen(c.name), ' ')
                                                 << c.summary << "\n";
   std::cout << "\nglobal flags:\n";
-  PrintFlags(FlagsOf(kGlobalFlagsFile));
+  PrintFlags(FlagsOf({kGlobalFlagsFile}));
   std::cout << "\nRun `spargo <command> --help` for the flags of a command.\n";
 }
 
 void PrintCommandHelp(const Command& c) {
   std::cout << c.summary << "\n\nusage: " << c.usage << "\n\nflags:\n";
-  PrintFlags(FlagsOf(c.flags_file));
+  PrintFlags(FlagsOf(c.flags_files));
   if (c.takes_overrides) {
     std::cout << "  --set PATH=VALUE\n      Override one config field, e.g. --set learner.grpo.steps=100 or "
                  "--set tasks[0].weight=2; may repeat.\n";
   }
   std::cout << "\nglobal flags:\n";
-  PrintFlags(FlagsOf(kGlobalFlagsFile));
+  PrintFlags(FlagsOf({kGlobalFlagsFile}));
 }
 
 bool IsHelp(const std::string& arg) { return arg == "--help" || arg == "-h" || arg == "-help" || arg == "help"; }
@@ -81,8 +86,8 @@ bool IsHelp(const std::string& arg) { return arg == "--help" || arg == "-h" || a
 // Splits argv into --set values and the rest; normalises --kebab-case flag names to snake_case and refuses flags
 // the command does not define. Returns false (after printing why) on a usage error.
 bool PreParse(const Command& c, int argc, char** argv, std::vector<std::string>* rest, CommandArgs* args) {
-  auto allowed = FlagsOf(c.flags_file);
-  for (auto& [name, flag] : FlagsOf(kGlobalFlagsFile)) allowed[name] = flag;
+  auto allowed = FlagsOf(c.flags_files);
+  for (auto& [name, flag] : FlagsOf({kGlobalFlagsFile})) allowed[name] = flag;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--") {

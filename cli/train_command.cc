@@ -6,11 +6,11 @@
 
 #include "absl/flags/flag.h"
 #include "cli/command.h"
+#include "cli/shared_flags.h"
 #include "common/logging.h"
 #include "learner/experiment_config.h"
 #include "learner/trainer.h"
 
-ABSL_FLAG(std::string, config, "", "Experiment config in protobuf text format (default: the embedded default).");
 ABSL_FLAG(std::string, run_dir, "", "Run directory (default: runs/<name>-<date>-<time>).");
 ABSL_FLAG(bool, resume, false, "Continue the run in --run-dir from its newest checkpoint.");
 ABSL_FLAG(int64_t, stop_after_grpo_step, 0,

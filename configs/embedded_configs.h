@@ -9,6 +9,9 @@ namespace spargo::configs {
 // configs/default.txtpb: the run `spargo train` performs without --config.
 extern const absl::string_view kDefaultConfig;
 
+// configs/reward_pipelines.txtpb: the built-in reward pipelines of `spargo score` (only `rewards` is set).
+extern const absl::string_view kBuiltinRewardPipelines;
+
 }  // namespace spargo::configs
 
 #endif  // SPARGO_CONFIGS_EMBEDDED_CONFIGS_H_

@@ -18,8 +18,8 @@ std::vector<SampleScore> SoftOverlongPenalty::ScoreGroup(const ScoreGroupInput& 
   for (size_t i = 0; i < out.size(); ++i) {
     const int n = group.completions[i].num_tokens;
     if (n < 0) {
-      out[i].status = ScoreStatus::kError;
-      out[i].detail = absl::StrCat("negative token count ", n);
+      out[i].status = ScoreStatus::kNotApplicable;
+      out[i].detail = "token count unknown";
       continue;
     }
     out[i].score = SoftOverlongPenaltyValue(n, max_length_, cache_length_);
@@ -47,6 +47,10 @@ std::vector<SampleScore> GroupLengthReward::ScoreGroup(const ScoreGroupInput& gr
   std::vector<bool> correct(n);
   for (size_t i = 0; i < n; ++i) {
     lengths[i] = group.completions[i].num_tokens;
+    if (lengths[i] < 0) {  // group-relative: one unknown length leaves the whole group without a reward
+      for (SampleScore& s : out) s.status = ScoreStatus::kNotApplicable;
+      return out;
+    }
     const std::map<std::string, double>* earlier =
         i < group.earlier_components.size() ? &group.earlier_components[i] : nullptr;
     auto it = earlier ? earlier->find(correct_component_) : std::map<std::string, double>::const_iterator();

@@ -1,7 +1,7 @@
 // Length penalties on completion length in tokens, as the sampler reports it (Completion::num_tokens).
 //  SoftOverlongPenalty (DAPO): with L = max_length, C = cache_length:
 //    0 for |y| <= L - C;  ((L - C) - |y|) / C for L - C < |y| <= L;  -1 for |y| > L.
-//  Added to the outcome reward by the pipeline (weight 1). A negative token count is a kError status.
+//  Added to the outcome reward by the pipeline (weight 1). An unknown token count (-1) is kNotApplicable.
 //  GroupLengthReward (Kimi k1.5), over the group's lengths: lambda_i = 0.5 - (len_i - min) / (max - min);
 //    lambda_i for a correct sample, min(0, lambda_i) for a wrong one; 0 for all when every length is equal.
 //    Correct means: the earlier component `correct_component` scored at least `correct_min`; a sample without

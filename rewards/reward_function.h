@@ -21,7 +21,7 @@ bool IsInfrastructureFailure(ScoreStatus status);
 
 struct Completion {
   std::string text;
-  int num_tokens = 0;  // as the sampler reports it
+  int num_tokens = -1;  // as the sampler reports it; -1: unknown (length-based components are not applicable)
   bool truncated = false;
 };
 

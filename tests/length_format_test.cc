@@ -23,7 +23,7 @@ TEST(SoftOverlongPenalty, FollowsTheDapoFormula) {
   auto s = p.ScoreGroup(g);
   EXPECT_EQ(s[0].score, -0.5);
   EXPECT_EQ(s[1].score, 0.0);
-  EXPECT_EQ(s[2].status, ScoreStatus::kError);
+  EXPECT_EQ(s[2].status, ScoreStatus::kNotApplicable);  // unknown length: no penalty invented
 }
 
 TEST(GroupLengthReward, FollowsTheKimiFormula) {

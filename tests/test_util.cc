@@ -46,7 +46,8 @@ void WriteFile(const std::string& path, const std::string& contents) {
 
 std::string SpargoBinary() { return SPARGO_BINARY; }
 
-int StartProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& log_dir) {
+int StartProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& log_dir,
+                 const std::string& stdin_path) {
   std::vector<std::string> all = {binary};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -54,7 +55,7 @@ int StartProcess(const std::string& binary, const std::vector<std::string>& args
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
   const std::string out = log_dir + "/stdout.txt", err = log_dir + "/stderr.txt";
   posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -71,10 +72,11 @@ int WaitProcess(int pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args) {
+ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& input) {
   std::string logs = NewTempDir("proc");
+  WriteFile(logs + "/stdin.txt", input);
   ProcessResult r;
-  r.exit_code = WaitProcess(StartProcess(binary, args, logs));
+  r.exit_code = WaitProcess(StartProcess(binary, args, logs, logs + "/stdin.txt"));
   r.out = ReadFile(logs + "/stdout.txt");
   r.err = ReadFile(logs + "/stderr.txt");
   return r;

@@ -23,11 +23,14 @@ struct ProcessResult {
 // Path of the spargo binary under test (set by CMake).
 std::string SpargoBinary();
 
-// Runs `binary args...` to completion, capturing its output.
-ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args);
+// Runs `binary args...` to completion with `input` on its standard input, capturing its output.
+ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args,
+                         const std::string& input = "");
 
-// Starts `binary args...` in the background (output to files in `log_dir`); returns its pid.
-int StartProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& log_dir);
+// Starts `binary args...` in the background (output to files in `log_dir`, standard input from `stdin_path`);
+// returns its pid.
+int StartProcess(const std::string& binary, const std::vector<std::string>& args, const std::string& log_dir,
+                 const std::string& stdin_path = "/dev/null");
 // Waits for a started process; returns its exit code.
 int WaitProcess(int pid);
 

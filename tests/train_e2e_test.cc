@@ -175,6 +175,13 @@ TEST(TrainEndToEnd, HelpDescribesEveryFlag) {
   auto main_help = RunProcess(SpargoBinary(), {"--help"});
   EXPECT_EQ(main_help.exit_code, 0);
   EXPECT_THAT(main_help.out, HasSubstr("train"));
+  EXPECT_THAT(main_help.out, HasSubstr("score"));
+  auto score_help = RunProcess(SpargoBinary(), {"score", "--help"});
+  EXPECT_EQ(score_help.exit_code, 0);
+  for (const char* flag : {"--config", "--max-completions", "--max-line-bytes"}) {
+    EXPECT_THAT(score_help.out, HasSubstr(flag));
+  }
+  EXPECT_THAT(score_help.out, ::testing::Not(HasSubstr("--resume")));
   auto help = RunProcess(SpargoBinary(), {"train", "--help"});
   EXPECT_EQ(help.exit_code, 0);
   for (const char* flag : {"--config", "--set", "--run-dir", "--resume", "--stop-after-grpo-step", "--log-level"}) {

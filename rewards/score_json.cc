@@ -1,0 +1,88 @@
+#include "rewards/score_json.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace spargo::rewards {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Bad(absl::string_view field, absl::string_view rule) {
+  return absl::InvalidArgumentError(absl::StrCat("field '", field, "': ", rule));
+}
+
+absl::Status ReadString(const json& j, const char* field, std::string* out) {
+  if (!j.contains(field) || j[field].is_null()) return absl::OkStatus();
+  if (!j[field].is_string()) return Bad(field, "must be a string");
+  *out = j[field].get<std::string>();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<config::Domain> ParseDomain(absl::string_view name) {
+  config::Domain d;
+  if (config::Domain_Parse(absl::AsciiStrToUpper(name), &d) && d != config::DOMAIN_UNSPECIFIED) return d;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown domain '", name, "' (expected reasoning, agent or alignment)"));
+}
+
+absl::StatusOr<ScoreGroupInput> ParseScoreRequest(absl::string_view line, int max_completions) {
+  json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
+  if (!j.is_object()) return absl::InvalidArgumentError("expected a JSON object");
+  ScoreGroupInput g;
+  std::string domain = "reasoning";
+  SPARGO_RETURN_IF_ERROR(ReadString(j, "domain", &domain));
+  SPARGO_ASSIGN_OR_RETURN(g.domain, ParseDomain(domain));
+  SPARGO_RETURN_IF_ERROR(ReadString(j, "prompt", &g.prompt));
+  SPARGO_RETURN_IF_ERROR(ReadString(j, "answer", &g.reference_answer));
+  SPARGO_RETURN_IF_ERROR(ReadString(j, "rubric", &g.rubric));
+  SPARGO_RETURN_IF_ERROR(ReadString(j, "language", &g.language));
+  if (j.contains("tools") && !j["tools"].is_null()) g.tools_json = j["tools"].dump();
+  if (!j.contains("completions") || !j["completions"].is_array()) return Bad("completions", "must be an array");
+  const json& cs = j["completions"];
+  if (cs.empty()) return Bad("completions", "is empty");
+  if (static_cast<int>(cs.size()) > max_completions) {
+    return Bad("completions", absl::StrCat("has ", cs.size(), " entries; at most ", max_completions));
+  }
+  for (size_t i = 0; i < cs.size(); ++i) {
+    const std::string where = absl::StrCat("completions[", i, "]");
+    Completion c;
+    if (cs[i].is_string()) {
+      c.text = cs[i].get<std::string>();
+    } else if (cs[i].is_object()) {
+      SPARGO_RETURN_IF_ERROR(Annotate(ReadString(cs[i], "text", &c.text), where));
+      if (cs[i].contains("num_tokens")) {
+        if (!cs[i]["num_tokens"].is_number_integer() || cs[i]["num_tokens"].get<int64_t>() < 0 ||
+            cs[i]["num_tokens"].get<int64_t>() > (1 << 30)) {
+          return Bad(where + ".num_tokens", "must be a non-negative integer");
+        }
+        c.num_tokens = cs[i]["num_tokens"].get<int>();
+      }
+      std::string finish;
+      SPARGO_RETURN_IF_ERROR(Annotate(ReadString(cs[i], "finish_reason", &finish), where));
+      c.truncated = finish == "length";
+    } else {
+      return Bad(where, "must be a string or an object with \"text\"");
+    }
+    g.completions.push_back(std::move(c));
+  }
+  return g;
+}
+
+json ScoresToJson(const std::vector<SampleScore>& scores) {
+  json out = {{"scores", json::array()}, {"components", json::array()}, {"status", json::array()}};
+  for (const SampleScore& s : scores) {
+    out["scores"].push_back(s.score);
+    json comps = json::object();
+    for (const auto& [name, value] : s.components) comps[name] = value;
+    out["components"].push_back(comps);
+    out["status"].push_back(ScoreStatusName(s.status));
+  }
+  return out;
+}
+
+}  // namespace spargo::rewards
