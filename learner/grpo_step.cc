@@ -1,5 +1,8 @@
 #include "learner/grpo_step.h"
 
+#include <map>
+
+#include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "learner/grpo.h"
@@ -54,6 +57,8 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
   auto rew = r.rewards.accessor<double, 2>();
   auto valid = r.valid.accessor<bool, 1>();
   int correct = 0;
+  std::map<std::pair<std::string, std::string>, double> component_sums;
+  std::map<std::pair<std::string, std::string>, int> component_counts;
   for (int i = 0; i < p; ++i) {
     rewards::ScoreGroupInput in;
     in.domain = prompts[i].domain;
@@ -69,7 +74,13 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
       m.generated_tokens += static_cast<int64_t>(s.token_ids.size());
     }
     SPARGO_ASSIGN_OR_RETURN(std::vector<rewards::SampleScore> scores, ctx.rewards.ScoreGroup(in));
+    const std::string domain = absl::AsciiStrToLower(config::Domain_Name(in.domain));
     for (int j = 0; j < g; ++j) {
+      ++m.status_counts[{domain, rewards::ScoreStatusName(scores[j].status)}];
+      for (const auto& [name, value] : scores[j].components) {
+        component_sums[{domain, name}] += value;
+        ++component_counts[{domain, name}];
+      }
       rew[i][j] = scores[j].score;
       if (rewards::IsInfrastructureFailure(scores[j].status)) {
         valid[i] = false;
@@ -77,6 +88,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
       }
     }
   }
+  for (const auto& [key, sum] : component_sums) m.component_means[key] = sum / component_counts[key];
   m.reward_seconds = SecondsSince(t);
   m.reward_mean = r.rewards.mean().item<double>();
   m.accuracy = static_cast<double>(correct) / (p * g);

@@ -4,7 +4,9 @@
 #define SPARGO_LEARNER_STEP_METRICS_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "common/metrics_registry.h"
@@ -28,6 +30,10 @@ struct GrpoStepMetrics {
   int64_t generated_tokens = 0;
   double zero_advantage_groups = 0;  // share of groups whose rewards were all equal
   int64_t reward_failures = 0;       // samples whose reward could not be computed (dropped)
+  // Per (domain, component): mean score over the samples where the component applied.
+  std::map<std::pair<std::string, std::string>, double> component_means;
+  // Per (domain, status): number of samples.
+  std::map<std::pair<std::string, std::string>, int64_t> status_counts;
   double tokens_per_second = 0;
   double rollout_seconds = 0;
   double reward_seconds = 0;

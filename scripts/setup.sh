@@ -34,6 +34,7 @@ fi
 
 # ccache across clones; sloppiness lets it cache objects built with the precompiled torch header.
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+export CCACHE_BASEDIR="$SPARGO_ROOT"  # relative paths in the hash: clones in other folders share the cache
 export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 

@@ -72,6 +72,11 @@ TEST(TrainEndToEnd, FewGrpoStepsWriteTheRunDirectory) {
       EXPECT_TRUE(std::isfinite(m[key].get<double>())) << key;
     }
     for (const char* phase : {"rollout", "reward", "reference", "update"}) EXPECT_GE(m["seconds"][phase], 0.0);
+    // Every reward component and status, per domain; 8 prompts x 8 samples were scored.
+    EXPECT_TRUE(m["reward_components"]["reasoning"].contains("outcome"));
+    int64_t scored = 0;
+    for (auto& [status, count] : m["reward_status"]["reasoning"].items()) scored += count.get<int64_t>();
+    EXPECT_EQ(scored, 64);
     grad_sum += m["grad_norm"].get<double>();
   }
   EXPECT_GT(grad_sum, 0.0);  // gradients flowed
@@ -214,6 +219,8 @@ TEST(TrainEndToEnd, ServesPrometheusMetricsWhileTraining) {
   EXPECT_GE(seen["spargo_generated_tokens_total"], 1);
   EXPECT_TRUE(seen.count("spargo_phase_seconds_total{phase=\"rollout\"}"));
   EXPECT_TRUE(seen.count("spargo_heldout_accuracy_ratio{when=\"before\"}"));
+  EXPECT_TRUE(seen.count("spargo_reward_component_mean{domain=\"reasoning\",component=\"outcome\"}"));
+  EXPECT_TRUE(seen.count("spargo_reward_samples_total{domain=\"reasoning\",status=\"ok\"}"));
 }
 
 }  // namespace
