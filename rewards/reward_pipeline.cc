@@ -4,10 +4,12 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
 #include "rewards/math_answer.h"
 #include "rewards/numeric_answer.h"
+#include "rewards/plugin_reward.h"
 #include "rewards/think_format.h"
 
 namespace spargo::rewards {
@@ -111,6 +113,12 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
                                                            ")"));
           }
           fn = std::make_unique<SoftOverlongPenalty>(o.max_length(), o.cache_length());
+          break;
+        }
+        case config::RewardComponent::kPlugin: {
+          auto loaded = LoadRewardPlugin(c.plugin().directory(), c.plugin().name(), c.plugin().config());
+          if (!loaded.ok()) return Annotate(loaded.status(), cwhere + ".plugin");
+          fn = std::move(loaded).value();
           break;
         }
         case config::RewardComponent::kMathAnswer:
