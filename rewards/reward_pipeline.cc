@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "rewards/exact_answer.h"
 #include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
 #include "rewards/math_answer.h"
@@ -119,6 +120,14 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
           auto loaded = LoadRewardPlugin(c.plugin().directory(), c.plugin().name(), c.plugin().config());
           if (!loaded.ok()) return Annotate(loaded.status(), cwhere + ".plugin");
           fn = std::move(loaded).value();
+          break;
+        }
+        case config::RewardComponent::kExactAnswer: {
+          const auto& e = c.exact_answer();
+          AnswerMatch match = e.match() == config::ExactAnswerReward::REGEX    ? AnswerMatch::kRegex
+                              : e.match() == config::ExactAnswerReward::CHOICE ? AnswerMatch::kChoice
+                                                                               : AnswerMatch::kExact;
+          fn = std::make_unique<ExactAnswerReward>(match, e.case_sensitive(), e.correct(), e.wrong());
           break;
         }
         case config::RewardComponent::kMathAnswer:
