@@ -82,6 +82,22 @@ absl::Status BadValue(const FieldDescriptor* field, absl::string_view value) {
                                                  " for field ", field->full_name()));
 }
 
+// Parses an integer `value` and stores it through the reflection setter that fits the field's cardinality.
+template <typename T>
+absl::Status SetNumber(Message* message, const FieldDescriptor* field, int index, bool append,
+                       absl::string_view value,
+                       void (Reflection::*set)(Message*, const FieldDescriptor*, T) const,
+                       void (Reflection::*set_repeated)(Message*, const FieldDescriptor*, int, T) const,
+                       void (Reflection::*add)(Message*, const FieldDescriptor*, T) const) {
+  T v;
+  if (!absl::SimpleAtoi(value, &v)) return BadValue(field, value);
+  const Reflection* r = message->GetReflection();
+  if (append) (r->*add)(message, field, v);
+  else if (field->is_repeated()) (r->*set_repeated)(message, field, index, v);
+  else (r->*set)(message, field, v);
+  return absl::OkStatus();
+}
+
 // Sets the singular scalar `field` of `message` (or element `index` of a repeated one; index == size appends).
 absl::Status SetScalar(Message* message, const FieldDescriptor* field, int index, absl::string_view value) {
   const Reflection* r = message->GetReflection();
@@ -97,20 +113,18 @@ absl::Status SetScalar(Message* message, const FieldDescriptor* field, int index
   }
   const bool append = repeated && index == r->FieldSize(*message, field);
   switch (field->cpp_type()) {
-#define SPARGO_SET_NUMBER(CPPTYPE, T, Setter)                                   \
-  case FieldDescriptor::CPPTYPE: {                                              \
-    T v;                                                                        \
-    if (!absl::SimpleAtoi(value, &v)) return BadValue(field, value);            \
-    if (append) r->Add##Setter(message, field, v);                              \
-    else if (repeated) r->SetRepeated##Setter(message, field, index, v);        \
-    else r->Set##Setter(message, field, v);                                     \
-    return absl::OkStatus();                                                    \
-  }
-    SPARGO_SET_NUMBER(CPPTYPE_INT32, int32_t, Int32)
-    SPARGO_SET_NUMBER(CPPTYPE_INT64, int64_t, Int64)
-    SPARGO_SET_NUMBER(CPPTYPE_UINT32, uint32_t, UInt32)
-    SPARGO_SET_NUMBER(CPPTYPE_UINT64, uint64_t, UInt64)
-#undef SPARGO_SET_NUMBER
+    case FieldDescriptor::CPPTYPE_INT32:
+      return SetNumber<int32_t>(message, field, index, append, value, &Reflection::SetInt32,
+                                &Reflection::SetRepeatedInt32, &Reflection::AddInt32);
+    case FieldDescriptor::CPPTYPE_INT64:
+      return SetNumber<int64_t>(message, field, index, append, value, &Reflection::SetInt64,
+                                &Reflection::SetRepeatedInt64, &Reflection::AddInt64);
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return SetNumber<uint32_t>(message, field, index, append, value, &Reflection::SetUInt32,
+                                 &Reflection::SetRepeatedUInt32, &Reflection::AddUInt32);
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return SetNumber<uint64_t>(message, field, index, append, value, &Reflection::SetUInt64,
+                                 &Reflection::SetRepeatedUInt64, &Reflection::AddUInt64);
     case FieldDescriptor::CPPTYPE_DOUBLE:
     case FieldDescriptor::CPPTYPE_FLOAT: {
       double v;

@@ -71,13 +71,15 @@ TEST(ConfigLoading, EmbeddedDefaultIsValid) {
 TEST(ConfigOverrides, NestedScalarEnumAndRepeatedFields) {
   absl::StatusOr<config::ExperimentConfig> c = learner::LoadExperimentConfig(
       "", {"learner.grpo.optimizer.lr=3e-4", "learner.grpo.advantage=MEAN_CENTERED", "tasks[0].weight=2.5",
-           "tasks[0].arithmetic.operators=+-", "name=override test"});
+           "tasks[0].arithmetic.operators=+-", "name=override test", "seed=42", "rollout.group_size=16"});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_DOUBLE_EQ(c->learner().grpo().optimizer().lr(), 3e-4);
   EXPECT_EQ(c->learner().grpo().advantage(), config::GrpoConfig::MEAN_CENTERED);
   EXPECT_DOUBLE_EQ(c->tasks(0).weight(), 2.5);
   EXPECT_EQ(c->tasks(0).arithmetic().operators(), "+-");
   EXPECT_EQ(c->name(), "override test");
+  EXPECT_EQ(c->seed(), 42u);
+  EXPECT_EQ(c->rollout().group_size(), 16);
 }
 
 TEST(ConfigOverrides, AppendsToRepeatedFieldAtItsSize) {
@@ -104,6 +106,8 @@ TEST(ConfigOverrides, ErrorsNameTheProblemAndLeaveTheMessageUnchanged) {
       {"learner.grpo.advantage=BEST", "not a value of"},
       {"rollout.group_size.x=1", "is not a message"},
       {"rollout.temperature=1e999", "cannot parse"},
+      {"seed=-1", "cannot parse '-1' as uint64"},
+      {"rollout.group_size=99999999999", "cannot parse"},
   };
   for (const Bad& b : cases) {
     absl::Status s = ApplyFieldOverride(b.assignment, &c);
