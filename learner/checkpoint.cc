@@ -122,9 +122,7 @@ absl::StatusOr<std::optional<std::string>> CheckpointStore::Latest() const {
   return std::optional<std::string>(all.back().second);
 }
 
-absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, model::CausalLm& policy,
-                                                   torch::optim::Optimizer* optimizer,
-                                                   model::CausalLm* reference) {
+absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path) {
   std::ifstream in(path + "/state.json");
   if (!in) return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no state.json"));
   std::stringstream text;
@@ -143,6 +141,13 @@ absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, mode
   if (state.phase != "warmup" && state.phase != "grpo") {
     return absl::InvalidArgumentError(absl::StrCat(path, "/state.json: unknown phase '", state.phase, "'"));
   }
+  return state;
+}
+
+absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, model::CausalLm& policy,
+                                                   torch::optim::Optimizer* optimizer,
+                                                   model::CausalLm* reference) {
+  SPARGO_ASSIGN_OR_RETURN(TrainerState state, ReadState(path));
   SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("loading checkpoint ", path), [&] {
     LoadModule(policy, path + "/model.pt");
     if (optimizer != nullptr) torch::load(*optimizer, path + "/optimizer.pt");

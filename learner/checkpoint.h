@@ -32,6 +32,8 @@ class CheckpointStore {
                                    torch::optim::Optimizer& optimizer, model::CausalLm* reference);
   // Path of the newest complete checkpoint, or nullopt when there is none.
   absl::StatusOr<std::optional<std::string>> Latest() const;
+  // Reads only a checkpoint's state.json.
+  static absl::StatusOr<TrainerState> ReadState(const std::string& path);
   // Loads a checkpoint folder; optimizer/reference may be null to skip them.
   static absl::StatusOr<TrainerState> Load(const std::string& path, model::CausalLm& policy,
                                            torch::optim::Optimizer* optimizer, model::CausalLm* reference);

@@ -35,15 +35,6 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
   return b;
 }
 
-SequenceBatch SliceRows(const SequenceBatch& batch, const torch::Tensor& rows) {
-  SequenceBatch out;
-  out.input_ids = batch.input_ids.index_select(0, rows);
-  out.loss_mask = batch.loss_mask.index_select(0, rows);
-  out.old_logprobs = batch.old_logprobs.index_select(0, rows);
-  out.completion_tokens = static_cast<int64_t>(out.loss_mask.sum().item<double>());
-  return out;
-}
-
 torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature) {
   torch::Tensor logits = model.Forward(input_ids);  // [N, T, V]
   torch::Tensor shifted = logits.narrow(1, 0, input_ids.size(1) - 1);

@@ -27,9 +27,6 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
                                  const std::vector<std::vector<int64_t>>& completions,
                                  const std::vector<std::vector<float>>& completion_logprobs, int64_t pad_id);
 
-// Rows `rows` of a batch (for mini-batches).
-SequenceBatch SliceRows(const SequenceBatch& batch, const torch::Tensor& rows);
-
 // log p(x_{t+1} | x_{<=t}) of the model at temperature `temperature`: [N, T-1], differentiable.
 torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature);
 

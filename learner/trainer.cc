@@ -97,9 +97,9 @@ absl::Status Driver::Resume() {
     SPARGO_LOG(WARNING) << "--resume: no checkpoint in " << run_dir_.checkpoints_dir() << "; starting afresh";
     return run_dir_.TruncateMetrics(0);
   }
-  // Which optimizer and whether a reference exist depends on the phase; read the phase first.
-  SPARGO_ASSIGN_OR_RETURN(TrainerState probe, CheckpointStore::Load(*latest, *ctx_.policy, nullptr, nullptr));
-  const bool grpo = probe.phase == "grpo";
+  // Which optimizer and whether a reference exist depends on the phase; read the state alone first.
+  SPARGO_ASSIGN_OR_RETURN(TrainerState saved, CheckpointStore::ReadState(*latest));
+  const bool grpo = saved.phase == "grpo";
   SPARGO_ASSIGN_OR_RETURN(state_, CheckpointStore::Load(*latest, *ctx_.policy,
                                                         grpo ? grpo_opt_.get() : warmup_opt_.get(),
                                                         grpo ? ctx_.reference.get() : nullptr));
