@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "re2/re2.h"
+#include "rewards/math_expression.h"
 
 namespace spargo::rewards {
 namespace {
@@ -231,10 +232,11 @@ bool AnswersEquivalent(absl::string_view gold_text, absl::string_view predicted_
   auto gn = ParseNumber(gold);
   if (gn) {
     auto pn = ParseNumber(pred);
-    return pn && NumbersEqual(*gn, *pn);
+    if (pn) return NumbersEqual(*gn, *pn);
+    return ExpressionsEquivalent(gold, pred);  // "\\sqrt{4}" for "2"
   }
   auto gs = ParseStructured(gold);
-  if (!gs) return false;
+  if (!gs) return ExpressionsEquivalent(gold, pred);
   auto ps = ParseStructured(pred);
   if (!ps || ps->open != gs->open || ps->close != gs->close || ps->items.size() != gs->items.size()) return false;
   if (gs->open != '{') {  // tuples and intervals: in order

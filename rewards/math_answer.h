@@ -9,7 +9,9 @@
 //  - AnswersEquivalent(gold, predicted): gold defines the form. Equal normalised strings; else both exact
 //    rationals (integers, decimals, a/b, \frac{a}{b}, signs) compared exactly, or as doubles to a relative
 //    1e-9 when they do not fit; else tuples "(a, b)" element by element; intervals with the SAME end brackets;
-//    sets "\{a, b\}" in any order; multiple choice "(B)" = "B". "\pm 2021" is not "2021".
+//    sets "\{a, b\}" in any order; multiple choice "(B)" = "B"; else simple expressions that agree numerically
+//    at sampled points (rewards/math_expression.h: 2\sqrt{2} = \sqrt{8}, x^2-1 = (x+1)(x-1)). "\pm 2021" is
+//    not "2021".
 #ifndef SPARGO_REWARDS_MATH_ANSWER_H_
 #define SPARGO_REWARDS_MATH_ANSWER_H_
 

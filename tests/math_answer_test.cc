@@ -1,6 +1,7 @@
 // Maths answer extraction, normalisation and equivalence against hand-picked cases, including the known traps.
 #include "gtest/gtest.h"
 #include "rewards/math_answer.h"
+#include "rewards/math_expression.h"
 
 namespace spargo::rewards {
 namespace {
@@ -70,6 +71,39 @@ TEST(MathAnswer, ComparesGoldFirst) {
   for (const Case& c : cases) {
     EXPECT_EQ(AnswersEquivalent(c.gold, c.predicted), c.equivalent) << c.gold << " vs " << c.predicted;
   }
+}
+
+TEST(MathAnswer, SimpleAlgebra) {
+  const Case cases[] = {
+      {"2\\sqrt{2}", "\\sqrt{8}", true},
+      {"\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", true},
+      {"2", "\\sqrt{4}", true},
+      {"2", "\\sqrt{5}", false},
+      {"\\sqrt[3]{-8}", "-2", true},  // odd roots of negatives are real
+      {"x^2-1", "(x+1)(x-1)", true},
+      {"x^2-1", "(x-1)^2", false},
+      {"2x+1", "1+2x", true},
+      {"2x+1", "2y+1", false},          // other variable
+      {"-x^2", "-(x^2)", true},         // ^ binds tighter than unary minus
+      {"-x^2", "(-x)^2", false},
+      {"\\frac{a}{b}", "a/b", true},
+      {"\\pi/2", "\\frac{\\pi}{2}", true},
+      {"\\sin^2x", "1-\\cos^2x", false},  // \\sin^2 is not parsed: left to the other steps
+      {"3\\pi", "9.42477796076938", true},
+      {"e^{2}", "e^2", true},
+      {"2^{10}", "1024", true},
+      {"x^{2}+2x+1", "(x+1)^2", true},
+      {"\\frac{x}{2}", "0.5x", true},
+      {"2\\cdot3", "6", true},
+      {"2 \\times 3", "5", false},
+      {"\\pm 2", "2", false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(AnswersEquivalent(c.gold, c.predicted), c.equivalent) << c.gold << " vs " << c.predicted;
+  }
+  // Deeply nested or oversized input is refused, not a stack overflow.
+  EXPECT_FALSE(AnswersEquivalent(std::string(5000, '(') + "1" + std::string(5000, ')'), "1"));
+  EXPECT_FALSE(MathExpression::Parse(std::string(40, '(') + "1" + std::string(40, ')')) == std::nullopt);
 }
 
 TEST(MathAnswer, RewardScoresWithStatuses) {
