@@ -6,9 +6,11 @@
 #define SPARGO_REWARDS_REWARD_FUNCTION_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "chat/dsml.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::rewards {
@@ -23,6 +25,9 @@ struct Completion {
   std::string text;
   int num_tokens = -1;  // as the sampler reports it; -1: unknown (length-based components are not applicable)
   bool truncated = false;
+  // Agent trajectories: the tool calls as the environment recorded them. Unset: functions that need the calls
+  // parse the DSML blocks of `text`.
+  std::optional<std::vector<chat::ToolCall>> tool_calls;
 };
 
 struct ScoreGroupInput {

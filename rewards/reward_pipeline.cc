@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "rewards/agent_answer.h"
 #include "rewards/exact_answer.h"
 #include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
@@ -130,6 +131,9 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
           fn = std::make_unique<ExactAnswerReward>(match, e.case_sensitive(), e.correct(), e.wrong());
           break;
         }
+        case config::RewardComponent::kAgentAnswer:
+          fn = std::make_unique<AgentAnswerReward>(c.agent_answer().correct(), c.agent_answer().wrong());
+          break;
         case config::RewardComponent::kMathAnswer:
           fn = std::make_unique<MathAnswerReward>(c.math_answer().correct(), c.math_answer().wrong());
           break;

@@ -20,6 +20,26 @@ absl::Status ReadString(const json& j, const char* field, std::string* out) {
   return absl::OkStatus();
 }
 
+// [{"name": ..., "arguments": {...}}], also in OpenAI's form {"function": {"name": ..., "arguments": "<json>"}}.
+absl::StatusOr<std::vector<chat::ToolCall>> ParseToolCalls(const json& j, const std::string& where) {
+  if (!j.is_array()) return Bad(where, "must be an array");
+  std::vector<chat::ToolCall> calls;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string at = absl::StrCat(where, "[", i, "]");
+    const json& call = j[i].is_object() && j[i].contains("function") ? j[i]["function"] : j[i];
+    if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return Bad(at, "needs a \"name\"");
+    chat::ToolCall c{call["name"].get<std::string>()};
+    if (call.contains("arguments")) {
+      json args = call["arguments"];
+      if (args.is_string()) args = json::parse(args.get<std::string>(), nullptr, /*allow_exceptions=*/false);
+      if (!args.is_object()) return Bad(at + ".arguments", "must be a JSON object (or a string holding one)");
+      c.arguments = std::move(args);
+    }
+    calls.push_back(std::move(c));
+  }
+  return calls;
+}
+
 }  // namespace
 
 absl::StatusOr<config::Domain> ParseDomain(absl::string_view name) {
@@ -65,6 +85,9 @@ absl::StatusOr<ScoreGroupInput> ParseScoreRequest(absl::string_view line, int ma
       std::string finish;
       SPARGO_RETURN_IF_ERROR(Annotate(ReadString(cs[i], "finish_reason", &finish), where));
       c.truncated = finish == "length";
+      if (cs[i].contains("tool_calls")) {
+        SPARGO_ASSIGN_OR_RETURN(c.tool_calls, ParseToolCalls(cs[i]["tool_calls"], where + ".tool_calls"));
+      }
     } else {
       return Bad(where, "must be a string or an object with \"text\"");
     }

@@ -1,6 +1,7 @@
 // The JSON-lines form of reward scoring, as `spargo score` reads and writes it.
 // Request, one group per line (fields optional where the domain does not need them):
-//   {"domain": "reasoning", "prompt": "...", "completions": ["...", {"text": "...", "num_tokens": 812}],
+//   {"domain": "reasoning", "prompt": "...",
+//    "completions": ["...", {"text": "...", "num_tokens": 812, "finish_reason": "stop", "tool_calls": [...]}],
 //    "answer": "...", "rubric": "...", "language": "en", "tools": [...]}
 // A completion given as a plain string has no token count: length-based components are then not applicable.
 // Response, one line per request line:

@@ -41,6 +41,23 @@ TEST(ScoreEndToEnd, BuiltInReasoningPipeline) {
   EXPECT_EQ(l["status"], json({"ok", "ok", "parse_failure"}));
 }
 
+TEST(ScoreEndToEnd, BuiltInAgentPipeline) {
+  const std::string input =
+      R"({"domain": "agent", "answer": "{\"answer\": \"12\", \"match\": \"math\", \"calls\": [{\"name\": \"get_weather\"}]}",)"
+      R"( "tools": [{"type": "function", "function": {"name": "get_weather"}}], "completions": [)"
+      R"({"text": "The answer is 12.", "tool_calls": [{"function": {"name": "get_weather", "arguments": "{\"city\": \"Hangzhou\"}"}}]},)"
+      R"( {"text": "The answer is 12.", "tool_calls": []},)"
+      R"( "<｜DSML｜function_calls><｜DSML｜invoke name=\"get_weather\"></｜DSML｜invoke></｜DSML｜function_calls>The answer is 12"]})"
+      "\n";
+  auto r = RunProcess(SpargoBinary(), {"score"}, input);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  const json l = Lines(r.out).at(0);
+  EXPECT_EQ(l["components"][0]["outcome"], 1.0);
+  EXPECT_EQ(l["components"][1]["outcome"], 0.0);  // recorded trace without the required call
+  EXPECT_EQ(l["components"][2]["outcome"], 1.0);  // calls parsed from DSML
+  EXPECT_EQ(l["status"], json({"ok", "ok", "ok"}));
+}
+
 TEST(ScoreEndToEnd, BadLinesAreReportedInPlaceAndTheRestIsScored) {
   const std::string input =
       "not json\n"
