@@ -26,8 +26,11 @@ const std::vector<Command>& Commands() {
        "spargo train [--config FILE.txtpb] [--set path.to.field=value]... [--run-dir DIR] [--resume]",
        {"cli/train_command.cc", "cli/shared_flags.cc"}, true, &RunTrain},
       {"score", "Score groups of completions with reward pipelines: JSON lines on stdin, scores on stdout.",
-       "spargo score [--config FILE.txtpb] < groups.jsonl", {"cli/score_command.cc", "cli/shared_flags.cc"}, false,
-       &RunScore},
+       "spargo score [--config FILE.txtpb] [--set path=value]... < groups.jsonl",
+       {"cli/score_command.cc", "cli/shared_flags.cc"}, true, &RunScore},
+      {"reward", "Serve the reward pipelines over gRPC (RewardService) until SIGINT or SIGTERM.",
+       "spargo reward [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
+       {"cli/reward_command.cc", "cli/shared_flags.cc"}, true, &RunReward},
   };
   return kCommands;
 }

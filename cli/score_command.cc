@@ -1,15 +1,12 @@
 // `spargo score`: scores groups of completions with the reward pipelines, JSON lines in, JSON lines out
-// (format: rewards/score_json.h). Pipelines come from --config (only its `rewards` is read) or, without it, the built-in
-// ones (configs/reward_pipelines.txtpb). A line that cannot be scored yields {"error": "line N: ..."} in its
-// place and scoring goes on; the exit code is then 1.
+// (format: rewards/score_json.h). Pipelines: LoadRewardConfig (cli/shared_flags.h). A line that cannot be scored
+// yields {"error": "line N: ..."} in its place and scoring goes on; the exit code is then 1.
 #include <iostream>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "cli/command.h"
 #include "cli/shared_flags.h"
-#include "common/text_proto.h"
-#include "configs/embedded_configs.h"
 #include "rewards/reward_pipeline.h"
 #include "rewards/score_json.h"
 
@@ -19,21 +16,9 @@ ABSL_FLAG(int64_t, max_line_bytes, 64 << 20, "Longest input line accepted, in by
 namespace spargo::cli {
 
 int RunScore(const CommandArgs& args) {
-  if (!args.positional.empty()) {
-    std::cerr << "spargo score: unexpected argument '" << args.positional[0] << "'\n";
-    return kExitUsage;
-  }
-  config::ExperimentConfig cfg;
-  const std::string path = absl::GetFlag(FLAGS_config);
-  absl::Status loaded = path.empty() ? ParseTextProto(configs::kBuiltinRewardPipelines,
-                                                      "configs/reward_pipelines.txtpb (embedded)", &cfg)
-                                     : LoadTextProtoFile(path, &cfg);
-  absl::StatusOr<rewards::RewardPipelines> pipelines =
-      loaded.ok() ? rewards::RewardPipelines::FromConfig(cfg) : absl::StatusOr<rewards::RewardPipelines>(loaded);
-  if (!pipelines.ok()) {
-    std::cerr << "spargo score: invalid reward configuration:\n" << pipelines.status().message() << "\n";
-    return kExitUsage;
-  }
+  std::optional<RewardSetup> setup = LoadRewardSetup("score", args);
+  if (!setup) return kExitUsage;
+  const rewards::RewardPipelines& pipelines = setup->pipelines;
   const int max_completions = absl::GetFlag(FLAGS_max_completions);
   const int64_t max_line = absl::GetFlag(FLAGS_max_line_bytes);
   std::string line;
@@ -45,7 +30,7 @@ int RunScore(const CommandArgs& args) {
     absl::StatusOr<std::vector<rewards::SampleScore>> scores = absl::InvalidArgumentError("line too long");
     if (static_cast<int64_t>(line.size()) <= max_line) {
       absl::StatusOr<rewards::ScoreGroupInput> group = rewards::ParseScoreRequest(line, max_completions);
-      scores = group.ok() ? pipelines->ScoreGroup(*group) : group.status();
+      scores = group.ok() ? pipelines.ScoreGroup(*group) : group.status();
     } else {
       scores = absl::InvalidArgumentError(std::to_string(line.size()) + " bytes; at most " + std::to_string(max_line) +
                                           " (--max-line-bytes)");

@@ -1,6 +1,6 @@
 # Helpers shared by the per-folder CMakeLists.
 
-set(SPARGO_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+set(SPARGO_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
 
 # libtorch installs from pip ship their own google/protobuf headers; generated .pb.h files must see the protobuf
 # that protoc came with, so its include directory goes first in every target that may include both.

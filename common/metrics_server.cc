@@ -26,6 +26,8 @@ absl::Status MetricsServer::Start(const std::string& host, int port) {
   });
   server->set_read_timeout(5, 0);
   server->set_write_timeout(5, 0);
+  // Idle keep-alive connections hold a worker (and delay Stop) for at most a second.
+  server->set_keep_alive_timeout(1);
   int bound = port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
   if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", host, ":", port,

@@ -24,6 +24,7 @@ class PluginReward : public RewardFunction {
     dlclose(handle_);
   }
   std::string name() const override { return name_; }
+  bool may_block() const override { return true; }  // user code: no promise about its speed
 
   std::vector<SampleScore> ScoreGroup(const ScoreGroupInput& group) const override {
     const size_t n = group.completions.size();

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "chat/dsml.h"
 #include "spargo/config.pb.h"
 
@@ -41,6 +42,8 @@ struct ScoreGroupInput {
   // Filled by the pipeline: per completion, the scores of the components computed before this one (group-level
   // functions such as Kimi's length reward read correctness from here).
   std::vector<std::map<std::string, double>> earlier_components;
+  // When the caller stops waiting; functions that make calls pass it downstream (never wait past it).
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct SampleScore {
@@ -56,6 +59,9 @@ class RewardFunction {
   virtual std::string name() const = 0;
   // Returns exactly one score per completion, in order.
   virtual std::vector<SampleScore> ScoreGroup(const ScoreGroupInput& group) const = 0;
+  // True when scoring may wait on I/O or other processes (judges, remote plugins, user plugins): servers then
+  // score on worker threads. ScoreGroup must be safe to call from several threads at once.
+  virtual bool may_block() const { return false; }
 };
 
 }  // namespace spargo::rewards

@@ -12,6 +12,8 @@
 #include "rewards/math_answer.h"
 #include "rewards/numeric_answer.h"
 #include "rewards/plugin_reward.h"
+#include "rewards/remote_reward.h"
+#include "rewards/rubric_judge.h"
 #include "rewards/think_format.h"
 
 namespace spargo::rewards {
@@ -61,9 +63,11 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
         continue;
       }
       if (part[i].status == ScoreStatus::kNotApplicable) continue;
-      s.components[c.name] = part[i].score;
-      input.earlier_components[i][c.name] = part[i].score;
-      s.score += c.weight * part[i].score;
+      if (!IsInfrastructureFailure(part[i].status)) {  // a timeout or error is no judgement: no value to report
+        s.components[c.name] = part[i].score;
+        input.earlier_components[i][c.name] = part[i].score;
+        s.score += c.weight * part[i].score;
+      }
       if (Severity(part[i].status) > Severity(s.status)) {
         s.status = part[i].status;
         if (!part[i].detail.empty()) s.detail = absl::StrCat(c.name, ": ", part[i].detail);
@@ -82,6 +86,13 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
     if (clip_max_) s.score = std::min(s.score, *clip_max_);
   }
   return out;
+}
+
+bool RewardPipeline::may_block() const {
+  for (const Component& c : components_) {
+    if (c.function->may_block()) return true;
+  }
+  return false;
 }
 
 std::vector<std::string> RewardPipeline::ComponentNames() const {
@@ -129,6 +140,18 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
                               : e.match() == config::ExactAnswerReward::CHOICE ? AnswerMatch::kChoice
                                                                                : AnswerMatch::kExact;
           fn = std::make_unique<ExactAnswerReward>(match, e.case_sensitive(), e.correct(), e.wrong());
+          break;
+        }
+        case config::RewardComponent::kRubricJudge: {
+          auto judge = RubricJudgeReward::Create(c.rubric_judge());
+          if (!judge.ok()) return Annotate(judge.status(), cwhere);
+          fn = std::move(judge).value();
+          break;
+        }
+        case config::RewardComponent::kRemote: {
+          auto remote = RemoteReward::Create(c.remote());
+          if (!remote.ok()) return Annotate(remote.status(), cwhere + ".remote");
+          fn = std::move(remote).value();
           break;
         }
         case config::RewardComponent::kAgentAnswer:

@@ -2,8 +2,9 @@
 // A pipeline's total is sum_i weight_i * score_i over its components; each component's score is also reported by
 // its name. Then gates apply (a sample whose gate component scores below the gate's minimum gets the gate's
 // total), then clipping to [clip_min, clip_max]. A sample's status is the most severe of its components'
-// (error > timeout > parse failure > ok); components that are not applicable do not count, and a gate whose
-// component is not applicable does not fire. Prompts of a domain without a pipeline are an error.
+// (error > timeout > parse failure > ok); components that are not applicable do not count, components that
+// timed out or failed add no value (the status says the sample's score is incomplete), and a gate whose
+// component has no value does not fire. Prompts of a domain without a pipeline are an error.
 #ifndef SPARGO_REWARDS_REWARD_PIPELINE_H_
 #define SPARGO_REWARDS_REWARD_PIPELINE_H_
 
@@ -36,6 +37,7 @@ class RewardPipeline {
       : components_(std::move(components)), gates_(std::move(gates)), clip_min_(clip_min), clip_max_(clip_max) {}
   std::vector<SampleScore> ScoreGroup(const ScoreGroupInput& group) const;
   std::vector<std::string> ComponentNames() const;
+  bool may_block() const;
 
  private:
   std::vector<Component> components_;

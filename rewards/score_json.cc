@@ -98,8 +98,13 @@ absl::StatusOr<ScoreGroupInput> ParseScoreRequest(absl::string_view line, int ma
 
 json ScoresToJson(const std::vector<SampleScore>& scores) {
   json out = {{"scores", json::array()}, {"components", json::array()}, {"status", json::array()}};
+  bool any_detail = false;
+  for (const SampleScore& s : scores) any_detail = any_detail || !s.detail.empty();
+  if (any_detail) out["details"] = json::array();
   for (const SampleScore& s : scores) {
-    out["scores"].push_back(s.score);
+    // A sample whose reward could not be computed has no score, not a 0.
+    out["scores"].push_back(IsInfrastructureFailure(s.status) ? json(nullptr) : json(s.score));
+    if (any_detail) out["details"].push_back(s.detail);
     json comps = json::object();
     for (const auto& [name, value] : s.components) comps[name] = value;
     out["components"].push_back(comps);

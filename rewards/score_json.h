@@ -5,7 +5,9 @@
 //    "answer": "...", "rubric": "...", "language": "en", "tools": [...]}
 // A completion given as a plain string has no token count: length-based components are then not applicable.
 // Response, one line per request line:
-//   {"scores": [...], "components": [{"outcome": 1, ...}, ...], "status": ["ok", ...]}
+//   {"scores": [...], "components": [{"outcome": 1, ...}, ...], "status": ["ok", ...], "details": [...]}
+// where a sample with status "timeout" or "error" has score null, and "details" (present when any sample has
+// one) says per sample why it is not a plain judgement.
 // or {"error": "..."} for a line that could not be scored (the reason names the field).
 #ifndef SPARGO_REWARDS_SCORE_JSON_H_
 #define SPARGO_REWARDS_SCORE_JSON_H_

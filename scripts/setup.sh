@@ -16,8 +16,9 @@ PACKAGES=(
   libabsl-dev                              # Status/StatusOr, strings, flags, synchronisation
   libre2-dev                               # answer extraction in rewards
   nlohmann-json3-dev                       # JSON files: metrics.jsonl, summaries, checkpoints' state
-  libcpp-httplib-dev                       # the Prometheus /metrics HTTP endpoint
+  libcpp-httplib-dev                       # the Prometheus /metrics endpoint; the judge's OpenAI-compatible client
   libgtest-dev libgmock-dev                # tests
+  python3-grpcio python3-protobuf          # the example out-of-process reward plugin (Python) and its test
 )
 
 missing=()
