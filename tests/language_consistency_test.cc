@@ -2,6 +2,10 @@
 #include "gtest/gtest.h"
 #include "rewards/language_consistency.h"
 
+#include <random>
+
+#include "re2/re2.h"
+
 namespace spargo::rewards {
 namespace {
 
@@ -58,6 +62,58 @@ TEST(LanguageConsistency, ScoresTheReasoningBlockAndReportsStatuses) {
   g.language = "xx";
   EXPECT_EQ(r.ScoreGroup(g)[0].status, ScoreStatus::kError);
   EXPECT_FALSE(CountLanguageWords("text", "klingon").has_value());
+}
+
+// The word counter classifies characters through a table; the plain regex scan over the same word pattern is the
+// reference it must equal, on random mixes of scripts, marks, digits, punctuation and broken UTF-8.
+TEST(LanguageConsistency, TableScanEqualsTheRegexScan) {
+  static const RE2 kWord(
+      "(\\p{Han})|(\\p{Hiragana})|(\\p{Katakana})|(\\p{Latin}+)|(\\p{Cyrillic}+)|(\\p{Hangul}+)|(\\p{Greek}+)|"
+      "(\\p{Arabic}+)|(\\p{Hebrew}+)|(\\p{Devanagari}+)|(\\p{Thai}+)|(\\pL+)");
+  const std::vector<std::string> pieces = {
+      "word", "Straße", "é", "e\u0301", "中", "文字", "ひらがな", "カタカナ", "한국어", "привет", "λόγος", "مرحبا",
+      "שלום", "नमस्ते", "สวัสดี", "ʻokina", "ǅ", "Ω", "𠀀", "😀", "123", " ", "  ", ".", ",", "-", "\n", "٣", "।",
+      "\xff", "\xe4\xb8", "ⅷ", "ﬁ", "Ａｂ", "ー"};
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string text;
+    const int len = 1 + rng() % 30;
+    for (int i = 0; i < len; ++i) text += pieces[rng() % pieces.size()];
+    re2::StringPiece input(text);
+    re2::StringPiece groups[13];
+    WordCounts expected;
+    size_t pos = 0;
+    while (pos < text.size() && kWord.Match(input, pos, text.size(), RE2::UNANCHORED, groups, 13)) {
+      ++expected.total;
+      if (groups[1].data() || groups[2].data() || groups[3].data()) ++expected.target;  // "ja": Han + kana
+      pos = static_cast<size_t>(groups[0].data() - text.data()) + groups[0].size();
+    }
+    auto got = CountLanguageWords(text, "ja");
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->total, expected.total) << text;
+    EXPECT_EQ(got->target, expected.target) << text;
+  }
+}
+
+// The hand-written masker must equal one leftmost-first regex alternation of the same masks.
+TEST(LanguageConsistency, MaskerEqualsTheRegexAlternation) {
+  static const RE2 kMasks(
+      "(?s:<｜DSML｜function_calls>.*?</｜DSML｜function_calls>)|(?s:<tool_call>.*?</tool_call>)|(?s:```.*?```)|"
+      "`[^`\\n]*`|(?s:\\$\\$.*?\\$\\$)|\\$[^$\\n]*\\$|(?s:\\\\\\[.*?\\\\\\])|(?s:\\\\\\(.*?\\\\\\))|\\\\[a-zA-Z]+|"
+      "(?:https?|ftp)://\\S+|www\\.\\S+");
+  const std::vector<std::string> pieces = {
+      "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<tool_call>", "</tool_call>", "<", "```", "`", "$$",
+      "$", "\\[", "\\]", "\\(", "\\)", "\\frac", "\\", "http://", "https://", "ftp://", "www.", "http:/",
+      "ww", "a", "word", " ", "\n", "\t", "\v", "x", "1", "{", "}"};
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string text;
+    const int len = 1 + rng() % 25;
+    for (int i = 0; i < len; ++i) text += pieces[rng() % pieces.size()];
+    std::string expected = text;
+    RE2::GlobalReplace(&expected, kMasks, " ");
+    ASSERT_EQ(MaskNonProse(text), expected) << text;
+  }
 }
 
 }  // namespace
