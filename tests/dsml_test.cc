@@ -5,6 +5,7 @@
 
 #include "chat/dsml.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 
 namespace spargo::chat {
 namespace {
@@ -19,10 +20,10 @@ std::string ReadFile(const std::string& path) {
 }
 
 TEST(Dsml, FixtureToolCallsRoundTrip) {
-  const std::string dir = std::string(SPARGO_FIXTURES_DIR) + "/dsv32-chat/";
+  const std::string dir = spargo::testing::FixturesDir() + "/dsv32-chat/";
   const std::string output = ReadFile(dir + "test_output.txt");
   const json input = json::parse(ReadFile(dir + "test_input.json"));
-  ASSERT_FALSE(output.empty());
+  ASSERT_FALSE(output.empty()) << "fixture missing: " << dir << " (set SPARGO_FIXTURES_DIR)";
   std::vector<ToolCall> expected;
   for (const json& m : input["messages"]) {
     if (!m.contains("tool_calls")) continue;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -80,6 +81,11 @@ ProcessResult RunProcess(const std::string& binary, const std::vector<std::strin
   r.out = ReadFile(logs + "/stdout.txt");
   r.err = ReadFile(logs + "/stderr.txt");
   return r;
+}
+
+std::string FixturesDir() {
+  const char* env = std::getenv("SPARGO_FIXTURES_DIR");
+  return env != nullptr && *env != '\0' ? env : SPARGO_DEFAULT_FIXTURES_DIR;
 }
 
 int FreeLoopbackPort() {

@@ -34,6 +34,10 @@ int StartProcess(const std::string& binary, const std::vector<std::string>& args
 // Waits for a started process; returns its exit code.
 int WaitProcess(int pid);
 
+// The reference fixtures (HF transformers, HF tokenizers outputs): $SPARGO_FIXTURES_DIR when set, else
+// ../shared/fixtures next to the source tree.
+std::string FixturesDir();
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
 
