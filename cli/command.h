@@ -34,6 +34,7 @@ inline constexpr int kExitUsage = 2;
 int RunTrain(const CommandArgs& args);
 int RunScore(const CommandArgs& args);
 int RunReward(const CommandArgs& args);
+int RunTokenize(const CommandArgs& args);
 
 }  // namespace spargo::cli
 
