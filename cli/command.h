@@ -35,6 +35,7 @@ int RunTrain(const CommandArgs& args);
 int RunScore(const CommandArgs& args);
 int RunReward(const CommandArgs& args);
 int RunTokenize(const CommandArgs& args);
+int RunChat(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

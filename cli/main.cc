@@ -31,6 +31,8 @@ const std::vector<Command>& Commands() {
       {"tokenize", "Encode text to token ids, or decode ids (--decode): JSON lines on stdin and stdout.",
        "spargo tokenize --tokenizer tokenizer.json|byte [--decode] < lines.jsonl", {"cli/tokenize_command.cc"}, false,
        &RunTokenize},
+      {"chat", "Encode a conversation (JSON on stdin) as the DeepSeek-V3.2 prompt text.",
+       "spargo chat [--mode thinking|chat] < conversation.json", {"cli/chat_command.cc"}, false, &RunChat},
       {"reward", "Serve the reward pipelines over gRPC (RewardService) until SIGINT or SIGTERM.",
        "spargo reward [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
        {"cli/reward_command.cc", "cli/shared_flags.cc"}, true, &RunReward},
