@@ -116,38 +116,57 @@ Dsv32Model::Dsv32Model(const Dsv32Config& c) : config_(c) {
   lm_head_ = Param("lm_head.weight", {c.vocab_size, h}, std);
 }
 
-torch::Tensor Dsv32Model::IndexerTopk(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
-                                      const torch::Tensor& cos, const torch::Tensor& sin) {
+std::pair<torch::Tensor, torch::Tensor> Dsv32Model::CosSin(const torch::Tensor& positions,
+                                                          torch::ScalarType dtype) const {
+  // positions [B or 1, T] -> cos, sin [B or 1, T, rope/2]
+  torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * config_.inv_freq().to(positions.device());
+  const double af = config_.rope_attention_factor();
+  return {(freqs.cos() * af).to(dtype), (freqs.sin() * af).to(dtype)};
+}
+
+torch::Tensor Dsv32Model::IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
+                                       const torch::Tensor& sin) {
   const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), rope = c.qk_rope_head_dim;
-  torch::Tensor q = Linear(qr, l.wq_b).view({b, t, c.index_n_heads, c.index_head_dim});  // [B, T, Hi, Di]
-  q = torch::cat({RopeHalf(q.index({"...", Slice(0, rope)}), cos.unsqueeze(1), sin.unsqueeze(1)),
-                  q.index({"...", Slice(rope, torch::indexing::None)})},
-                 -1);
+  const int64_t rope = c.qk_rope_head_dim;
+  torch::Tensor q = Linear(qr, l.wq_b).view({qr.size(0), qr.size(1), c.index_n_heads, c.index_head_dim});
+  return torch::cat({RopeHalf(q.index({"...", Slice(0, rope)}), cos.unsqueeze(2), sin.unsqueeze(2)),
+                     q.index({"...", Slice(rope, torch::indexing::None)})},
+                    -1);  // [B, T, Hi, Di]
+}
+
+torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin) {
+  const Dsv32Config& c = config_;
+  const int64_t rope = c.qk_rope_head_dim;
   torch::Tensor k = torch::layer_norm(Linear(x, l.wk), {c.index_head_dim}, l.k_norm_weight, l.k_norm_bias, 1e-6);
-  k = torch::cat({RopeHalf(k.index({"...", Slice(0, rope)}), cos, sin), k.index({"...", Slice(rope, torch::indexing::None)})},
-                 -1);  // [B, T, Di]
+  return torch::cat({RopeHalf(k.index({"...", Slice(0, rope)}), cos, sin), k.index({"...", Slice(rope, torch::indexing::None)})},
+                    -1);  // [B, T, Di]
+}
+
+torch::Tensor Dsv32Model::IndexerSelect(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
+                                        const torch::Tensor& k_index, const torch::Tensor& allowed) {
+  const Dsv32Config& c = config_;
   torch::Tensor scores =
-      torch::relu(torch::einsum("bthd,bsd->bths", {q.to(torch::kFloat32), k.to(torch::kFloat32)}) *
-                  std::pow(static_cast<double>(c.index_head_dim), -0.5));                   // [B, T, Hi, S]
+      torch::relu(torch::einsum("bthd,bsd->bths", {q_index.to(torch::kFloat32), k_index.to(torch::kFloat32)}) *
+                  std::pow(static_cast<double>(c.index_head_dim), -0.5));  // [B, T, Hi, S]
   torch::Tensor w = Linear(x, l.weights_proj).to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5);
-  torch::Tensor index = torch::einsum("bth,bths->bts", {w, scores});                          // [B, T, S]
-  torch::Tensor causal = torch::ones({t, t}, torch::kBool).tril();
-  index = index.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
-  const int64_t k_sel = std::min(c.index_topk, t);
-  return std::get<1>(index.topk(k_sel, -1));                                                 // [B, T, k]
+  torch::Tensor index = torch::einsum("bth,bths->bts", {w, scores});       // [B, T, S]
+  index = index.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  // Ties (ReLU zeros, masked keys) are broken as torch's topk breaks them, as HF's port does; a full forward and
+  // a cached decode may break them differently, which is why the learner replays the sampler's selections.
+  return std::get<1>(index.topk(std::min(c.index_topk, index.size(-1)), -1));
 }
 
 torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                    const torch::Tensor& sin, torch::Tensor* topk_out) {
+                                    const torch::Tensor& sin, const torch::Tensor* replay, torch::Tensor* topk_out) {
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
   torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);  // [B, T, q_lora]
   torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
   torch::Tensor q_nope = q.index({"...", Slice(0, nope)});
-  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(1),
-                                         sin.unsqueeze(1));                                  // [B, T, H, rope]
+  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
+                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
   torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
   torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
   torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
@@ -158,17 +177,75 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   torch::Tensor key = torch::cat({k_nope, k_rope.unsqueeze(2).expand({b, t, nh, rope})}, -1);
   torch::Tensor scores = torch::einsum("bthd,bshd->bhts", {query, key}) * c.softmax_scale();  // [B, H, T, S]
 
-  torch::Tensor topk = IndexerTopk(l, x, qr, cos, sin);                                    // [B, T, k]
-  torch::Tensor selected = torch::zeros({b, t, t}, torch::kBool).scatter(-1, topk, true);
-  torch::Tensor allowed = selected.logical_and(torch::ones({t, t}, torch::kBool).tril());  // [B, T, S]
+  torch::Tensor causal = torch::ones({1, t, t}, torch::kBool).tril();
+  torch::Tensor topk;
+  if (replay != nullptr) {  // the sampler's selections; -1 marks unused slots
+    TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t, "replayed top-k must be [B, T, k]");
+    topk = *replay;
+  } else {
+    torch::NoGradGuard no_grad;  // selection is discrete: the indexer learns only from its own loss
+    topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin), causal);
+  }
+  torch::Tensor hits = torch::zeros({b, t, t}, torch::kInt32).scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
+  torch::Tensor allowed = hits.gt(0).logical_and(causal);
   scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) {
     torch::Tensor positions = torch::arange(t).view({1, t, 1});
-    *topk_out = topk.masked_fill(topk > positions, -1);  // future keys are not selected: unused slots
+    *topk_out = topk.masked_fill(topk.gt(positions), -1);  // future keys are not selected: unused slots
   }
   return Linear(out, l.o_proj);
+}
+
+torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
+                                          const torch::Tensor& sin, const torch::Tensor& positions,
+                                          const torch::Tensor& valid, const torch::Tensor& allowed, Dsv32Cache* cache,
+                                          torch::Tensor* topk_out) {
+  const Layer& l = layers_[layer];
+  const Dsv32Config& c = config_;
+  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, s = allowed.size(-1);
+  const int64_t nope = c.qk_nope_head_dim;
+  torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
+  torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
+  torch::Tensor q_nope = q.index({"...", Slice(0, nope)});                                 // [B, T, H, nope]
+  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
+                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
+  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
+  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
+  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
+  // Write the new (non-padding) tokens' entries at their positions.
+  torch::Tensor rows = torch::arange(b).unsqueeze(1).expand({b, t}).masked_select(valid);
+  torch::Tensor at = positions.masked_select(valid);
+  torch::Tensor index_k = IndexerKey(l, x, cos, sin);
+  cache->latent_[layer].index_put_({rows, at}, latent.index({valid}).to(cache->latent_[layer].scalar_type()));
+  cache->k_rope_[layer].index_put_({rows, at}, k_rope.index({valid}).to(cache->k_rope_[layer].scalar_type()));
+  cache->index_k_[layer].index_put_({rows, at}, index_k.index({valid}).to(cache->index_k_[layer].scalar_type()));
+  torch::Tensor keys_latent = cache->latent_[layer].index({Slice(), Slice(0, s)});         // [B, S, kv_lora]
+  torch::Tensor keys_rope = cache->k_rope_[layer].index({Slice(), Slice(0, s)});           // [B, S, rope]
+  // Absorb kv_b_proj: its key part into the queries, its value part after attention.
+  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, c.kv_lora_rank});
+  torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)}), w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});
+  torch::Tensor q_latent = torch::einsum("btnd,ndc->btnc", {q_nope, w_uk});                // [B, T, H, kv_lora]
+  torch::Tensor scores = (torch::einsum("btnc,bsc->bnts", {q_latent, keys_latent}) +
+                          torch::einsum("btnr,bsr->bnts", {q_rope, keys_rope})) *
+                         c.softmax_scale();                                                 // [B, H, T, S]
+  torch::Tensor topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin),
+                                     cache->index_k_[layer].index({Slice(), Slice(0, s)}), allowed);
+  torch::Tensor selected = torch::zeros({b, t, s}, torch::kBool).scatter(-1, topk, true).logical_and(allowed);
+  scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
+  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
+  torch::Tensor out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys_latent});         // [B, T, H, kv_lora]
+  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
+  if (topk_out != nullptr) {
+    torch::Tensor valid = allowed.gather(-1, topk);
+    *topk_out = topk.masked_fill(valid.logical_not(), -1);
+  }
+  return Linear(out, l.o_proj);
+}
+
+torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x) {
+  return l.moe ? Moe(l, x) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
 }
 
 torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x) {
@@ -200,23 +277,82 @@ torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x) {
   return out.view(shape);
 }
 
-Dsv32Output Dsv32Model::Forward(const torch::Tensor& input_ids) {
+Dsv32Output Dsv32Model::ForwardWithTopk(const torch::Tensor& input_ids, const std::vector<torch::Tensor>* replay) {
+  TORCH_CHECK(replay == nullptr || replay->size() == layers_.size(), "replay needs one top-k tensor per layer");
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T]");
   const int64_t t = input_ids.size(1);
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
-  torch::Tensor freqs = torch::outer(torch::arange(t, torch::kFloat32), config_.inv_freq());  // [T, rope/2]
-  const double af = config_.rope_attention_factor();
-  torch::Tensor cos = (freqs.cos() * af).to(x.scalar_type()), sin = (freqs.sin() * af).to(x.scalar_type());
+  auto [cos, sin] = CosSin(torch::arange(t).unsqueeze(0), x.scalar_type());  // [1, T, rope/2]
   Dsv32Output out;
-  for (const Layer& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
     torch::Tensor topk;
-    x = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, &topk);
-    torch::Tensor h = RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps);
-    x = x + (l.moe ? Moe(l, h) : SwiGlu(h, l.gate_proj, l.up_proj, l.down_proj));
+    x = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin,
+                      replay != nullptr ? &(*replay)[i] : nullptr, &topk);
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps));
     out.topk.push_back(topk);
   }
   out.logits = Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
   return out;
+}
+
+Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, torch::TensorOptions options)
+    : max_len_(max_len), lengths_(torch::zeros({batch}, torch::kInt64)) {
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    latent_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank}, options));
+    k_rope_.push_back(torch::zeros({batch, max_len, c.qk_rope_head_dim}, options));
+    index_k_.push_back(torch::zeros({batch, max_len, c.index_head_dim}, options));
+  }
+}
+
+int64_t Dsv32Cache::length() const { return lengths_.numel() == 0 ? 0 : lengths_.max().item<int64_t>(); }
+
+void Dsv32Cache::ExpandBatch(int64_t repeats) {
+  for (auto* v : {&latent_, &k_rope_, &index_k_}) {
+    for (torch::Tensor& t : *v) t = t.repeat_interleave(repeats, 0);
+  }
+  lengths_ = lengths_.repeat_interleave(repeats, 0);
+}
+
+std::unique_ptr<DecodeCache> Dsv32Model::NewCache(int64_t batch, int64_t max_len) const {
+  return std::make_unique<Dsv32Cache>(config_, batch, max_len, embed_tokens_.options().requires_grad(false));
+}
+
+torch::Tensor Dsv32Model::Decode(const torch::Tensor& input_ids, DecodeCache* cache) {
+  auto* c = dynamic_cast<Dsv32Cache*>(cache);
+  TORCH_CHECK(c != nullptr, "Dsv32Model::Decode needs a cache from Dsv32Model::NewCache");
+  return Append(input_ids, torch::full({input_ids.size(0)}, input_ids.size(1), torch::kInt64), c);
+}
+
+torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
+                                 std::vector<torch::Tensor>* topk) {
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T_new]");
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  TORCH_CHECK(cache->lengths_.size(0) == b, "cache holds ", cache->lengths_.size(0), " sequences; input has ", b);
+  TORCH_CHECK(new_tokens.numel() == b && new_tokens.min().item<int64_t>() >= 0 && new_tokens.max().item<int64_t>() <= t,
+              "new_tokens must give 0..T_new tokens per row");
+  torch::Tensor after = cache->lengths_ + new_tokens;
+  TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
+  // Token j of row b sits at position lengths[b] + j and is written to the cache when j < new_tokens[b];
+  // padding tokens (positions clamped into the cache) write nothing and see no keys past their row's end.
+  torch::Tensor positions = (cache->lengths_.unsqueeze(1) + torch::arange(t).unsqueeze(0)).clamp_max(cache->max_len_ - 1);
+  const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
+  torch::Tensor keys = torch::arange(s).view({1, 1, s});
+  torch::Tensor allowed = keys.le(positions.unsqueeze(-1)).logical_and(keys.lt(after.view({b, 1, 1})));  // [B, T, S]
+  torch::Tensor valid = torch::arange(t).unsqueeze(0).lt(new_tokens.unsqueeze(1));                        // [B, T]
+  torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
+  auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
+  if (topk != nullptr) topk->clear();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    torch::Tensor sel;
+    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, positions, valid,
+                            allowed, cache, topk != nullptr ? &sel : nullptr);
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps));
+    if (topk != nullptr) topk->push_back(sel);
+  }
+  cache->lengths_ = after;
+  return Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
 }
 
 absl::Status Dsv32Model::LoadTensors(const std::map<std::string, torch::Tensor>& tensors) {

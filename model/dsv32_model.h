@@ -7,11 +7,17 @@
 //    heads); softmax scale (nope + rope)^-0.5 (x mscale^2 under YaRN).
 //  - Indexer: q_I = wq_b(RMSNorm(q_a_proj(x))), k_I = LayerNorm(wk(x)); rotate-half RoPE on their first rope
 //    dims; I[t,s] = sum_h weights_proj(x)[t,h] * heads^-0.5 * ReLU(q_I[t,h] . k_I[s] * head_dim^-0.5); causal;
-//    query t attends to its top min(index_topk, t+1) keys.
+//    query t attends to its top min(index_topk, t+1) keys (ties broken as torch's topk does).
 //  - MoE: sigmoid router with e_score_correction_bias for the choice only, n_group groups scored by their top-2,
 //    topk_group groups kept, num_experts_per_tok experts, weights normalised then x routed_scaling_factor, plus
 //    shared experts. Dense layers: SiLU-gated MLP.
-// Forward is the full causal forward (MHA mode, autograd), batch [B, T] of equal-length rows.
+// Two evaluation paths that agree (to float rounding):
+//  - Forward / ForwardWithTopk: the full causal forward in MHA mode (k_nope and v expanded per head), with
+//    autograd, for training and log-probs; rows of equal length.
+//  - NewCache / Decode / Append: incremental evaluation in MQA ("absorbed") mode: the cache holds, per layer and
+//    token, the normalised KV latent (kv_lora_rank), the roped shared key (qk_rope_head_dim) and the indexer key
+//    (index_head_dim); kv_b_proj's key part is folded into the queries and its value part applied after attention.
+//    Each cached sequence has its own length, so prompts of different lengths share one batch.
 #ifndef SPARGO_MODEL_DSV32_MODEL_H_
 #define SPARGO_MODEL_DSV32_MODEL_H_
 
@@ -24,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/causal_lm.h"
 #include "model/dsv32_config.h"
 
 namespace spargo::model {
@@ -33,13 +40,44 @@ struct Dsv32Output {
   std::vector<torch::Tensor> topk;  // per layer [B, T, k] int64 key positions; -1 where fewer than k are valid
 };
 
-class Dsv32Model : public torch::nn::Module {
+// Per layer: latent [B, L, kv_lora], k_rope [B, L, rope], index_k [B, L, Di]; lengths [B] int64.
+class Dsv32Cache : public DecodeCache {
+ public:
+  Dsv32Cache(const Dsv32Config& config, int64_t batch, int64_t max_len, torch::TensorOptions options);
+  // The longest sequence's length.
+  int64_t length() const override;
+  void ExpandBatch(int64_t repeats) override;
+  const torch::Tensor& lengths() const { return lengths_; }
+  int64_t max_len() const { return max_len_; }
+
+ private:
+  friend class Dsv32Model;
+  int64_t max_len_;
+  std::vector<torch::Tensor> latent_, k_rope_, index_k_;
+  torch::Tensor lengths_;
+};
+
+class Dsv32Model : public CausalLm {
  public:
   explicit Dsv32Model(const Dsv32Config& config);
   const Dsv32Config& config() const { return config_; }
 
-  // input_ids: [B, T] int64.
-  Dsv32Output Forward(const torch::Tensor& input_ids);
+  // input_ids: [B, T] int64 -> logits [B, T, V] float32 and the indexer's selections. With `replay` (per layer
+  // [B, T, k] positions, -1 for unused slots, e.g. what the sampler selected) those keys are attended instead of
+  // the indexer's own choice. The selection carries no gradient.
+  Dsv32Output ForwardWithTopk(const torch::Tensor& input_ids, const std::vector<torch::Tensor>* replay = nullptr);
+  torch::Tensor Forward(const torch::Tensor& input_ids) override { return ForwardWithTopk(input_ids).logits; }
+
+  std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
+  // Appends input_ids [B, T_new] to every sequence; logits [B, T_new, V].
+  torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) override;
+  // Appends the first new_tokens[b] tokens of row b (the rest is padding) at that sequence's own position;
+  // logits [B, T_new, V] (rows' padding positions hold meaningless values). `topk`, when given, receives per
+  // layer [B, T_new, k] selected positions (-1 for unused slots).
+  torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
+                       std::vector<torch::Tensor>* topk = nullptr);
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_seq_len() const override { return config_.max_position_embeddings; }
 
   // Copies every parameter and buffer from `tensors` (names as published; dtype converted). INVALID_ARGUMENT for
   // a missing tensor, a shape mismatch, or a tensor the model does not have (layers beyond num_hidden_layers,
@@ -63,11 +101,24 @@ class Dsv32Model : public torch::nn::Module {
   // Registers a parameter at a dotted path below this module (creating the intermediate modules).
   torch::Tensor Param(const std::string& path, std::vector<int64_t> shape, double init_std);
 
+  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode).
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                          torch::Tensor* topk);
-  torch::Tensor IndexerTopk(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr, const torch::Tensor& cos,
-                            const torch::Tensor& sin);
+                          const torch::Tensor* replay, torch::Tensor* topk);
+  // New tokens against the cache (MQA mode): positions [B, T_new], valid (non-padding) [B, T_new], allowed keys
+  // [B, T_new, S].
+  torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
+                                const torch::Tensor& sin, const torch::Tensor& positions, const torch::Tensor& valid,
+                                const torch::Tensor& allowed, Dsv32Cache* cache, torch::Tensor* topk);
+  torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
+                             const torch::Tensor& sin);
+  torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // Top-k key positions [B, T, k] among `allowed` keys [B or 1, T, S] (selected, not-allowed slots included when
+  // fewer than k are allowed).
+  torch::Tensor IndexerSelect(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
+                              const torch::Tensor& k_index, const torch::Tensor& allowed);
+  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x);
   torch::Tensor Moe(const Layer& l, const torch::Tensor& x);
+  std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions, torch::ScalarType dtype) const;
 
   Dsv32Config config_;
   torch::Tensor embed_tokens_, norm_, lm_head_;

@@ -24,7 +24,7 @@ TEST(Dsv32Model, MatchesTheReferenceLogitsAndTopk) {
   absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   torch::NoGradGuard no_grad;
-  Dsv32Output out = (*model)->Forward(ref->at("input_ids"));
+  Dsv32Output out = (*model)->ForwardWithTopk(ref->at("input_ids"));
   const torch::Tensor& expected = ref->at("logits");
   ASSERT_EQ(out.logits.sizes(), expected.sizes());
   const double max_diff = (out.logits - expected).abs().max().item<double>();
@@ -65,13 +65,115 @@ TEST(Dsv32Model, SparseEqualsDenseWhenTopkCoversTheSequence) {
   for (const auto& p : a.named_parameters(true)) weights[p.key()] = p.value();
   for (const auto& p : a.named_buffers(true)) weights[p.key()] = p.value();
   ASSERT_TRUE(b.LoadTensors(weights).ok());
-  EXPECT_TRUE(torch::allclose(a.Forward(ids).logits, b.Forward(ids).logits, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(a.Forward(ids), b.Forward(ids), 1e-5, 1e-6));
   // And with fewer keys than positions the result differs (selection is real).
   Dsv32Config narrow = *config;
   narrow.index_topk = 2;
   Dsv32Model n(narrow);
   ASSERT_TRUE(n.LoadTensors(weights).ok());
-  EXPECT_FALSE(torch::allclose(n.Forward(ids).logits, b.Forward(ids).logits, 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(n.Forward(ids), b.Forward(ids), 1e-5, 1e-6));
+}
+
+TEST(Dsv32Model, GreedyContinuationWithTheCacheMatchesTheReference) {
+  absl::StatusOr<std::shared_ptr<Dsv32Model>> model = LoadDsv32Model(FixtureDir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok());
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& prompt = ref->at("input_ids");
+  const torch::Tensor& want = ref->at("greedy_ids");
+  const int64_t steps = want.size(1) - prompt.size(1);
+  std::unique_ptr<DecodeCache> cache = (*model)->NewCache(prompt.size(0), want.size(1));
+  torch::Tensor logits = (*model)->Decode(prompt, cache.get());
+  // The prefill through the cache (MQA mode) gives the full forward's logits.
+  EXPECT_LT((logits - ref->at("logits")).abs().max().item<double>(), 1e-4);
+  torch::Tensor ids = prompt;
+  for (int64_t i = 0; i < steps; ++i) {
+    torch::Tensor next = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);  // [B, 1]
+    ids = torch::cat({ids, next}, 1);
+    logits = (*model)->Decode(next, cache.get());
+  }
+  EXPECT_TRUE(torch::equal(ids, want)) << ids << "\n" << want;
+  EXPECT_EQ(cache->length(), want.size(1) - 1 + 1);
+}
+
+// Random weights at a small index_topk, so that selection matters for most positions.
+std::shared_ptr<Dsv32Model> SmallSparseModel(int64_t index_topk) {
+  Dsv32Config c = *LoadDsv32Config(FixtureDir() + "/config.json");
+  c.index_topk = index_topk;
+  torch::manual_seed(11);
+  auto model = std::make_shared<Dsv32Model>(c);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters(true)) {
+    if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.2);  // larger than init: sharper scores
+  }
+  return model;
+}
+
+TEST(Dsv32Model, DecodeEqualsFullForwardWithReplayedSelections) {
+  auto model = SmallSparseModel(4);
+  torch::NoGradGuard no_grad;
+  using torch::indexing::Slice;
+  torch::Tensor ids = torch::randint(0, model->vocab_size(), {2, 12});
+  auto cache = model->NewCache(2, 12);
+  auto* c = static_cast<Dsv32Cache*>(cache.get());
+  // Prefill 5 tokens, then one token at a time, keeping each step's selections.
+  std::vector<std::vector<torch::Tensor>> steps(1);
+  std::vector<torch::Tensor> pieces = {model->Append(ids.index({Slice(), Slice(0, 5)}), torch::full({2}, 5, torch::kInt64),
+                                                     c, &steps[0])};
+  for (int64_t t = 5; t < 12; ++t) {
+    steps.emplace_back();
+    pieces.push_back(model->Append(ids.index({Slice(), Slice(t, t + 1)}), torch::ones({2}, torch::kInt64), c, &steps.back()));
+  }
+  torch::Tensor incremental = torch::cat(pieces, 1);
+  // The learner's full forward, replaying the sampler's selections, gives the same logits (MHA vs MQA mode).
+  std::vector<torch::Tensor> replay;
+  for (int layer = 0; layer < 2; ++layer) {
+    std::vector<torch::Tensor> per_step;
+    for (const auto& s : steps) per_step.push_back(s[layer]);
+    replay.push_back(torch::cat(per_step, 1));  // [B, 12, 4]
+  }
+  Dsv32Output full = model->ForwardWithTopk(ids, &replay);
+  EXPECT_LT((incremental - full.logits).abs().max().item<double>(), 1e-4);
+  // Its own selections for the prefill equal the cached path's (same row lengths, same scores).
+  Dsv32Output own = model->ForwardWithTopk(ids.index({Slice(), Slice(0, 5)}));
+  for (int layer = 0; layer < 2; ++layer) {
+    EXPECT_TRUE(torch::equal(std::get<0>(own.topk[layer].sort(-1)), std::get<0>(steps[0][layer].sort(-1))));
+  }
+  // Replaying other selections changes the result: the replay is used.
+  std::vector<torch::Tensor> first_keys = {torch::zeros({2, 12, 4}, torch::kInt64), torch::zeros({2, 12, 4}, torch::kInt64)};
+  EXPECT_GT((model->ForwardWithTopk(ids, &first_keys).logits - full.logits).abs().max().item<double>(), 1e-3);
+  EXPECT_EQ(cache->length(), 12);
+}
+
+TEST(Dsv32Model, SequencesOfDifferentLengthsShareABatch) {
+  auto model = SmallSparseModel(3);
+  torch::NoGradGuard no_grad;
+  torch::Tensor a = torch::randint(0, model->vocab_size(), {1, 9}), b = torch::randint(0, model->vocab_size(), {1, 6});
+  // Prefill a[:7] and b[:4] together (b padded with zeros), then one token each, then the rest of b.
+  auto cache = model->NewCache(2, 9);
+  auto* c = static_cast<Dsv32Cache*>(cache.get());
+  using torch::indexing::Slice;
+  torch::Tensor prefill = torch::zeros({2, 7}, torch::kInt64);
+  prefill.index_put_({0}, a.index({0, Slice(0, 7)}));
+  prefill.index_put_({1, Slice(0, 4)}, b.index({0, Slice(0, 4)}));
+  torch::Tensor l0 = model->Append(prefill, torch::tensor({7, 4}, torch::kInt64), c);
+  EXPECT_TRUE(torch::equal(c->lengths(), torch::tensor({7, 4}, torch::kInt64)));
+  torch::Tensor step = torch::stack({a.index({0, Slice(7, 8)}), b.index({0, Slice(4, 5)})});  // [2, 1]
+  torch::Tensor l1 = model->Append(step, torch::tensor({1, 1}, torch::kInt64), c);
+  torch::Tensor fa = model->Forward(a), fb = model->Forward(b);
+  EXPECT_LT((l0.index({0}) - fa.index({0, Slice(0, 7)})).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((l0.index({1, Slice(0, 4)}) - fb.index({0, Slice(0, 4)})).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((l1.index({0, 0}) - fa.index({0, 7})).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((l1.index({1, 0}) - fb.index({0, 4})).abs().max().item<double>(), 1e-4);
+  // Only row 1 advances: row 0's length stays.
+  torch::Tensor l2 = model->Append(torch::stack({a.index({0, Slice(8, 9)}), b.index({0, Slice(5, 6)})}),
+                                   torch::tensor({0, 1}, torch::kInt64), c);
+  EXPECT_TRUE(torch::equal(c->lengths(), torch::tensor({8, 6}, torch::kInt64)));
+  EXPECT_LT((l2.index({1, 0}) - fb.index({0, 5})).abs().max().item<double>(), 1e-4);
+  // ExpandBatch repeats sequences for groups.
+  c->ExpandBatch(3);
+  EXPECT_TRUE(torch::equal(c->lengths(), torch::tensor({8, 8, 8, 6, 6, 6}, torch::kInt64)));
 }
 
 TEST(Dsv32Config, ParsesYarnAndRefusesBadConfigs) {
