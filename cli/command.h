@@ -36,6 +36,7 @@ int RunScore(const CommandArgs& args);
 int RunReward(const CommandArgs& args);
 int RunTokenize(const CommandArgs& args);
 int RunChat(const CommandArgs& args);
+int RunLogits(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

@@ -177,7 +177,7 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   torch::Tensor key = torch::cat({k_nope, k_rope.unsqueeze(2).expand({b, t, nh, rope})}, -1);
   torch::Tensor scores = torch::einsum("bthd,bshd->bhts", {query, key}) * c.softmax_scale();  // [B, H, T, S]
 
-  torch::Tensor causal = torch::ones({1, t, t}, torch::kBool).tril();
+  torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
   torch::Tensor topk;
   if (replay != nullptr) {  // the sampler's selections; -1 marks unused slots
     TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t, "replayed top-k must be [B, T, k]");
@@ -186,13 +186,13 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
     torch::NoGradGuard no_grad;  // selection is discrete: the indexer learns only from its own loss
     topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin), causal);
   }
-  torch::Tensor hits = torch::zeros({b, t, t}, torch::kInt32).scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
+  torch::Tensor hits = torch::zeros({b, t, t}, x.options().dtype(torch::kInt32)).scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
   torch::Tensor allowed = hits.gt(0).logical_and(causal);
   scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) {
-    torch::Tensor positions = torch::arange(t).view({1, t, 1});
+    torch::Tensor positions = torch::arange(t, x.options().dtype(torch::kInt64)).view({1, t, 1});
     *topk_out = topk.masked_fill(topk.gt(positions), -1);  // future keys are not selected: unused slots
   }
   return Linear(out, l.o_proj);
@@ -215,7 +215,7 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
   torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
   // Write the new (non-padding) tokens' entries at their positions.
-  torch::Tensor rows = torch::arange(b).unsqueeze(1).expand({b, t}).masked_select(valid);
+  torch::Tensor rows = torch::arange(b, positions.options()).unsqueeze(1).expand({b, t}).masked_select(valid);
   torch::Tensor at = positions.masked_select(valid);
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   cache->latent_[layer].index_put_({rows, at}, latent.index({valid}).to(cache->latent_[layer].scalar_type()));
@@ -232,7 +232,7 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
                          c.softmax_scale();                                                 // [B, H, T, S]
   torch::Tensor topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin),
                                      cache->index_k_[layer].index({Slice(), Slice(0, s)}), allowed);
-  torch::Tensor selected = torch::zeros({b, t, s}, torch::kBool).scatter(-1, topk, true).logical_and(allowed);
+  torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kBool)).scatter(-1, topk, true).logical_and(allowed);
   scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
   torch::Tensor out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys_latent});         // [B, T, H, kv_lora]
@@ -282,7 +282,7 @@ Dsv32Output Dsv32Model::ForwardWithTopk(const torch::Tensor& input_ids, const st
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T]");
   const int64_t t = input_ids.size(1);
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
-  auto [cos, sin] = CosSin(torch::arange(t).unsqueeze(0), x.scalar_type());  // [1, T, rope/2]
+  auto [cos, sin] = CosSin(torch::arange(t, input_ids.options()).unsqueeze(0), x.scalar_type());  // [1, T, rope/2]
   Dsv32Output out;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
@@ -297,7 +297,7 @@ Dsv32Output Dsv32Model::ForwardWithTopk(const torch::Tensor& input_ids, const st
 }
 
 Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, torch::TensorOptions options)
-    : max_len_(max_len), lengths_(torch::zeros({batch}, torch::kInt64)) {
+    : max_len_(max_len), lengths_(torch::zeros({batch}, options.dtype(torch::kInt64))) {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     latent_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank}, options));
     k_rope_.push_back(torch::zeros({batch, max_len, c.qk_rope_head_dim}, options));
@@ -321,7 +321,7 @@ std::unique_ptr<DecodeCache> Dsv32Model::NewCache(int64_t batch, int64_t max_len
 torch::Tensor Dsv32Model::Decode(const torch::Tensor& input_ids, DecodeCache* cache) {
   auto* c = dynamic_cast<Dsv32Cache*>(cache);
   TORCH_CHECK(c != nullptr, "Dsv32Model::Decode needs a cache from Dsv32Model::NewCache");
-  return Append(input_ids, torch::full({input_ids.size(0)}, input_ids.size(1), torch::kInt64), c);
+  return Append(input_ids, torch::full({input_ids.size(0)}, input_ids.size(1), input_ids.options()), c);
 }
 
 torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
@@ -331,15 +331,16 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
   TORCH_CHECK(cache->lengths_.size(0) == b, "cache holds ", cache->lengths_.size(0), " sequences; input has ", b);
   TORCH_CHECK(new_tokens.numel() == b && new_tokens.min().item<int64_t>() >= 0 && new_tokens.max().item<int64_t>() <= t,
               "new_tokens must give 0..T_new tokens per row");
-  torch::Tensor after = cache->lengths_ + new_tokens;
+  torch::Tensor after = cache->lengths_ + new_tokens.to(cache->lengths_.device());
   TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
   // Token j of row b sits at position lengths[b] + j and is written to the cache when j < new_tokens[b];
   // padding tokens (positions clamped into the cache) write nothing and see no keys past their row's end.
-  torch::Tensor positions = (cache->lengths_.unsqueeze(1) + torch::arange(t).unsqueeze(0)).clamp_max(cache->max_len_ - 1);
+  const torch::TensorOptions ids_options = input_ids.options().dtype(torch::kInt64);
+  torch::Tensor positions = (cache->lengths_.unsqueeze(1) + torch::arange(t, ids_options).unsqueeze(0)).clamp_max(cache->max_len_ - 1);
   const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
-  torch::Tensor keys = torch::arange(s).view({1, 1, s});
+  torch::Tensor keys = torch::arange(s, ids_options).view({1, 1, s});
   torch::Tensor allowed = keys.le(positions.unsqueeze(-1)).logical_and(keys.lt(after.view({b, 1, 1})));  // [B, T, S]
-  torch::Tensor valid = torch::arange(t).unsqueeze(0).lt(new_tokens.unsqueeze(1));                        // [B, T]
+  torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.to(input_ids.device()).unsqueeze(1));                        // [B, T]
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (topk != nullptr) topk->clear();
@@ -353,6 +354,14 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
   }
   cache->lengths_ = after;
   return Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
+}
+
+void Dsv32Model::To(torch::Device device, torch::ScalarType dtype) {
+  torch::nn::Module::to(device, dtype);
+  torch::NoGradGuard no_grad;
+  for (Layer& l : layers_) {
+    if (l.router_bias.defined()) l.router_bias.set_data(l.router_bias.to(torch::kFloat32));
+  }
 }
 
 absl::Status Dsv32Model::LoadTensors(const std::map<std::string, torch::Tensor>& tensors) {

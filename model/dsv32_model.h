@@ -76,6 +76,9 @@ class Dsv32Model : public CausalLm {
   // layer [B, T_new, k] selected positions (-1 for unused slots).
   torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
                        std::vector<torch::Tensor>* topk = nullptr);
+  // Moves the weights to `device` in `dtype`; router correction biases stay float32 (they decide routing).
+  void To(torch::Device device, torch::ScalarType dtype);
+
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_seq_len() const override { return config_.max_position_embeddings; }
 

@@ -176,6 +176,48 @@ TEST(Dsv32Model, SequencesOfDifferentLengthsShareABatch) {
   EXPECT_TRUE(torch::equal(c->lengths(), torch::tensor({8, 8, 8, 6, 6, 6}, torch::kInt64)));
 }
 
+// `spargo logits` end to end on the fixture, on every device this machine has (CUDA in bfloat16 too, with
+// tolerances for bfloat16's 8-bit mantissa).
+TEST(LogitsCommand, ReproducesTheReferenceFile) {
+  absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const std::string dir = testing::NewTempDir("logits");
+  ASSERT_TRUE(WriteSafetensors(dir + "/in.safetensors", {{"input_ids", ref->at("input_ids")}}).ok());
+  struct Run {
+    std::string device, dtype;
+    double logit_tolerance;
+  };
+  std::vector<Run> runs = {{"cpu", "float32", 1e-4}};
+  if (torch::cuda::is_available()) {
+    runs.push_back({"cuda", "float32", 1e-4});
+    runs.push_back({"cuda", "bfloat16", 0.25});
+  }
+  for (const Run& run : runs) {
+    auto r = testing::RunProcess(testing::SpargoBinary(),
+                                 {"logits", "--model", FixtureDir(), "--input", dir + "/in.safetensors", "--output",
+                                  dir + "/out.safetensors", "--greedy", "8", "--device", run.device, "--dtype", run.dtype},
+                                 "");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    absl::StatusOr<TensorMap> out = ReadSafetensors(dir + "/out.safetensors");
+    ASSERT_TRUE(out.ok()) << out.status();
+    const double diff = (out->at("logits") - ref->at("logits")).abs().max().item<double>();
+    std::cout << run.device << " " << run.dtype << ": max |logit - reference| = " << diff << "\n";
+    EXPECT_LT(diff, run.logit_tolerance) << run.device << " " << run.dtype;
+    EXPECT_EQ(out->at("topk_l1").sizes(), ref->at("topk_l1").sizes());
+    EXPECT_EQ(out->at("topk_l0").scalar_type(), torch::kInt32);
+    if (run.dtype == "float32") {
+      EXPECT_TRUE(torch::equal(out->at("greedy_ids"), ref->at("greedy_ids"))) << run.device;
+    } else {  // bfloat16 may flip a near-tie argmax; the prompt and most tokens agree
+      const torch::Tensor same = out->at("greedy_ids").eq(ref->at("greedy_ids")).to(torch::kFloat32);
+      EXPECT_GT(same.mean().item<double>(), 0.9);
+    }
+  }
+  auto bad = testing::RunProcess(testing::SpargoBinary(),
+                                 {"logits", "--model", dir, "--input", dir + "/in.safetensors", "--output", dir + "/x"}, "");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("config.json"));
+}
+
 TEST(Dsv32Config, ParsesYarnAndRefusesBadConfigs) {
   const std::string base = testing::ReadFile(FixtureDir() + "/config.json");
   auto with = [&](const std::string& key, const std::string& value) {

@@ -1,0 +1,89 @@
+// `spargo logits --model DIR --input IN.safetensors --output OUT.safetensors [--greedy N]`: runs a DeepSeek-V3.2
+// checkpoint folder (config.json + safetensors) on `input_ids` [B, T] (int64) and writes `logits` [B, T, V]
+// (float32) and `topk_l<i>` [B, T, k] (int32, -1 for unused slots) per layer from one full forward; with
+// --greedy N also `greedy_ids` [B, T + N]: the input followed by N greedy tokens decoded with the cache.
+// --device cpu|cuda and --dtype float32|bfloat16 choose where and in what precision it runs.
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "cli/command.h"
+#include "common/status_macros.h"
+#include "model/dsv32_model.h"
+#include "model/safetensors.h"
+
+ABSL_FLAG(std::string, model, "", "Checkpoint folder: config.json and model.safetensors (or an index with shards).");
+ABSL_FLAG(std::string, input, "", "safetensors file holding input_ids [B, T] (int64).");
+ABSL_FLAG(std::string, output, "", "safetensors file to write (replaced atomically).");
+ABSL_FLAG(int32_t, greedy, 0, "Also decode this many greedy tokens with the cache (greedy_ids).");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
+ABSL_FLAG(std::string, dtype, "float32", "float32 or bfloat16.");
+
+namespace spargo::cli {
+
+int RunLogits(const CommandArgs& args) {
+  const std::string dir = absl::GetFlag(FLAGS_model), in = absl::GetFlag(FLAGS_input), out = absl::GetFlag(FLAGS_output);
+  const int greedy = absl::GetFlag(FLAGS_greedy);
+  const std::string device_name = absl::GetFlag(FLAGS_device), dtype_name = absl::GetFlag(FLAGS_dtype);
+  if (!args.positional.empty() || dir.empty() || in.empty() || out.empty() || greedy < 0 ||
+      (device_name != "cpu" && device_name != "cuda") || (dtype_name != "float32" && dtype_name != "bfloat16")) {
+    std::cerr << "spargo logits: needs --model DIR --input IN.safetensors --output OUT.safetensors, --greedy >= 0, "
+                 "--device cpu|cuda, --dtype float32|bfloat16\n";
+    return kExitUsage;
+  }
+  if (device_name == "cuda" && !torch::cuda::is_available()) {
+    std::cerr << "spargo logits: --device cuda, but this libtorch sees no CUDA device\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<std::shared_ptr<model::Dsv32Model>> m = model::LoadDsv32Model(dir);
+  if (!m.ok()) {
+    std::cerr << "spargo logits: " << m.status().message() << "\n";
+    return kExitFailure;
+  }
+  absl::StatusOr<model::TensorMap> input = model::ReadSafetensors(in);
+  if (!input.ok() || !input->count("input_ids") || input->at("input_ids").dim() != 2 ||
+      input->at("input_ids").scalar_type() != torch::kInt64) {
+    std::cerr << "spargo logits: " << in << ": "
+              << (input.ok() ? "needs input_ids [B, T] int64" : std::string(input.status().message())) << "\n";
+    return kExitFailure;
+  }
+  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+  (*m)->To(device, dtype_name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
+  torch::Tensor ids = input->at("input_ids").to(device);
+  if (ids.numel() == 0 || ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= (*m)->vocab_size()) {
+    std::cerr << "spargo logits: input_ids must be in [0, " << (*m)->vocab_size() << ")\n";
+    return kExitFailure;
+  }
+  torch::NoGradGuard no_grad;
+  model::TensorMap result;
+  absl::Status done = CallCatching("model", [&]() -> absl::Status {
+    model::Dsv32Output forward = (*m)->ForwardWithTopk(ids);
+    result["logits"] = forward.logits.to(torch::kCPU, torch::kFloat32);
+    for (size_t i = 0; i < forward.topk.size(); ++i) {
+      result[absl::StrCat("topk_l", i)] = forward.topk[i].to(torch::kCPU, torch::kInt32);
+    }
+    if (greedy > 0) {
+      std::unique_ptr<model::DecodeCache> cache = (*m)->NewCache(ids.size(0), ids.size(1) + greedy);
+      torch::Tensor logits = (*m)->Decode(ids, cache.get());
+      torch::Tensor all = ids;
+      for (int i = 0; i < greedy; ++i) {
+        torch::Tensor next = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);
+        all = torch::cat({all, next}, 1);
+        if (i + 1 < greedy) logits = (*m)->Decode(next, cache.get());
+      }
+      result["greedy_ids"] = all.to(torch::kCPU);
+    }
+    return absl::OkStatus();
+  });
+  if (!done.ok()) {
+    std::cerr << "spargo logits: " << done.message() << "\n";
+    return kExitFailure;
+  }
+  if (absl::Status s = model::WriteSafetensors(out, result); !s.ok()) {
+    std::cerr << "spargo logits: " << s.message() << "\n";
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace spargo::cli
