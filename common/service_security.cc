@@ -81,10 +81,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewServiceChannel(const std::stri
   return grpc::CreateCustomChannel(address, creds, args);
 }
 
-void PrepareClientContext(const config::ServiceEndpoints& endpoints, const std::string& token,
-                          grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::microseconds(static_cast<int64_t>(endpoints.deadline_seconds() * 1e6)));
+void PrepareClientContext(absl::Time deadline, const std::string& token, grpc::ClientContext* context) {
+  context->set_deadline(absl::ToChronoTime(deadline));
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
 

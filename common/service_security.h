@@ -7,12 +7,12 @@
 #ifndef SPARGO_COMMON_SERVICE_SECURITY_H_
 #define SPARGO_COMMON_SERVICE_SECURITY_H_
 
-#include <chrono>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "spargo/config.pb.h"
 
@@ -33,8 +33,7 @@ grpc::Status CheckBearerToken(const grpc::ServerContextBase& context, const std:
 absl::StatusOr<std::shared_ptr<grpc::Channel>> NewServiceChannel(const std::string& address,
                                                                  const config::ServiceEndpoints& endpoints);
 // Sets the deadline and the bearer token (when not empty) on a client context.
-void PrepareClientContext(const config::ServiceEndpoints& endpoints, const std::string& token,
-                          grpc::ClientContext* context);
+void PrepareClientContext(absl::Time deadline, const std::string& token, grpc::ClientContext* context);
 
 // True for 127.0.0.0/8, [::1], localhost and unix: addresses.
 bool IsLoopbackAddress(absl::string_view address);

@@ -27,8 +27,7 @@ std::vector<SampleScore> RemoteReward::ScoreGroup(const ScoreGroupInput& group) 
   reward::ScoreResponse response;
   grpc::ClientContext context;
   const absl::Time deadline = std::min(group.deadline, absl::Now() + absl::Seconds(config_.deadline_seconds()));
-  context.set_deadline(absl::ToChronoTime(deadline));
-  if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+  PrepareClientContext(deadline, token_, &context);
   const grpc::Status status = stub_->Score(&context, request, &response);
   std::vector<SampleScore> out;
   std::string failure;

@@ -36,7 +36,6 @@ class RubricJudgeReward : public RewardFunction {
   bool may_block() const override { return true; }
 
  private:
-  struct Attempt;
   // One judge call with retries; the verdict parser turns the output into scores (or an unparsable error).
   absl::StatusOr<std::string> CallWithRetries(const JudgeRequest& request, absl::Time deadline,
                                               const std::function<absl::Status(const std::string&)>& accept) const;

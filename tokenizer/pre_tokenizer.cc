@@ -128,13 +128,6 @@ absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const json& j) {
   return p;
 }
 
-bool PreTokenizer::byte_level() const {
-  for (const Step& s : steps_) {
-    if (s.byte_level) return true;
-  }
-  return false;
-}
-
 std::vector<std::string> PreTokenizer::Split(absl::string_view text) const {
   std::vector<std::string> pieces;
   if (!text.empty()) pieces.emplace_back(text);

@@ -33,7 +33,6 @@ class PreTokenizer {
 
   // The pieces of `text`, in order, empty pieces dropped; byte-level mapped when a ByteLevel step is present.
   std::vector<std::string> Split(absl::string_view text) const;
-  bool byte_level() const;
 
  private:
   std::vector<Step> steps_;
