@@ -57,11 +57,10 @@ int RunLogits(const CommandArgs& args) {
   torch::NoGradGuard no_grad;
   model::TensorMap result;
   absl::Status done = CallCatching("model", [&]() -> absl::Status {
-    model::Dsv32Output forward = (*m)->ForwardWithTopk(ids);
+    model::Dsv32Output forward = (*m)->ForwardDetailed(ids);
     result["logits"] = forward.logits.to(torch::kCPU, torch::kFloat32);
-    for (size_t i = 0; i < forward.topk.size(); ++i) {
-      result[absl::StrCat("topk_l", i)] = forward.topk[i].to(torch::kCPU, torch::kInt32);
-    }
+    const std::vector<torch::Tensor>& topk = forward.selections.topk;
+    for (size_t i = 0; i < topk.size(); ++i) result[absl::StrCat("topk_l", i)] = topk[i].to(torch::kCPU, torch::kInt32);
     if (greedy > 0) {
       std::unique_ptr<model::DecodeCache> cache = (*m)->NewCache(ids.size(0), ids.size(1) + greedy);
       torch::Tensor logits = (*m)->Decode(ids, cache.get());

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "model/indexer_loss.h"
 #include "model/safetensors.h"
 
 namespace spargo::model {
@@ -143,22 +144,26 @@ torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, con
                     -1);  // [B, T, Di]
 }
 
-torch::Tensor Dsv32Model::IndexerSelect(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
-                                        const torch::Tensor& k_index, const torch::Tensor& allowed) {
+torch::Tensor Dsv32Model::IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
+                                        const torch::Tensor& k_index) {
   const Dsv32Config& c = config_;
   torch::Tensor scores =
       torch::relu(torch::einsum("bthd,bsd->bths", {q_index.to(torch::kFloat32), k_index.to(torch::kFloat32)}) *
                   std::pow(static_cast<double>(c.index_head_dim), -0.5));  // [B, T, Hi, S]
   torch::Tensor w = Linear(x, l.weights_proj).to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5);
-  torch::Tensor index = torch::einsum("bth,bths->bts", {w, scores});       // [B, T, S]
-  index = index.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  return torch::einsum("bth,bths->bts", {w, scores});                       // [B, T, S]
+}
+
+torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::Tensor& allowed) const {
+  torch::Tensor index = scores.detach().masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
   // Ties (ReLU zeros, masked keys) are broken as torch's topk breaks them, as HF's port does; a full forward and
   // a cached decode may break them differently, which is why the learner replays the sampler's selections.
-  return std::get<1>(index.topk(std::min(c.index_topk, index.size(-1)), -1));
+  return std::get<1>(index.topk(std::min(config_.index_topk, index.size(-1)), -1));
 }
 
 torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                    const torch::Tensor& sin, const torch::Tensor* replay, torch::Tensor* topk_out) {
+                                    const torch::Tensor& sin, const torch::Tensor* replay, IndexerTraining training,
+                                    torch::Tensor* topk_out, torch::Tensor* indexer_loss) {
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
@@ -178,18 +183,34 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   torch::Tensor scores = torch::einsum("bthd,bshd->bhts", {query, key}) * c.softmax_scale();  // [B, H, T, S]
 
   torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
+  // The indexer's scores: with gradient (from detached inputs) when it trains, otherwise only for the selection.
+  torch::Tensor index_scores;
+  if (training != IndexerTraining::kOff) {
+    const torch::Tensor xd = x.detach(), qrd = qr.detach();
+    index_scores = IndexerScores(l, xd, IndexerQuery(l, qrd, cos, sin), IndexerKey(l, xd, cos, sin));
+  } else if (replay == nullptr) {
+    torch::NoGradGuard no_grad;
+    index_scores = IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin));
+  }
   torch::Tensor topk;
   if (replay != nullptr) {  // the sampler's selections; -1 marks unused slots
     TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t, "replayed top-k must be [B, T, k]");
     topk = *replay;
   } else {
-    torch::NoGradGuard no_grad;  // selection is discrete: the indexer learns only from its own loss
-    topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin), causal);
+    topk = TopkAllowed(index_scores, causal);
   }
-  torch::Tensor hits = torch::zeros({b, t, t}, x.options().dtype(torch::kInt32)).scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
-  torch::Tensor allowed = hits.gt(0).logical_and(causal);
+  torch::Tensor allowed = causal.expand({b, t, t});
+  if (training != IndexerTraining::kDenseWarmup) {  // the warm-up attends densely
+    torch::Tensor hits = torch::zeros({b, t, t}, x.options().dtype(torch::kInt32))
+                             .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
+    allowed = hits.gt(0).logical_and(causal);
+  }
   scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
-  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());
+  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());  // [B, H, T, S]
+  if (training != IndexerTraining::kOff) {
+    torch::Tensor loss = IndexerKlLoss(probs, index_scores, allowed);
+    *indexer_loss = indexer_loss->defined() ? *indexer_loss + loss : loss;
+  }
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) {
     torch::Tensor positions = torch::arange(t, x.options().dtype(torch::kInt64)).view({1, t, 1});
@@ -230,8 +251,9 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor scores = (torch::einsum("btnc,bsc->bnts", {q_latent, keys_latent}) +
                           torch::einsum("btnr,bsr->bnts", {q_rope, keys_rope})) *
                          c.softmax_scale();                                                 // [B, H, T, S]
-  torch::Tensor topk = IndexerSelect(l, x, IndexerQuery(l, qr, cos, sin),
-                                     cache->index_k_[layer].index({Slice(), Slice(0, s)}), allowed);
+  torch::Tensor topk = TopkAllowed(
+      IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), cache->index_k_[layer].index({Slice(), Slice(0, s)})),
+      allowed);
   torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kBool)).scatter(-1, topk, true).logical_and(allowed);
   scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
@@ -244,23 +266,39 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   return Linear(out, l.o_proj);
 }
 
-torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x) {
-  return l.moe ? Moe(l, x) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
+torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
+                              torch::Tensor* routes) {
+  return l.moe ? Moe(l, x, replay, routes) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
 }
 
-torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x) {
+torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
+                              torch::Tensor* routes) {
   const Dsv32Config& c = config_;
   const auto shape = x.sizes().vec();
   torch::Tensor flat = x.reshape({-1, c.hidden_size});
   const int64_t n = flat.size(0), e = c.n_routed_experts, per_group = e / c.n_group;
+  const int64_t k = c.num_experts_per_tok;
   torch::Tensor scores = torch::sigmoid(torch::matmul(flat.to(torch::kFloat32), l.router.to(torch::kFloat32).t()));
-  torch::Tensor choice = scores + l.router_bias.to(torch::kFloat32);
-  torch::Tensor group_scores = std::get<0>(choice.view({n, c.n_group, per_group}).topk(2, -1)).sum(-1);
-  torch::Tensor groups = std::get<1>(group_scores.topk(c.topk_group, -1));
-  torch::Tensor group_mask = torch::zeros_like(group_scores).scatter(1, groups, 1.0);
-  torch::Tensor expert_mask = group_mask.unsqueeze(-1).expand({n, c.n_group, per_group}).reshape({n, e});
-  choice = choice.masked_fill(expert_mask.eq(0), -std::numeric_limits<float>::infinity());
-  torch::Tensor chosen = std::get<1>(choice.topk(c.num_experts_per_tok, -1));               // [N, k]
+  torch::Tensor chosen;  // [N, k]
+  if (replay != nullptr) {  // Keep Routing: the sampler's experts
+    TORCH_CHECK(replay->numel() == n * k, "replayed routes must be [B, T, ", k, "]");
+    chosen = replay->reshape({n, k}).to(torch::kInt64);
+    TORCH_CHECK(chosen.min().item<int64_t>() >= 0 && chosen.max().item<int64_t>() < e, "replayed expert out of range");
+  } else {
+    torch::NoGradGuard no_grad;  // the choice is discrete
+    torch::Tensor choice = scores + l.router_bias.to(torch::kFloat32);
+    torch::Tensor group_scores = std::get<0>(choice.view({n, c.n_group, per_group}).topk(2, -1)).sum(-1);
+    torch::Tensor groups = std::get<1>(group_scores.topk(c.topk_group, -1));
+    torch::Tensor group_mask = torch::zeros_like(group_scores).scatter(1, groups, 1.0);
+    torch::Tensor expert_mask = group_mask.unsqueeze(-1).expand({n, c.n_group, per_group}).reshape({n, e});
+    choice = choice.masked_fill(expert_mask.eq(0), -std::numeric_limits<float>::infinity());
+    chosen = std::get<1>(choice.topk(k, -1));
+  }
+  if (routes != nullptr) {
+    std::vector<int64_t> route_shape(shape.begin(), shape.end() - 1);
+    route_shape.push_back(k);
+    *routes = chosen.view(route_shape);
+  }
   torch::Tensor weights = scores.gather(1, chosen);
   if (c.norm_topk_prob) weights = weights / (weights.sum(-1, true) + 1e-20);
   weights = weights * c.routed_scaling_factor;
@@ -277,20 +315,32 @@ torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x) {
   return out.view(shape);
 }
 
-Dsv32Output Dsv32Model::ForwardWithTopk(const torch::Tensor& input_ids, const std::vector<torch::Tensor>* replay) {
-  TORCH_CHECK(replay == nullptr || replay->size() == layers_.size(), "replay needs one top-k tensor per layer");
+Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Dsv32ForwardOptions& options) {
+  const size_t n = layers_.size();
+  TORCH_CHECK(options.topk_replay == nullptr || options.topk_replay->size() == n,
+              "top-k replay needs one tensor per layer");
+  TORCH_CHECK(options.route_replay == nullptr || options.route_replay->size() == n,
+              "route replay needs one tensor per layer (undefined for dense layers)");
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T]");
   const int64_t t = input_ids.size(1);
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(torch::arange(t, input_ids.options()).unsqueeze(0), x.scalar_type());  // [1, T, rope/2]
   Dsv32Output out;
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     const Layer& l = layers_[i];
-    torch::Tensor topk;
+    torch::Tensor topk, routes;
     x = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin,
-                      replay != nullptr ? &(*replay)[i] : nullptr, &topk);
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps));
-    out.topk.push_back(topk);
+                      options.topk_replay != nullptr ? &(*options.topk_replay)[i] : nullptr, options.indexer_training,
+                      &topk, &out.indexer_loss);
+    const torch::Tensor* route_replay = nullptr;
+    if (options.route_replay != nullptr) {
+      route_replay = &(*options.route_replay)[i];
+      TORCH_CHECK(route_replay->defined() == l.moe, "route replay for layer ", i,
+                  l.moe ? " is missing" : " must be undefined (dense layer)");
+    }
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), route_replay, &routes);
+    out.selections.topk.push_back(topk);
+    out.selections.routes.push_back(routes);
   }
   out.logits = Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
   return out;
@@ -325,7 +375,7 @@ torch::Tensor Dsv32Model::Decode(const torch::Tensor& input_ids, DecodeCache* ca
 }
 
 torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
-                                 std::vector<torch::Tensor>* topk) {
+                                 Dsv32Selections* record) {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T_new]");
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
   TORCH_CHECK(cache->lengths_.size(0) == b, "cache holds ", cache->lengths_.size(0), " sequences; input has ", b);
@@ -343,14 +393,18 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
   torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.to(input_ids.device()).unsqueeze(1));                        // [B, T]
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
-  if (topk != nullptr) topk->clear();
+  if (record != nullptr) *record = {};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
-    torch::Tensor sel;
+    torch::Tensor topk, routes;
     x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, positions, valid,
-                            allowed, cache, topk != nullptr ? &sel : nullptr);
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps));
-    if (topk != nullptr) topk->push_back(sel);
+                            allowed, cache, record != nullptr ? &topk : nullptr);
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
+                record != nullptr ? &routes : nullptr);
+    if (record != nullptr) {
+      record->topk.push_back(topk);
+      record->routes.push_back(routes);
+    }
   }
   cache->lengths_ = after;
   return Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);

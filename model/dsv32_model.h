@@ -12,7 +12,7 @@
 //    topk_group groups kept, num_experts_per_tok experts, weights normalised then x routed_scaling_factor, plus
 //    shared experts. Dense layers: SiLU-gated MLP.
 // Two evaluation paths that agree (to float rounding):
-//  - Forward / ForwardWithTopk: the full causal forward in MHA mode (k_nope and v expanded per head), with
+//  - Forward / ForwardDetailed: the full causal forward in MHA mode (k_nope and v expanded per head), with
 //    autograd, for training and log-probs; rows of equal length.
 //  - NewCache / Decode / Append: incremental evaluation in MQA ("absorbed") mode: the cache holds, per layer and
 //    token, the normalised KV latent (kv_lora_rank), the roped shared key (qk_rope_head_dim) and the indexer key
@@ -35,9 +35,38 @@
 
 namespace spargo::model {
 
+// How the full forward treats the lightning indexer (model/indexer_loss.h):
+//  - kOff: attention over the selected keys, no indexer loss (inference, RL).
+//  - kDenseWarmup: dense attention over every causal key; indexer_loss = KL to the head-summed attention over all
+//    causal keys. Freeze every group but "indexer" (model/parameter_groups.h) for the report's warm-up stage.
+//  - kSparse: attention over the selected keys; indexer_loss = KL over the selected set.
+// In both training modes the indexer's inputs are detached: its loss reaches only the indexer's own parameters,
+// and the selection is discrete, so the language-model loss never reaches them.
+enum class IndexerTraining { kOff, kDenseWarmup, kSparse };
+
+struct Dsv32ForwardOptions {
+  // Per layer [B, T, k] key positions to attend (-1 for unused slots), e.g. what the sampler selected, instead of
+  // the indexer's own choice.
+  const std::vector<torch::Tensor>* topk_replay = nullptr;
+  // Per layer [B, T, num_experts_per_tok] routed experts (undefined tensors for dense layers), e.g. the sampler's,
+  // instead of the router's choice; the gate weights are recomputed from the current router for those experts.
+  const std::vector<torch::Tensor>* route_replay = nullptr;
+  IndexerTraining indexer_training = IndexerTraining::kOff;
+};
+
+// What a forward pass selected: per layer top-k key positions [B, T, k] int64 (-1 where fewer than k are valid)
+// and routed experts [B, T, num_experts_per_tok] int64 (undefined for dense layers). The sampler records them;
+// the learner replays them.
+struct Dsv32Selections {
+  std::vector<torch::Tensor> topk;
+  std::vector<torch::Tensor> routes;
+};
+
 struct Dsv32Output {
-  torch::Tensor logits;             // [B, T, V] float32
-  std::vector<torch::Tensor> topk;  // per layer [B, T, k] int64 key positions; -1 where fewer than k are valid
+  torch::Tensor logits;  // [B, T, V] float32
+  Dsv32Selections selections;
+  // Scalar float32: the indexer losses summed over layers (each a mean over queries); defined in training modes.
+  torch::Tensor indexer_loss;
 };
 
 // Per layer: latent [B, L, kv_lora], k_rope [B, L, rope], index_k [B, L, Di]; lengths [B] int64.
@@ -62,20 +91,19 @@ class Dsv32Model : public CausalLm {
   explicit Dsv32Model(const Dsv32Config& config);
   const Dsv32Config& config() const { return config_; }
 
-  // input_ids: [B, T] int64 -> logits [B, T, V] float32 and the indexer's selections. With `replay` (per layer
-  // [B, T, k] positions, -1 for unused slots, e.g. what the sampler selected) those keys are attended instead of
-  // the indexer's own choice. The selection carries no gradient.
-  Dsv32Output ForwardWithTopk(const torch::Tensor& input_ids, const std::vector<torch::Tensor>* replay = nullptr);
-  torch::Tensor Forward(const torch::Tensor& input_ids) override { return ForwardWithTopk(input_ids).logits; }
+  // input_ids: [B, T] int64 -> logits [B, T, V] float32, the selections, and in training modes the indexer loss.
+  // The selections carry no gradient.
+  Dsv32Output ForwardDetailed(const torch::Tensor& input_ids, const Dsv32ForwardOptions& options = {});
+  torch::Tensor Forward(const torch::Tensor& input_ids) override { return ForwardDetailed(input_ids).logits; }
 
   std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
   // Appends input_ids [B, T_new] to every sequence; logits [B, T_new, V].
   torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) override;
   // Appends the first new_tokens[b] tokens of row b (the rest is padding) at that sequence's own position;
-  // logits [B, T_new, V] (rows' padding positions hold meaningless values). `topk`, when given, receives per
-  // layer [B, T_new, k] selected positions (-1 for unused slots).
+  // logits [B, T_new, V] (rows' padding positions hold meaningless values). `record`, when given, receives the
+  // new tokens' selections ([B, T_new, ...] per layer).
   torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
-                       std::vector<torch::Tensor>* topk = nullptr);
+                       Dsv32Selections* record = nullptr);
   // Moves the weights to `device` in `dtype`; router correction biases stay float32 (they decide routing).
   void To(torch::Device device, torch::ScalarType dtype);
 
@@ -104,9 +132,11 @@ class Dsv32Model : public CausalLm {
   // Registers a parameter at a dotted path below this module (creating the intermediate modules).
   torch::Tensor Param(const std::string& path, std::vector<int64_t> shape, double init_std);
 
-  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode).
+  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode); adds the layer's indexer loss to
+  // `indexer_loss` in training modes.
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                          const torch::Tensor* replay, torch::Tensor* topk);
+                          const torch::Tensor* replay, IndexerTraining training, torch::Tensor* topk,
+                          torch::Tensor* indexer_loss);
   // New tokens against the cache (MQA mode): positions [B, T_new], valid (non-padding) [B, T_new], allowed keys
   // [B, T_new, S].
   torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
@@ -115,12 +145,15 @@ class Dsv32Model : public CausalLm {
   torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
                              const torch::Tensor& sin);
   torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // The indexer's scores I[t, s]: [B, T, S] float32 (no mask applied).
+  torch::Tensor IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
+                              const torch::Tensor& k_index);
   // Top-k key positions [B, T, k] among `allowed` keys [B or 1, T, S] (selected, not-allowed slots included when
   // fewer than k are allowed).
-  torch::Tensor IndexerSelect(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
-                              const torch::Tensor& k_index, const torch::Tensor& allowed);
-  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x);
-  torch::Tensor Moe(const Layer& l, const torch::Tensor& x);
+  torch::Tensor TopkAllowed(const torch::Tensor& scores, const torch::Tensor& allowed) const;
+  // x: [B, T, hidden]. `replay`/`routes` ([B, T, num_experts_per_tok]) are used by MoE layers only.
+  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes);
+  torch::Tensor Moe(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes);
   std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions, torch::ScalarType dtype) const;
 
   Dsv32Config config_;

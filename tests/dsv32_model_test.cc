@@ -24,16 +24,16 @@ TEST(Dsv32Model, MatchesTheReferenceLogitsAndTopk) {
   absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   torch::NoGradGuard no_grad;
-  Dsv32Output out = (*model)->ForwardWithTopk(ref->at("input_ids"));
+  Dsv32Output out = (*model)->ForwardDetailed(ref->at("input_ids"));
   const torch::Tensor& expected = ref->at("logits");
   ASSERT_EQ(out.logits.sizes(), expected.sizes());
   const double max_diff = (out.logits - expected).abs().max().item<double>();
   EXPECT_LT(max_diff, 1e-4);
   std::cout << "max |logit - reference| = " << max_diff << "\n";
-  ASSERT_EQ(out.topk.size(), 2u);
+  ASSERT_EQ(out.selections.topk.size(), 2u);
   for (int layer = 0; layer < 2; ++layer) {
     const torch::Tensor want = ref->at("topk_l" + std::to_string(layer)).to(torch::kInt64);
-    const torch::Tensor& got = out.topk[layer];
+    const torch::Tensor& got = out.selections.topk[layer];
     ASSERT_EQ(got.sizes(), want.sizes());
     for (int64_t b = 0; b < want.size(0); ++b) {
       for (int64_t t = 0; t < want.size(1); ++t) {
@@ -118,7 +118,7 @@ TEST(Dsv32Model, DecodeEqualsFullForwardWithReplayedSelections) {
   auto cache = model->NewCache(2, 12);
   auto* c = static_cast<Dsv32Cache*>(cache.get());
   // Prefill 5 tokens, then one token at a time, keeping each step's selections.
-  std::vector<std::vector<torch::Tensor>> steps(1);
+  std::vector<Dsv32Selections> steps(1);
   std::vector<torch::Tensor> pieces = {model->Append(ids.index({Slice(), Slice(0, 5)}), torch::full({2}, 5, torch::kInt64),
                                                      c, &steps[0])};
   for (int64_t t = 5; t < 12; ++t) {
@@ -130,19 +130,23 @@ TEST(Dsv32Model, DecodeEqualsFullForwardWithReplayedSelections) {
   std::vector<torch::Tensor> replay;
   for (int layer = 0; layer < 2; ++layer) {
     std::vector<torch::Tensor> per_step;
-    for (const auto& s : steps) per_step.push_back(s[layer]);
+    for (const auto& s : steps) per_step.push_back(s.topk[layer]);
     replay.push_back(torch::cat(per_step, 1));  // [B, 12, 4]
   }
-  Dsv32Output full = model->ForwardWithTopk(ids, &replay);
+  Dsv32ForwardOptions replaying;
+  replaying.topk_replay = &replay;
+  Dsv32Output full = model->ForwardDetailed(ids, replaying);
   EXPECT_LT((incremental - full.logits).abs().max().item<double>(), 1e-4);
   // Its own selections for the prefill equal the cached path's (same row lengths, same scores).
-  Dsv32Output own = model->ForwardWithTopk(ids.index({Slice(), Slice(0, 5)}));
+  Dsv32Output own = model->ForwardDetailed(ids.index({Slice(), Slice(0, 5)}));
   for (int layer = 0; layer < 2; ++layer) {
-    EXPECT_TRUE(torch::equal(std::get<0>(own.topk[layer].sort(-1)), std::get<0>(steps[0][layer].sort(-1))));
+    EXPECT_TRUE(torch::equal(std::get<0>(own.selections.topk[layer].sort(-1)), std::get<0>(steps[0].topk[layer].sort(-1))));
   }
   // Replaying other selections changes the result: the replay is used.
   std::vector<torch::Tensor> first_keys = {torch::zeros({2, 12, 4}, torch::kInt64), torch::zeros({2, 12, 4}, torch::kInt64)};
-  EXPECT_GT((model->ForwardWithTopk(ids, &first_keys).logits - full.logits).abs().max().item<double>(), 1e-3);
+  Dsv32ForwardOptions other;
+  other.topk_replay = &first_keys;
+  EXPECT_GT((model->ForwardDetailed(ids, other).logits - full.logits).abs().max().item<double>(), 1e-3);
   EXPECT_EQ(cache->length(), 12);
 }
 
@@ -240,7 +244,9 @@ TEST(Dsv32Model, CudaMatchesTheReferenceWithReplayedSelections) {
       torch::Tensor t = ref->at(name).to(torch::kInt64);
       replay.push_back(t.masked_fill(t.gt(torch::arange(t.size(1)).view({1, -1, 1})), -1).to(torch::kCUDA));
     }
-    const torch::Tensor logits = (*model)->ForwardWithTopk(ids, &replay).logits.cpu();
+    Dsv32ForwardOptions options;
+    options.topk_replay = &replay;
+    const torch::Tensor logits = (*model)->ForwardDetailed(ids, options).logits.cpu();
     const double diff = (logits - ref->at("logits")).abs().max().item<double>();
     std::cout << "cuda " << c10::toString(dtype) << " with the reference's selections: max |logit - reference| = "
               << diff << "\n";
