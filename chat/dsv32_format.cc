@@ -14,9 +14,6 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr char kBos[] = "<｜begin▁of▁sentence｜>";
-constexpr char kEos[] = "<｜end▁of▁sentence｜>";
-constexpr char kThinkStart[] = "<think>";
-constexpr char kThinkEnd[] = "</think>";
 
 // The system prompt's tool section; the tool schemas (one JSON object per line) go between the two parts.
 constexpr char kToolsHead[] =
@@ -182,9 +179,9 @@ absl::StatusOr<std::string> EncodeConversation(const Json& conversation, Thinkin
           return Bad(i, "in thinking mode an assistant turn after the last user turn needs reasoning_content or "
                         "tool_calls");
         }
-        reasoning = r + kThinkEnd;
+        reasoning = absl::StrCat(r, kThinkEnd);
       }
-      absl::StrAppend(&out, reasoning, Text(msg, "content"), calls, kEos);
+      absl::StrAppend(&out, reasoning, Text(msg, "content"), calls, kEndOfSentence);
     } else {
       return Bad(i, "role '" + role + "' (expected system, developer, user, assistant or tool)");
     }

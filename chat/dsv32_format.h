@@ -14,9 +14,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace spargo::chat {
+
+inline constexpr absl::string_view kEndOfSentence = "<｜end▁of▁sentence｜>";
+inline constexpr absl::string_view kThinkStart = "<think>";
+inline constexpr absl::string_view kThinkEnd = "</think>";
 
 enum class ThinkingMode { kChat, kThinking };
 

@@ -19,7 +19,8 @@ struct Command {
   const char* name;
   const char* summary;
   const char* usage;        // one line: "spargo train [--config FILE.txtpb] [--set path=value]..."
-  std::vector<const char*> flags_files;  // suffixes of the files that define the command's flags
+  // Suffixes of the files that define the command's flags; "FILE:a,b" takes only flags a and b of FILE.
+  std::vector<const char*> flags_files;
   bool takes_overrides;     // accepts --set
   int (*run)(const CommandArgs& args);
 };
@@ -37,6 +38,7 @@ int RunReward(const CommandArgs& args);
 int RunTokenize(const CommandArgs& args);
 int RunChat(const CommandArgs& args);
 int RunLogits(const CommandArgs& args);
+int RunGenerate(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

@@ -8,31 +8,27 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
+#include "cli/model_flags.h"
 #include "common/status_macros.h"
 #include "model/dsv32_model.h"
 #include "model/safetensors.h"
 
-ABSL_FLAG(std::string, model, "", "Checkpoint folder: config.json and model.safetensors (or an index with shards).");
 ABSL_FLAG(std::string, input, "", "safetensors file holding input_ids [B, T] (int64).");
 ABSL_FLAG(std::string, output, "", "safetensors file to write (replaced atomically).");
 ABSL_FLAG(int32_t, greedy, 0, "Also decode this many greedy tokens with the cache (greedy_ids).");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
-ABSL_FLAG(std::string, dtype, "float32", "float32 or bfloat16.");
 
 namespace spargo::cli {
 
 int RunLogits(const CommandArgs& args) {
   const std::string dir = absl::GetFlag(FLAGS_model), in = absl::GetFlag(FLAGS_input), out = absl::GetFlag(FLAGS_output);
   const int greedy = absl::GetFlag(FLAGS_greedy);
-  const std::string device_name = absl::GetFlag(FLAGS_device), dtype_name = absl::GetFlag(FLAGS_dtype);
-  if (!args.positional.empty() || dir.empty() || in.empty() || out.empty() || greedy < 0 ||
-      (device_name != "cpu" && device_name != "cuda") || (dtype_name != "float32" && dtype_name != "bfloat16")) {
-    std::cerr << "spargo logits: needs --model DIR --input IN.safetensors --output OUT.safetensors, --greedy >= 0, "
-                 "--device cpu|cuda, --dtype float32|bfloat16\n";
+  if (!args.positional.empty() || dir.empty() || in.empty() || out.empty() || greedy < 0) {
+    std::cerr << "spargo logits: needs --model DIR --input IN.safetensors --output OUT.safetensors, --greedy >= 0\n";
     return kExitUsage;
   }
-  if (device_name == "cuda" && !torch::cuda::is_available()) {
-    std::cerr << "spargo logits: --device cuda, but this libtorch sees no CUDA device\n";
+  absl::StatusOr<DeviceChoice> where = DeviceFromFlags();
+  if (!where.ok()) {
+    std::cerr << "spargo logits: " << where.status().message() << "\n";
     return kExitUsage;
   }
   absl::StatusOr<std::shared_ptr<model::Dsv32Model>> m = model::LoadDsv32Model(dir);
@@ -47,9 +43,8 @@ int RunLogits(const CommandArgs& args) {
               << (input.ok() ? "needs input_ids [B, T] int64" : std::string(input.status().message())) << "\n";
     return kExitFailure;
   }
-  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
-  (*m)->To(device, dtype_name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
-  torch::Tensor ids = input->at("input_ids").to(device);
+  (*m)->To(where->device, where->dtype);
+  torch::Tensor ids = input->at("input_ids").to(where->device);
   if (ids.numel() == 0 || ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= (*m)->vocab_size()) {
     std::cerr << "spargo logits: input_ids must be in [0, " << (*m)->vocab_size() << ")\n";
     return kExitFailure;

@@ -13,6 +13,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "cli/command.h"
 #include "common/logging.h"
 
@@ -29,11 +30,15 @@ const std::vector<Command>& Commands() {
        "spargo score [--config FILE.txtpb] [--set path=value]... < groups.jsonl",
        {"cli/score_command.cc", "cli/shared_flags.cc"}, true, &RunScore},
       {"tokenize", "Encode text to token ids, or decode ids (--decode): JSON lines on stdin and stdout.",
-       "spargo tokenize --tokenizer tokenizer.json|byte [--decode] < lines.jsonl", {"cli/tokenize_command.cc"}, false,
+       "spargo tokenize --tokenizer tokenizer.json|byte [--decode] < lines.jsonl",
+       {"cli/tokenize_command.cc", "cli/model_flags.cc:tokenizer"}, false,
        &RunTokenize},
       {"logits", "Run a DeepSeek-V3.2 checkpoint on input_ids: logits, indexer top-k, optional greedy tokens.",
        "spargo logits --model DIR --input IN.safetensors --output OUT.safetensors [--greedy N] [--device cuda]",
-       {"cli/logits_command.cc"}, false, &RunLogits},
+       {"cli/logits_command.cc", "cli/model_flags.cc:model,device,dtype"}, false, &RunLogits},
+      {"generate", "Sample or greedily decode completions of a prompt from a DeepSeek-V3.2 checkpoint.",
+       "spargo generate --model DIR --prompt TEXT [--chat thinking|chat] [--temperature T] [--samples N] [--json]",
+       {"cli/generate_command.cc", "cli/model_flags.cc"}, false, &RunGenerate},
       {"chat", "Encode a conversation (JSON on stdin) as the DeepSeek-V3.2 prompt text.",
        "spargo chat [--mode thinking|chat] < conversation.json", {"cli/chat_command.cc"}, false, &RunChat},
       {"reward", "Serve the reward pipelines over gRPC (RewardService) until SIGINT or SIGTERM.",
@@ -49,12 +54,18 @@ constexpr char kGlobalFlagsFile[] = "cli/main.cc";
 
 std::string Dashed(absl::string_view name) { return absl::StrReplaceAll(name, {{"_", "-"}}); }
 
-// Flags defined in files ending with one of `suffixes`, by name.
-std::map<std::string, absl::CommandLineFlag*> FlagsOf(const std::vector<const char*>& suffixes) {
+// Flags defined in files ending with one of `files`, by name; "FILE:a,b" takes only flags a and b of FILE.
+std::map<std::string, absl::CommandLineFlag*> FlagsOf(const std::vector<const char*>& files) {
   std::map<std::string, absl::CommandLineFlag*> out;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    for (const char* suffix : suffixes) {
-      if (absl::EndsWith(flag->Filename(), suffix)) out[std::string(name)] = flag;
+    for (const char* entry : files) {
+      std::vector<std::string> parts = absl::StrSplit(entry, ':');
+      if (!absl::EndsWith(flag->Filename(), parts[0])) continue;
+      if (parts.size() > 1) {
+        std::vector<std::string> only = absl::StrSplit(parts[1], ',');
+        if (std::find(only.begin(), only.end(), std::string(name)) == only.end()) continue;
+      }
+      out[std::string(name)] = flag;
     }
   }
   return out;

@@ -4,16 +4,13 @@
 // models. A line that cannot be handled yields {"error": "line N: ..."} in its place; the exit code is then 1.
 #include <iostream>
 #include <string>
-#include <variant>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
-#include "model/byte_tokenizer.h"
+#include "cli/model_flags.h"
 #include "nlohmann/json.hpp"
-#include "tokenizer/bpe_tokenizer.h"
 
-ABSL_FLAG(std::string, tokenizer, "", "An HF tokenizer.json, or \"byte\" for the tiny models' byte tokenizer.");
 ABSL_FLAG(bool, decode, false, "Decode {\"ids\": [...]} lines instead of encoding {\"text\": ...} lines.");
 
 namespace spargo::cli {
@@ -21,37 +18,25 @@ namespace {
 
 using nlohmann::json;
 
-absl::StatusOr<json> HandleLine(const std::string& line, bool decode,
-                                const std::variant<model::ByteTokenizer, tokenizer::BpeTokenizer>& tok) {
+absl::StatusOr<json> HandleLine(const std::string& line, bool decode, const TextTokenizer& tok) {
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
   if (!decode) {
     if (!j.contains("text") || !j["text"].is_string()) return absl::InvalidArgumentError("field 'text': must be a string");
-    const std::string text = j["text"];
-    if (const auto* bpe = std::get_if<tokenizer::BpeTokenizer>(&tok)) return json{{"ids", bpe->Encode(text)}};
-    return json{{"ids", std::get<model::ByteTokenizer>(tok).Encode(text, /*add_bos=*/false)}};
+    return json{{"ids", tok.Encode(j["text"].get<std::string>(), /*add_bos=*/false)}};
   }
   if (!j.contains("ids") || !j["ids"].is_array()) return absl::InvalidArgumentError("field 'ids': must be an array");
-  std::vector<int32_t> ids;
+  std::vector<int64_t> ids;
   for (size_t i = 0; i < j["ids"].size(); ++i) {
     const json& v = j["ids"][i];
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
       return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: must be a non-negative integer"));
     }
-    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    ids.push_back(v.get<int64_t>());
   }
-  if (const auto* bpe = std::get_if<tokenizer::BpeTokenizer>(&tok)) {
-    absl::StatusOr<std::string> text = bpe->Decode(ids);
-    if (!text.ok()) return text.status();
-    return json{{"text", *text}};
-  }
-  std::vector<int64_t> wide(ids.begin(), ids.end());
-  for (size_t i = 0; i < wide.size(); ++i) {
-    if (wide[i] >= model::ByteTokenizer::kVocabSize) {
-      return absl::OutOfRangeError(absl::StrCat("ids[", i, "] = ", wide[i], " is not a byte-tokenizer id"));
-    }
-  }
-  return json{{"text", std::get<model::ByteTokenizer>(tok).Decode(wide)}};
+  absl::StatusOr<std::string> text = tok.Decode(ids);
+  if (!text.ok()) return text.status();
+  return json{{"text", *text}};
 }
 
 }  // namespace
@@ -66,14 +51,10 @@ int RunTokenize(const CommandArgs& args) {
     std::cerr << "spargo tokenize: --tokenizer FILE (a tokenizer.json, or \"byte\") is required\n";
     return kExitUsage;
   }
-  std::variant<model::ByteTokenizer, tokenizer::BpeTokenizer> tok;
-  if (path != "byte") {
-    absl::StatusOr<tokenizer::BpeTokenizer> bpe = tokenizer::BpeTokenizer::FromFile(path);
-    if (!bpe.ok()) {
-      std::cerr << "spargo tokenize: " << bpe.status().message() << "\n";
-      return kExitUsage;
-    }
-    tok = *std::move(bpe);
+  absl::StatusOr<TextTokenizer> tok = TextTokenizer::Load(path);
+  if (!tok.ok()) {
+    std::cerr << "spargo tokenize: " << tok.status().message() << "\n";
+    return kExitUsage;
   }
   const bool decode = absl::GetFlag(FLAGS_decode);
   std::ios::sync_with_stdio(false);
@@ -82,7 +63,7 @@ int RunTokenize(const CommandArgs& args) {
   while (std::getline(std::cin, line)) {
     ++number;
     if (line.empty()) continue;
-    absl::StatusOr<json> out = HandleLine(line, decode, tok);
+    absl::StatusOr<json> out = HandleLine(line, decode, *tok);
     if (out.ok()) {
       std::cout << out->dump() << "\n";
     } else {

@@ -14,6 +14,8 @@
 #include "absl/strings/str_format.h"
 #include "common/atomic_file.h"
 #include "common/status_macros.h"
+#include "model/dsv32_model.h"
+#include "model/weights_io.h"
 #include "nlohmann/json.hpp"
 
 namespace spargo::learner {
@@ -51,18 +53,6 @@ std::vector<std::pair<std::pair<int, int64_t>, std::string>> ListCheckpoints(con
   return out;
 }
 
-void SaveModule(torch::nn::Module& module, const std::string& path) {
-  torch::serialize::OutputArchive archive;
-  module.save(archive);
-  archive.save_to(path);
-}
-
-void LoadModule(torch::nn::Module& module, const std::string& path) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path);
-  module.load(archive);
-}
-
 }  // namespace
 
 std::string CheckpointStore::Name(const TrainerState& state) {
@@ -91,15 +81,17 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, mod
                       {"warmup_steps", state.warmup_steps},
                       {"wall_seconds", state.wall_seconds}};
   if (state.heldout_accuracy_before) j["heldout_accuracy_before"] = *state.heldout_accuracy_before;
-  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
-    SaveModule(policy, temp_dir + "/model.pt");
-    torch::save(optimizer, temp_dir + "/optimizer.pt");
-    if (reference != nullptr) SaveModule(*reference, temp_dir + "/reference.pt");
-  }));
-  for (const char* f : {"model.pt", "optimizer.pt", "reference.pt"}) {
-    std::string path = temp_dir + "/" + f;
-    if (fs::exists(path, ec)) SPARGO_RETURN_IF_ERROR(SyncFile(path));
+  // Weights in safetensors (written atomically and fsynced); a DeepSeek-V3.2 policy also gets its config.json,
+  // which makes the folder a model directory (`spargo logits --model`, model.pretrained_dir).
+  SPARGO_RETURN_IF_ERROR(model::SaveWeights(policy, temp_dir + "/model.safetensors"));
+  if (reference != nullptr) SPARGO_RETURN_IF_ERROR(model::SaveWeights(*reference, temp_dir + "/reference.safetensors"));
+  if (auto* dsv32 = dynamic_cast<model::Dsv32Model*>(&policy)) {
+    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/config.json", model::Dsv32ConfigToJson(dsv32->config())));
   }
+  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
+    torch::save(optimizer, temp_dir + "/optimizer.pt");
+  }));
+  SPARGO_RETURN_IF_ERROR(SyncFile(temp_dir + "/optimizer.pt"));
   SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/state.json", j.dump(2) + "\n"));
   SPARGO_RETURN_IF_ERROR(RemoveTree(final_dir));  // an older save of the same step
   SPARGO_RETURN_IF_ERROR(PublishDirectory(temp_dir, final_dir));
@@ -148,11 +140,12 @@ absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, mode
                                                    torch::optim::Optimizer* optimizer,
                                                    model::CausalLm* reference) {
   SPARGO_ASSIGN_OR_RETURN(TrainerState state, ReadState(path));
-  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("loading checkpoint ", path), [&] {
-    LoadModule(policy, path + "/model.pt");
-    if (optimizer != nullptr) torch::load(*optimizer, path + "/optimizer.pt");
-    if (reference != nullptr) LoadModule(*reference, path + "/reference.pt");
-  }));
+  SPARGO_RETURN_IF_ERROR(model::LoadWeights(policy, path + "/model.safetensors"));
+  if (reference != nullptr) SPARGO_RETURN_IF_ERROR(model::LoadWeights(*reference, path + "/reference.safetensors"));
+  if (optimizer != nullptr) {
+    SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("loading checkpoint ", path),
+                                        [&] { torch::load(*optimizer, path + "/optimizer.pt"); }));
+  }
   return state;
 }
 

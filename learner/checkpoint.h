@@ -1,7 +1,9 @@
 // Training checkpoints, written atomically: everything goes into CHECKPOINTS/.tmp-NAME-PID, each file is fsynced,
 // then the folder is renamed to CHECKPOINTS/NAME. A crash leaves either the complete checkpoint or a .tmp folder
 // that the next save removes. NAME is "<phase>-<step, 6 digits>"; phases order warmup < grpo.
-// Contents: model.pt (policy weights), optimizer.pt, reference.pt (optional), state.json (TrainerState).
+// Contents: model.safetensors (policy weights under the model's parameter names: for DeepSeek-V3.2 those of
+// DeepSeek's published checkpoints), config.json (DeepSeek-V3.2 policies: the HF config, so the folder loads as a
+// model directory), reference.safetensors (optional), optimizer.pt (AdamW state), state.json (TrainerState).
 #ifndef SPARGO_LEARNER_CHECKPOINT_H_
 #define SPARGO_LEARNER_CHECKPOINT_H_
 

@@ -1,14 +1,17 @@
 #include "learner/experiment_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
 #include "learner/task_mixture.h"
 #include "model/model_factory.h"
+#include "model/parameter_groups.h"
 #include "rewards/reward_pipeline.h"
 
 namespace spargo::learner {
@@ -48,6 +51,21 @@ absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(const std::string&
 absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   if (c.threads() < 0) return Bad("threads", c.threads(), "must be >= 0");
   SPARGO_RETURN_IF_ERROR(model::ValidateModelConfig(c.model()));
+  const config::LearnerConfig& l = c.learner();
+  if (!(l.aux_loss_weight() >= 0) || !std::isfinite(l.aux_loss_weight())) {
+    return Bad("learner.aux_loss_weight", l.aux_loss_weight(), "must be >= 0");
+  }
+  for (int i = 0; i < l.frozen_parameter_groups_size(); ++i) {
+    const std::string& g = l.frozen_parameter_groups(i);
+    const std::string at = absl::StrCat("learner.frozen_parameter_groups[", i, "]");
+    if (c.model().architecture() != config::ModelConfig::DEEPSEEK_V32) {
+      return Bad(at, g, "parameter groups exist for model.architecture = DEEPSEEK_V32 only");
+    }
+    const std::vector<std::string>& known = model::ParameterGroupNames();
+    if (std::find(known.begin(), known.end(), g) == known.end()) {
+      return Bad(at, g, absl::StrCat("unknown group; groups: ", absl::StrJoin(known, ", ")));
+    }
+  }
 
   const config::RolloutConfig& r = c.rollout();
   if (r.group_size() < 2) return Bad("rollout.group_size", r.group_size(), "GRPO needs at least 2 samples per prompt");

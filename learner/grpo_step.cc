@@ -121,7 +121,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
     const int rows_per_mb = p / gc.minibatches() * g;  // whole groups per mini-batch
     std::vector<torch::Tensor> params = ctx.policy->parameters();
     tr = absl::Now();
-    double loss_sum = 0, pg_sum = 0, kl_sum = 0, clip_sum = 0, ratio_sum = 0;
+    double loss_sum = 0, pg_sum = 0, kl_sum = 0, clip_sum = 0, ratio_sum = 0, aux_sum = 0;
     int updates = 0;
     for (int epoch = 0; epoch < gc.epochs(); ++epoch) {
       for (int mb = 0; mb < gc.minibatches(); ++mb) {
@@ -131,11 +131,18 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
         if (tokens == 0) continue;
         const double normaliser =
             gc.loss_aggregation() == config::GrpoConfig::SEQ_MEAN_TOKEN_MEAN ? rows_per_mb : tokens;
-        torch::Tensor logp = TokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows), rc.temperature());
-        GrpoLossTerms terms = GrpoLoss(logp, batch.old_logprobs.index_select(0, rows), ref_logp.index_select(0, rows),
-                                       advantages.index_select(0, rows), mask, lo, normaliser);
-        optimizer.zero_grad();
-        terms.loss.backward();
+        TrainingLogProbs logp =
+            TrainingTokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows), rc.temperature());
+        GrpoLossTerms terms = GrpoLoss(logp.logprobs, batch.old_logprobs.index_select(0, rows),
+                                       ref_logp.index_select(0, rows), advantages.index_select(0, rows), mask, lo,
+                                       normaliser);
+        torch::Tensor objective = terms.loss;
+        if (logp.aux_loss.defined()) {  // reaches only the parameters it belongs to (the DSA indexer)
+          objective = objective + ctx.config.learner().aux_loss_weight() * logp.aux_loss;
+          aux_sum += logp.aux_loss.item<double>();
+        }
+        ClearGradients(params);
+        objective.backward();
         const int64_t opt_step = (step * gc.epochs() + epoch) * gc.minibatches() + mb;
         m.grad_norm = ClipGradients(params, gc.optimizer());
         m.lr = ScheduledLr(gc.optimizer(), opt_step);
@@ -156,6 +163,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
       m.kl = kl_sum / updates;
       m.clip_fraction = clip_sum / updates;
       m.ratio_mean = ratio_sum / updates;
+      m.aux_loss = aux_sum / updates;
     }
     m.step_seconds = SecondsSince(step_start);
     m.tokens_per_second = m.step_seconds > 0 ? m.generated_tokens / m.step_seconds : 0;

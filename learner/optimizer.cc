@@ -30,4 +30,8 @@ double ClipGradients(const std::vector<torch::Tensor>& params, const config::Opt
   return torch::nn::utils::clip_grad_norm_(params, std::numeric_limits<double>::max());
 }
 
+void ClearGradients(const std::vector<torch::Tensor>& params) {
+  for (torch::Tensor p : params) p.mutable_grad() = torch::Tensor();
+}
+
 }  // namespace spargo::learner

@@ -21,6 +21,11 @@ void SetLr(torch::optim::AdamW* optimizer, double lr);
 // Clips the global gradient norm to config.max_grad_norm (when > 0); returns the norm before clipping.
 double ClipGradients(const std::vector<torch::Tensor>& params, const config::OptimizerConfig& config);
 
+// Drops every gradient (grad = undefined), so that a parameter the next backward does not reach (an MoE expert
+// no token chose, a frozen group) is skipped by the optimizer, as in a run resumed from a checkpoint (which has no
+// gradients): continuous and resumed runs then take identical steps.
+void ClearGradients(const std::vector<torch::Tensor>& params);
+
 }  // namespace spargo::learner
 
 #endif  // SPARGO_LEARNER_OPTIMIZER_H_

@@ -35,13 +35,25 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
   return b;
 }
 
-torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature) {
-  torch::Tensor logits = model.Forward(input_ids);  // [N, T, V]
+namespace {
+
+torch::Tensor LogProbsOfTargets(const torch::Tensor& logits, const torch::Tensor& input_ids, double temperature) {
   torch::Tensor shifted = logits.narrow(1, 0, input_ids.size(1) - 1);
   if (temperature > 0 && temperature != 1.0) shifted = shifted / temperature;
   torch::Tensor logp = torch::log_softmax(shifted, -1);                        // [N, T-1, V]
   torch::Tensor targets = input_ids.narrow(1, 1, input_ids.size(1) - 1).unsqueeze(-1);
   return logp.gather(-1, targets).squeeze(-1);  // [N, T-1]
+}
+
+}  // namespace
+
+torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature) {
+  return LogProbsOfTargets(model.Forward(input_ids), input_ids, temperature);
+}
+
+TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature) {
+  model::TrainingForward out = model.ForwardForTraining(input_ids);
+  return {LogProbsOfTargets(out.logits, input_ids, temperature), out.aux_loss};
 }
 
 }  // namespace spargo::learner

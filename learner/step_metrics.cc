@@ -19,6 +19,7 @@ nlohmann::json ToJson(const GrpoStepMetrics& m) {
           {"kl", m.kl},
           {"loss", m.loss},
           {"policy_loss", m.policy_loss},
+          {"aux_loss", m.aux_loss},
           {"clip_fraction", m.clip_fraction},
           {"ratio_mean", m.ratio_mean},
           {"grad_norm", m.grad_norm},
@@ -60,6 +61,7 @@ absl::Status DeclareTrainingMetrics(MetricsRegistry* r) {
       {"spargo_accuracy_ratio", {T::kGauge, "Share of the last step's samples that solved their prompt."}},
       {"spargo_kl", {T::kGauge, "Mean per-token k3 KL of the policy to the reference, last step (nats)."}},
       {"spargo_loss", {T::kGauge, "GRPO loss of the last step."}},
+      {"spargo_aux_loss", {T::kGauge, "The model's auxiliary loss (DSA indexer KL), last step; 0 without one."}},
       {"spargo_clip_fraction_ratio", {T::kGauge, "Share of tokens whose clipped surrogate was taken, last step."}},
       {"spargo_grad_norm", {T::kGauge, "Global gradient norm before clipping, last optimizer step."}},
       {"spargo_learning_rate", {T::kGauge, "Learning rate of the last optimizer step."}},
@@ -87,6 +89,7 @@ absl::Status ExportStepMetrics(const GrpoStepMetrics& m, MetricsRegistry* r) {
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_accuracy_ratio", m.accuracy));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_kl", m.kl));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_loss", m.loss));
+  SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_aux_loss", m.aux_loss));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_clip_fraction_ratio", m.clip_fraction));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_grad_norm", m.grad_norm));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_learning_rate", m.lr));

@@ -22,6 +22,7 @@ struct GrpoStepMetrics {
   double kl = 0;
   double loss = 0;
   double policy_loss = 0;
+  double aux_loss = 0;  // the model's auxiliary loss (DSA indexer KL), 0 for models without one
   double clip_fraction = 0;
   double ratio_mean = 0;
   double grad_norm = 0;

@@ -17,6 +17,7 @@
 #include "learner/run_dir.h"
 #include "learner/warmup.h"
 #include "model/model_factory.h"
+#include "model/parameter_groups.h"
 
 namespace spargo::learner {
 namespace {
@@ -38,6 +39,11 @@ absl::StatusOr<std::unique_ptr<TrainContext>> MakeContext(const config::Experime
   SPARGO_ASSIGN_OR_RETURN(ctx->policy, model::CreateModel(config.model(), model::ByteTokenizer::kVocabSize));
   SPARGO_ASSIGN_OR_RETURN(ctx->reference, model::CreateModel(config.model(), model::ByteTokenizer::kVocabSize));
   for (auto& p : ctx->reference->parameters()) p.set_requires_grad(false);
+  const auto& frozen = config.learner().frozen_parameter_groups();
+  if (!frozen.empty()) {
+    SPARGO_RETURN_IF_ERROR(Annotate(model::FreezeParameterGroups(*ctx->policy, {frozen.begin(), frozen.end()}),
+                                    "learner.frozen_parameter_groups"));
+  }
   return ctx;
 }
 

@@ -18,11 +18,12 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, torch::optim::
   }
   return CallCatching("warm-up step", [&]() -> absl::StatusOr<WarmupStepResult> {
     SequenceBatch batch = BuildSequenceBatch(prompt_ids, answer_ids, {}, model::ByteTokenizer::kPad);
-    torch::Tensor logp = TokenLogProbs(*ctx.policy, batch.input_ids, 1.0);  // [N, T-1]
-    torch::Tensor loss = -(logp * batch.loss_mask).sum() / batch.loss_mask.sum();
-    optimizer.zero_grad();
-    loss.backward();
+    TrainingLogProbs out = TrainingTokenLogProbs(*ctx.policy, batch.input_ids, 1.0);  // [N, T-1]
+    torch::Tensor loss = -(out.logprobs * batch.loss_mask).sum() / batch.loss_mask.sum();
+    if (out.aux_loss.defined()) loss = loss + ctx.config.learner().aux_loss_weight() * out.aux_loss;
     std::vector<torch::Tensor> params = ctx.policy->parameters();
+    ClearGradients(params);
+    loss.backward();
     ClipGradients(params, w.optimizer());
     SetLr(&optimizer, ScheduledLr(w.optimizer(), step));
     optimizer.step();

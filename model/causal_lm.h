@@ -1,6 +1,8 @@
-// The model interface the rollout engine and the learner program against. The tiny dense transformer implements
-// it today; the DeepSeek-V3.2 sparse-attention model implements it next.
+// The model interface the rollout engine and the learner program against; the tiny dense transformer and the
+// DeepSeek-V3.2 sparse-attention model implement it.
 //  - Forward: full causal forward with autograd, for training and log-prob evaluation.
+//  - ForwardForTraining: Forward plus the model's own auxiliary training loss (the DSA indexer's KL), which the
+//    learner adds to its objective.
 //  - NewCache / Decode: incremental evaluation for generation; Decode appends tokens to the cache and returns
 //    their logits. All sequences of one cache advance together (equal lengths).
 // Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
@@ -23,10 +25,16 @@ class DecodeCache {
   virtual void ExpandBatch(int64_t repeats) = 0;
 };
 
+struct TrainingForward {
+  torch::Tensor logits;    // [B, T, V] float32
+  torch::Tensor aux_loss;  // float32 scalar; undefined when the model has none
+};
+
 class CausalLm : public torch::nn::Module {
  public:
   // input_ids: [B, T] int64 -> logits [B, T, V] float32.
   virtual torch::Tensor Forward(const torch::Tensor& input_ids) = 0;
+  virtual TrainingForward ForwardForTraining(const torch::Tensor& input_ids) { return {Forward(input_ids), {}}; }
   virtual std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const = 0;
   // input_ids: [B, T_new] -> logits [B, T_new, V]; call under torch::NoGradGuard.
   virtual torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) = 0;

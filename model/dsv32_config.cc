@@ -1,5 +1,6 @@
 #include "model/dsv32_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -169,6 +170,59 @@ absl::StatusOr<Dsv32Config> ParseDsv32Config(absl::string_view text, const std::
   }
   if (!(c.rope_theta > 1)) return r.Bad("rope_theta", "must be > 1");
   return c;
+}
+
+std::string Dsv32ConfigToJson(const Dsv32Config& c) {
+  json rope = {{"rope_type", c.rope_type}, {"rope_theta", c.rope_theta}};
+  if (c.rope_type == "yarn") {
+    rope["factor"] = c.rope_factor;
+    rope["original_max_position_embeddings"] = c.rope_original_max_position;
+    rope["beta_fast"] = c.beta_fast;
+    rope["beta_slow"] = c.beta_slow;
+    rope["mscale"] = c.mscale;
+    rope["mscale_all_dim"] = c.mscale_all_dim;
+  }
+  json mlp_types = json::array();
+  for (bool moe : c.moe_layer) mlp_types.push_back(moe ? "sparse" : "dense");
+  json j = {{"architectures", {"DeepseekV32ForCausalLM"}},
+            {"model_type", "deepseek_v32"},
+            {"vocab_size", c.vocab_size},
+            {"hidden_size", c.hidden_size},
+            {"num_hidden_layers", c.num_hidden_layers},
+            {"num_attention_heads", c.num_attention_heads},
+            {"num_key_value_heads", c.num_attention_heads},
+            {"q_lora_rank", c.q_lora_rank},
+            {"kv_lora_rank", c.kv_lora_rank},
+            {"qk_nope_head_dim", c.qk_nope_head_dim},
+            {"qk_rope_head_dim", c.qk_rope_head_dim},
+            {"qk_head_dim", c.qk_head_dim()},
+            {"head_dim", c.qk_rope_head_dim},
+            {"v_head_dim", c.v_head_dim},
+            {"index_n_heads", c.index_n_heads},
+            {"index_head_dim", c.index_head_dim},
+            {"index_topk", c.index_topk},
+            {"intermediate_size", c.intermediate_size},
+            {"moe_intermediate_size", c.moe_intermediate_size},
+            {"n_routed_experts", c.n_routed_experts},
+            {"n_shared_experts", c.n_shared_experts},
+            {"num_experts_per_tok", c.num_experts_per_tok},
+            {"n_group", c.n_group},
+            {"topk_group", c.topk_group},
+            {"routed_scaling_factor", c.routed_scaling_factor},
+            {"norm_topk_prob", c.norm_topk_prob},
+            {"scoring_func", "sigmoid"},
+            {"rms_norm_eps", c.rms_norm_eps},
+            {"max_position_embeddings", c.max_position_embeddings},
+            {"mlp_layer_types", mlp_types},
+            {"first_k_dense_replace",
+             std::find(c.moe_layer.begin(), c.moe_layer.end(), true) - c.moe_layer.begin()},
+            {"hidden_act", "silu"},
+            {"attention_bias", false},
+            {"tie_word_embeddings", false},
+            {"rope_parameters", rope}};
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
+  return j.dump(2) + "\n";
 }
 
 absl::StatusOr<Dsv32Config> LoadDsv32Config(const std::string& path) {

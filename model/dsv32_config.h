@@ -47,6 +47,10 @@ struct Dsv32Config {
 absl::StatusOr<Dsv32Config> ParseDsv32Config(absl::string_view json_text, const std::string& source);
 absl::StatusOr<Dsv32Config> LoadDsv32Config(const std::string& path);
 
+// The config as an HF config.json (model_type deepseek_v32, rope_parameters, mlp_layer_types) that
+// ParseDsv32Config reads back unchanged.
+std::string Dsv32ConfigToJson(const Dsv32Config& config);
+
 // 0.1 * mscale * ln(scale) + 1 for scale > 1, else 1 (YaRN's attention temperature).
 double YarnMscale(double scale, double mscale);
 

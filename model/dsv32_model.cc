@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "model/indexer_loss.h"
 #include "model/safetensors.h"
+#include "model/weights_io.h"
 
 namespace spargo::model {
 namespace {
@@ -346,6 +347,13 @@ Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Ds
   return out;
 }
 
+TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids) {
+  Dsv32ForwardOptions options;
+  options.indexer_training = IndexerTraining::kSparse;
+  Dsv32Output out = ForwardDetailed(input_ids, options);
+  return {out.logits, out.indexer_loss};
+}
+
 Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, torch::TensorOptions options)
     : max_len_(max_len), lengths_(torch::zeros({batch}, options.dtype(torch::kInt64))) {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -419,30 +427,13 @@ void Dsv32Model::To(torch::Device device, torch::ScalarType dtype) {
 }
 
 absl::Status Dsv32Model::LoadTensors(const std::map<std::string, torch::Tensor>& tensors) {
-  torch::NoGradGuard no_grad;
-  std::map<std::string, torch::Tensor> own;
-  for (const auto& p : named_parameters(true)) own[p.key()] = p.value();
-  for (const auto& p : named_buffers(true)) own[p.key()] = p.value();
-  for (auto& [name, dst] : own) {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", name, "'"));
-    if (it->second.sizes() != dst.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", c10::str(it->second.sizes()),
-                                                     "; the config needs ", c10::str(dst.sizes())));
-    }
-    dst.copy_(it->second.to(dst.scalar_type()));
-  }
-  for (const auto& [name, t] : tensors) {
-    if (own.count(name)) continue;
+  return CopyNamedTensors(*this, tensors, [&](const std::string& name) {
     int64_t layer = -1;
     std::vector<std::string> parts = absl::StrSplit(name, '.');
-    if (parts.size() > 2 && parts[0] == "model" && parts[1] == "layers" && absl::SimpleAtoi(parts[2], &layer) &&
-        layer >= config_.num_hidden_layers) {
-      continue;  // multi-token-prediction layers are not part of this model
-    }
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor '", name, "' is not a parameter of the model"));
-  }
-  return absl::OkStatus();
+    // Multi-token-prediction layers (past num_hidden_layers) are not part of this model.
+    return parts.size() > 2 && parts[0] == "model" && parts[1] == "layers" && absl::SimpleAtoi(parts[2], &layer) &&
+           layer >= config_.num_hidden_layers;
+  });
 }
 
 absl::StatusOr<std::shared_ptr<Dsv32Model>> LoadDsv32Model(const std::string& dir) {

@@ -95,6 +95,8 @@ class Dsv32Model : public CausalLm {
   // The selections carry no gradient.
   Dsv32Output ForwardDetailed(const torch::Tensor& input_ids, const Dsv32ForwardOptions& options = {});
   torch::Tensor Forward(const torch::Tensor& input_ids) override { return ForwardDetailed(input_ids).logits; }
+  // The sparse stage's forward: logits and the indexer loss (kSparse) as aux_loss.
+  TrainingForward ForwardForTraining(const torch::Tensor& input_ids) override;
 
   std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
   // Appends input_ids [B, T_new] to every sequence; logits [B, T_new, V].

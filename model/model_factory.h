@@ -1,4 +1,5 @@
-// Builds the model a ModelConfig describes, validating it first; and copies weights between models.
+// Builds the model a ModelConfig describes (the tiny transformer or DeepSeek-V3.2), validating it first; and
+// copies weights between models.
 #ifndef SPARGO_MODEL_MODEL_FACTORY_H_
 #define SPARGO_MODEL_MODEL_FACTORY_H_
 
@@ -6,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/causal_lm.h"
+#include "model/dsv32_config.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::model {
@@ -13,7 +15,11 @@ namespace spargo::model {
 // Fails with INVALID_ARGUMENT naming the field (e.g. "model.num_heads") when the config is inconsistent.
 absl::Status ValidateModelConfig(const config::ModelConfig& config);
 
-// Initialises weights from libtorch's global generator (seed it first for reproducible runs).
+// A DEEPSEEK_V32 ModelConfig's shapes as the model's config (no validation: ValidateModelConfig first).
+Dsv32Config Dsv32ConfigFromModelConfig(const config::ModelConfig& config, int64_t vocab_size);
+
+// Initialises weights from libtorch's global generator (seed it first for reproducible runs), or, for DEEPSEEK_V32
+// with pretrained_dir, loads them.
 absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& config, int64_t vocab_size);
 
 // Copies every parameter and buffer of `from` into `to` (same architecture and shapes).

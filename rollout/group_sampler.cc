@@ -18,6 +18,7 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInpu
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", o.max_new_tokens, " <= 0"));
   }
   if (!(o.temperature >= 0)) return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " < 0"));
+  if (o.vocab_limit < 0) return absl::InvalidArgumentError(absl::StrCat("vocab_limit ", o.vocab_limit, " < 0"));
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& ids = prompts[i].token_ids;
     if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
@@ -37,8 +38,9 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInpu
 }
 
 // Samples one token per row of `logits` [N, V]; returns {tokens [N], logprobs [N]}.
-std::pair<torch::Tensor, torch::Tensor> SampleRows(const torch::Tensor& logits, const SamplingOptions& o,
+std::pair<torch::Tensor, torch::Tensor> SampleRows(torch::Tensor logits, const SamplingOptions& o,
                                                    const std::vector<CounterRng*>& rngs) {
+  if (o.vocab_limit > 0 && o.vocab_limit < logits.size(1)) logits = logits.narrow(1, 0, o.vocab_limit);
   if (o.temperature == 0) {
     torch::Tensor logp = torch::log_softmax(logits, -1);
     torch::Tensor tokens = logits.argmax(-1);  // [N]
@@ -62,6 +64,9 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   const int64_t p = static_cast<int64_t>(members.size());
   const int64_t g = o.group_size;
   const int64_t len = static_cast<int64_t>(prompts[members[0]].token_ids.size());
+  // The model runs where its weights are; sampling (and the counter RNG) stays on the CPU.
+  const std::vector<torch::Tensor> params = model.parameters();
+  const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
   torch::Tensor ids = torch::empty({p, len}, torch::kLong);  // [P, T]
   for (int64_t i = 0; i < p; ++i) {
     const auto& src = prompts[members[i]].token_ids;
@@ -80,7 +85,8 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   for (auto& r : rng_storage) rngs.push_back(&r);
 
   std::unique_ptr<model::DecodeCache> cache = model.NewCache(p, len + o.max_new_tokens);
-  torch::Tensor logits = model.Decode(ids, cache.get()).select(1, len - 1);  // [P, V] (one prefill per prompt)
+  torch::Tensor logits =
+      model.Decode(ids.to(device), cache.get()).select(1, len - 1).to(torch::kCPU, torch::kFloat);  // [P, V]
   cache->ExpandBatch(g);
   logits = logits.repeat_interleave(g, 0);  // [P*G, V]
 
@@ -107,7 +113,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
     for (int64_t r = 0; r < p * g; ++r) {
       if (done[r]) nx[r] = o.pad_id;  // finished rows keep decoding padding; their output is ignored
     }
-    logits = model.Decode(next.unsqueeze(1), cache.get()).select(1, 0);  // [P*G, V]
+    logits = model.Decode(next.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
   }
   for (int64_t i = 0; i < p; ++i) {
     auto& group = (*out)[members[i]];

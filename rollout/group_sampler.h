@@ -5,6 +5,7 @@
 // on (seed, step, prompt key, g, t), so a resumed run draws the same tokens, and batching prompts differently
 // changes nothing but the rounding of the log-probs.
 // temperature 0 decodes greedily (log-probs are then those of the untempered distribution).
+// The model runs on the device of its parameters (CPU or CUDA); sampling happens on the CPU.
 #ifndef SPARGO_ROLLOUT_GROUP_SAMPLER_H_
 #define SPARGO_ROLLOUT_GROUP_SAMPLER_H_
 
@@ -26,6 +27,9 @@ struct SamplingOptions {
   int64_t pad_id = 0;
   uint64_t seed = 0;
   uint64_t step = 0;  // the call's counter (e.g. the GRPO step)
+  // When > 0, only ids below it are drawn (a model whose vocabulary is padded beyond its tokenizer's); log-probs
+  // are then those of the distribution over the allowed ids.
+  int64_t vocab_limit = 0;
 };
 
 struct PromptInput {

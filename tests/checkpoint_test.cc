@@ -7,7 +7,9 @@
 #include "learner/optimizer.h"
 #include "learner/run_dir.h"
 #include "model/byte_tokenizer.h"
+#include "model/dsv32_model.h"
 #include "model/model_factory.h"
+#include "model/safetensors.h"
 #include "tests/test_util.h"
 
 namespace spargo {
@@ -90,7 +92,7 @@ TEST(CheckpointStore, RefusesDamagedCheckpoints) {
   auto path = store.Save(st, *policy, *opt, nullptr);
   ASSERT_TRUE(path.ok());
   // Truncated weights.
-  const std::string model_file = *path + "/model.pt";
+  const std::string model_file = *path + "/model.safetensors";
   std::string bytes = ReadFile(model_file);
   testing::WriteFile(model_file, bytes.substr(0, bytes.size() / 2));
   auto r = learner::CheckpointStore::Load(*path, *policy, nullptr, nullptr);
@@ -102,6 +104,53 @@ TEST(CheckpointStore, RefusesDamagedCheckpoints) {
   // Missing folder.
   EXPECT_EQ(learner::CheckpointStore::Load(dir + "/nope", *policy, nullptr, nullptr).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// A DeepSeek-V3.2 policy's checkpoint is a model directory: config.json plus model.safetensors with the published
+// tensor names, loadable as a pretrained model.
+TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
+  config::ModelConfig c;
+  c.set_architecture(config::ModelConfig::DEEPSEEK_V32);
+  c.set_hidden_size(32);
+  c.set_num_heads(2);
+  c.set_num_layers(2);
+  c.set_intermediate_size(64);
+  c.set_max_seq_len(16);
+  c.mutable_dsa()->set_index_topk(4);
+  torch::manual_seed(4);
+  absl::StatusOr<std::shared_ptr<model::CausalLm>> policy = model::CreateModel(c, model::ByteTokenizer::kVocabSize);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  auto opt = learner::MakeAdamW((*policy)->parameters(), config::OptimizerConfig());
+  learner::CheckpointStore store(NewTempDir("ckpt"), 0);
+  absl::StatusOr<std::string> path = store.Save(learner::TrainerState(), **policy, *opt, policy->get());
+  ASSERT_TRUE(path.ok()) << path.status();
+  absl::StatusOr<model::TensorMap> file = model::ReadSafetensors(*path + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  for (const char* name : {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
+                           "model.layers.1.self_attn.indexer.weights_proj.weight", "model.layers.1.mlp.gate.weight",
+                           "model.layers.1.mlp.gate.e_score_correction_bias",
+                           "model.layers.1.mlp.experts.7.down_proj.weight", "lm_head.weight"}) {
+    EXPECT_EQ(file->count(name), 1u) << name;
+  }
+  absl::StatusOr<std::shared_ptr<model::Dsv32Model>> loaded = model::LoadDsv32Model(*path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->config().index_topk, 4);
+  torch::Tensor ids = torch::randint(0, model::ByteTokenizer::kVocabSize, {2, 12});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal((*loaded)->Forward(ids), (*policy)->Forward(ids)));
+  // And it starts a run as model.pretrained_dir; a smaller vocabulary than the tokenizer's is refused.
+  config::ModelConfig pretrained;
+  pretrained.set_architecture(config::ModelConfig::DEEPSEEK_V32);
+  pretrained.set_pretrained_dir(*path);
+  pretrained.set_max_seq_len(16);
+  absl::StatusOr<std::shared_ptr<model::CausalLm>> again = model::CreateModel(pretrained, model::ByteTokenizer::kVocabSize);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(torch::equal((*again)->Forward(ids), (*policy)->Forward(ids)));
+  EXPECT_FALSE(model::CreateModel(pretrained, model::ByteTokenizer::kVocabSize + 1).ok());
+  // Bad shapes are refused by name.
+  c.mutable_dsa()->set_n_group(3);
+  absl::Status bad = model::ValidateModelConfig(c);
+  EXPECT_NE(std::string(bad.message()).find("model.dsa.n_group = 3"), std::string::npos) << bad;
 }
 
 TEST(RunDir, RefusesNonEmptyFolderWithoutResumeAndTruncatesMetricsOnResume) {

@@ -125,7 +125,11 @@ TEST(ConfigValidation, CrossFieldRulesNameTheField) {
   } cases[] = {
       {"rollout.group_size=1", "rollout.group_size"},
       {"learner.grpo.minibatches=5", "learner.grpo.minibatches"},
-      {"model.num_heads=3", "model.num_heads"},
+      {"model.num_heads=0", "model.num_heads"},
+      {"model.dsa.index_topk=0", "model.dsa.index_topk"},
+      {"model.dsa.topk_group=3", "model.dsa.topk_group"},
+      {"learner.frozen_parameter_groups[0]=experts", "learner.frozen_parameter_groups[0]"},
+      {"learner.aux_loss_weight=-1", "learner.aux_loss_weight"},
       {"metrics.port=70000", "metrics.port"},
       {"tasks[0].arithmetic.operators=/", "tasks[0].arithmetic.operators"},
       {"rewards[0].domain=AGENT", "tasks[0].domain"},

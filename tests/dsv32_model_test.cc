@@ -289,6 +289,19 @@ TEST(Dsv32Config, ParsesYarnAndRefusesBadConfigs) {
     ASSERT_FALSE(c.ok()) << message;
     EXPECT_THAT(std::string(c.status().message()), HasSubstr(message));
   }
+  // Written back as config.json, both configs read back to the same model: equal fields, equal RoPE.
+  for (const Dsv32Config& original : {*ParseDsv32Config(base, "cfg"), *yarn}) {
+    absl::StatusOr<Dsv32Config> back = ParseDsv32Config(Dsv32ConfigToJson(original), "written");
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->moe_layer, original.moe_layer);
+    EXPECT_EQ(back->index_topk, original.index_topk);
+    EXPECT_EQ(back->n_group, original.n_group);
+    EXPECT_EQ(back->eos_token_id, original.eos_token_id);
+    EXPECT_EQ(back->rope_type, original.rope_type);
+    EXPECT_DOUBLE_EQ(back->softmax_scale(), original.softmax_scale());
+    EXPECT_DOUBLE_EQ(back->routed_scaling_factor, original.routed_scaling_factor);
+    EXPECT_TRUE(torch::equal(back->inv_freq(), original.inv_freq()));
+  }
 }
 
 TEST(Dsv32Model, RefusesMismatchedCheckpoints) {

@@ -90,7 +90,12 @@ TEST(TrainEndToEnd, FewGrpoStepsWriteTheRunDirectory) {
   auto cfg = learner::LoadExperimentConfig(dir + "/config.txtpb", {});
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->learner().grpo().steps(), 3);
-  EXPECT_TRUE(fs::exists(dir + "/checkpoints/grpo-000003/model.pt"));
+  EXPECT_TRUE(fs::exists(dir + "/checkpoints/grpo-000003/model.safetensors"));
+  // The checkpoint of the DeepSeek-V3.2 policy is a model folder that `spargo generate` runs.
+  auto g = RunProcess(SpargoBinary(), {"generate", "--model", dir + "/checkpoints/grpo-000003", "--tokenizer", "byte",
+                                       "--prompt", "3+4=", "--max-new-tokens", "4", "--json"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_THAT(g.out, HasSubstr("\"finish_reason\""));
 }
 
 TEST(TrainEndToEnd, ResumedRunContinuesBitIdentically) {
