@@ -39,6 +39,7 @@ int RunTokenize(const CommandArgs& args);
 int RunChat(const CommandArgs& args);
 int RunLogits(const CommandArgs& args);
 int RunGenerate(const CommandArgs& args);
+int RunRollout(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

@@ -83,7 +83,7 @@ absl::Status Generate(GenerateRequest r) {
   SPARGO_ASSIGN_OR_RETURN(auto groups, rollout::SampleGroups(*m, {prompt}, r.sampling));
   for (size_t i = 0; i < groups[0].size(); ++i) {
     const rollout::GeneratedSample& s = groups[0][i];
-    const bool stopped = s.finish == rollout::FinishReason::kStop;
+    const bool stopped = s.finish == rollout::SampleFinish::kStop;
     std::vector<int64_t> ids = s.token_ids;
     if (stopped) ids.pop_back();  // the end-of-sequence token is not text
     SPARGO_ASSIGN_OR_RETURN(std::string completion, tok.Decode(ids));

@@ -25,10 +25,10 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> kCommands = {
       {"train", "Run GRPO training in one process (the embedded default: CPU arithmetic).",
        "spargo train [--config FILE.txtpb] [--set path.to.field=value]... [--run-dir DIR] [--resume]",
-       {"cli/train_command.cc", "cli/shared_flags.cc"}, true, &RunTrain},
+       {"cli/train_command.cc", "cli/shared_flags.cc:config"}, true, &RunTrain},
       {"score", "Score groups of completions with reward pipelines: JSON lines on stdin, scores on stdout.",
        "spargo score [--config FILE.txtpb] [--set path=value]... < groups.jsonl",
-       {"cli/score_command.cc", "cli/shared_flags.cc"}, true, &RunScore},
+       {"cli/score_command.cc", "cli/shared_flags.cc:config"}, true, &RunScore},
       {"tokenize", "Encode text to token ids, or decode ids (--decode): JSON lines on stdin and stdout.",
        "spargo tokenize --tokenizer tokenizer.json|byte [--decode] < lines.jsonl",
        {"cli/tokenize_command.cc", "cli/model_flags.cc:tokenizer"}, false,
@@ -44,6 +44,10 @@ const std::vector<Command>& Commands() {
       {"reward", "Serve the reward pipelines over gRPC (RewardService) until SIGINT or SIGTERM.",
        "spargo reward [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
        {"cli/reward_command.cc", "cli/shared_flags.cc"}, true, &RunReward},
+      {"rollout", "Serve a model over gRPC (RolloutService: Generate, UpdateWeights, Health) until SIGINT or SIGTERM.",
+       "spargo rollout [--model DIR] [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
+       {"cli/rollout_command.cc", "cli/shared_flags.cc", "cli/model_flags.cc:model,tokenizer,device,dtype"}, true,
+       &RunRollout},
   };
   return kCommands;
 }

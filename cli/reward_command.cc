@@ -12,9 +12,7 @@
 #include "common/metrics_server.h"
 #include "rewards/reward_service.h"
 
-ABSL_FLAG(std::string, listen, "", "Address to serve on (default: the config's services.reward).");
 ABSL_FLAG(int32_t, workers, 0, "Worker threads for pipelines that may block (judges, plugins); 0: one per core.");
-ABSL_FLAG(int32_t, max_groups, 1024, "Most groups accepted in one request.");
 ABSL_FLAG(int32_t, max_group_completions, 1024, "Most completions accepted in one group.");
 
 namespace spargo::cli {
@@ -34,22 +32,10 @@ int RunReward(const CommandArgs& args) {
     return kExitUsage;
   }
 
-  // Signals are taken synchronously by this thread; block them before any other thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
+  const sigset_t signals = BlockStopSignals();
   MetricsRegistry registry;
   MetricsServer metrics(&registry);
-  if (cfg->metrics().port() != 0) {
-    if (absl::Status s = metrics.Start(cfg->metrics().host(), cfg->metrics().port()); !s.ok()) {
-      SPARGO_LOG(ERROR) << s.ToString();
-      return kExitFailure;
-    }
-    SPARGO_LOG(INFO) << "metrics at http://" << cfg->metrics().host() << ":" << metrics.port() << "/metrics";
-  }
+  if (!StartMetricsIfConfigured(*cfg, &metrics)) return kExitFailure;
   auto shared = std::make_shared<const rewards::RewardPipelines>(std::move(setup->pipelines));
   absl::StatusOr<std::unique_ptr<rewards::RewardServer>> server =
       rewards::RewardServer::Start(shared, options, &registry);
@@ -60,8 +46,7 @@ int RunReward(const CommandArgs& args) {
   SPARGO_LOG(INFO) << "reward service on " << options.address << " (port " << (*server)->port() << ")"
                    << (options.endpoints.tls_cert_file().empty() ? "" : ", TLS")
                    << (options.endpoints.token_file().empty() ? "" : ", bearer token");
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = WaitForStopSignal(signals);
   SPARGO_LOG(INFO) << "signal " << signal_number << ": draining calls in flight";
   (*server)->Shutdown(absl::Seconds(10));
   SPARGO_LOG(INFO) << "reward service stopped";

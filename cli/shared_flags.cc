@@ -4,12 +4,15 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
 
 ABSL_FLAG(std::string, config, "",
           "Experiment config in protobuf text format (default: the command's embedded default).");
+ABSL_FLAG(std::string, listen, "", "Address to serve on (default: the config's services address of this service).");
+ABSL_FLAG(int32_t, max_groups, 1024, "Most groups accepted in one request.");
 
 namespace spargo::cli {
 
@@ -39,6 +42,31 @@ std::optional<RewardSetup> LoadRewardSetup(const char* command, const CommandArg
     return std::nullopt;
   }
   return RewardSetup{*std::move(cfg), *std::move(pipelines)};
+}
+
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int WaitForStopSignal(const sigset_t& signals) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  return signal_number;
+}
+
+bool StartMetricsIfConfigured(const config::ExperimentConfig& config, MetricsServer* server) {
+  if (config.metrics().port() == 0) return true;
+  if (absl::Status s = server->Start(config.metrics().host(), config.metrics().port()); !s.ok()) {
+    SPARGO_LOG(ERROR) << s.ToString();
+    return false;
+  }
+  SPARGO_LOG(INFO) << "metrics at http://" << config.metrics().host() << ":" << server->port() << "/metrics";
+  return true;
 }
 
 }  // namespace spargo::cli

@@ -8,11 +8,16 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include <csignal>
+
 #include "cli/command.h"
+#include "common/metrics_server.h"
 #include "rewards/reward_pipeline.h"
 #include "spargo/config.pb.h"
 
 ABSL_DECLARE_FLAG(std::string, config);
+ABSL_DECLARE_FLAG(std::string, listen);
+ABSL_DECLARE_FLAG(int32_t, max_groups);
 
 namespace spargo::cli {
 
@@ -28,6 +33,15 @@ struct RewardSetup {
 // For commands that take no positional arguments: LoadRewardConfig, then the pipelines built. On error, prints
 // "spargo COMMAND: ..." to stderr and returns nullopt (the caller exits with kExitUsage).
 std::optional<RewardSetup> LoadRewardSetup(const char* command, const CommandArgs& args);
+
+// For the serving commands: blocks SIGINT and SIGTERM in the calling thread (before any other thread starts, so
+// that every thread inherits the mask), then WaitForStopSignal takes one synchronously and returns its number.
+sigset_t BlockStopSignals();
+int WaitForStopSignal(const sigset_t& signals);
+
+// Starts `server` on config.metrics() when its port is not 0 (logging the address); false after logging why it
+// could not.
+bool StartMetricsIfConfigured(const config::ExperimentConfig& config, MetricsServer* server);
 
 }  // namespace spargo::cli
 

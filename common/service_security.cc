@@ -1,12 +1,16 @@
 #include "common/service_security.h"
 
+#include <algorithm>
+#include <climits>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
+#include "grpcpp/health_check_service_interface.h"
 
 namespace spargo {
 namespace {
@@ -90,6 +94,38 @@ bool IsLoopbackAddress(absl::string_view address) {
   return absl::StartsWith(address, "127.") || absl::StartsWith(address, "[::1]") ||
          absl::StartsWith(address, "localhost:") || absl::StartsWith(address, "unix:") ||
          absl::StartsWith(address, "ipv4:127.") || absl::StartsWith(address, "ipv6:[::1]");
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartServiceServer(absl::string_view service_name,
+                                                                 const std::string& address,
+                                                                 const config::ServiceEndpoints& endpoints,
+                                                                 bool has_token, grpc::Service* service, int* port) {
+  SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, ServerCredentialsFor(endpoints));
+  if (!IsLoopbackAddress(address) && (endpoints.tls_cert_file().empty() || !has_token)) {
+    SPARGO_LOG(WARNING) << service_name << " listens on " << address << " beyond loopback without TLS and a bearer token";
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, creds, port);
+  const int64_t limit = std::min<int64_t>(INT_MAX, 2 * static_cast<int64_t>(endpoints.max_message_bytes()));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(limit));
+  builder.SetMaxSendMessageSize(static_cast<int>(limit));
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(absl::StrCat(service_name, ": cannot listen on ", address));
+  }
+  return server;
+}
+
+const char* GrpcCodeName(grpc::StatusCode code) {
+  static const char* kCodes[] = {"OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",    "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int c = static_cast<int>(code);
+  return c >= 0 && c <= 16 ? kCodes[c] : "?";
 }
 
 }  // namespace spargo

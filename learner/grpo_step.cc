@@ -67,7 +67,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
     for (const auto& s : groups[i]) {
       std::string text = ctx.tokenizer.Decode(s.token_ids);
       correct += ctx.tasks.IsCorrect(prompts[i], text) ? 1 : 0;
-      in.completions.push_back({text, static_cast<int>(s.token_ids.size()), s.finish == rollout::FinishReason::kLength});
+      in.completions.push_back({text, static_cast<int>(s.token_ids.size()), s.finish == rollout::SampleFinish::kLength});
       r.prompt_ids.push_back(inputs[i].token_ids);
       r.completion_ids.push_back(s.token_ids);
       r.logprobs.push_back(s.logprobs);

@@ -8,7 +8,6 @@
 #include "common/logging.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
-#include "grpcpp/health_check_service_interface.h"
 
 namespace spargo::rewards {
 
@@ -137,13 +136,7 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
 
   void Finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status) {
     if (metrics_ != nullptr) {
-      static const char* kCodes[] = {"OK",        "CANCELLED",           "UNKNOWN",           "INVALID_ARGUMENT",
-                                     "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS",    "PERMISSION_DENIED",
-                                     "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE",
-                                     "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",       "DATA_LOSS",
-                                     "UNAUTHENTICATED"};
-      const int code = static_cast<int>(status.error_code());
-      metrics_->AddCounter("spargo_reward_requests_total", 1, {{"code", code >= 0 && code <= 16 ? kCodes[code] : "?"}})
+      metrics_->AddCounter("spargo_reward_requests_total", 1, {{"code", GrpcCodeName(status.error_code())}})
           .IgnoreError();
     }
     reactor->Finish(status);
@@ -160,28 +153,15 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
 absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(std::shared_ptr<const RewardPipelines> pipelines,
                                                                   const RewardServerOptions& options,
                                                                   MetricsRegistry* metrics) {
-  SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, ServerCredentialsFor(options.endpoints));
   SPARGO_ASSIGN_OR_RETURN(std::string token, ReadBearerToken(options.endpoints));
-  if (!IsLoopbackAddress(options.address) && (options.endpoints.tls_cert_file().empty() || token.empty())) {
-    SPARGO_LOG(WARNING) << "reward service listens on " << options.address
-                        << " beyond loopback without TLS and a bearer token";
-  }
   std::unique_ptr<RewardServer> server(new RewardServer());
   const int workers =
       options.num_workers > 0 ? options.num_workers : std::max(1u, std::thread::hardware_concurrency());
   server->pool_ = std::make_unique<ThreadPool>(workers);
   server->service_ = std::make_unique<Service>(std::move(pipelines), options, token, server->pool_.get(), metrics);
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, creds, &server->port_);
-  const int64_t limit = std::min<int64_t>(INT_MAX, 2 * static_cast<int64_t>(options.endpoints.max_message_bytes()));
-  builder.SetMaxReceiveMessageSize(static_cast<int>(limit));
-  builder.SetMaxSendMessageSize(static_cast<int>(limit));
-  builder.RegisterService(server->service_.get());
-  server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("reward service: cannot listen on ", options.address));
-  }
+  SPARGO_ASSIGN_OR_RETURN(server->server_,
+                          StartServiceServer("reward service", options.address, options.endpoints, !token.empty(),
+                                             server->service_.get(), &server->port_));
   return server;
 }
 

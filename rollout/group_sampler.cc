@@ -1,5 +1,7 @@
 #include "rollout/group_sampler.h"
 
+#include <algorithm>
+#include <limits>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,8 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInpu
   }
   if (!(o.temperature >= 0)) return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " < 0"));
   if (o.vocab_limit < 0) return absl::InvalidArgumentError(absl::StrCat("vocab_limit ", o.vocab_limit, " < 0"));
+  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k ", o.top_k, " < 0"));
+  if (!(o.top_p >= 0 && o.top_p <= 1)) return absl::InvalidArgumentError(absl::StrCat("top_p ", o.top_p, " not in [0, 1]"));
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& ids = prompts[i].token_ids;
     if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
@@ -46,7 +50,20 @@ std::pair<torch::Tensor, torch::Tensor> SampleRows(torch::Tensor logits, const S
     torch::Tensor tokens = logits.argmax(-1);  // [N]
     return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)};
   }
-  torch::Tensor logp = torch::log_softmax(logits.to(torch::kDouble) / o.temperature, -1);  // [N, V]
+  torch::Tensor scaled = logits.to(torch::kDouble) / o.temperature;  // [N, V]
+  const double inf = std::numeric_limits<double>::infinity();
+  if (o.top_k > 0 && o.top_k < scaled.size(1)) {
+    torch::Tensor kth = std::get<0>(scaled.topk(o.top_k, -1)).select(1, o.top_k - 1).unsqueeze(1);  // [N, 1]
+    scaled = scaled.masked_fill(scaled < kth, -inf);
+  }
+  if (o.top_p > 0 && o.top_p < 1) {
+    auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
+    torch::Tensor probs = torch::softmax(sorted, -1);
+    // Drop a token when the more likely ones already reach top_p (the most likely one always stays).
+    torch::Tensor drop = (probs.cumsum(-1) - probs) >= o.top_p;
+    scaled = scaled.scatter(1, order, sorted.masked_fill(drop, -inf));
+  }
+  torch::Tensor logp = torch::log_softmax(scaled, -1);  // [N, V]
   torch::Tensor cdf = logp.exp().cumsum(-1);                                               // [N, V]
   const int64_t n = logits.size(0);
   torch::Tensor u = torch::empty({n, 1}, torch::kDouble);
@@ -101,9 +118,9 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
       if (done[r]) continue;
       samples[r].token_ids.push_back(tok[r]);
       samples[r].logprobs.push_back(lp[r]);
-      if (tok[r] == o.eos_id) {
+      if (tok[r] == o.eos_id || std::find(o.stop_ids.begin(), o.stop_ids.end(), tok[r]) != o.stop_ids.end()) {
         done[r] = true;
-        samples[r].finish = FinishReason::kStop;
+        samples[r].finish = SampleFinish::kStop;
       }
       all_done = all_done && done[r];
     }

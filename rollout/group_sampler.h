@@ -17,13 +17,18 @@
 
 namespace spargo::rollout {
 
-enum class FinishReason { kStop, kLength };
+enum class SampleFinish { kStop, kLength };
 
 struct SamplingOptions {
   int group_size = 1;
   int max_new_tokens = 8;
   double temperature = 1.0;
   int64_t eos_id = -1;
+  std::vector<int64_t> stop_ids;  // further tokens that end a sample (kept in it, like EOS)
+  // Truncation before sampling (temperature > 0): the top_k most likely tokens (0: all), then the smallest set
+  // whose probability reaches top_p (1 or 0: all). Log-probs are those of the truncated, renormalised distribution.
+  int top_k = 0;
+  double top_p = 1.0;
   int64_t pad_id = 0;
   uint64_t seed = 0;
   uint64_t step = 0;  // the call's counter (e.g. the GRPO step)
@@ -40,7 +45,7 @@ struct PromptInput {
 struct GeneratedSample {
   std::vector<int64_t> token_ids;  // generated tokens, EOS included when sampled
   std::vector<float> logprobs;     // one per generated token
-  FinishReason finish = FinishReason::kLength;
+  SampleFinish finish = SampleFinish::kLength;
 };
 
 // Returns [num_prompts][group_size] samples, in input order.

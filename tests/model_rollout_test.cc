@@ -136,6 +136,56 @@ TEST(GroupSampler, GreedyMatchesArgmaxAndRefusesBadInput) {
   EXPECT_EQ(rollout::SampleGroups(*m, p, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(GroupSampler, TruncationAndStopTokens) {
+  auto m = MakeModel(8);
+  model::ByteTokenizer tok;
+  std::vector<rollout::PromptInput> p = {{tok.Encode("9+4=", true), 0}};
+  rollout::SamplingOptions greedy = Sampling(1);
+  greedy.temperature = 0;
+  auto want = rollout::SampleGroups(*m, p, greedy);
+  ASSERT_TRUE(want.ok());
+  // top_k 1, or a top_p below the largest probability, leaves one token: sampling is greedy with log-prob 0.
+  for (auto [k, top_p] : {std::pair<int, double>{1, 1.0}, {0, 1e-6}}) {
+    rollout::SamplingOptions o = Sampling(3);
+    o.top_k = k;
+    o.top_p = top_p;
+    auto got = rollout::SampleGroups(*m, p, o);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (const auto& s : (*got)[0]) {
+      EXPECT_EQ(s.token_ids, (*want)[0][0].token_ids);
+      for (float lp : s.logprobs) EXPECT_NEAR(lp, 0.0, 1e-6);
+    }
+  }
+  // top_k 3: every draw is among the model's three most likely tokens at that point, and its log-prob is that of
+  // the renormalised three.
+  rollout::SamplingOptions o = Sampling(4);
+  o.top_k = 3;
+  auto got = rollout::SampleGroups(*m, p, o);
+  ASSERT_TRUE(got.ok());
+  torch::NoGradGuard no_grad;
+  for (const auto& s : (*got)[0]) {
+    std::vector<int64_t> seq = p[0].token_ids;
+    for (size_t t = 0; t < s.token_ids.size(); ++t) {
+      torch::Tensor logits = m->Forward(torch::tensor(seq).unsqueeze(0))[0][-1].to(torch::kDouble);
+      auto [top, ids] = logits.topk(3);
+      EXPECT_TRUE(ids.eq(s.token_ids[t]).any().item<bool>());
+      const double lse = torch::logsumexp(top, 0).item<double>();
+      EXPECT_NEAR(s.logprobs[t], logits[s.token_ids[t]].item<double>() - lse, 1e-4);
+      seq.push_back(s.token_ids[t]);
+    }
+  }
+  // A stop token ends the sample, kept as its last token.
+  rollout::SamplingOptions stop = greedy;
+  stop.stop_ids = {(*want)[0][0].token_ids[1]};
+  auto stopped = rollout::SampleGroups(*m, p, stop);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ((*stopped)[0][0].finish, rollout::SampleFinish::kStop);
+  EXPECT_EQ((*stopped)[0][0].token_ids.back(), stop.stop_ids[0]);
+  EXPECT_LE((*stopped)[0][0].token_ids.size(), 2u);
+  o.top_p = 1.5;
+  EXPECT_EQ(rollout::SampleGroups(*m, p, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ByteTokenizer, RoundTripsUtf8AndStopsAtEos) {
   model::ByteTokenizer tok;
   std::vector<int64_t> ids = tok.Encode("héllo 数", true);

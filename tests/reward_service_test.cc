@@ -267,11 +267,6 @@ TEST(RemoteReward, FailuresAreStatusesNotScores) {
   ::close(fd);
 }
 
-bool WaitForPort(int port, std::chrono::seconds limit) {
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-  return channel->WaitForConnected(std::chrono::system_clock::now() + limit);
-}
-
 TEST(RemoteReward, PythonExamplePluginEndToEnd) {
   const std::string dir = testing::NewTempDir("python_plugin");
   testing::WriteFile(dir + "/token", "py-token");
@@ -281,7 +276,7 @@ TEST(RemoteReward, PythonExamplePluginEndToEnd) {
       {"PYTHONPATH=" SPARGO_PROTO_PYTHON_DIR, "/usr/bin/python3", SPARGO_SOURCE_DIR "/rewards/plugins/python/brevity_server.py",
        "--port", std::to_string(port), "--budget", "4", "--token-file", dir + "/token"},
       dir);
-  ASSERT_TRUE(WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
+  ASSERT_TRUE(testing::WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
   const std::string remote = "remote { address: \"127.0.0.1:" + std::to_string(port) +
                              "\" service { token_file: \"" + dir + "/token\" } }";
   auto pipelines = RewardPipelines::FromConfig(
@@ -322,7 +317,7 @@ TEST(RewardServiceBinary, ServesUntilSigterm) {
       {"reward", "--listen", "127.0.0.1:" + std::to_string(port), "--set", "services.token_file=" + dir + "/token",
        "--set", "metrics.port=" + std::to_string(metrics_port)},
       dir);
-  ASSERT_TRUE(WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
+  ASSERT_TRUE(testing::WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
   auto stub = Stub("127.0.0.1:" + std::to_string(port));
   reward::ScoreResponse response;
   grpc::Status status = Call(stub.get(), MathRequest(), &response, "tok");

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "common/atomic_file.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -99,6 +100,11 @@ int FreeLoopbackPort() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+bool WaitForPort(int port, std::chrono::seconds limit) {
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  return channel->WaitForConnected(std::chrono::system_clock::now() + limit);
 }
 
 }  // namespace spargo::testing

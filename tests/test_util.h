@@ -3,6 +3,7 @@
 #ifndef SPARGO_TESTS_TEST_UTIL_H_
 #define SPARGO_TESTS_TEST_UTIL_H_
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ std::string FixturesDir();
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
+
+// True once a plaintext gRPC server accepts connections on 127.0.0.1:port (within `limit`).
+bool WaitForPort(int port, std::chrono::seconds limit);
 
 }  // namespace spargo::testing
 

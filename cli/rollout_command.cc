@@ -1,0 +1,116 @@
+// `spargo rollout`: serves RolloutService over gRPC (rollout/rollout_server.h) until SIGINT or SIGTERM, then
+// drains calls in flight (up to 10 s). The model is the checkpoint folder --model DIR (config.json and
+// safetensors, e.g. a training run's checkpoint) or, without it, a fresh model as the experiment config describes
+// (seeded by its `seed`), waiting for UpdateWeights. Address, TLS, bearer token and message limit come from the
+// config's `services` (default 127.0.0.1:50151); --listen overrides the address. --tokenizer limits sampling to
+// the tokenizer's ids. With metrics.port set, Prometheus metrics are served too.
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "cli/command.h"
+#include "cli/model_flags.h"
+#include "cli/shared_flags.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "learner/experiment_config.h"
+#include "model/dsv32_model.h"
+#include "model/model_factory.h"
+#include "rollout/rollout_server.h"
+
+ABSL_FLAG(int32_t, max_group_size, 64, "Most samples per prompt group.");
+
+namespace spargo::cli {
+namespace {
+
+struct LoadedModel {
+  std::shared_ptr<model::CausalLm> model;
+  std::string name;
+  int64_t eos_id = -1, pad_id = 0;
+};
+
+absl::StatusOr<LoadedModel> LoadModel(const config::ExperimentConfig& cfg) {
+  LoadedModel out;
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (!dir.empty()) {
+    SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::Dsv32Model> m, model::LoadDsv32Model(dir));
+    out.eos_id = m->config().eos_token_id;
+    out.model = std::move(m);
+    out.name = dir;
+  } else {
+    SPARGO_RETURN_IF_ERROR(CallCatching("seeding", [&] { torch::manual_seed(cfg.seed()); }));
+    SPARGO_ASSIGN_OR_RETURN(out.model, model::CreateModel(cfg.model(), model::ByteTokenizer::kVocabSize));
+    out.name = cfg.name();
+    out.eos_id = model::ByteTokenizer::kEos;
+    out.pad_id = model::ByteTokenizer::kPad;
+  }
+  SPARGO_ASSIGN_OR_RETURN(DeviceChoice where, DeviceFromFlags());
+  SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] {
+    if (auto* dsv32 = dynamic_cast<model::Dsv32Model*>(out.model.get())) {
+      dsv32->To(where.device, where.dtype);
+    } else {
+      out.model->to(where.device, where.dtype);
+    }
+  }));
+  out.model->eval();
+  return out;
+}
+
+}  // namespace
+
+int RunRollout(const CommandArgs& args) {
+  if (!args.positional.empty()) {
+    std::cerr << "spargo rollout: unexpected argument '" << args.positional[0] << "'\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<config::ExperimentConfig> cfg = learner::LoadExperimentConfig(absl::GetFlag(FLAGS_config), args.overrides);
+  if (!cfg.ok()) {
+    std::cerr << "spargo rollout: " << cfg.status().message() << "\n";
+    return kExitUsage;
+  }
+  rollout::RolloutServerOptions options;
+  options.endpoints = cfg->services();
+  options.address = absl::GetFlag(FLAGS_listen).empty() ? cfg->services().rollout() : absl::GetFlag(FLAGS_listen);
+  options.limits.max_groups = absl::GetFlag(FLAGS_max_groups);
+  options.limits.max_group_size = absl::GetFlag(FLAGS_max_group_size);
+  if (options.limits.max_groups < 1 || options.limits.max_group_size < 1) {
+    std::cerr << "spargo rollout: --max-groups and --max-group-size must be >= 1\n";
+    return kExitUsage;
+  }
+  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
+    absl::StatusOr<TextTokenizer> tok = TextTokenizer::Load(absl::GetFlag(FLAGS_tokenizer));
+    if (!tok.ok()) {
+      std::cerr << "spargo rollout: " << tok.status().message() << "\n";
+      return kExitUsage;
+    }
+    options.vocab_limit = tok->vocab_size();
+  }
+  const sigset_t signals = BlockStopSignals();
+  absl::StatusOr<LoadedModel> loaded = LoadModel(*cfg);
+  if (!loaded.ok()) {
+    std::cerr << "spargo rollout: " << loaded.status().message() << "\n";
+    return kExitFailure;
+  }
+  options.model_name = loaded->name;
+  options.eos_id = loaded->eos_id;
+  options.pad_id = loaded->pad_id;
+  options.limits.max_new_tokens = static_cast<int>(loaded->model->max_seq_len());
+  MetricsRegistry registry;
+  MetricsServer metrics(&registry);
+  if (!StartMetricsIfConfigured(*cfg, &metrics)) return kExitFailure;
+  absl::StatusOr<std::unique_ptr<rollout::RolloutServer>> server =
+      rollout::RolloutServer::Start(loaded->model, options, &registry);
+  if (!server.ok()) {
+    SPARGO_LOG(ERROR) << server.status().ToString();
+    return kExitFailure;
+  }
+  SPARGO_LOG(INFO) << "rollout service for " << options.model_name << " on " << options.address << " (port "
+                   << (*server)->port() << ")" << (options.endpoints.tls_cert_file().empty() ? "" : ", TLS")
+                   << (options.endpoints.token_file().empty() ? "" : ", bearer token");
+  const int signal_number = WaitForStopSignal(signals);
+  SPARGO_LOG(INFO) << "signal " << signal_number << ": draining calls in flight";
+  (*server)->Shutdown(absl::Seconds(10));
+  SPARGO_LOG(INFO) << "rollout service stopped";
+  return kExitOk;
+}
+
+}  // namespace spargo::cli

@@ -1,0 +1,73 @@
+// The RolloutService gRPC server (proto/spargo/rollout.proto) over one model, on the callback API.
+//  - Generate: the whole request is validated first (bearer token, size, group count and sizes, prompt ids
+//    within the vocabulary, prompt plus max_new_tokens within the model's positions, sampling parameters):
+//    INVALID_ARGUMENT naming the group and field. A request for another policy_version than the one served
+//    (0 accepts any) gets FAILED_PRECONDITION. Requests run one at a time on a generation thread (the model is
+//    not re-entrant; a group's samples share one prefill); one whose deadline passed while queued is answered
+//    DEADLINE_EXCEEDED without running. Samples carry token ids, the sampler's log-probs and the finish reason;
+//    return_replay is UNIMPLEMENTED (the sampler does not record selections yet).
+//  - UpdateWeights: a stream of WeightChunks (rollout/weight_stream.h); on commit the tensors replace the
+//    model's weights between two Generate calls, all or nothing (names and shapes checked first), and the
+//    served policy_version becomes the stream's.
+//  - Health: serving, policy version, model name, requests in flight; grpc.health.v1 too.
+//  - TLS, bearer token and message limits as for the reward service (common/service_security.h).
+//  - Metrics (when a registry is given): requests by method and code, generated tokens, generation seconds,
+//    policy version.
+#ifndef SPARGO_ROLLOUT_ROLLOUT_SERVER_H_
+#define SPARGO_ROLLOUT_ROLLOUT_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics_registry.h"
+#include "grpcpp/grpcpp.h"
+#include "model/causal_lm.h"
+#include "spargo/config.pb.h"
+
+namespace spargo::rollout {
+
+struct RolloutLimits {
+  int max_groups = 256;        // groups in one Generate request
+  int max_group_size = 64;     // samples per group
+  int max_new_tokens = 4096;   // sampling.max_new_tokens
+  int64_t max_update_bytes = int64_t{64} << 30;  // all tensors of one UpdateWeights stream
+};
+
+struct RolloutServerOptions {
+  std::string address = "127.0.0.1:50151";  // port 0: any free port (see RolloutServer::port())
+  config::ServiceEndpoints endpoints;       // TLS, token, message limit
+  RolloutLimits limits;
+  std::string model_name;                   // reported by Health
+  uint64_t policy_version = 0;              // the version of the weights the model starts with
+  int64_t eos_id = -1;                      // ends a sample besides the request's stop_token_ids
+  int64_t pad_id = 0;                       // fed to finished rows while others decode
+  int64_t vocab_limit = 0;                  // when > 0, only ids below it are drawn (tokenizer's vocabulary)
+};
+
+class RolloutServer {
+ public:
+  // Binds and starts serving; UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT for bad TLS or token
+  // files. `metrics` may be null. The model is used from the generation thread only.
+  static absl::StatusOr<std::unique_ptr<RolloutServer>> Start(std::shared_ptr<model::CausalLm> model,
+                                                              const RolloutServerOptions& options,
+                                                              MetricsRegistry* metrics);
+  ~RolloutServer();
+  int port() const { return port_; }
+  // Stops accepting calls, waits up to `grace` for calls in flight, then cancels the rest.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  class Service;
+  RolloutServer() = default;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace spargo::rollout
+
+#endif  // SPARGO_ROLLOUT_ROLLOUT_SERVER_H_

@@ -1,0 +1,135 @@
+#include "rollout/weight_stream.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/service_security.h"
+#include "common/status_macros.h"
+
+namespace spargo::rollout {
+namespace {
+
+int64_t ElementBytes(const std::string& dtype) {
+  if (dtype == "F32") return 4;
+  if (dtype == "BF16" || dtype == "F16") return 2;
+  return 0;
+}
+
+torch::ScalarType TorchType(const std::string& dtype) {
+  return dtype == "F32" ? torch::kFloat32 : (dtype == "BF16" ? torch::kBFloat16 : torch::kFloat16);
+}
+
+}  // namespace
+
+absl::Status WeightAssembler::Bad(const std::string& what) const {
+  return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
+}
+
+absl::Status WeightAssembler::Add(const WeightChunk& c) {
+  if (committed_) return Bad("chunk after the committing chunk");
+  if (!started_) {
+    started_ = true;
+    version_ = c.policy_version();
+  } else if (c.policy_version() != version_) {
+    return Bad(absl::StrCat("chunk of policy_version ", c.policy_version(), " in a stream of version ", version_));
+  }
+  if (c.tensor_name().empty()) return Bad("chunk without tensor_name");
+  if (c.tensor_name() != current_) {
+    if (!current_.empty() && done_.count(current_) == 0) {
+      return Bad(absl::StrCat("tensor '", current_, "' ended at byte ", buffer_.size(), " of ", expected_bytes_));
+    }
+    if (done_.count(c.tensor_name()) > 0) return Bad(absl::StrCat("tensor '", c.tensor_name(), "' sent twice"));
+    const int64_t element = ElementBytes(c.dtype());
+    if (element == 0) return Bad(absl::StrCat("tensor '", c.tensor_name(), "': dtype '", c.dtype(), "' (F32, BF16, F16)"));
+    int64_t numel = 1;
+    for (int64_t d : c.shape()) {
+      if (d < 0 || (d > 0 && numel > max_total_bytes_ / d)) {
+        return Bad(absl::StrCat("tensor '", c.tensor_name(), "': bad or oversized shape"));
+      }
+      numel *= d;
+    }
+    if (numel * element > max_total_bytes_ - total_bytes_) {
+      return Bad(absl::StrCat("tensor '", c.tensor_name(), "' takes the update past ", max_total_bytes_, " bytes"));
+    }
+    current_ = c.tensor_name();
+    dtype_ = c.dtype();
+    shape_.assign(c.shape().begin(), c.shape().end());
+    expected_bytes_ = numel * element;
+    total_bytes_ += expected_bytes_;
+    buffer_.clear();
+    buffer_.reserve(expected_bytes_);
+  } else if (done_.count(current_) > 0) {
+    return Bad(absl::StrCat("tensor '", current_, "': chunk after it was complete"));
+  } else if (c.dtype() != dtype_ || !std::equal(shape_.begin(), shape_.end(), c.shape().begin(), c.shape().end())) {
+    return Bad(absl::StrCat("tensor '", current_, "': dtype or shape changed between chunks"));
+  }
+  if (c.offset_bytes() != buffer_.size()) {
+    return Bad(absl::StrCat("tensor '", current_, "': chunk at byte ", c.offset_bytes(), ", expected ", buffer_.size()));
+  }
+  if (static_cast<int64_t>(buffer_.size() + c.data().size()) > expected_bytes_) {
+    return Bad(absl::StrCat("tensor '", current_, "': data past its ", expected_bytes_, " bytes"));
+  }
+  buffer_.append(c.data());
+  if (static_cast<int64_t>(buffer_.size()) == expected_bytes_) {
+    torch::Tensor t = torch::empty(shape_, torch::TensorOptions().dtype(TorchType(dtype_)));
+    if (expected_bytes_ > 0) std::memcpy(t.data_ptr(), buffer_.data(), buffer_.size());
+    done_[current_] = t;
+    std::string().swap(buffer_);
+  }
+  if (c.commit()) {
+    if (done_.count(current_) == 0) return Bad(absl::StrCat("commit before tensor '", current_, "' was complete"));
+    committed_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::TensorMap> WeightAssembler::Take() {
+  if (!committed_) return absl::FailedPreconditionError("weight update: the stream ended without a commit");
+  return std::move(done_);
+}
+
+absl::StatusOr<UpdateWeightsResponse> SendWeights(RolloutService::Stub& stub, const model::TensorMap& tensors,
+                                                  uint64_t version, int64_t chunk_bytes, absl::Time deadline,
+                                                  const std::string& token) {
+  if (chunk_bytes <= 0) return absl::InvalidArgumentError("chunk_bytes must be positive");
+  if (tensors.empty()) return absl::InvalidArgumentError("no tensors to send");
+  grpc::ClientContext context;
+  PrepareClientContext(deadline, token, &context);
+  UpdateWeightsResponse response;
+  std::unique_ptr<grpc::ClientWriter<WeightChunk>> writer = stub.UpdateWeights(&context, &response);
+  size_t index = 0;
+  for (const auto& [name, tensor] : tensors) {
+    ++index;
+    torch::Tensor t = tensor.detach().cpu().contiguous();
+    const char* dtype = t.scalar_type() == torch::kFloat32    ? "F32"
+                        : t.scalar_type() == torch::kBFloat16 ? "BF16"
+                        : t.scalar_type() == torch::kFloat16  ? "F16"
+                                                              : nullptr;
+    if (dtype == nullptr) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': not a float tensor"));
+    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+    const char* data = static_cast<const char*>(t.data_ptr());
+    int64_t offset = 0;
+    do {
+      const int64_t n = std::min(chunk_bytes, bytes - offset);
+      WeightChunk chunk;
+      chunk.set_policy_version(version);
+      chunk.set_tensor_name(name);
+      chunk.set_dtype(dtype);
+      for (int64_t d : t.sizes()) chunk.add_shape(d);
+      chunk.set_offset_bytes(static_cast<uint64_t>(offset));
+      chunk.set_data(data + offset, static_cast<size_t>(n));
+      offset += n;
+      chunk.set_commit(index == tensors.size() && offset == bytes);
+      if (!writer->Write(chunk)) break;  // the server ended the call: its status says why
+    } while (offset < bytes);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("UpdateWeights: ", status.error_message()));
+  }
+  return response;
+}
+
+}  // namespace spargo::rollout

@@ -1,0 +1,292 @@
+// The RolloutService server (in process, and the `spargo rollout` binary) over loopback: generation equals the
+// in-process sampler, validation names the field, weight updates are all-or-nothing and version the policy,
+// bearer tokens are enforced, the binary serves until SIGTERM.
+#include <signal.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "grpcpp/grpcpp.h"
+#include "model/dsv32_model.h"
+#include "rollout/group_sampler.h"
+#include "rollout/rollout_server.h"
+#include "rollout/weight_stream.h"
+#include "tests/test_util.h"
+
+namespace spargo::rollout {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string FixtureDir() { return testing::FixturesDir() + "/dsv32-tiny-a"; }
+
+std::shared_ptr<model::Dsv32Model> Fixture() {
+  absl::StatusOr<std::shared_ptr<model::Dsv32Model>> m = model::LoadDsv32Model(FixtureDir());
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *m;
+}
+
+std::unique_ptr<RolloutService::Stub> Stub(int port) {
+  return RolloutService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+}
+
+grpc::Status Call(RolloutService::Stub& stub, const GenerateRequest& request, GenerateResponse* response,
+                  const std::string& token = "") {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  return stub.Generate(&context, request, response);
+}
+
+GenerateRequest TwoGroups() {
+  GenerateRequest r;
+  auto* a = r.add_groups();
+  a->set_prompt_id("a");
+  for (int id : {5, 17, 200, 3}) a->add_prompt_token_ids(id);
+  a->set_group_size(2);
+  auto* b = r.add_groups();
+  b->set_prompt_id("b");
+  for (int id : {9, 9, 41}) b->add_prompt_token_ids(id);
+  b->set_group_size(3);
+  r.mutable_sampling()->set_max_new_tokens(6);
+  r.mutable_sampling()->set_temperature(1.0);
+  r.mutable_sampling()->set_seed(11);
+  return r;
+}
+
+std::vector<std::vector<int64_t>> Tokens(const GroupResult& g) {
+  std::vector<std::vector<int64_t>> out;
+  for (const Sample& s : g.samples()) out.emplace_back(s.token_ids().begin(), s.token_ids().end());
+  return out;
+}
+
+TEST(RolloutServer, GeneratesWhatTheSamplerDrawsAndReportsHealth) {
+  auto model = Fixture();
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.model_name = "dsv32-tiny-a";
+  options.eos_id = 1;
+  auto server = RolloutServer::Start(model, options, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Stub((*server)->port());
+  GenerateResponse response;
+  grpc::Status status = Call(*stub, TwoGroups(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.groups_size(), 2);
+  EXPECT_EQ(response.groups(0).prompt_id(), "a");
+  EXPECT_EQ(response.groups(0).samples_size(), 2);
+  EXPECT_EQ(response.groups(1).samples_size(), 3);
+  // The same draws in process: prompts keyed by their index in the request, one call per group size.
+  SamplingOptions o;
+  o.max_new_tokens = 6;
+  o.temperature = 1.0;
+  o.seed = 11;
+  o.eos_id = 1;
+  o.group_size = 2;
+  auto a = SampleGroups(*model, {{{5, 17, 200, 3}, 0}}, o);
+  o.group_size = 3;
+  auto b = SampleGroups(*model, {{{9, 9, 41}, 1}}, o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int j = 0; j < 2; ++j) EXPECT_EQ(Tokens(response.groups(0))[j], (*a)[0][j].token_ids);
+  for (int j = 0; j < 3; ++j) {
+    const Sample& s = response.groups(1).samples(j);
+    EXPECT_EQ(Tokens(response.groups(1))[j], (*b)[0][j].token_ids);
+    ASSERT_EQ(s.logprobs_size(), s.token_ids_size());
+    for (int t = 0; t < s.logprobs_size(); ++t) EXPECT_NEAR(s.logprobs(t), (*b)[0][j].logprobs[t], 1e-5);
+    EXPECT_EQ(s.finish_reason(), (*b)[0][j].finish == SampleFinish::kStop ? STOP : LENGTH);
+  }
+  grpc::ClientContext context;
+  HealthResponse health;
+  ASSERT_TRUE(stub->Health(&context, HealthRequest(), &health).ok());
+  EXPECT_TRUE(health.serving());
+  EXPECT_EQ(health.model(), "dsv32-tiny-a");
+  EXPECT_EQ(health.policy_version(), 0u);
+}
+
+TEST(RolloutServer, RefusesMalformedRequestsNamingTheField) {
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.limits.max_group_size = 4;
+  options.policy_version = 3;
+  auto server = RolloutServer::Start(Fixture(), options, nullptr);
+  ASSERT_TRUE(server.ok());
+  auto stub = Stub((*server)->port());
+  struct Case {
+    std::function<void(GenerateRequest*)> change;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  const Case cases[] = {
+      {[](GenerateRequest* r) { r->clear_groups(); }, grpc::StatusCode::INVALID_ARGUMENT, "groups: 0 groups"},
+      {[](GenerateRequest* r) { r->mutable_groups(1)->set_group_size(5); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "groups[1].group_size = 5"},
+      {[](GenerateRequest* r) { r->mutable_groups(1)->set_prompt_token_ids(2, 320); },
+       grpc::StatusCode::INVALID_ARGUMENT, "groups[1].prompt_token_ids[2] = 320"},
+      {[](GenerateRequest* r) { r->mutable_groups(0)->clear_prompt_token_ids(); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "groups[0].prompt_token_ids: empty"},
+      {[](GenerateRequest* r) { r->mutable_sampling()->set_max_new_tokens(510); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "exceed the model's 512 positions"},
+      {[](GenerateRequest* r) { r->mutable_sampling()->set_top_p(2); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "sampling.top_p"},
+      {[](GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "sampling.temperature"},
+      {[](GenerateRequest* r) { r->set_policy_version(2); }, grpc::StatusCode::FAILED_PRECONDITION,
+       "this worker serves 3"},
+      {[](GenerateRequest* r) { r->set_return_replay(true); }, grpc::StatusCode::UNIMPLEMENTED, "return_replay"},
+  };
+  for (const Case& c : cases) {
+    GenerateRequest r = TwoGroups();
+    c.change(&r);
+    GenerateResponse response;
+    grpc::Status status = Call(*stub, r, &response);
+    EXPECT_EQ(status.error_code(), c.code) << c.message << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+  }
+  GenerateRequest r = TwoGroups();
+  r.set_policy_version(3);
+  GenerateResponse response;
+  EXPECT_TRUE(Call(*stub, r, &response).ok());
+  EXPECT_EQ(response.policy_version(), 3u);
+}
+
+TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
+  auto served = Fixture();
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.endpoints.set_token_file(testing::NewTempDir("rollout_token") + "/token");
+  testing::WriteFile(options.endpoints.token_file(), "secret\n");
+  auto server = RolloutServer::Start(served, options, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Stub((*server)->port());
+  GenerateRequest request = TwoGroups();
+  request.mutable_sampling()->set_temperature(0);
+  GenerateResponse before;
+  EXPECT_EQ(Call(*stub, request, &before).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(Call(*stub, request, &before, "secret").ok());
+
+  // Other weights (same shapes), sent in small chunks as version 7.
+  torch::manual_seed(21);
+  model::Dsv32Model other(served->config());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : other.named_parameters()) {
+      if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.3);
+    }
+  }
+  model::TensorMap weights;
+  for (const auto& p : other.named_parameters()) weights[p.key()] = p.value();
+  for (const auto& b : other.named_buffers()) weights[b.key()] = b.value();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  absl::StatusOr<UpdateWeightsResponse> updated = SendWeights(*stub, weights, 7, 1000, deadline, "secret");
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->policy_version(), 7u);
+  EXPECT_EQ(updated->tensors_updated(), weights.size());
+  GenerateResponse after;
+  ASSERT_TRUE(Call(*stub, request, &after, "secret").ok());
+  EXPECT_EQ(after.policy_version(), 7u);
+  // Greedy samples now follow the new weights.
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 6;
+  greedy.group_size = 2;
+  auto want = SampleGroups(other, {{{5, 17, 200, 3}, 0}}, greedy);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(Tokens(after.groups(0))[0], (*want)[0][0].token_ids);
+
+  // A wrong shape, a missing tensor, or a stream without commit change nothing.
+  model::TensorMap wrong = weights;
+  wrong["lm_head.weight"] = torch::zeros({3, 3});
+  auto refused = SendWeights(*stub, wrong, 8, 1 << 20, deadline, "secret");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("lm_head.weight"));
+  model::TensorMap partial = weights;
+  partial.erase("model.norm.weight");
+  refused = SendWeights(*stub, partial, 8, 1 << 20, deadline, "secret");
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("lacks tensor 'model.norm.weight'"));
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer secret");
+    UpdateWeightsResponse response;
+    auto writer = stub->UpdateWeights(&context, &response);
+    WeightChunk chunk;
+    chunk.set_policy_version(9);
+    chunk.set_tensor_name("model.norm.weight");
+    chunk.set_dtype("F32");
+    chunk.add_shape(1);
+    chunk.set_data(std::string(4, '\0'));
+    writer->Write(chunk);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("without a commit"));
+  }
+  GenerateResponse still;
+  ASSERT_TRUE(Call(*stub, request, &still, "secret").ok());
+  EXPECT_EQ(still.policy_version(), 7u);
+  EXPECT_EQ(Tokens(still.groups(0)), Tokens(after.groups(0)));
+}
+
+TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
+  auto chunk = [](const std::string& name, uint64_t offset, size_t bytes, bool commit = false) {
+    WeightChunk c;
+    c.set_policy_version(1);
+    c.set_tensor_name(name);
+    c.set_dtype("BF16");
+    c.add_shape(2);
+    c.add_shape(3);  // 12 bytes
+    c.set_offset_bytes(offset);
+    c.set_data(std::string(bytes, '\x01'));
+    c.set_commit(commit);
+    return c;
+  };
+  WeightAssembler ok(1 << 20);
+  ASSERT_TRUE(ok.Add(chunk("w", 0, 8)).ok());
+  ASSERT_TRUE(ok.Add(chunk("w", 8, 4)).ok());
+  ASSERT_TRUE(ok.Add(chunk("v", 0, 12, true)).ok());
+  absl::StatusOr<model::TensorMap> t = ok.Take();
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->at("w").scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(t->at("w").sizes(), (std::vector<int64_t>{2, 3}));
+  const std::pair<std::vector<WeightChunk>, std::string> bad[] = {
+      {{chunk("w", 4, 4)}, "chunk at byte 4, expected 0"},
+      {{chunk("w", 0, 8), chunk("v", 0, 12)}, "'w' ended at byte 8 of 12"},
+      {{chunk("w", 0, 16)}, "data past its 12 bytes"},
+      {{chunk("w", 0, 12), chunk("w", 12, 0)}, "after it was complete"},
+      {{chunk("w", 0, 8, true)}, "commit before tensor 'w' was complete"},
+      {{chunk("w", 0, 12, true), chunk("v", 0, 12)}, "after the committing chunk"},
+  };
+  for (const auto& [chunks, message] : bad) {
+    WeightAssembler a(1 << 20);
+    absl::Status s;
+    for (const WeightChunk& c : chunks) {
+      s = a.Add(c);
+      if (!s.ok()) break;
+    }
+    EXPECT_THAT(std::string(s.message()), HasSubstr(message));
+  }
+  WeightAssembler small(10);
+  EXPECT_THAT(std::string(small.Add(chunk("w", 0, 4)).message()), HasSubstr("past 10 bytes"));
+  WeightChunk f64 = chunk("w", 0, 4);
+  f64.set_dtype("F64");
+  EXPECT_THAT(std::string(WeightAssembler(1 << 20).Add(f64).message()), HasSubstr("dtype 'F64'"));
+}
+
+TEST(RolloutServiceBinary, ServesACheckpointUntilSigterm) {
+  const std::string dir = testing::NewTempDir("rollout_binary");
+  const int port = testing::FreeLoopbackPort();
+  const int pid = testing::StartProcess(
+      testing::SpargoBinary(), {"rollout", "--model", FixtureDir(), "--listen", "127.0.0.1:" + std::to_string(port)},
+      dir);
+  ASSERT_TRUE(testing::WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
+  auto stub = Stub(port);
+  GenerateResponse response;
+  grpc::Status status = Call(*stub, TwoGroups(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.groups(1).samples_size(), 3);
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(testing::WaitProcess(pid), 0);
+  EXPECT_THAT(testing::ReadFile(dir + "/stderr.txt"), HasSubstr("rollout service stopped"));
+}
+
+}  // namespace
+}  // namespace spargo::rollout
