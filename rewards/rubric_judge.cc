@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "rewards/rollout_judge.h"
 
 namespace spargo::rewards {
 namespace {
@@ -52,6 +53,12 @@ absl::StatusOr<std::unique_ptr<RubricJudgeReward>> RubricJudgeReward::Create(con
   switch (c.backend_case()) {
     case config::RubricJudgeReward::kOpenai: {
       auto b = OpenAiJudgeBackend::Create(c.openai());
+      if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("rubric_judge.", b.status().message()));
+      backend = std::move(b).value();
+      break;
+    }
+    case config::RubricJudgeReward::kRollout: {
+      auto b = RolloutJudgeBackend::Create(c.rollout());
       if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("rubric_judge.", b.status().message()));
       backend = std::move(b).value();
       break;
