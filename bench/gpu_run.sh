@@ -15,6 +15,12 @@ grep -E "tests passed|FAILED|Failed" "$out/ctest.txt" | head -20
 build-gpu/tests/spargo_tests --gtest_filter='LogitsCommand.*:Dsv32Model.Matches*' 2>&1 | grep -E "max \||OK|FAILED" | tee "$out/fixture.txt"
 build-gpu/bench/spargo_model_bench --config tiny --device cpu --batches 1,8 2>&1 | tee "$out/bench_tiny_cpu.txt"
 build-gpu/bench/spargo_model_bench --config tiny --device cuda --batches 1,64 2>&1 | tee "$out/bench_tiny_cuda.txt"
+build-gpu/tests/spargo_tests --gtest_filter='DsaTraining.Cuda*:GenerateCommand.RunsOnCuda' 2>&1 \
+  | grep -E "max \||OK|FAILED|Failure" | tee "$out/cuda_training.txt"
+for dtype in bfloat16 float32; do
+  build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype $dtype --batches 1,8 --prompt 1024 --train \
+    2>&1 | tee "$out/bench_160m_train_$dtype.txt"
+done
 for dtype in bfloat16 float32; do
   build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype $dtype --batches 1,64 --prompt 128 \
     --new_tokens 256 2>&1 | tee "$out/bench_160m_$dtype.txt"

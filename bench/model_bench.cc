@@ -25,6 +25,9 @@ ABSL_FLAG(std::string, batches, "1,8", "Comma-separated batch sizes.");
 ABSL_FLAG(int32_t, prompt, 128, "Prompt tokens per sequence (the prefill length).");
 ABSL_FLAG(int32_t, new_tokens, 64, "Greedy tokens decoded per sequence.");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
+ABSL_FLAG(bool, train, false,
+          "Instead: one training step's forward + backward (language-model loss plus the sparse-stage indexer loss, "
+          "the learner's ForwardForTraining) on --batches x --prompt tokens.");
 
 namespace spargo {
 namespace {
@@ -91,6 +94,25 @@ int main(int argc, char** argv) {
   const int prompt = absl::GetFlag(FLAGS_prompt), fresh = absl::GetFlag(FLAGS_new_tokens), reps = absl::GetFlag(FLAGS_reps);
   std::printf("DeepSeek-V3.2 %s (%.1fM parameters), %s, %s, prompt %d, %d new tokens, median of %d\n", name.c_str(),
               params / 1e6, device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), prompt, fresh, reps);
+  if (absl::GetFlag(FLAGS_train)) {
+    std::printf("| batch | tokens | forward + backward ms | training tokens/s |\n| --- | --- | --- | --- |\n");
+    for (absl::string_view b_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+      int64_t b = 0;
+      if (!absl::SimpleAtoi(b_text, &b) || b < 1) return 2;
+      torch::Tensor ids = torch::randint(0, m.vocab_size(), {b, prompt}, torch::TensorOptions(torch::kInt64).device(device));
+      const double step = MedianSeconds(reps, device, [&] {
+        model::TrainingForward out = m.ForwardForTraining(ids);
+        torch::Tensor lm = torch::nn::functional::cross_entropy(
+            out.logits.narrow(1, 0, prompt - 1).reshape({-1, m.vocab_size()}), ids.narrow(1, 1, prompt - 1).reshape({-1}));
+        (lm + out.aux_loss).backward();
+        for (auto& p : m.parameters()) p.mutable_grad() = torch::Tensor();
+      });
+      std::printf("| %lld | %lld | %.2f | %.0f |\n", static_cast<long long>(b), static_cast<long long>(b * prompt),
+                  step * 1e3, b * prompt / step);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   std::printf("| batch | prefill ms | prefill tokens/s | decode ms per step | decode tokens/s |\n| --- | --- | --- | --- | --- |\n");
   torch::NoGradGuard no_grad;
   for (absl::string_view b_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {

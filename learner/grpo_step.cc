@@ -18,6 +18,7 @@ double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t
 struct ScoredRollout {
   std::vector<std::vector<int64_t>> prompt_ids, completion_ids;  // [P*G] rows, group-major
   std::vector<std::vector<float>> logprobs;
+  std::vector<model::TokenChoices> choices;  // the sampler's, when replayed
   torch::Tensor rewards;  // [P, G] double
   torch::Tensor valid;    // [P] bool: the group's rewards were all computed
 };
@@ -45,6 +46,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
   so.pad_id = model::ByteTokenizer::kPad;
   so.seed = ctx.config.seed();
   so.step = static_cast<uint64_t>(step);
+  so.record_choices = gc.replay_choices();
   absl::Time t = absl::Now();
   SPARGO_ASSIGN_OR_RETURN(auto groups, rollout::SampleGroups(*ctx.policy, inputs, so));
   m.rollout_seconds = SecondsSince(t);
@@ -71,6 +73,7 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
       r.prompt_ids.push_back(inputs[i].token_ids);
       r.completion_ids.push_back(s.token_ids);
       r.logprobs.push_back(s.logprobs);
+      r.choices.push_back(s.choices);
       m.generated_tokens += static_cast<int64_t>(s.token_ids.size());
     }
     SPARGO_ASSIGN_OR_RETURN(std::vector<rewards::SampleScore> scores, ctx.rewards.ScoreGroup(in));
@@ -131,8 +134,12 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
         if (tokens == 0) continue;
         const double normaliser =
             gc.loss_aggregation() == config::GrpoConfig::SEQ_MEAN_TOKEN_MEAN ? rows_per_mb : tokens;
-        TrainingLogProbs logp =
-            TrainingTokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows), rc.temperature());
+        std::vector<model::TokenChoices> replay;
+        if (gc.replay_choices()) {
+          for (int64_t row = mb * rows_per_mb; row < (mb + 1) * rows_per_mb; ++row) replay.push_back(r.choices[row]);
+        }
+        TrainingLogProbs logp = TrainingTokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows),
+                                                      rc.temperature(), gc.replay_choices() ? &replay : nullptr);
         GrpoLossTerms terms = GrpoLoss(logp.logprobs, batch.old_logprobs.index_select(0, rows),
                                        ref_logp.index_select(0, rows), advantages.index_select(0, rows), mask, lo,
                                        normaliser);

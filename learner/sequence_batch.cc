@@ -51,8 +51,9 @@ torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_i
   return LogProbsOfTargets(model.Forward(input_ids), input_ids, temperature);
 }
 
-TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature) {
-  model::TrainingForward out = model.ForwardForTraining(input_ids);
+TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature,
+                                       const std::vector<model::TokenChoices>* replay) {
+  model::TrainingForward out = model.ForwardForTraining(input_ids, replay);
   return {LogProbsOfTargets(out.logits, input_ids, temperature), out.aux_loss};
 }
 

@@ -30,12 +30,14 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
 // log p(x_{t+1} | x_{<=t}) of the model at temperature `temperature`: [N, T-1], differentiable.
 torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature);
 
-// The same through the model's training forward, with its auxiliary loss (undefined when it has none).
+// The same through the model's training forward, with its auxiliary loss (undefined when it has none);
+// `replay` (one record per row, may be null) makes the model reuse the sampler's choices.
 struct TrainingLogProbs {
   torch::Tensor logprobs;  // [N, T-1]
   torch::Tensor aux_loss;  // scalar
 };
-TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature);
+TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature,
+                                       const std::vector<model::TokenChoices>* replay = nullptr);
 
 }  // namespace spargo::learner
 

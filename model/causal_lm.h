@@ -11,9 +11,18 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace spargo::model {
+
+// The discrete choices a forward pass made for each token, by name: for DeepSeek-V3.2 "topk_l<i>" [T, k] (key
+// positions, -1 for unused slots) and "routes_l<i>" [T, experts_per_tok] (MoE layers); int64. Empty for models
+// that make none. The sampler records them while decoding; the learner replays them, so that its forward pass
+// attends to the same keys and uses the same experts as the sampler did (indexer replay, Keep Routing).
+using TokenChoices = std::map<std::string, torch::Tensor>;
 
 class DecodeCache {
  public:
@@ -23,6 +32,10 @@ class DecodeCache {
   // Repeats every sequence `repeats` times in place (sequence b becomes rows b*repeats .. b*repeats+repeats-1):
   // G samples of one prompt continue from one shared prefill.
   virtual void ExpandBatch(int64_t repeats) = 0;
+  // Records the choices of every token appended from now on (nothing for models without choices).
+  virtual void RecordChoices() {}
+  // Row `row`'s recorded choices for positions [0, length); positions never recorded hold -1.
+  virtual TokenChoices Choices(int64_t row, int64_t length) const { return {}; }
 };
 
 struct TrainingForward {
@@ -34,7 +47,12 @@ class CausalLm : public torch::nn::Module {
  public:
   // input_ids: [B, T] int64 -> logits [B, T, V] float32.
   virtual torch::Tensor Forward(const torch::Tensor& input_ids) = 0;
-  virtual TrainingForward ForwardForTraining(const torch::Tensor& input_ids) { return {Forward(input_ids), {}}; }
+  // `replay`, when given, holds one TokenChoices per row for its first positions (the sampler's record); other
+  // positions (padding, the last token) choose for themselves.
+  virtual TrainingForward ForwardForTraining(const torch::Tensor& input_ids,
+                                             const std::vector<TokenChoices>* replay = nullptr) {
+    return {Forward(input_ids), {}};
+  }
   virtual std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const = 0;
   // input_ids: [B, T_new] -> logits [B, T_new, V]; call under torch::NoGradGuard.
   virtual torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) = 0;

@@ -347,15 +347,58 @@ Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Ds
   return out;
 }
 
-TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids) {
+TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids, const std::vector<TokenChoices>* replay) {
   Dsv32ForwardOptions options;
   options.indexer_training = IndexerTraining::kSparse;
+  std::vector<torch::Tensor> topk, routes;
+  if (replay != nullptr) {
+    const int64_t b = input_ids.size(0), t = input_ids.size(1), e = config_.num_experts_per_tok;
+    TORCH_CHECK(static_cast<int64_t>(replay->size()) == b, "replay needs one record per row");
+    const torch::TensorOptions o = input_ids.options().dtype(torch::kInt64);
+    const torch::Tensor position = torch::arange(t, o).view({1, t, 1});
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const std::string topk_name = "topk_l" + std::to_string(i), route_name = "routes_l" + std::to_string(i);
+      int64_t width = 1;
+      for (const TokenChoices& c : *replay) {
+        auto it = c.find(topk_name);
+        if (it != c.end()) width = std::max(width, it->second.size(-1));
+      }
+      torch::Tensor k_all = torch::full({b, t, width}, -1, o);
+      torch::Tensor r_all = layers_[i].moe ? torch::full({b, t, e}, -1, o) : torch::Tensor();
+      for (int64_t row = 0; row < b; ++row) {
+        const TokenChoices& c = (*replay)[row];
+        if (auto it = c.find(topk_name); it != c.end()) {
+          const int64_t n = std::min(t, it->second.size(0));
+          k_all[row].narrow(0, 0, n).narrow(1, 0, it->second.size(-1)).copy_(it->second.narrow(0, 0, n));
+        }
+        if (auto it = c.find(route_name); it != c.end() && r_all.defined()) {
+          const int64_t n = std::min(t, it->second.size(0));
+          r_all[row].narrow(0, 0, n).copy_(it->second.narrow(0, 0, n));
+        }
+      }
+      // Unrecorded positions: the query attends to itself; the token goes to experts 0..k-1.
+      torch::Tensor none = k_all.ge(0).logical_and(k_all.le(position)).any(-1, /*keepdim=*/true).logical_not();
+      k_all.narrow(2, 0, 1).copy_(torch::where(none, position.expand({b, t, 1}), k_all.narrow(2, 0, 1)));
+      if (r_all.defined()) {
+        torch::Tensor missing = r_all.lt(0).any(-1, /*keepdim=*/true);
+        r_all = torch::where(missing, torch::arange(e, o).view({1, 1, e}).expand({b, t, e}), r_all);
+      }
+      topk.push_back(k_all);
+      routes.push_back(r_all);
+    }
+    options.topk_replay = &topk;
+    options.route_replay = &routes;
+  }
   Dsv32Output out = ForwardDetailed(input_ids, options);
   return {out.logits, out.indexer_loss};
 }
 
 Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, torch::TensorOptions options)
-    : max_len_(max_len), lengths_(torch::zeros({batch}, options.dtype(torch::kInt64))) {
+    : max_len_(max_len),
+      lengths_(torch::zeros({batch}, options.dtype(torch::kInt64))),
+      index_topk_(c.index_topk),
+      experts_per_tok_(c.num_experts_per_tok),
+      moe_(c.moe_layer) {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     latent_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank}, options));
     k_rope_.push_back(torch::zeros({batch, max_len, c.qk_rope_head_dim}, options));
@@ -366,10 +409,34 @@ Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, tor
 int64_t Dsv32Cache::length() const { return lengths_.numel() == 0 ? 0 : lengths_.max().item<int64_t>(); }
 
 void Dsv32Cache::ExpandBatch(int64_t repeats) {
-  for (auto* v : {&latent_, &k_rope_, &index_k_}) {
-    for (torch::Tensor& t : *v) t = t.repeat_interleave(repeats, 0);
+  for (auto* v : {&latent_, &k_rope_, &index_k_, &topk_record_, &route_record_}) {
+    for (torch::Tensor& t : *v) {
+      if (t.defined()) t = t.repeat_interleave(repeats, 0);
+    }
   }
   lengths_ = lengths_.repeat_interleave(repeats, 0);
+}
+
+void Dsv32Cache::RecordChoices() {
+  if (recording_) return;
+  recording_ = true;
+  const int64_t b = lengths_.size(0);
+  const torch::TensorOptions o = lengths_.options();
+  for (bool moe : moe_) {
+    topk_record_.push_back(torch::full({b, max_len_, index_topk_}, -1, o));
+    route_record_.push_back(moe ? torch::full({b, max_len_, experts_per_tok_}, -1, o) : torch::Tensor());
+  }
+}
+
+TokenChoices Dsv32Cache::Choices(int64_t row, int64_t length) const {
+  TokenChoices out;
+  if (!recording_) return out;
+  TORCH_CHECK(row >= 0 && row < lengths_.size(0) && length >= 0 && length <= max_len_, "Choices: bad row or length");
+  for (size_t l = 0; l < topk_record_.size(); ++l) {
+    out["topk_l" + std::to_string(l)] = topk_record_[l][row].narrow(0, 0, length).cpu();
+    if (route_record_[l].defined()) out["routes_l" + std::to_string(l)] = route_record_[l][row].narrow(0, 0, length).cpu();
+  }
+  return out;
 }
 
 std::unique_ptr<DecodeCache> Dsv32Model::NewCache(int64_t batch, int64_t max_len) const {
@@ -402,16 +469,28 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (record != nullptr) *record = {};
+  const bool keep = record != nullptr || cache->recording_;
+  // Rows and positions of the new (non-padding) tokens, for the cache's record of choices.
+  torch::Tensor rows = torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid);
+  torch::Tensor at = positions.masked_select(valid);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
     x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, positions, valid,
-                            allowed, cache, record != nullptr ? &topk : nullptr);
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
-                record != nullptr ? &routes : nullptr);
+                            allowed, cache, keep ? &topk : nullptr);
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr, keep ? &routes : nullptr);
     if (record != nullptr) {
       record->topk.push_back(topk);
       record->routes.push_back(routes);
+    }
+    if (cache->recording_) {
+      // Early tokens select fewer than index_topk keys: pad with -1 to the record's width.
+      const int64_t k = std::min<int64_t>(topk.size(-1), cache->index_topk_);
+      torch::Tensor selected = topk.index({valid});  // [M, k]
+      torch::Tensor padded = torch::full({selected.size(0), cache->index_topk_}, -1, selected.options());
+      padded.narrow(1, 0, k).copy_(selected.narrow(1, 0, k));
+      cache->topk_record_[i].index_put_({rows, at}, padded);
+      if (routes.defined()) cache->route_record_[i].index_put_({rows, at}, routes.index({valid}));
     }
   }
   cache->lengths_ = after;

@@ -76,6 +76,8 @@ class Dsv32Cache : public DecodeCache {
   // The longest sequence's length.
   int64_t length() const override;
   void ExpandBatch(int64_t repeats) override;
+  void RecordChoices() override;
+  TokenChoices Choices(int64_t row, int64_t length) const override;
   const torch::Tensor& lengths() const { return lengths_; }
   int64_t max_len() const { return max_len_; }
 
@@ -84,6 +86,11 @@ class Dsv32Cache : public DecodeCache {
   int64_t max_len_;
   std::vector<torch::Tensor> latent_, k_rope_, index_k_;
   torch::Tensor lengths_;
+  // While recording: per layer [B, max_len, index_topk] and (MoE layers) [B, max_len, experts_per_tok], -1 filled.
+  bool recording_ = false;
+  int64_t index_topk_ = 0, experts_per_tok_ = 0;
+  std::vector<bool> moe_;
+  std::vector<torch::Tensor> topk_record_, route_record_;
 };
 
 class Dsv32Model : public CausalLm {
@@ -95,8 +102,11 @@ class Dsv32Model : public CausalLm {
   // The selections carry no gradient.
   Dsv32Output ForwardDetailed(const torch::Tensor& input_ids, const Dsv32ForwardOptions& options = {});
   torch::Tensor Forward(const torch::Tensor& input_ids) override { return ForwardDetailed(input_ids).logits; }
-  // The sparse stage's forward: logits and the indexer loss (kSparse) as aux_loss.
-  TrainingForward ForwardForTraining(const torch::Tensor& input_ids) override;
+  // The sparse stage's forward: logits and the indexer loss (kSparse) as aux_loss; replayed choices are attended
+  // and routed as recorded (positions without a record: a query attends to itself, tokens use experts 0..k-1,
+  // which only padding and final positions, whose outputs no loss reads, ever do).
+  TrainingForward ForwardForTraining(const torch::Tensor& input_ids,
+                                     const std::vector<TokenChoices>* replay = nullptr) override;
 
   std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
   // Appends input_ids [B, T_new] to every sequence; logits [B, T_new, V].

@@ -102,6 +102,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   for (auto& r : rng_storage) rngs.push_back(&r);
 
   std::unique_ptr<model::DecodeCache> cache = model.NewCache(p, len + o.max_new_tokens);
+  if (o.record_choices) cache->RecordChoices();
   torch::Tensor logits =
       model.Decode(ids.to(device), cache.get()).select(1, len - 1).to(torch::kCPU, torch::kFloat);  // [P, V]
   cache->ExpandBatch(g);
@@ -131,6 +132,11 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
       if (done[r]) nx[r] = o.pad_id;  // finished rows keep decoding padding; their output is ignored
     }
     logits = model.Decode(next.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
+  }
+  if (o.record_choices) {
+    for (int64_t r = 0; r < p * g; ++r) {
+      samples[r].choices = cache->Choices(r, len + static_cast<int64_t>(samples[r].token_ids.size()) - 1);
+    }
   }
   for (int64_t i = 0; i < p; ++i) {
     auto& group = (*out)[members[i]];

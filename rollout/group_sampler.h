@@ -35,6 +35,8 @@ struct SamplingOptions {
   // When > 0, only ids below it are drawn (a model whose vocabulary is padded beyond its tokenizer's); log-probs
   // are then those of the distribution over the allowed ids.
   int64_t vocab_limit = 0;
+  // Keep each sample's TokenChoices (model/causal_lm.h) for replay in the learner.
+  bool record_choices = false;
 };
 
 struct PromptInput {
@@ -46,6 +48,9 @@ struct GeneratedSample {
   std::vector<int64_t> token_ids;  // generated tokens, EOS included when sampled
   std::vector<float> logprobs;     // one per generated token
   SampleFinish finish = SampleFinish::kLength;
+  // With record_choices: the model's choices for the tokens it was fed, prompt and generated tokens except the
+  // last (positions [0, prompt + generated - 1)).
+  model::TokenChoices choices;
 };
 
 // Returns [num_prompts][group_size] samples, in input order.

@@ -51,9 +51,6 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     grpc::Status status = CheckBearerToken(*context, token_);
     if (status.ok()) status = Validate(*request);
-    if (status.ok() && request->return_replay()) {
-      status = {grpc::StatusCode::UNIMPLEMENTED, "return_replay: the sampler does not record selections yet"};
-    }
     if (!status.ok()) {
       Finish("Generate", reactor, status);
       return reactor;
@@ -211,6 +208,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     o.pad_id = options_.pad_id;
     o.seed = s.seed();
     o.vocab_limit = options_.vocab_limit;
+    o.record_choices = r.return_replay();
     // Groups of equal size are sampled together; the prompt's index in the request keys its random stream.
     std::map<int, std::vector<int>> by_size;
     for (int g = 0; g < r.groups_size(); ++g) by_size[r.groups(g).group_size()].push_back(g);
@@ -232,6 +230,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
           for (int64_t id : x.token_ids) sample->add_token_ids(static_cast<int32_t>(id));
           for (float lp : x.logprobs) sample->add_logprobs(lp);
           sample->set_finish_reason(x.finish == SampleFinish::kStop ? STOP : LENGTH);
+          AddReplay(x.choices, sample);
           tokens += static_cast<int64_t>(x.token_ids.size());
         }
       }
@@ -243,6 +242,27 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
           .IgnoreError();
     }
     return grpc::Status::OK;
+  }
+
+  // The sampler's choices ("topk_l<i>" [N, k], "routes_l<i>" [N, e]) as the proto's replay records.
+  static void AddReplay(const model::TokenChoices& choices, Sample* sample) {
+    for (const auto& [name, t] : choices) {
+      const bool topk = name.rfind("topk_l", 0) == 0;
+      const int layer = std::stoi(name.substr(topk ? 6 : 8));
+      torch::Tensor flat = t.to(torch::kInt32).contiguous();
+      const int32_t* data = flat.data_ptr<int32_t>();
+      if (topk) {
+        IndexerTopk* r = sample->add_indexer_topk();
+        r->set_layer(layer);
+        r->set_k(static_cast<int32_t>(t.size(1)));
+        r->mutable_positions()->Add(data, data + flat.numel());
+      } else {
+        MoeRoutes* r = sample->add_moe_routes();
+        r->set_layer(layer);
+        r->set_experts_per_token(static_cast<int32_t>(t.size(1)));
+        r->mutable_experts()->Add(data, data + flat.numel());
+      }
+    }
   }
 
   void Count(const char* method, const grpc::Status& status) {

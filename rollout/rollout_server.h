@@ -5,7 +5,8 @@
 //    (0 accepts any) gets FAILED_PRECONDITION. Requests run one at a time on a generation thread (the model is
 //    not re-entrant; a group's samples share one prefill); one whose deadline passed while queued is answered
 //    DEADLINE_EXCEEDED without running. Samples carry token ids, the sampler's log-probs and the finish reason;
-//    return_replay is UNIMPLEMENTED (the sampler does not record selections yet).
+//    with return_replay also the model's choices for every token it was fed (indexer top-k per layer, MoE routes)
+//    for the learner to replay.
 //  - UpdateWeights: a stream of WeightChunks (rollout/weight_stream.h); on commit the tensors replace the
 //    model's weights between two Generate calls, all or nothing (names and shapes checked first), and the
 //    served policy_version becomes the stream's.

@@ -2,6 +2,7 @@
 // published gradient q - p), the two DSA training stages (dense warm-up and sparse) reaching exactly the parameters
 // they may train, MoE route replay (Keep Routing), and freezing of parameter groups.
 #include <cmath>
+#include <iostream>
 #include <set>
 
 #include "gmock/gmock.h"
@@ -10,6 +11,7 @@
 #include "model/indexer_loss.h"
 #include "model/parameter_groups.h"
 #include "model/tiny_transformer.h"
+#include "rollout/group_sampler.h"
 #include "tests/test_util.h"
 
 namespace spargo::model {
@@ -204,6 +206,82 @@ TEST(DsaTraining, MoeRoutesAreRecordedAndReplayed) {
   std::vector<torch::Tensor> dense_layer = {own.selections.routes[1], own.selections.routes[1]};
   replay.route_replay = &dense_layer;
   EXPECT_THROW(model->ForwardDetailed(ids, replay), c10::Error);
+}
+
+// The learner replaying the sampler's recorded choices computes the sampler's own log-probs (cached MQA decode
+// vs full MHA forward), for every generated token of every sample.
+TEST(DsaTraining, ReplayedSamplerChoicesReproduceTheSamplersLogprobs) {
+  auto model = RandomModel(/*index_topk=*/3);
+  rollout::SamplingOptions o;
+  o.group_size = 3;
+  o.max_new_tokens = 7;
+  o.temperature = 1.0;
+  o.seed = 5;
+  o.eos_id = -1;
+  o.record_choices = true;
+  std::vector<rollout::PromptInput> prompts = {{{4, 8, 15, 16, 23}, 0}, {{42, 7}, 1}};
+  auto groups = rollout::SampleGroups(*model, prompts, o);
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  torch::NoGradGuard no_grad;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    for (const rollout::GeneratedSample& s : (*groups)[p]) {
+      std::vector<int64_t> ids = prompts[p].token_ids;
+      ids.insert(ids.end(), s.token_ids.begin(), s.token_ids.end());
+      const int64_t fed = static_cast<int64_t>(ids.size()) - 1;
+      ASSERT_EQ(s.choices.at("topk_l0").sizes(), (std::vector<int64_t>{fed, 3}));
+      ASSERT_EQ(s.choices.at("routes_l1").sizes(), (std::vector<int64_t>{fed, 2}));
+      EXPECT_EQ(s.choices.count("routes_l0"), 0u);  // dense layer
+      const torch::Tensor input = torch::tensor(ids).unsqueeze(0);
+      std::vector<model::TokenChoices> replay = {s.choices};
+      torch::Tensor logp = torch::log_softmax(model->ForwardForTraining(input, &replay).logits[0], -1);
+      for (size_t t = 0; t < s.token_ids.size(); ++t) {
+        const int64_t pos = static_cast<int64_t>(prompts[p].token_ids.size() + t) - 1;
+        EXPECT_NEAR(logp[pos][s.token_ids[t]].item<double>(), s.logprobs[t], 1e-4) << "prompt " << p << " token " << t;
+      }
+      // Other choices give other log-probs: the replay is what the forward used.
+      std::vector<model::TokenChoices> other = replay;
+      other[0]["topk_l1"] = torch::zeros_like(other[0]["topk_l1"]);
+      torch::Tensor changed = torch::log_softmax(model->ForwardForTraining(input, &other).logits[0], -1);
+      EXPECT_GT((changed - logp).abs().max().item<double>(), 1e-3);
+    }
+  }
+}
+
+// The same on the GPU (float32 and bfloat16): sampling with recorded choices on CUDA, the replayed training
+// forward's log-probs, and the sparse stage's gradient routing.
+TEST(DsaTraining, CudaSamplingReplayAndIndexerLoss) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
+    auto model = RandomModel(/*index_topk=*/3);
+    model->To(torch::kCUDA, dtype);
+    rollout::SamplingOptions o;
+    o.group_size = 2;
+    o.max_new_tokens = 6;
+    o.temperature = 1.0;
+    o.seed = 3;
+    o.record_choices = true;
+    std::vector<rollout::PromptInput> prompts = {{{4, 8, 15, 16, 23}, 0}};
+    auto groups = rollout::SampleGroups(*model, prompts, o);
+    ASSERT_TRUE(groups.ok()) << groups.status();
+    const rollout::GeneratedSample& s = (*groups)[0][1];
+    std::vector<int64_t> ids = prompts[0].token_ids;
+    ids.insert(ids.end(), s.token_ids.begin(), s.token_ids.end());
+    const torch::Tensor input = torch::tensor(ids).unsqueeze(0).to(torch::kCUDA);
+    std::vector<model::TokenChoices> replay = {s.choices};
+    model::TrainingForward out = model->ForwardForTraining(input, &replay);
+    torch::Tensor logp = torch::log_softmax(out.logits[0].cpu(), -1);
+    double worst = 0;
+    for (size_t t = 0; t < s.token_ids.size(); ++t) {
+      const int64_t pos = static_cast<int64_t>(prompts[0].token_ids.size() + t) - 1;
+      worst = std::max(worst, std::abs(logp[pos][s.token_ids[t]].item<double>() - s.logprobs[t]));
+    }
+    std::cout << c10::toString(dtype) << ": max |replayed log-prob - sampler log-prob| = " << worst << "\n";
+    EXPECT_LT(worst, dtype == torch::kFloat32 ? 1e-3 : 0.1);
+    ASSERT_TRUE(out.aux_loss.defined());
+    EXPECT_TRUE(std::isfinite(out.aux_loss.item<double>()));
+    out.aux_loss.backward();
+    EXPECT_EQ(WithGradient(*model), InGroups(*model, {"indexer"}));
+  }
 }
 
 TEST(ParameterGroups, ClassifiesEveryParameterAndRefusesUnknownGroups) {

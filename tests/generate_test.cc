@@ -80,6 +80,17 @@ TEST(GenerateCommand, SamplesAreReproducibleBySeedAndChatIsParsed) {
   EXPECT_THAT(text.out, HasSubstr("--- sample 2 ---"));
 }
 
+TEST(GenerateCommand, RunsOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    auto r = RunProcess(SpargoBinary(), {"generate", "--model", FixtureDir(), "--tokenizer", "byte", "--prompt",
+                                         "Sparse attention", "--max-new-tokens", "10", "--json", "--device", "cuda",
+                                         "--dtype", dtype, "--samples", "4", "--temperature", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(JsonLines(r.out).size(), 4u);
+  }
+}
+
 TEST(GenerateCommand, RefusesBadRequests) {
   const std::string model = FixtureDir();
   const std::pair<std::vector<std::string>, std::string> bad[] = {

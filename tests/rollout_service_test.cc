@@ -95,6 +95,28 @@ TEST(RolloutServer, GeneratesWhatTheSamplerDrawsAndReportsHealth) {
     for (int t = 0; t < s.logprobs_size(); ++t) EXPECT_NEAR(s.logprobs(t), (*b)[0][j].logprobs[t], 1e-5);
     EXPECT_EQ(s.finish_reason(), (*b)[0][j].finish == SampleFinish::kStop ? STOP : LENGTH);
   }
+  // With return_replay, every sample carries the choices the sampler made, as recorded in process.
+  GenerateRequest replay_request = TwoGroups();
+  replay_request.set_return_replay(true);
+  GenerateResponse replayed;
+  ASSERT_TRUE(Call(*stub, replay_request, &replayed).ok());
+  o.record_choices = true;
+  b = SampleGroups(*model, {{{9, 9, 41}, 1}}, o);
+  ASSERT_TRUE(b.ok());
+  for (int j = 0; j < 3; ++j) {
+    const Sample& s = replayed.groups(1).samples(j);
+    const model::TokenChoices& want = (*b)[0][j].choices;
+    ASSERT_EQ(s.indexer_topk_size(), 2);
+    ASSERT_EQ(s.moe_routes_size(), 1);
+    EXPECT_EQ(s.moe_routes(0).layer(), 1);
+    const torch::Tensor topk1 = want.at("topk_l1");
+    EXPECT_EQ(s.indexer_topk(1).k(), topk1.size(1));
+    EXPECT_EQ(s.indexer_topk(1).positions_size(), topk1.numel());
+    EXPECT_EQ(std::vector<int64_t>(s.indexer_topk(1).positions().begin(), s.indexer_topk(1).positions().end()),
+              std::vector<int64_t>(topk1.data_ptr<int64_t>(), topk1.data_ptr<int64_t>() + topk1.numel()));
+    // Fed tokens: the prompt's 3 and all generated ones but the last.
+    EXPECT_EQ(topk1.size(0), 3 + s.token_ids_size() - 1);
+  }
   grpc::ClientContext context;
   HealthResponse health;
   ASSERT_TRUE(stub->Health(&context, HealthRequest(), &health).ok());
@@ -132,7 +154,6 @@ TEST(RolloutServer, RefusesMalformedRequestsNamingTheField) {
        "sampling.temperature"},
       {[](GenerateRequest* r) { r->set_policy_version(2); }, grpc::StatusCode::FAILED_PRECONDITION,
        "this worker serves 3"},
-      {[](GenerateRequest* r) { r->set_return_replay(true); }, grpc::StatusCode::UNIMPLEMENTED, "return_replay"},
   };
   for (const Case& c : cases) {
     GenerateRequest r = TwoGroups();
