@@ -2,9 +2,10 @@
 // DeepSeek-V3.2 sparse-attention model implement it.
 //  - Forward: full causal forward with autograd, for training and log-prob evaluation.
 //  - ForwardForTraining: Forward plus the model's own auxiliary training loss (the DSA indexer's KL), which the
-//    learner adds to its objective.
+//    learner adds to its objective, optionally replaying the discrete choices (TokenChoices) the sampler made.
 //  - NewCache / Decode: incremental evaluation for generation; Decode appends tokens to the cache and returns
-//    their logits. All sequences of one cache advance together (equal lengths).
+//    their logits. All sequences of one cache advance together (equal lengths). A cache can record the choices
+//    of the tokens it is fed (RecordChoices / Choices).
 // Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
 #ifndef SPARGO_MODEL_CAUSAL_LM_H_
 #define SPARGO_MODEL_CAUSAL_LM_H_
