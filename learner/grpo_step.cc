@@ -138,8 +138,9 @@ absl::StatusOr<GrpoStepMetrics> RunGrpoStep(TrainContext& ctx, torch::optim::Ada
         if (gc.replay_choices()) {
           for (int64_t row = mb * rows_per_mb; row < (mb + 1) * rows_per_mb; ++row) replay.push_back(r.choices[row]);
         }
-        TrainingLogProbs logp = TrainingTokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows),
-                                                      rc.temperature(), gc.replay_choices() ? &replay : nullptr);
+        TrainingLogProbs logp =
+            TrainingTokenLogProbs(*ctx.policy, batch.input_ids.index_select(0, rows), rc.temperature(),
+                                  gc.replay_choices() ? &replay : nullptr, batch.token_mask.index_select(0, rows));
         GrpoLossTerms terms = GrpoLoss(logp.logprobs, batch.old_logprobs.index_select(0, rows),
                                        ref_logp.index_select(0, rows), advantages.index_select(0, rows), mask, lo,
                                        normaliser);

@@ -17,6 +17,7 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
   b.input_ids = torch::full({n, t}, pad_id, torch::kLong);
   b.loss_mask = torch::zeros({n, t - 1}, torch::kFloat);
   b.old_logprobs = torch::zeros({n, t - 1}, torch::kFloat);
+  b.token_mask = torch::zeros({n, t}, torch::kBool);
   auto ids = b.input_ids.accessor<int64_t, 2>();
   auto mask = b.loss_mask.accessor<float, 2>();
   auto old = b.old_logprobs.accessor<float, 2>();
@@ -30,6 +31,7 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
       mask[i][p + j - 1] = 1.0f;  // target at position p + j is predicted from position p + j - 1
       if (!completion_logprobs.empty()) old[i][p + j - 1] = completion_logprobs[i][j];
     }
+    b.token_mask[i].narrow(0, 0, p + static_cast<int64_t>(c.size())).fill_(true);
     b.completion_tokens += static_cast<int64_t>(c.size());
   }
   return b;
@@ -52,8 +54,9 @@ torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_i
 }
 
 TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature,
-                                       const std::vector<model::TokenChoices>* replay) {
-  model::TrainingForward out = model.ForwardForTraining(input_ids, replay);
+                                       const std::vector<model::TokenChoices>* replay,
+                                       const torch::Tensor& token_mask) {
+  model::TrainingForward out = model.ForwardForTraining(input_ids, replay, token_mask);
   return {LogProbsOfTargets(out.logits, input_ids, temperature), out.aux_loss};
 }
 

@@ -3,7 +3,8 @@
 //  input_ids [N, T]: prompt then completion, right-padded with pad_id (causal attention never looks right, so
 //                    padding needs no mask);
 //  loss_mask [N, T-1]: 1 where target token t+1 is a completion token, else 0;
-//  old_logprobs [N, T-1]: the sampler's log-prob of each completion target (0 elsewhere).
+//  old_logprobs [N, T-1]: the sampler's log-prob of each completion target (0 elsewhere);
+//  token_mask [N, T]: true on prompt and completion tokens, false on padding.
 #ifndef SPARGO_LEARNER_SEQUENCE_BATCH_H_
 #define SPARGO_LEARNER_SEQUENCE_BATCH_H_
 
@@ -19,6 +20,7 @@ struct SequenceBatch {
   torch::Tensor input_ids;     // [N, T] int64
   torch::Tensor loss_mask;     // [N, T-1] float
   torch::Tensor old_logprobs;  // [N, T-1] float
+  torch::Tensor token_mask;    // [N, T] bool: prompt and completion tokens (false on padding)
   int64_t completion_tokens = 0;
 };
 
@@ -36,8 +38,10 @@ struct TrainingLogProbs {
   torch::Tensor logprobs;  // [N, T-1]
   torch::Tensor aux_loss;  // scalar
 };
+// `token_mask` (may be undefined) keeps padding out of the auxiliary loss.
 TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature,
-                                       const std::vector<model::TokenChoices>* replay = nullptr);
+                                       const std::vector<model::TokenChoices>* replay = nullptr,
+                                       const torch::Tensor& token_mask = {});
 
 }  // namespace spargo::learner
 

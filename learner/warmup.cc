@@ -18,7 +18,7 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, torch::optim::
   }
   return CallCatching("warm-up step", [&]() -> absl::StatusOr<WarmupStepResult> {
     SequenceBatch batch = BuildSequenceBatch(prompt_ids, answer_ids, {}, model::ByteTokenizer::kPad);
-    TrainingLogProbs out = TrainingTokenLogProbs(*ctx.policy, batch.input_ids, 1.0);  // [N, T-1]
+    TrainingLogProbs out = TrainingTokenLogProbs(*ctx.policy, batch.input_ids, 1.0, nullptr, batch.token_mask);
     torch::Tensor loss = -(out.logprobs * batch.loss_mask).sum() / batch.loss_mask.sum();
     if (out.aux_loss.defined()) loss = loss + ctx.config.learner().aux_loss_weight() * out.aux_loss;
     std::vector<torch::Tensor> params = ctx.policy->parameters();

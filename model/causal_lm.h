@@ -49,9 +49,11 @@ class CausalLm : public torch::nn::Module {
   // input_ids: [B, T] int64 -> logits [B, T, V] float32.
   virtual torch::Tensor Forward(const torch::Tensor& input_ids) = 0;
   // `replay`, when given, holds one TokenChoices per row for its first positions (the sampler's record); other
-  // positions (padding, the last token) choose for themselves.
+  // positions (padding, the last token) choose for themselves. `token_mask` [B, T] bool, when defined, marks the
+  // real tokens: padding positions do not enter the auxiliary loss.
   virtual TrainingForward ForwardForTraining(const torch::Tensor& input_ids,
-                                             const std::vector<TokenChoices>* replay = nullptr) {
+                                             const std::vector<TokenChoices>* replay = nullptr,
+                                             const torch::Tensor& token_mask = {}) {
     return {Forward(input_ids), {}};
   }
   virtual std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const = 0;

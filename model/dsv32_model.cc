@@ -163,8 +163,10 @@ torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::
 }
 
 torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                    const torch::Tensor& sin, const torch::Tensor* replay, IndexerTraining training,
-                                    torch::Tensor* topk_out, torch::Tensor* indexer_loss) {
+                                    const torch::Tensor& sin, const torch::Tensor* replay,
+                                    const Dsv32ForwardOptions& options, torch::Tensor* topk_out,
+                                    torch::Tensor* indexer_loss) {
+  const IndexerTraining training = options.indexer_training;
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
@@ -209,7 +211,9 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());  // [B, H, T, S]
   if (training != IndexerTraining::kOff) {
-    torch::Tensor loss = IndexerKlLoss(probs, index_scores, allowed);
+    torch::Tensor keys = allowed;
+    if (options.loss_queries.defined()) keys = keys.logical_and(options.loss_queries.to(torch::kBool).unsqueeze(-1));
+    torch::Tensor loss = IndexerKlLoss(probs, index_scores, keys);
     *indexer_loss = indexer_loss->defined() ? *indexer_loss + loss : loss;
   }
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
@@ -331,8 +335,8 @@ Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Ds
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
     x = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin,
-                      options.topk_replay != nullptr ? &(*options.topk_replay)[i] : nullptr, options.indexer_training,
-                      &topk, &out.indexer_loss);
+                      options.topk_replay != nullptr ? &(*options.topk_replay)[i] : nullptr, options, &topk,
+                      &out.indexer_loss);
     const torch::Tensor* route_replay = nullptr;
     if (options.route_replay != nullptr) {
       route_replay = &(*options.route_replay)[i];
@@ -347,9 +351,14 @@ Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Ds
   return out;
 }
 
-TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids, const std::vector<TokenChoices>* replay) {
+TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids, const std::vector<TokenChoices>* replay,
+                                               const torch::Tensor& token_mask) {
   Dsv32ForwardOptions options;
   options.indexer_training = IndexerTraining::kSparse;
+  if (token_mask.defined()) {
+    TORCH_CHECK(token_mask.sizes() == input_ids.sizes(), "token_mask must be [B, T] like input_ids");
+    options.loss_queries = token_mask.to(input_ids.device());
+  }
   std::vector<torch::Tensor> topk, routes;
   if (replay != nullptr) {
     const int64_t b = input_ids.size(0), t = input_ids.size(1), e = config_.num_experts_per_tok;

@@ -52,6 +52,8 @@ struct Dsv32ForwardOptions {
   // instead of the router's choice; the gate weights are recomputed from the current router for those experts.
   const std::vector<torch::Tensor>* route_replay = nullptr;
   IndexerTraining indexer_training = IndexerTraining::kOff;
+  // [B, T] bool: the queries whose indexer loss counts (e.g. not padding); undefined: all.
+  torch::Tensor loss_queries;
 };
 
 // What a forward pass selected: per layer top-k key positions [B, T, k] int64 (-1 where fewer than k are valid)
@@ -106,7 +108,8 @@ class Dsv32Model : public CausalLm {
   // and routed as recorded (positions without a record: a query attends to itself, tokens use experts 0..k-1,
   // which only padding and final positions, whose outputs no loss reads, ever do).
   TrainingForward ForwardForTraining(const torch::Tensor& input_ids,
-                                     const std::vector<TokenChoices>* replay = nullptr) override;
+                                     const std::vector<TokenChoices>* replay = nullptr,
+                                     const torch::Tensor& token_mask = {}) override;
 
   std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
   // Appends input_ids [B, T_new] to every sequence; logits [B, T_new, V].
@@ -147,7 +150,7 @@ class Dsv32Model : public CausalLm {
   // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode); adds the layer's indexer loss to
   // `indexer_loss` in training modes.
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                          const torch::Tensor* replay, IndexerTraining training, torch::Tensor* topk,
+                          const torch::Tensor* replay, const Dsv32ForwardOptions& options, torch::Tensor* topk,
                           torch::Tensor* indexer_loss);
   // New tokens against the cache (MQA mode): positions [B, T_new], valid (non-padding) [B, T_new], allowed keys
   // [B, T_new, S].

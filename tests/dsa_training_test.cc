@@ -162,6 +162,17 @@ TEST(DsaTraining, SparseStageSeparatesTheIndexerFromTheMainModel) {
   warmup.indexer_training = IndexerTraining::kDenseWarmup;
   EXPECT_NEAR(wide->ForwardDetailed(ids, sparse).indexer_loss.item<double>(),
               wide->ForwardDetailed(ids, warmup).indexer_loss.item<double>(), 1e-6);
+  // Padding (token_mask false) stays out of the loss: changing padded tokens changes nothing, while without the
+  // mask it does.
+  torch::Tensor mask = torch::ones({2, 10}, torch::kBool);
+  mask[1].narrow(0, 6, 4).fill_(false);
+  torch::Tensor other_padding = ids.clone();
+  other_padding[1].narrow(0, 6, 4).fill_(7);
+  const double masked = model->ForwardForTraining(ids, nullptr, mask).aux_loss.item<double>();
+  EXPECT_NEAR(model->ForwardForTraining(other_padding, nullptr, mask).aux_loss.item<double>(), masked, 1e-6);
+  EXPECT_GT(std::abs(model->ForwardForTraining(other_padding).aux_loss.item<double>() -
+                     model->ForwardForTraining(ids).aux_loss.item<double>()),
+            1e-6);
   // Replayed selections define the KL's key set.
   std::vector<torch::Tensor> replay = out.selections.topk;
   sparse.topk_replay = &replay;
