@@ -33,6 +33,7 @@ namespace {
 struct GenerateRequest {
   std::string dir, tokenizer, prompt, chat;
   rollout::SamplingOptions sampling;
+  DeviceChoice where;
   bool json = false;
 };
 
@@ -62,14 +63,14 @@ absl::StatusOr<GenerateRequest> RequestFromFlags(const CommandArgs& args) {
   if (r.sampling.max_new_tokens <= 0) return absl::InvalidArgumentError("--max-new-tokens must be positive");
   if (r.sampling.group_size <= 0) return absl::InvalidArgumentError("--samples must be positive");
   if (!(r.sampling.temperature >= 0)) return absl::InvalidArgumentError("--temperature must be >= 0");
+  SPARGO_ASSIGN_OR_RETURN(r.where, DeviceFromFlags());
   return r;
 }
 
 absl::Status Generate(GenerateRequest r) {
-  SPARGO_ASSIGN_OR_RETURN(DeviceChoice where, DeviceFromFlags());
   SPARGO_ASSIGN_OR_RETURN(TextTokenizer tok, TextTokenizer::Load(r.tokenizer));
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::Dsv32Model> m, model::LoadDsv32Model(r.dir));
-  SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] { m->To(where.device, where.dtype); }));
+  SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] { m->To(r.where.device, r.where.dtype); }));
   const chat::ThinkingMode mode = r.chat == "thinking" ? chat::ThinkingMode::kThinking : chat::ThinkingMode::kChat;
   std::string text = r.prompt;
   if (r.chat != "none") {
@@ -123,8 +124,7 @@ int RunGenerate(const CommandArgs& args) {
   absl::Status done = Generate(*std::move(request));
   if (!done.ok()) {
     std::cerr << "spargo generate: " << done.message() << "\n";
-    return done.code() == absl::StatusCode::kInvalidArgument && done.message().find("--") == 0 ? kExitUsage
-                                                                                                : kExitFailure;
+    return kExitFailure;
   }
   return kExitOk;
 }

@@ -225,9 +225,8 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
 }
 
 torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                                          const torch::Tensor& sin, const torch::Tensor& positions,
-                                          const torch::Tensor& valid, const torch::Tensor& allowed, Dsv32Cache* cache,
-                                          torch::Tensor* topk_out) {
+                                          const torch::Tensor& sin, const NewTokens& tokens,
+                                          const torch::Tensor& allowed, Dsv32Cache* cache, torch::Tensor* topk_out) {
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, s = allowed.size(-1);
@@ -241,8 +240,7 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
   torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
   // Write the new (non-padding) tokens' entries at their positions.
-  torch::Tensor rows = torch::arange(b, positions.options()).unsqueeze(1).expand({b, t}).masked_select(valid);
-  torch::Tensor at = positions.masked_select(valid);
+  const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   cache->latent_[layer].index_put_({rows, at}, latent.index({valid}).to(cache->latent_[layer].scalar_type()));
   cache->k_rope_[layer].index_put_({rows, at}, k_rope.index({valid}).to(cache->k_rope_[layer].scalar_type()));
@@ -265,8 +263,8 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys_latent});         // [B, T, H, kv_lora]
   torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) {
-    torch::Tensor valid = allowed.gather(-1, topk);
-    *topk_out = topk.masked_fill(valid.logical_not(), -1);
+    torch::Tensor usable = allowed.gather(-1, topk);
+    *topk_out = topk.masked_fill(usable.logical_not(), -1);
   }
   return Linear(out, l.o_proj);
 }
@@ -288,7 +286,7 @@ torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x, const torc
   if (replay != nullptr) {  // Keep Routing: the sampler's experts
     TORCH_CHECK(replay->numel() == n * k, "replayed routes must be [B, T, ", k, "]");
     chosen = replay->reshape({n, k}).to(torch::kInt64);
-    TORCH_CHECK(chosen.min().item<int64_t>() >= 0 && chosen.max().item<int64_t>() < e, "replayed expert out of range");
+    TORCH_CHECK(chosen.ge(0).logical_and(chosen.lt(e)).all().item<bool>(), "replayed expert out of range");
   } else {
     torch::NoGradGuard no_grad;  // the choice is discrete
     torch::Tensor choice = scores + l.router_bias.to(torch::kFloat32);
@@ -479,14 +477,14 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (record != nullptr) *record = {};
   const bool keep = record != nullptr || cache->recording_;
-  // Rows and positions of the new (non-padding) tokens, for the cache's record of choices.
-  torch::Tensor rows = torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid);
-  torch::Tensor at = positions.masked_select(valid);
+  // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices.
+  const NewTokens tokens{valid, torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid),
+                         positions.masked_select(valid)};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
-    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, positions, valid,
-                            allowed, cache, keep ? &topk : nullptr);
+    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, allowed, cache,
+                            keep ? &topk : nullptr);
     x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr, keep ? &routes : nullptr);
     if (record != nullptr) {
       record->topk.push_back(topk);
@@ -498,8 +496,8 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
       torch::Tensor selected = topk.index({valid});  // [M, k]
       torch::Tensor padded = torch::full({selected.size(0), cache->index_topk_}, -1, selected.options());
       padded.narrow(1, 0, k).copy_(selected.narrow(1, 0, k));
-      cache->topk_record_[i].index_put_({rows, at}, padded);
-      if (routes.defined()) cache->route_record_[i].index_put_({rows, at}, routes.index({valid}));
+      cache->topk_record_[i].index_put_({tokens.rows, tokens.at}, padded);
+      if (routes.defined()) cache->route_record_[i].index_put_({tokens.rows, tokens.at}, routes.index({valid}));
     }
   }
   cache->lengths_ = after;

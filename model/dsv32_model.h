@@ -152,11 +152,15 @@ class Dsv32Model : public CausalLm {
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor* replay, const Dsv32ForwardOptions& options, torch::Tensor* topk,
                           torch::Tensor* indexer_loss);
-  // New tokens against the cache (MQA mode): positions [B, T_new], valid (non-padding) [B, T_new], allowed keys
-  // [B, T_new, S].
+  // Where an Append's tokens go, computed once per call: valid (non-padding) [B, T_new]; for the M valid ones,
+  // their row and cache position [M].
+  struct NewTokens {
+    torch::Tensor valid, rows, at;
+  };
+  // New tokens against the cache (MQA mode); allowed keys [B, T_new, S].
   torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                                const torch::Tensor& sin, const torch::Tensor& positions, const torch::Tensor& valid,
-                                const torch::Tensor& allowed, Dsv32Cache* cache, torch::Tensor* topk);
+                                const torch::Tensor& sin, const NewTokens& tokens, const torch::Tensor& allowed,
+                                Dsv32Cache* cache, torch::Tensor* topk);
   torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
                              const torch::Tensor& sin);
   torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);

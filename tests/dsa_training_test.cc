@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "learner/optimizer.h"
 #include "model/dsv32_model.h"
 #include "model/indexer_loss.h"
 #include "model/parameter_groups.h"
@@ -86,10 +87,6 @@ std::set<std::string> InGroups(Dsv32Model& model, const std::set<std::string>& g
   return out;
 }
 
-void ZeroGrad(Dsv32Model& model) {
-  for (auto& p : model.named_parameters(true)) p.value().mutable_grad() = torch::Tensor();
-}
-
 torch::Tensor LmLoss(const torch::Tensor& logits, const torch::Tensor& ids) {
   const int64_t v = logits.size(-1);
   return torch::nn::functional::cross_entropy(logits.index({Slice(), Slice(0, -1)}).reshape({-1, v}),
@@ -115,7 +112,7 @@ TEST(DsaTraining, DenseWarmupTrainsOnlyTheIndexerAndAttendsDensely) {
     EXPECT_FALSE(torch::allclose(model->Forward(ids), dense->Forward(ids), 1e-5, 1e-5));
   }
   // With the main model frozen (the report's stage 1), the total loss trains the indexer alone.
-  ZeroGrad(*model);
+  learner::ClearGradients(model->parameters());
   ASSERT_TRUE(FreezeParameterGroups(*model, {"embedding", "attention", "router", "mlp", "head"}).ok());
   out = model->ForwardDetailed(ids, warmup);
   (LmLoss(out.logits, ids) + out.indexer_loss).backward();
@@ -148,7 +145,7 @@ TEST(DsaTraining, SparseStageSeparatesTheIndexerFromTheMainModel) {
   for (const std::string& name : InGroups(*model, {"embedding", "attention", "head"})) EXPECT_TRUE(lm.count(name)) << name;
   for (const std::string& name : InGroups(*model, {"indexer"})) EXPECT_FALSE(lm.count(name)) << name;
   // ... and the indexer loss the indexer only (its inputs are detached).
-  ZeroGrad(*model);
+  learner::ClearGradients(model->parameters());
   out.indexer_loss.backward();
   EXPECT_EQ(WithGradient(*model), InGroups(*model, {"indexer"}));
   // The sparse stage attends over the selection (the plain forward's logits); with index_topk covering the

@@ -72,7 +72,9 @@ TEST(GenerateCommand, SamplesAreReproducibleBySeedAndChatIsParsed) {
     // Six tokens of a random model: reasoning still open, so all of the text is reasoning.
     ASSERT_TRUE(line.contains("message")) << line.dump();
     EXPECT_EQ(line["message"]["role"], "assistant");
-    if (line["finish_reason"] == "length") EXPECT_EQ(line["message"]["reasoning_content"], line["text"]);
+    if (line["finish_reason"] == "length") {
+      EXPECT_EQ(line["message"]["reasoning_content"], line["text"]);
+    }
   }
   auto text = RunProcess(SpargoBinary(), {"generate", "--model", FixtureDir(), "--tokenizer", "byte", "--prompt",
                                           "Hi", "--samples", "2", "--max-new-tokens", "4"});
