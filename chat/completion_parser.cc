@@ -49,7 +49,9 @@ nlohmann::ordered_json AssistantMessageToJson(const AssistantMessage& m) {
   if (!m.tool_calls.empty()) {
     nlohmann::ordered_json calls = nlohmann::ordered_json::array();
     for (const ToolCall& c : m.tool_calls) {
-      calls.push_back({{"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments.dump()}}}});
+      // Arguments parsed from model output may hold invalid UTF-8: replaced rather than thrown on.
+      const std::string arguments = c.arguments.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      calls.push_back({{"type", "function"}, {"function", {{"name", c.name}, {"arguments", arguments}}}});
     }
     j["tool_calls"] = calls;
   }

@@ -18,6 +18,7 @@
 #include "model/dsv32_model.h"
 #include "nlohmann/json.hpp"
 #include "rollout/group_sampler.h"
+#include "tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, prompt, "", "The prompt text.");
 ABSL_FLAG(std::string, chat, "none", "none (the prompt as it is), thinking or chat (DeepSeek-V3.2's chat format).");
@@ -68,7 +69,8 @@ absl::StatusOr<GenerateRequest> RequestFromFlags(const CommandArgs& args) {
 }
 
 absl::Status Generate(GenerateRequest r) {
-  SPARGO_ASSIGN_OR_RETURN(TextTokenizer tok, TextTokenizer::Load(r.tokenizer));
+  SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<const tokenizer::Tokenizer> tok, tokenizer::LoadTokenizer(r.tokenizer));
+  const bool byte = tok->spec() == "byte";
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::Dsv32Model> m, model::LoadDsv32Model(r.dir));
   SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] { m->To(r.where.device, r.where.dtype); }));
   const chat::ThinkingMode mode = r.chat == "thinking" ? chat::ThinkingMode::kThinking : chat::ThinkingMode::kChat;
@@ -77,24 +79,25 @@ absl::Status Generate(GenerateRequest r) {
     nlohmann::ordered_json conversation = {{"messages", {{{"role", "user"}, {"content", r.prompt}}}}};
     SPARGO_ASSIGN_OR_RETURN(text, chat::EncodeConversation(conversation, mode));
   }
-  rollout::PromptInput prompt{tok.Encode(text, /*add_bos=*/tok.is_byte()), 0};
-  r.sampling.eos_id = m->config().eos_token_id >= 0 ? m->config().eos_token_id
-                                                    : (tok.is_byte() ? model::ByteTokenizer::kEos : -1);
-  r.sampling.vocab_limit = tok.vocab_size();  // a padded vocabulary's extra ids have no text
+  rollout::GroupRequest prompt;
+  if (byte && tok->bos_id()) prompt.prompt_ids.push_back(*tok->bos_id());  // as the byte-tokenizer runs train
+  for (int64_t id : tok->Encode(text)) prompt.prompt_ids.push_back(id);
+  r.sampling.eos_id = m->config().eos_token_id >= 0 ? m->config().eos_token_id : tok->eos_id().value_or(-1);
+  r.sampling.vocab_limit = tok->vocab_size();  // a padded vocabulary's extra ids have no text
   SPARGO_ASSIGN_OR_RETURN(auto groups, rollout::SampleGroups(*m, {prompt}, r.sampling));
   for (size_t i = 0; i < groups[0].size(); ++i) {
-    const rollout::GeneratedSample& s = groups[0][i];
+    const rollout::SampleRecord& s = groups[0][i];
     const bool stopped = s.finish == rollout::SampleFinish::kStop;
-    std::vector<int64_t> ids = s.token_ids;
+    std::vector<int64_t> ids = s.completion_ids;
     if (stopped) ids.pop_back();  // the end-of-sequence token is not text
-    SPARGO_ASSIGN_OR_RETURN(std::string completion, tok.Decode(ids));
+    SPARGO_ASSIGN_OR_RETURN(std::string completion, tok->Decode(ids));
     if (!r.json) {
       if (groups[0].size() > 1) std::cout << "--- sample " << i + 1 << " ---\n";
       std::cout << completion << "\n";
       continue;
     }
     nlohmann::ordered_json j = {{"text", completion},
-                                {"token_ids", s.token_ids},
+                                {"token_ids", s.completion_ids},
                                 {"logprobs", s.logprobs},
                                 {"finish_reason", stopped ? "stop" : "length"}};
     if (r.chat != "none") {

@@ -13,9 +13,11 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "learner/experiment_config.h"
+#include "learner/run_setup.h"
 #include "model/dsv32_model.h"
 #include "model/model_factory.h"
 #include "rollout/rollout_server.h"
+#include "tokenizer/tokenizer.h"
 
 ABSL_FLAG(int32_t, max_group_size, 64, "Most samples per prompt group.");
 
@@ -25,7 +27,7 @@ namespace {
 struct LoadedModel {
   std::shared_ptr<model::CausalLm> model;
   std::string name;
-  int64_t eos_id = -1, pad_id = 0;
+  int64_t eos_id = -1, pad_id = 0, vocab_limit = 0;
 };
 
 absl::StatusOr<LoadedModel> LoadModel(const config::ExperimentConfig& cfg) {
@@ -37,11 +39,13 @@ absl::StatusOr<LoadedModel> LoadModel(const config::ExperimentConfig& cfg) {
     out.model = std::move(m);
     out.name = dir;
   } else {
-    SPARGO_RETURN_IF_ERROR(CallCatching("seeding", [&] { torch::manual_seed(cfg.seed()); }));
-    SPARGO_ASSIGN_OR_RETURN(out.model, model::CreateModel(cfg.model(), model::ByteTokenizer::kVocabSize));
+    // The model a training run with this config trains (its tokenizer, special ids and initial weights).
+    SPARGO_ASSIGN_OR_RETURN(learner::RunModel run, learner::CreateRunModel(cfg));
+    out.model = run.model;
     out.name = cfg.name();
-    out.eos_id = model::ByteTokenizer::kEos;
-    out.pad_id = model::ByteTokenizer::kPad;
+    out.eos_id = run.ids.eos;
+    out.pad_id = run.ids.pad;
+    out.vocab_limit = run.ids.vocab_limit;
   }
   SPARGO_ASSIGN_OR_RETURN(DeviceChoice where, DeviceFromFlags());
   SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] {
@@ -77,12 +81,13 @@ int RunRollout(const CommandArgs& args) {
     return kExitUsage;
   }
   if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    absl::StatusOr<TextTokenizer> tok = TextTokenizer::Load(absl::GetFlag(FLAGS_tokenizer));
+    absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok =
+        tokenizer::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
     if (!tok.ok()) {
       std::cerr << "spargo rollout: " << tok.status().message() << "\n";
       return kExitUsage;
     }
-    options.vocab_limit = tok->vocab_size();
+    options.vocab_limit = (*tok)->vocab_size();
   }
   const sigset_t signals = BlockStopSignals();
   absl::StatusOr<LoadedModel> loaded = LoadModel(*cfg);
@@ -93,6 +98,7 @@ int RunRollout(const CommandArgs& args) {
   options.model_name = loaded->name;
   options.eos_id = loaded->eos_id;
   options.pad_id = loaded->pad_id;
+  if (options.vocab_limit == 0) options.vocab_limit = loaded->vocab_limit;
   options.limits.max_new_tokens = static_cast<int>(loaded->model->max_seq_len());
   MetricsRegistry registry;
   MetricsServer metrics(&registry);

@@ -10,6 +10,7 @@
 #include "cli/command.h"
 #include "cli/model_flags.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/tokenizer.h"
 
 ABSL_FLAG(bool, decode, false, "Decode {\"ids\": [...]} lines instead of encoding {\"text\": ...} lines.");
 
@@ -18,12 +19,12 @@ namespace {
 
 using nlohmann::json;
 
-absl::StatusOr<json> HandleLine(const std::string& line, bool decode, const TextTokenizer& tok) {
+absl::StatusOr<json> HandleLine(const std::string& line, bool decode, const tokenizer::Tokenizer& tok) {
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
   if (!decode) {
     if (!j.contains("text") || !j["text"].is_string()) return absl::InvalidArgumentError("field 'text': must be a string");
-    return json{{"ids", tok.Encode(j["text"].get<std::string>(), /*add_bos=*/false)}};
+    return json{{"ids", tok.Encode(j["text"].get<std::string>())}};
   }
   if (!j.contains("ids") || !j["ids"].is_array()) return absl::InvalidArgumentError("field 'ids': must be an array");
   std::vector<int64_t> ids;
@@ -51,7 +52,7 @@ int RunTokenize(const CommandArgs& args) {
     std::cerr << "spargo tokenize: --tokenizer FILE (a tokenizer.json, or \"byte\") is required\n";
     return kExitUsage;
   }
-  absl::StatusOr<TextTokenizer> tok = TextTokenizer::Load(path);
+  absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok = tokenizer::LoadTokenizer(path);
   if (!tok.ok()) {
     std::cerr << "spargo tokenize: " << tok.status().message() << "\n";
     return kExitUsage;
@@ -63,7 +64,7 @@ int RunTokenize(const CommandArgs& args) {
   while (std::getline(std::cin, line)) {
     ++number;
     if (line.empty()) continue;
-    absl::StatusOr<json> out = HandleLine(line, decode, *tok);
+    absl::StatusOr<json> out = HandleLine(line, decode, **tok);
     if (out.ok()) {
       std::cout << out->dump() << "\n";
     } else {

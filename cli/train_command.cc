@@ -1,6 +1,7 @@
 // `spargo train`: a GRPO training run in one process (colocated mode). Without --config it runs the embedded
 // default experiment (configs/default.txtpb). With --resume it continues the run in --run-dir from its newest
-// checkpoint, using that run's config.txtpb unless --config is given (--set still applies on top).
+// checkpoint, using that run's config.txtpb unless --config is given (--set still applies on top). --data FILE.jsonl
+// (with --heldout-data FILE.jsonl) replaces the config's tasks with one JSONL source.
 #include <filesystem>
 #include <iostream>
 
@@ -13,6 +14,9 @@
 
 ABSL_FLAG(std::string, run_dir, "", "Run directory (default: runs/<name>-<date>-<time>).");
 ABSL_FLAG(bool, resume, false, "Continue the run in --run-dir from its newest checkpoint.");
+ABSL_FLAG(std::string, data, "",
+          "A JSONL task file to train on instead of the config's tasks (one source; see JsonlTasks in config.proto).");
+ABSL_FLAG(std::string, heldout_data, "", "With --data: its held-out JSONL file, evaluated before and after GRPO.");
 ABSL_FLAG(int64_t, stop_after_grpo_step, 0,
           "Stop after this many GRPO steps, with a checkpoint to --resume from (0: run to the end).");
 
@@ -35,7 +39,23 @@ int RunTrain(const CommandArgs& args) {
     std::error_code ec;
     if (std::filesystem::exists(saved, ec)) config_path = saved;
   }
-  absl::StatusOr<config::ExperimentConfig> cfg = learner::LoadExperimentConfig(config_path, args.overrides);
+  std::vector<std::string> overrides = args.overrides;
+  const std::string data = absl::GetFlag(FLAGS_data), heldout = absl::GetFlag(FLAGS_heldout_data);
+  if (!heldout.empty() && data.empty()) {
+    std::cerr << "spargo train: --heldout-data needs --data\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<config::ExperimentConfig> cfg =
+      learner::LoadExperimentConfig(config_path, overrides, [&](config::ExperimentConfig* c) {
+        if (data.empty()) return;
+        // --data replaces the tasks with one JSONL source before --set and validation.
+        config::TaskSource source;
+        source.set_name("data");
+        source.mutable_jsonl()->set_path(data);
+        if (!heldout.empty()) source.mutable_jsonl()->set_heldout_path(heldout);
+        c->clear_tasks();
+        *c->add_tasks() = source;
+      });
   if (!cfg.ok()) {
     std::cerr << "spargo train: invalid configuration:\n" << cfg.status().message() << "\n";
     return kExitUsage;

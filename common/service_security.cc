@@ -106,6 +106,9 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServiceServer(absl::string_vi
   }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  // gRPC turns SO_REUSEPORT on by default: a second server on a taken port would then share it silently and
+  // answer the first one's clients UNIMPLEMENTED. A taken port must be an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, creds, port);
   const int64_t limit = std::min<int64_t>(INT_MAX, 2 * static_cast<int64_t>(endpoints.max_message_bytes()));
   builder.SetMaxReceiveMessageSize(static_cast<int>(limit));

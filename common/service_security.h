@@ -41,7 +41,8 @@ bool IsLoopbackAddress(absl::string_view address);
 // Builds and starts a server for `service` on `address` with the endpoints' credentials, grpc.health.v1 on, and a
 // transport limit of twice max_message_bytes (so that a request over the limit can be answered INVALID_ARGUMENT
 // with its size; larger ones get RESOURCE_EXHAUSTED). Warns when it listens beyond loopback without TLS and a
-// token. UNAVAILABLE when the address cannot be bound; *port receives the bound port.
+// token. UNAVAILABLE when the address cannot be bound (a port another server holds included: no SO_REUSEPORT);
+// *port receives the bound port.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServiceServer(absl::string_view service_name,
                                                                  const std::string& address,
                                                                  const config::ServiceEndpoints& endpoints,

@@ -4,7 +4,6 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
-#include "rewards/numeric_answer.h"
 
 namespace spargo::learner {
 namespace {
@@ -16,6 +15,7 @@ constexpr uint64_t kHeldoutStream = 0x6865766c;
 
 absl::StatusOr<std::unique_ptr<ArithmeticTask>> ArithmeticTask::Create(const config::ArithmeticTask& c,
                                                                         std::string name, config::Domain domain,
+                                                                        config::PromptFormat format,
                                                                         const std::string& where) {
   if (c.min_operand() > c.max_operand()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": min_operand ", c.min_operand(), " > max_operand ",
@@ -29,11 +29,12 @@ absl::StatusOr<std::unique_ptr<ArithmeticTask>> ArithmeticTask::Create(const con
     return absl::InvalidArgumentError(
         absl::StrCat(where, ".heldout_fraction = ", c.heldout_fraction(), ": must be in (0, 1)"));
   }
-  return std::unique_ptr<ArithmeticTask>(new ArithmeticTask(c, std::move(name), domain));
+  return std::unique_ptr<ArithmeticTask>(new ArithmeticTask(c, std::move(name), domain, format));
 }
 
-ArithmeticTask::ArithmeticTask(const config::ArithmeticTask& c, std::string name, config::Domain domain)
-    : config_(c), name_(std::move(name)), domain_(domain) {}
+ArithmeticTask::ArithmeticTask(const config::ArithmeticTask& c, std::string name, config::Domain domain,
+                               config::PromptFormat format)
+    : config_(c), name_(std::move(name)), domain_(domain), format_(format) {}
 
 bool ArithmeticTask::IsHeldout(int64_t a, char op, int64_t b) const {
   CounterRng rng(kHeldoutSalt, {static_cast<uint64_t>(a), static_cast<uint64_t>(op), static_cast<uint64_t>(b)});
@@ -44,8 +45,10 @@ TaskPrompt ArithmeticTask::Make(int64_t a, char op, int64_t b) const {
   int64_t answer = op == '+' ? a + b : op == '-' ? a - b : a * b;
   TaskPrompt p;
   p.prompt = absl::StrCat(a, std::string(1, op), b, "=");
+  p.id = p.prompt;
   p.reference_answer = absl::StrCat(answer);
   p.domain = domain_;
+  p.format = format_;
   p.source = name_;
   return p;
 }
@@ -57,11 +60,12 @@ void ArithmeticTask::DrawAny(CounterRng* rng, int64_t* a, char* op, int64_t* b) 
   *op = config_.operators()[rng->Below(config_.operators().size())];
 }
 
-TaskPrompt ArithmeticTask::Draw(CounterRng* rng) const {
+TaskPrompt ArithmeticTask::Draw(uint64_t seed, uint64_t stream, uint64_t k) const {
+  CounterRng rng(seed, {stream, k});
   int64_t a, b;
   char op;
   do {
-    DrawAny(rng, &a, &op, &b);
+    DrawAny(&rng, &a, &op, &b);
   } while (IsHeldout(a, op, b));  // terminates: heldout_fraction < 1
   return Make(a, op, b);
 }
@@ -84,11 +88,6 @@ absl::StatusOr<std::vector<TaskPrompt>> ArithmeticTask::Heldout(int n) const {
                                                    " asked; widen the operand range or raise heldout_fraction"));
   }
   return out;
-}
-
-bool ArithmeticTask::IsCorrect(const TaskPrompt& prompt, const std::string& completion) const {
-  std::optional<std::string> answer = rewards::ExtractLastInteger(completion);
-  return answer.has_value() && *answer == prompt.reference_answer;
 }
 
 }  // namespace spargo::learner

@@ -1,4 +1,4 @@
-// Synthetic verifiable arithmetic ("37+58=" -> "95"). Operand pairs are split into training and held-out parts
+// Synthetic verifiable arithmetic ("37+58=" -> "95"); the prompt text is also the task's id. Operand pairs are split into training and held-out parts
 // by a fixed hash of (a, operator, b), independent of the run's seed, so held-out prompts are never trained on and
 // every run evaluates on the same set.
 #ifndef SPARGO_LEARNER_ARITHMETIC_TASK_H_
@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "common/counter_rng.h"
 #include "learner/task_source.h"
 
 namespace spargo::learner {
@@ -16,16 +17,17 @@ class ArithmeticTask : public TaskSource {
   // `where` names the config entry in errors (e.g. "tasks[0].arithmetic").
   static absl::StatusOr<std::unique_ptr<ArithmeticTask>> Create(const config::ArithmeticTask& config,
                                                                 std::string name, config::Domain domain,
+                                                                config::PromptFormat format,
                                                                 const std::string& where);
 
-  TaskPrompt Draw(CounterRng* rng) const override;
+  TaskPrompt Draw(uint64_t seed, uint64_t stream, uint64_t k) const override;
   absl::StatusOr<std::vector<TaskPrompt>> Heldout(int n) const override;
-  // The last integer of the completion equals the answer.
-  bool IsCorrect(const TaskPrompt& prompt, const std::string& completion) const override;
+  std::set<config::Domain> domains() const override { return {domain_}; }
   bool IsHeldout(int64_t a, char op, int64_t b) const;
 
  private:
-  ArithmeticTask(const config::ArithmeticTask& config, std::string name, config::Domain domain);
+  ArithmeticTask(const config::ArithmeticTask& config, std::string name, config::Domain domain,
+                 config::PromptFormat format);
   TaskPrompt Make(int64_t a, char op, int64_t b) const;
   // Draws one (a, op, b) uniformly from the whole space.
   void DrawAny(CounterRng* rng, int64_t* a, char* op, int64_t* b) const;
@@ -33,6 +35,7 @@ class ArithmeticTask : public TaskSource {
   config::ArithmeticTask config_;
   std::string name_;
   config::Domain domain_;
+  config::PromptFormat format_;
 };
 
 }  // namespace spargo::learner

@@ -14,8 +14,6 @@
 #include "absl/strings/str_format.h"
 #include "common/atomic_file.h"
 #include "common/status_macros.h"
-#include "model/dsv32_model.h"
-#include "model/weights_io.h"
 #include "nlohmann/json.hpp"
 
 namespace spargo::learner {
@@ -40,6 +38,14 @@ std::optional<std::pair<int, int64_t>> OrderOf(const std::string& name) {
   return std::make_pair(phase, step);
 }
 
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 std::vector<std::pair<std::pair<int, int64_t>, std::string>> ListCheckpoints(const std::string& dir) {
   std::vector<std::pair<std::pair<int, int64_t>, std::string>> out;
   std::error_code ec;
@@ -59,8 +65,8 @@ std::string CheckpointStore::Name(const TrainerState& state) {
   return absl::StrFormat("%s-%06d", state.phase, state.step);
 }
 
-absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, model::CausalLm& policy,
-                                                  torch::optim::Optimizer& optimizer, model::CausalLm* reference) {
+absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, const CheckpointContents& c) {
+  if (c.weights == nullptr) return absl::InvalidArgumentError("checkpoint: no weights to save");
   const std::string name = Name(state);
   const std::string final_dir = (fs::path(dir_) / name).string();
   const std::string temp_dir = (fs::path(dir_) / absl::StrCat(".tmp-", name, "-", ::getpid())).string();
@@ -79,19 +85,38 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, mod
   nlohmann::json j = {{"phase", state.phase},
                       {"step", state.step},
                       {"warmup_steps", state.warmup_steps},
-                      {"wall_seconds", state.wall_seconds}};
+                      {"wall_seconds", state.wall_seconds},
+                      {"policy_version", state.policy_version},
+                      {"ledger", state.ledger.ToJson()},
+                      {"failed_steps", state.failed_steps}};
   if (state.heldout_accuracy_before) j["heldout_accuracy_before"] = *state.heldout_accuracy_before;
-  // Weights in safetensors (written atomically and fsynced); a DeepSeek-V3.2 policy also gets its config.json,
-  // which makes the folder a model directory (`spargo logits --model`, model.pretrained_dir).
-  SPARGO_RETURN_IF_ERROR(model::SaveWeights(policy, temp_dir + "/model.safetensors"));
-  if (reference != nullptr) SPARGO_RETURN_IF_ERROR(model::SaveWeights(*reference, temp_dir + "/reference.safetensors"));
-  if (auto* dsv32 = dynamic_cast<model::Dsv32Model*>(&policy)) {
-    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/config.json", model::Dsv32ConfigToJson(dsv32->config())));
+  if (!state.heldout_before.is_null()) j["heldout_before"] = state.heldout_before;
+  if (state.warmup_cursor) j["warmup_cursor"] = state.warmup_cursor->ToJson();
+  if (state.grpo_cursor) j["grpo_cursor"] = state.grpo_cursor->ToJson();
+  // Weights in safetensors (written atomically and fsynced), with config.json and the tokenizer: the folder is a
+  // model directory.
+  SPARGO_RETURN_IF_ERROR(model::WriteSafetensors(temp_dir + "/model.safetensors", *c.weights));
+  if (c.reference != nullptr) {
+    SPARGO_RETURN_IF_ERROR(model::WriteSafetensors(temp_dir + "/reference.safetensors", *c.reference));
   }
-  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
-    torch::save(optimizer, temp_dir + "/optimizer.pt");
-  }));
-  SPARGO_RETURN_IF_ERROR(SyncFile(temp_dir + "/optimizer.pt"));
+  if (!c.model_config_json.empty()) {
+    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/config.json", c.model_config_json));
+  }
+  if (!c.tokenizer_file.empty()) {
+    SPARGO_ASSIGN_OR_RETURN(std::string tokenizer, ReadWholeFile(c.tokenizer_file));
+    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/tokenizer.json", tokenizer));
+    const std::string config = (fs::path(c.tokenizer_file).parent_path() / "tokenizer_config.json").string();
+    if (fs::exists(config, ec)) {
+      SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(config));
+      SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/tokenizer_config.json", text));
+    }
+  }
+  if (c.optimizer != nullptr) {
+    SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
+      torch::save(*c.optimizer, temp_dir + "/optimizer.pt");
+    }));
+    SPARGO_RETURN_IF_ERROR(SyncFile(temp_dir + "/optimizer.pt"));
+  }
   SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/state.json", j.dump(2) + "\n"));
   SPARGO_RETURN_IF_ERROR(RemoveTree(final_dir));  // an older save of the same step
   SPARGO_RETURN_IF_ERROR(PublishDirectory(temp_dir, final_dir));
@@ -114,39 +139,60 @@ absl::StatusOr<std::optional<std::string>> CheckpointStore::Latest() const {
   return std::optional<std::string>(all.back().second);
 }
 
-absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path) {
-  std::ifstream in(path + "/state.json");
+absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path, size_t num_sources) {
+  const std::string file = path + "/state.json";
+  std::ifstream in(file);
   if (!in) return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no state.json"));
   std::stringstream text;
   text << in.rdbuf();
   TrainerState state;
-  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("reading ", path, "/state.json"), [&] {
-    nlohmann::json j = nlohmann::json::parse(text.str());
+  nlohmann::json j;
+  SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("reading ", file), [&] {
+    j = nlohmann::json::parse(text.str());
     state.phase = j.at("phase").get<std::string>();
     state.step = j.at("step").get<int64_t>();
     state.wall_seconds = j.value("wall_seconds", 0.0);
     state.warmup_steps = j.value("warmup_steps", int64_t{0});
+    state.policy_version = j.value("policy_version", uint64_t{0});
+    state.failed_steps = j.value("failed_steps", int64_t{0});
     if (j.contains("heldout_accuracy_before")) {
       state.heldout_accuracy_before = j.at("heldout_accuracy_before").get<double>();
     }
+    if (j.contains("heldout_before")) state.heldout_before = j.at("heldout_before");
   }));
   if (state.phase != "warmup" && state.phase != "grpo") {
-    return absl::InvalidArgumentError(absl::StrCat(path, "/state.json: unknown phase '", state.phase, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(file, ": unknown phase '", state.phase, "'"));
+  }
+  for (auto [key, cursor] : {std::make_pair("warmup_cursor", &state.warmup_cursor),
+                             std::make_pair("grpo_cursor", &state.grpo_cursor)}) {
+    if (!j.contains(key)) continue;
+    absl::StatusOr<TaskCursor> c = TaskCursor::FromJson(j[key], num_sources);
+    if (!c.ok()) return Annotate(c.status(), absl::StrCat(file, ": ", key));
+    *cursor = *c;
+  }
+  if (j.contains("ledger")) {
+    absl::StatusOr<PromptLedger> ledger = PromptLedger::FromJson(j["ledger"]);
+    if (!ledger.ok()) return Annotate(ledger.status(), file);
+    state.ledger = *std::move(ledger);
   }
   return state;
 }
 
-absl::StatusOr<TrainerState> CheckpointStore::Load(const std::string& path, model::CausalLm& policy,
-                                                   torch::optim::Optimizer* optimizer,
-                                                   model::CausalLm* reference) {
-  SPARGO_ASSIGN_OR_RETURN(TrainerState state, ReadState(path));
-  SPARGO_RETURN_IF_ERROR(model::LoadWeights(policy, path + "/model.safetensors"));
-  if (reference != nullptr) SPARGO_RETURN_IF_ERROR(model::LoadWeights(*reference, path + "/reference.safetensors"));
-  if (optimizer != nullptr) {
-    SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("loading checkpoint ", path),
-                                        [&] { torch::load(*optimizer, path + "/optimizer.pt"); }));
+absl::StatusOr<model::TensorMap> CheckpointStore::ReadWeights(const std::string& path) {
+  return model::ReadSafetensors(path + "/model.safetensors");
+}
+
+absl::StatusOr<model::TensorMap> CheckpointStore::ReadReference(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path + "/reference.safetensors", ec)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no reference.safetensors"));
   }
-  return state;
+  return model::ReadSafetensors(path + "/reference.safetensors");
+}
+
+absl::Status CheckpointStore::LoadOptimizer(const std::string& path, torch::optim::Optimizer& optimizer) {
+  return CallCatching(absl::StrCat("loading ", path, "/optimizer.pt"),
+                      [&] { torch::load(optimizer, path + "/optimizer.pt"); });
 }
 
 }  // namespace spargo::learner

@@ -1,9 +1,12 @@
 // Training checkpoints, written atomically: everything goes into CHECKPOINTS/.tmp-NAME-PID, each file is fsynced,
 // then the folder is renamed to CHECKPOINTS/NAME. A crash leaves either the complete checkpoint or a .tmp folder
 // that the next save removes. NAME is "<phase>-<step, 6 digits>"; phases order warmup < grpo.
-// Contents: model.safetensors (policy weights under the model's parameter names: for DeepSeek-V3.2 those of
-// DeepSeek's published checkpoints), config.json (DeepSeek-V3.2 policies: the HF config, so the folder loads as a
-// model directory), reference.safetensors (optional), optimizer.pt (AdamW state), state.json (TrainerState).
+// Contents: model.safetensors (the policy's master weights under the model's parameter names: for DeepSeek-V3.2
+// those of DeepSeek's published checkpoints), config.json (DeepSeek-V3.2 policies: the HF config) and the run's
+// tokenizer.json (and tokenizer_config.json), so the folder is a model directory (`spargo generate --model`,
+// model.pretrained_dir, `spargo rollout --model`); reference.safetensors (when the run keeps a reference model),
+// optimizer.pt (AdamW state), state.json (TrainerState: phase and step, policy version, the task cursors and the
+// prompt ledger, evaluation results so far).
 #ifndef SPARGO_LEARNER_CHECKPOINT_H_
 #define SPARGO_LEARNER_CHECKPOINT_H_
 
@@ -13,7 +16,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "model/causal_lm.h"
+#include "learner/prompt_ledger.h"
+#include "learner/task_mixture.h"
+#include "model/safetensors.h"
+#include "nlohmann/json.hpp"
 
 namespace spargo::learner {
 
@@ -21,24 +27,38 @@ struct TrainerState {
   std::string phase = "warmup";  // "warmup" or "grpo": the phase the step counter belongs to
   int64_t step = 0;              // optimizer steps completed in `phase`
   std::optional<double> heldout_accuracy_before;  // set once the warm-up is complete
+  nlohmann::json heldout_before;                  // per-domain evaluation before GRPO (null until then)
   int64_t warmup_steps = 0;                       // warm-up steps taken (known once it is complete)
   double wall_seconds = 0;       // training time spent before this checkpoint, across resumes
+  uint64_t policy_version = 0;   // the version of the weights below (rollout workers serve it)
+  std::optional<TaskCursor> warmup_cursor, grpo_cursor;  // how far each prompt stream has got
+  PromptLedger ledger;           // GRPO prompts consumed
+  int64_t failed_steps = 0;      // consecutive GRPO steps in which nothing could be trained
+};
+
+// What a checkpoint holds besides its state.
+struct CheckpointContents {
+  const model::TensorMap* weights = nullptr;     // the policy's (master) weights
+  std::string model_config_json;                 // config.json; "" for models without one (the tiny transformer)
+  std::string tokenizer_file;                    // copied in as tokenizer.json (with its tokenizer_config.json)
+  torch::optim::Optimizer* optimizer = nullptr;  // may be null (no optimizer.pt)
+  const model::TensorMap* reference = nullptr;   // may be null (no reference.safetensors)
 };
 
 class CheckpointStore {
  public:
   CheckpointStore(std::string dir, int keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {}
 
-  // Writes checkpoint NAME for `state`; then prunes to keep_last. reference may be null.
-  absl::StatusOr<std::string> Save(const TrainerState& state, model::CausalLm& policy,
-                                   torch::optim::Optimizer& optimizer, model::CausalLm* reference);
+  // Writes checkpoint NAME for `state`; then prunes to keep_last.
+  absl::StatusOr<std::string> Save(const TrainerState& state, const CheckpointContents& contents);
   // Path of the newest complete checkpoint, or nullopt when there is none.
   absl::StatusOr<std::optional<std::string>> Latest() const;
-  // Reads only a checkpoint's state.json.
-  static absl::StatusOr<TrainerState> ReadState(const std::string& path);
-  // Loads a checkpoint folder; optimizer/reference may be null to skip them.
-  static absl::StatusOr<TrainerState> Load(const std::string& path, model::CausalLm& policy,
-                                           torch::optim::Optimizer* optimizer, model::CausalLm* reference);
+  // Reads a checkpoint's state.json; `num_sources` checks the task cursors against the config.
+  static absl::StatusOr<TrainerState> ReadState(const std::string& path, size_t num_sources);
+  static absl::StatusOr<model::TensorMap> ReadWeights(const std::string& path);
+  // NOT_FOUND when the checkpoint has no reference.
+  static absl::StatusOr<model::TensorMap> ReadReference(const std::string& path);
+  static absl::Status LoadOptimizer(const std::string& path, torch::optim::Optimizer& optimizer);
 
   static std::string Name(const TrainerState& state);
 

@@ -35,14 +35,16 @@ absl::Status ValidateOptimizer(const config::OptimizerConfig& o, const std::stri
 
 }  // namespace
 
-absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(const std::string& path,
-                                                              const std::vector<std::string>& overrides) {
+absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(
+    const std::string& path, const std::vector<std::string>& overrides,
+    const std::function<void(config::ExperimentConfig*)>& edit) {
   config::ExperimentConfig cfg;
   if (path.empty()) {
     SPARGO_RETURN_IF_ERROR(ParseTextProto(configs::kDefaultConfig, "configs/default.txtpb (embedded)", &cfg));
   } else {
     SPARGO_RETURN_IF_ERROR(LoadTextProtoFile(path, &cfg));
   }
+  if (edit) edit(&cfg);
   for (const std::string& o : overrides) SPARGO_RETURN_IF_ERROR(ApplyFieldOverride(o, &cfg));
   SPARGO_RETURN_IF_ERROR(ValidateExperimentConfig(cfg));
   return cfg;
@@ -78,6 +80,39 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   if (!(r.temperature() > 0) || !std::isfinite(r.temperature())) {
     return Bad("rollout.temperature", r.temperature(), "must be positive for GRPO sampling");
   }
+  if (!(r.top_p() > 0 && r.top_p() <= 1)) return Bad("rollout.top_p", r.top_p(), "must be in (0, 1]");
+  if (r.top_k() < 0) return Bad("rollout.top_k", r.top_k(), "must be >= 0 (0: no top-k truncation)");
+  if (r.groups_per_request() < 1) return Bad("rollout.groups_per_request", r.groups_per_request(), "must be positive");
+  if (!(r.generate_deadline_seconds() > 0)) {
+    return Bad("rollout.generate_deadline_seconds", r.generate_deadline_seconds(), "must be positive");
+  }
+  if (r.max_attempts() < 1) return Bad("rollout.max_attempts", r.max_attempts(), "must be positive");
+  if (!(r.worker_wait_seconds() >= 0)) return Bad("rollout.worker_wait_seconds", r.worker_wait_seconds(), "must be >= 0");
+  if (r.weight_chunk_bytes() < 1024) return Bad("rollout.weight_chunk_bytes", r.weight_chunk_bytes(), "must be >= 1024");
+  if (c.services().max_message_bytes() > 0 && r.weight_chunk_bytes() > c.services().max_message_bytes() / 2) {
+    return Bad("rollout.weight_chunk_bytes", r.weight_chunk_bytes(),
+               absl::StrCat("must be at most half of services.max_message_bytes ", c.services().max_message_bytes()));
+  }
+  for (int i = 0; i < r.workers_size(); ++i) {
+    const std::string& w = r.workers(i);
+    const size_t colon = w.rfind(':');
+    if (w.empty() || colon == std::string::npos || colon == 0 || colon + 1 == w.size()) {
+      return Bad(absl::StrCat("rollout.workers[", i, "]"), w, "must be host:port");
+    }
+  }
+  if (r.workers_size() > 0 && (!r.device().empty() || r.dtype() != config::DTYPE_UNSPECIFIED)) {
+    return Bad("rollout.device", r.device(), "rollout.device and rollout.dtype are for in-process rollout; "
+               "with rollout.workers the workers choose (spargo rollout --device --dtype)");
+  }
+  for (const auto& [field, spec] : {std::make_pair("learner.device", l.device()),
+                                    std::make_pair("learner.reference_device", l.reference_device()),
+                                    std::make_pair("rollout.device", r.device())}) {
+    if (spec.empty() && std::string(field) != "learner.device") continue;
+    if (spec != "cpu" && spec != "cuda" && spec.rfind("cuda:", 0) != 0) {
+      return Bad(field, spec, "use cpu, cuda or cuda:N");
+    }
+  }
+  if (l.dtype() == config::DTYPE_UNSPECIFIED) return Bad("learner.dtype", "DTYPE_UNSPECIFIED", "choose FLOAT32 or BFLOAT16");
 
   const config::WarmupConfig& w = c.learner().warmup();
   if (w.steps() < 0) return Bad("learner.warmup.steps", w.steps(), "must be >= 0");
@@ -103,12 +138,44 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   if (!(g.clip_high() >= 0)) return Bad("learner.grpo.clip_high", g.clip_high(), "must be >= 0");
   if (!(g.kl_coef() >= 0)) return Bad("learner.grpo.kl_coef", g.kl_coef(), "must be >= 0");
   if (g.epochs() <= 0) return Bad("learner.grpo.epochs", g.epochs(), "must be positive");
+  if (g.kl_estimator() == config::GrpoConfig::KL_ESTIMATOR_UNSPECIFIED) {
+    return Bad("learner.grpo.kl_estimator", "KL_ESTIMATOR_UNSPECIFIED", "choose K1, K2, K3 or UNBIASED_K3");
+  }
+  std::set<int> kl_domains;
+  for (int i = 0; i < g.domain_kl_coef_size(); ++i) {
+    const auto& d = g.domain_kl_coef(i);
+    const std::string at = absl::StrCat("learner.grpo.domain_kl_coef[", i, "]");
+    if (d.domain() == config::DOMAIN_UNSPECIFIED || !kl_domains.insert(d.domain()).second) {
+      return Bad(at + ".domain", config::Domain_Name(d.domain()), "must be a domain, each at most once");
+    }
+    if (!(d.value() >= 0) || !std::isfinite(d.value())) return Bad(at + ".value", d.value(), "must be >= 0");
+  }
+  if (g.has_off_policy_delta() && !std::isfinite(g.off_policy_delta())) {
+    return Bad("learner.grpo.off_policy_delta", g.off_policy_delta(), "must be finite");
+  }
+  if (!(g.tis_cap() >= 0) || !std::isfinite(g.tis_cap())) return Bad("learner.grpo.tis_cap", g.tis_cap(), "must be >= 0 (0: off)");
+  if (!(g.dual_clip() == 0 || g.dual_clip() > 1) || !std::isfinite(g.dual_clip())) {
+    return Bad("learner.grpo.dual_clip", g.dual_clip(), "must be 0 (off) or greater than 1");
+  }
+  if (g.loss_max_tokens() < 0) return Bad("learner.grpo.loss_max_tokens", g.loss_max_tokens(), "must be >= 0");
+  if (!std::isfinite(g.entropy_coef())) return Bad("learner.grpo.entropy_coef", g.entropy_coef(), "must be finite");
+  if (g.micro_batch_rows() < 0) return Bad("learner.grpo.micro_batch_rows", g.micro_batch_rows(), "must be >= 0");
+  if (g.max_failed_steps() < 0) return Bad("learner.grpo.max_failed_steps", g.max_failed_steps(), "must be >= 0");
+  if (g.dynamic_sampling().max_draw_rounds() < 0) {
+    return Bad("learner.grpo.dynamic_sampling.max_draw_rounds", g.dynamic_sampling().max_draw_rounds(),
+               "must be >= 0");
+  }
   if (g.minibatches() <= 0 || r.prompts_per_step() % g.minibatches() != 0) {
     return Bad("learner.grpo.minibatches", g.minibatches(),
                absl::StrCat("must be positive and divide rollout.prompts_per_step ", r.prompts_per_step()));
   }
 
   if (c.eval().heldout_prompts() <= 0) return Bad("eval.heldout_prompts", c.eval().heldout_prompts(), "must be positive");
+  if (c.eval().max_new_tokens() < 0 || c.eval().max_new_tokens() >= c.model().max_seq_len()) {
+    return Bad("eval.max_new_tokens", c.eval().max_new_tokens(),
+               absl::StrCat("must be in 0..", c.model().max_seq_len() - 1, " (0: rollout.max_new_tokens)"));
+  }
+  if (c.eval().correct_component().empty()) return Bad("eval.correct_component", "\"\"", "must name a reward component");
   if (c.checkpoint().every_steps() < 0) return Bad("checkpoint.every_steps", c.checkpoint().every_steps(), "must be >= 0");
   if (c.checkpoint().keep_last() < 0) return Bad("checkpoint.keep_last", c.checkpoint().keep_last(), "must be >= 0");
   if (c.metrics().port() < 0 || c.metrics().port() > 65535) {
@@ -117,10 +184,14 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
 
   SPARGO_ASSIGN_OR_RETURN(TaskMixture tasks, TaskMixture::FromConfig(c));
   SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
+  // With a reward service the pipelines live there; the config's own `rewards` may be left out.
+  if (!c.services().reward_address().empty()) return absl::OkStatus();
   for (int i = 0; i < c.tasks_size(); ++i) {
-    if (pipelines.ForDomain(c.tasks(i).domain()) == nullptr) {
-      return Bad(absl::StrCat("tasks[", i, "].domain"), config::Domain_Name(c.tasks(i).domain()),
-                 "no reward pipeline in `rewards` serves this domain");
+    for (config::Domain d : tasks.source(i).domains()) {
+      if (pipelines.ForDomain(d) == nullptr) {
+        return Bad(absl::StrCat("tasks[", i, "]"), config::Domain_Name(d),
+                   "the source has prompts of this domain, and no reward pipeline in `rewards` serves it");
+      }
     }
   }
   return absl::OkStatus();

@@ -5,6 +5,7 @@
 #ifndef SPARGO_LEARNER_EXPERIMENT_CONFIG_H_
 #define SPARGO_LEARNER_EXPERIMENT_CONFIG_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,8 +14,11 @@
 
 namespace spargo::learner {
 
-absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(const std::string& path,
-                                                              const std::vector<std::string>& overrides);
+// `edit`, when given, changes the loaded config before the overrides apply (command-line shortcuts such as
+// `spargo train --data`).
+absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(
+    const std::string& path, const std::vector<std::string>& overrides,
+    const std::function<void(config::ExperimentConfig*)>& edit = nullptr);
 
 absl::Status ValidateExperimentConfig(const config::ExperimentConfig& config);
 

@@ -1,10 +1,14 @@
-// Turns prompts and completions into the padded tensors the learner trains on, and evaluates per-token
-// log-probabilities of given sequences.
+// Turns prompts and completions into the padded tensors the learner trains on.
 //  input_ids [N, T]: prompt then completion, right-padded with pad_id (causal attention never looks right, so
 //                    padding needs no mask);
-//  loss_mask [N, T-1]: 1 where target token t+1 is a completion token, else 0;
+//  loss_mask [N, T-1]: 1 where target token t+1 is a completion token the policy chose, else 0;
 //  old_logprobs [N, T-1]: the sampler's log-prob of each completion target (0 elsewhere);
-//  token_mask [N, T]: true on prompt and completion tokens, false on padding.
+//  token_mask [N, T]: true on prompt and completion tokens, false on padding;
+//  lengths [N]: prompt + completion tokens of each row;
+//  kept_ids [N, T-1, K]: Keep Sampling Mask, the ids the sampler's truncation kept for each target, -1 padded
+//                        (a target whose row is all -1 was drawn from the whole vocabulary); undefined when no
+//                        record has kept sets;
+//  replay: each row's recorded choices (model/causal_lm.h), empty maps where none were recorded.
 #ifndef SPARGO_LEARNER_SEQUENCE_BATCH_H_
 #define SPARGO_LEARNER_SEQUENCE_BATCH_H_
 
@@ -13,6 +17,7 @@
 #include <vector>
 
 #include "model/causal_lm.h"
+#include "rollout/sample.h"
 
 namespace spargo::learner {
 
@@ -20,28 +25,19 @@ struct SequenceBatch {
   torch::Tensor input_ids;     // [N, T] int64
   torch::Tensor loss_mask;     // [N, T-1] float
   torch::Tensor old_logprobs;  // [N, T-1] float
-  torch::Tensor token_mask;    // [N, T] bool: prompt and completion tokens (false on padding)
+  torch::Tensor token_mask;    // [N, T] bool
+  torch::Tensor lengths;       // [N] int64
+  torch::Tensor kept_ids;      // [N, T-1, K] int64 or undefined
+  std::vector<model::TokenChoices> replay;
   int64_t completion_tokens = 0;
 };
 
-// completion_logprobs may be empty (warm-up batches); otherwise one vector per completion.
+// Warm-up batches: prompts and target completions (no log-probs, no records).
 SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompts,
-                                 const std::vector<std::vector<int64_t>>& completions,
-                                 const std::vector<std::vector<float>>& completion_logprobs, int64_t pad_id);
+                                 const std::vector<std::vector<int64_t>>& completions, int64_t pad_id);
 
-// log p(x_{t+1} | x_{<=t}) of the model at temperature `temperature`: [N, T-1], differentiable.
-torch::Tensor TokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature);
-
-// The same through the model's training forward, with its auxiliary loss (undefined when it has none);
-// `replay` (one record per row, may be null) makes the model reuse the sampler's choices.
-struct TrainingLogProbs {
-  torch::Tensor logprobs;  // [N, T-1]
-  torch::Tensor aux_loss;  // scalar
-};
-// `token_mask` (may be undefined) keeps padding out of the auxiliary loss.
-TrainingLogProbs TrainingTokenLogProbs(model::CausalLm& model, const torch::Tensor& input_ids, double temperature,
-                                       const std::vector<model::TokenChoices>* replay = nullptr,
-                                       const torch::Tensor& token_mask = {});
+// GRPO batches from sample records (the sampler's log-probs, replay choices and kept sets).
+SequenceBatch BuildSequenceBatch(const std::vector<const rollout::SampleRecord*>& samples, int64_t pad_id);
 
 }  // namespace spargo::learner
 

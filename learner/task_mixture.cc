@@ -1,12 +1,30 @@
 #include "learner/task_mixture.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/counter_rng.h"
 #include "common/status_macros.h"
 #include "learner/arithmetic_task.h"
+#include "learner/jsonl_task_source.h"
 
 namespace spargo::learner {
+
+nlohmann::json TaskCursor::ToJson() const { return {{"draws", draws}, {"per_source", per_source}}; }
+
+absl::StatusOr<TaskCursor> TaskCursor::FromJson(const nlohmann::json& j, size_t sources) {
+  TaskCursor c;
+  SPARGO_RETURN_IF_ERROR(CallCatching("reading a task cursor", [&] {
+    c.draws = j.at("draws").get<uint64_t>();
+    c.per_source = j.at("per_source").get<std::vector<uint64_t>>();
+  }));
+  if (c.per_source.size() != sources) {
+    return absl::InvalidArgumentError(absl::StrCat("task cursor for ", c.per_source.size(),
+                                                   " task sources; the config has ", sources));
+  }
+  return c;
+}
 
 absl::StatusOr<TaskMixture> TaskMixture::FromConfig(const config::ExperimentConfig& config) {
   if (config.tasks_size() == 0) return absl::InvalidArgumentError("tasks: no task source configured");
@@ -20,31 +38,43 @@ absl::StatusOr<TaskMixture> TaskMixture::FromConfig(const config::ExperimentConf
     std::string name = t.has_name() ? t.name() : absl::StrCat("task", i);
     switch (t.source_case()) {
       case config::TaskSource::kArithmetic: {
-        SPARGO_ASSIGN_OR_RETURN(auto task, ArithmeticTask::Create(t.arithmetic(), name, t.domain(),
+        const config::PromptFormat format =
+            t.prompt_format() == config::PROMPT_FORMAT_UNSPECIFIED ? config::RAW : t.prompt_format();
+        SPARGO_ASSIGN_OR_RETURN(auto task, ArithmeticTask::Create(t.arithmetic(), name, t.domain(), format,
                                                                   where + ".arithmetic"));
         out.sources_.push_back(std::move(task));
         break;
       }
+      case config::TaskSource::kJsonl: {
+        const config::PromptFormat format =
+            t.prompt_format() == config::PROMPT_FORMAT_UNSPECIFIED ? config::THINKING : t.prompt_format();
+        SPARGO_ASSIGN_OR_RETURN(auto task,
+                                JsonlTaskSource::Create(t.jsonl(), name, t.domain(), format, where + ".jsonl"));
+        out.sources_.push_back(std::move(task));
+        break;
+      }
       case config::TaskSource::SOURCE_NOT_SET:
-        return absl::InvalidArgumentError(where + ": no source set (e.g. arithmetic {})");
+        return absl::InvalidArgumentError(where + ": no source set (e.g. arithmetic {} or jsonl { path: ... })");
     }
     out.weights_.push_back(t.weight());
   }
   return out;
 }
 
-std::vector<TaskPrompt> TaskMixture::Draw(uint64_t seed, uint64_t stream, uint64_t step, int n) const {
+std::vector<TaskPrompt> TaskMixture::Next(uint64_t seed, uint64_t stream, int n, TaskCursor* cursor) const {
   double total = 0;
   for (double w : weights_) total += w;
   std::vector<TaskPrompt> out;
   out.reserve(n);
   for (int i = 0; i < n; ++i) {
-    CounterRng rng(seed, {stream, step, static_cast<uint64_t>(i)});
+    const uint64_t draw = cursor->draws++;
+    CounterRng rng(seed, {stream, draw});
     double pick = rng.Uniform() * total;
     size_t k = 0;
     while (k + 1 < sources_.size() && pick >= weights_[k]) pick -= weights_[k++];
-    out.push_back(sources_[k]->Draw(&rng));
+    out.push_back(sources_[k]->Draw(seed, stream, cursor->per_source[k]++));
     out.back().source_index = static_cast<int>(k);
+    out.back().draw = draw;
   }
   return out;
 }
@@ -55,10 +85,10 @@ absl::StatusOr<std::vector<TaskPrompt>> TaskMixture::Heldout(int n) const {
   std::vector<TaskPrompt> out;
   int assigned = 0;
   for (size_t k = 0; k < sources_.size(); ++k) {
-    int share = k + 1 == sources_.size() ? n - assigned
-                                         : static_cast<int>(std::lround(n * weights_[k] / total));
-    share = std::min(share, n - assigned);
+    int share = k + 1 == sources_.size() ? n - assigned : static_cast<int>(std::lround(n * weights_[k] / total));
+    share = std::max(0, std::min(share, n - assigned));
     assigned += share;
+    if (share == 0) continue;
     SPARGO_ASSIGN_OR_RETURN(std::vector<TaskPrompt> part, sources_[k]->Heldout(share));
     for (TaskPrompt& p : part) p.source_index = static_cast<int>(k);
     out.insert(out.end(), part.begin(), part.end());

@@ -1,16 +1,22 @@
-// What the phases of a colocated training run share: the config, tokenizer, policy and reference models, tasks,
-// reward pipelines and the metrics registry. Owned by the trainer; phases borrow it.
+// The parts a training run is made of, built once by the trainer from the config (learner/run_setup.h) and
+// borrowed by its phases (warm-up, evaluation, GRPO steps):
+//   tasks (the prompt mixture) -> codec (tokenizer + chat format) -> rollout client (in process or workers)
+//   -> reward client (in process or the reward service) -> policy learner (model, master weights, optimizer)
+//   and, when the run uses one, a frozen reference model.
 #ifndef SPARGO_LEARNER_TRAIN_CONTEXT_H_
 #define SPARGO_LEARNER_TRAIN_CONTEXT_H_
 
 #include <memory>
-#include <vector>
+#include <optional>
+#include <string>
 
 #include "common/metrics_registry.h"
+#include "learner/policy_learner.h"
+#include "learner/prompt_codec.h"
 #include "learner/task_mixture.h"
-#include "model/byte_tokenizer.h"
 #include "model/causal_lm.h"
-#include "rewards/reward_pipeline.h"
+#include "rewards/reward_client.h"
+#include "rollout/rollout_client.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::learner {
@@ -22,14 +28,18 @@ inline constexpr uint64_t kWarmupProbeStream = 3;
 
 struct TrainContext {
   config::ExperimentConfig config;
-  model::ByteTokenizer tokenizer;
-  std::shared_ptr<model::CausalLm> policy;
-  std::shared_ptr<model::CausalLm> reference;  // the policy at the start of GRPO
   TaskMixture tasks;
-  rewards::RewardPipelines rewards;
+  std::unique_ptr<PromptCodec> codec;
+  std::unique_ptr<PolicyLearner> policy;
+  std::unique_ptr<rollout::RolloutClient> rollout;
+  std::unique_ptr<rewards::RewardClient> rewards;
+  // The reference model (the policy at the start of GRPO), only when a KL coefficient is positive or the KL
+  // metric is asked for; null otherwise.
+  std::shared_ptr<model::CausalLm> reference;
+  torch::Device reference_device = torch::kCPU;
+  std::string model_config_json;  // the policy's config.json ("" for the tiny transformer)
+  std::string tokenizer_file;     // the tokenizer.json checkpoints carry ("" for the byte tokenizer)
   MetricsRegistry* metrics = nullptr;
-
-  std::vector<int64_t> EncodePrompt(const TaskPrompt& p) const { return tokenizer.Encode(p.prompt, true); }
 };
 
 }  // namespace spargo::learner

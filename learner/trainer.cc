@@ -13,11 +13,11 @@
 #include "learner/checkpoint.h"
 #include "learner/evaluator.h"
 #include "learner/grpo_step.h"
-#include "learner/optimizer.h"
 #include "learner/run_dir.h"
+#include "learner/run_setup.h"
 #include "learner/warmup.h"
-#include "model/model_factory.h"
-#include "model/parameter_groups.h"
+#include "model/weights_io.h"
+#include "rollout/local_rollout_client.h"
 
 namespace spargo::learner {
 namespace {
@@ -27,24 +27,9 @@ void PrintLine(const std::string& line) {
   std::fflush(stdout);
 }
 
-// Builds the context: tasks, rewards, a freshly initialised policy (seeded), and a reference of the same shape.
-absl::StatusOr<std::unique_ptr<TrainContext>> MakeContext(const config::ExperimentConfig& config,
-                                                          MetricsRegistry* metrics) {
-  auto ctx = std::make_unique<TrainContext>();
-  ctx->config = config;
-  ctx->metrics = metrics;
-  SPARGO_ASSIGN_OR_RETURN(ctx->tasks, TaskMixture::FromConfig(config));
-  SPARGO_ASSIGN_OR_RETURN(ctx->rewards, rewards::RewardPipelines::FromConfig(config));
-  SPARGO_RETURN_IF_ERROR(CallCatching("seeding", [&] { torch::manual_seed(config.seed()); }));
-  SPARGO_ASSIGN_OR_RETURN(ctx->policy, model::CreateModel(config.model(), model::ByteTokenizer::kVocabSize));
-  SPARGO_ASSIGN_OR_RETURN(ctx->reference, model::CreateModel(config.model(), model::ByteTokenizer::kVocabSize));
-  for (auto& p : ctx->reference->parameters()) p.set_requires_grad(false);
-  const auto& frozen = config.learner().frozen_parameter_groups();
-  if (!frozen.empty()) {
-    SPARGO_RETURN_IF_ERROR(Annotate(model::FreezeParameterGroups(*ctx->policy, {frozen.begin(), frozen.end()}),
-                                    "learner.frozen_parameter_groups"));
-  }
-  return ctx;
+std::string FormatScores(const EvalScores& s) {
+  return s.accuracy ? absl::StrFormat("accuracy %.3f, reward %.3f", *s.accuracy, s.reward_mean)
+                    : absl::StrFormat("reward %.3f", s.reward_mean);
 }
 
 class Driver {
@@ -59,11 +44,12 @@ class Driver {
 
  private:
   absl::Status Resume();
+  absl::Status PushWeights(bool new_version);
   absl::Status RunWarmup();
   absl::Status EvaluateBefore();
   absl::Status RunGrpo(bool* stopped);
-  absl::Status SaveCheckpoint(torch::optim::AdamW& optimizer, bool with_reference);
-  absl::StatusOr<double> Evaluate(const char* when);
+  absl::Status SaveCheckpoint();
+  absl::StatusOr<EvalResult> EvaluateHeldout(const char* when);
   double WallSeconds() const { return state_.wall_seconds + absl::ToDoubleSeconds(absl::Now() - start_); }
 
   TrainContext& ctx_;
@@ -72,61 +58,112 @@ class Driver {
   CheckpointStore store_;
   TrainerState state_;
   absl::Time start_ = absl::Now();
-  std::unique_ptr<torch::optim::AdamW> warmup_opt_, grpo_opt_;
   std::string last_checkpoint_;
 };
 
-absl::StatusOr<double> Driver::Evaluate(const char* when) {
+absl::StatusOr<EvalResult> Driver::EvaluateHeldout(const char* when) {
   SPARGO_ASSIGN_OR_RETURN(std::vector<TaskPrompt> heldout, ctx_.tasks.Heldout(ctx_.config.eval().heldout_prompts()));
-  SPARGO_ASSIGN_OR_RETURN(EvalResult r, EvaluateHeldout(ctx_, heldout));
-  PrintLine(absl::StrFormat("held-out accuracy %s GRPO: %.3f (%d prompts, greedy, %.1fs)", when, r.accuracy,
-                            r.prompts, r.seconds));
-  SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_heldout_accuracy_ratio", r.accuracy, {{"when", when}}));
-  return r.accuracy;
+  SPARGO_ASSIGN_OR_RETURN(EvalResult r, Evaluate(ctx_, *ctx_.rollout, heldout, state_.policy_version));
+  std::string line = absl::StrFormat("held-out %s GRPO: %s (%d prompts, greedy, %.1fs)", when,
+                                     FormatScores(r.overall), r.overall.prompts, r.seconds);
+  if (r.domains.size() > 1) {
+    for (const auto& [domain, s] : r.domains) absl::StrAppend(&line, " | ", domain, ": ", FormatScores(s));
+  }
+  if (r.skipped > 0) absl::StrAppend(&line, " | ", r.skipped, " too long, skipped");
+  PrintLine(line);
+  for (const auto& [domain, s] : r.domains) {
+    const MetricLabels labels = {{"when", when}, {"domain", domain}};
+    if (s.accuracy) SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_heldout_accuracy_ratio", *s.accuracy, labels));
+    SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_heldout_reward_mean", s.reward_mean, labels));
+  }
+  if (r.overall.accuracy) {
+    SPARGO_RETURN_IF_ERROR(
+        ctx_.metrics->SetGauge("spargo_heldout_accuracy_ratio", *r.overall.accuracy, {{"when", when}, {"domain", "all"}}));
+  }
+  return r;
 }
 
-absl::Status Driver::SaveCheckpoint(torch::optim::AdamW& optimizer, bool with_reference) {
+absl::Status Driver::SaveCheckpoint() {
   state_.wall_seconds = WallSeconds();
   start_ = absl::Now();
-  SPARGO_ASSIGN_OR_RETURN(last_checkpoint_, store_.Save(state_, *ctx_.policy, optimizer,
-                                                        with_reference ? ctx_.reference.get() : nullptr));
+  SPARGO_ASSIGN_OR_RETURN(model::TensorMap weights, ctx_.policy->MasterWeights());
+  model::TensorMap reference;
+  CheckpointContents c;
+  c.weights = &weights;
+  c.model_config_json = ctx_.model_config_json;
+  c.tokenizer_file = ctx_.tokenizer_file;
+  c.optimizer = &ctx_.policy->optimizer();
+  if (ctx_.reference != nullptr && state_.phase == "grpo") {
+    SPARGO_RETURN_IF_ERROR(CallCatching("collecting the reference weights", [&] {
+      for (const auto& p : ctx_.reference->named_parameters(true)) reference[p.key()] = p.value().detach().cpu().contiguous();
+      for (const auto& b : ctx_.reference->named_buffers(true)) reference[b.key()] = b.value().detach().cpu().contiguous();
+    }));
+    c.reference = &reference;
+  }
+  SPARGO_ASSIGN_OR_RETURN(last_checkpoint_, store_.Save(state_, c));
   SPARGO_LOG(INFO) << "checkpoint written: " << last_checkpoint_;
   return absl::OkStatus();
 }
 
+// Gives the rollout side the learner's weights: as a new version after they changed, or again as the current
+// one (a resumed run's workers may hold anything).
+absl::Status Driver::PushWeights(bool new_version) {
+  if (new_version) ++state_.policy_version;
+  return Annotate(ctx_.rollout->UpdateWeights(ctx_.policy->ModelWeights(), state_.policy_version),
+                  absl::StrCat("giving the rollout side policy version ", state_.policy_version));
+}
+
 absl::Status Driver::Resume() {
-  warmup_opt_ = MakeAdamW(ctx_.policy->parameters(), ctx_.config.learner().warmup().optimizer());
-  grpo_opt_ = MakeAdamW(ctx_.policy->parameters(), ctx_.config.learner().grpo().optimizer());
-  if (!options_.resume) return absl::OkStatus();
-  SPARGO_ASSIGN_OR_RETURN(std::optional<std::string> latest, store_.Latest());
-  if (!latest) {
-    SPARGO_LOG(WARNING) << "--resume: no checkpoint in " << run_dir_.checkpoints_dir() << "; starting afresh";
-    return run_dir_.TruncateMetrics(0);
+  const config::LearnerConfig& l = ctx_.config.learner();
+  if (options_.resume) {
+    SPARGO_ASSIGN_OR_RETURN(std::optional<std::string> latest, store_.Latest());
+    if (!latest) {
+      SPARGO_LOG(WARNING) << "--resume: no checkpoint in " << run_dir_.checkpoints_dir() << "; starting afresh";
+    } else {
+      SPARGO_ASSIGN_OR_RETURN(state_, CheckpointStore::ReadState(*latest, ctx_.tasks.size()));
+      const bool grpo = state_.phase == "grpo";
+      SPARGO_ASSIGN_OR_RETURN(model::TensorMap weights, CheckpointStore::ReadWeights(*latest));
+      SPARGO_RETURN_IF_ERROR(Annotate(ctx_.policy->LoadWeights(weights), *latest));
+      ctx_.policy->ResetOptimizer(grpo ? l.grpo().optimizer() : l.warmup().optimizer());
+      SPARGO_RETURN_IF_ERROR(CheckpointStore::LoadOptimizer(*latest, ctx_.policy->optimizer()));
+      if (grpo && ctx_.reference != nullptr) {
+        absl::StatusOr<model::TensorMap> reference = CheckpointStore::ReadReference(*latest);
+        if (reference.ok()) {
+          SPARGO_RETURN_IF_ERROR(Annotate(model::CopyNamedTensors(*ctx_.reference, *reference), *latest));
+        } else if (absl::IsNotFound(reference.status())) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              *latest, " has no reference.safetensors but this config needs a reference model (a KL coefficient "
+                       "or kl_metric was turned on after the run started)"));
+        } else {
+          return reference.status();
+        }
+      }
+      last_checkpoint_ = *latest;
+      PrintLine(absl::StrFormat("resuming from %s (%s step %d, policy version %d)", *latest, state_.phase,
+                                state_.step, state_.policy_version));
+      SPARGO_RETURN_IF_ERROR(run_dir_.TruncateMetrics(grpo ? state_.step : 0));
+      return PushWeights(/*new_version=*/false);
+    }
+    SPARGO_RETURN_IF_ERROR(run_dir_.TruncateMetrics(0));
   }
-  // Which optimizer and whether a reference exist depends on the phase; read the state alone first.
-  SPARGO_ASSIGN_OR_RETURN(TrainerState saved, CheckpointStore::ReadState(*latest));
-  const bool grpo = saved.phase == "grpo";
-  SPARGO_ASSIGN_OR_RETURN(state_, CheckpointStore::Load(*latest, *ctx_.policy,
-                                                        grpo ? grpo_opt_.get() : warmup_opt_.get(),
-                                                        grpo ? ctx_.reference.get() : nullptr));
-  last_checkpoint_ = *latest;
-  PrintLine(absl::StrFormat("resuming from %s (%s step %d)", *latest, state_.phase, state_.step));
-  return run_dir_.TruncateMetrics(grpo ? state_.step : 0);
+  ctx_.policy->ResetOptimizer(l.warmup().optimizer());
+  return PushWeights(/*new_version=*/true);  // version 1: the initial weights
 }
 
 absl::Status Driver::RunWarmup() {
   const config::WarmupConfig& w = ctx_.config.learner().warmup();
   // The warm-up is complete once the "before" evaluation exists (it ends at w.steps() or at the probe target).
-  if (state_.phase != "warmup" || state_.heldout_accuracy_before) return absl::OkStatus();
+  if (state_.phase != "warmup" || !state_.heldout_before.is_null() || w.steps() == 0) return absl::OkStatus();
   std::vector<TaskPrompt> probe;
   if (w.stop_at_accuracy() > 0) {
-    probe = ctx_.tasks.Draw(ctx_.config.seed(), kWarmupProbeStream, 0, w.probe_prompts());
+    TaskCursor cursor = ctx_.tasks.NewCursor();  // the same training prompts at every probe
+    probe = ctx_.tasks.Next(ctx_.config.seed(), kWarmupProbeStream, w.probe_prompts(), &cursor);
   }
   const absl::Time t0 = absl::Now();
   const int64_t first = state_.step;
   int64_t tokens = 0;
   for (int64_t s = state_.step; s < w.steps(); ++s) {
-    SPARGO_ASSIGN_OR_RETURN(WarmupStepResult r, RunWarmupStep(ctx_, *warmup_opt_, s));
+    SPARGO_ASSIGN_OR_RETURN(WarmupStepResult r, RunWarmupStep(ctx_, &state_, s));
     tokens += r.tokens;
     state_.step = s + 1;
     SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_warmup_step", state_.step));
@@ -137,9 +174,12 @@ absl::Status Driver::RunWarmup() {
     std::string line = absl::StrFormat("warmup %d/%d | loss %.4f | %.0f tok/s", state_.step, w.steps(), r.loss,
                                        tokens / std::max(elapsed, 1e-9));
     if (probe_now) {
-      SPARGO_ASSIGN_OR_RETURN(EvalResult pr, EvaluateHeldout(ctx_, probe));
-      absl::StrAppend(&line, absl::StrFormat(" | train-probe acc %.3f", pr.accuracy));
-      if (pr.accuracy >= w.stop_at_accuracy()) {
+      // The probe samples with the learner's own model, whatever the run's rollout side is.
+      rollout::LocalRolloutClient local(ctx_.policy->model(), true, "warm-up probe", state_.policy_version);
+      SPARGO_ASSIGN_OR_RETURN(EvalResult pr, Evaluate(ctx_, local, probe, state_.policy_version));
+      const double accuracy = pr.overall.accuracy.value_or(0);
+      absl::StrAppend(&line, absl::StrFormat(" | train-probe acc %.3f", accuracy));
+      if (accuracy >= w.stop_at_accuracy()) {
         PrintLine(absl::StrCat(line, absl::StrFormat(" >= %.3f: warm-up done", w.stop_at_accuracy())));
         return absl::OkStatus();
       }
@@ -151,28 +191,31 @@ absl::Status Driver::RunWarmup() {
 }
 
 absl::Status Driver::EvaluateBefore() {
-  if (state_.heldout_accuracy_before) return absl::OkStatus();
-  SPARGO_ASSIGN_OR_RETURN(double before, Evaluate("before"));
-  state_.heldout_accuracy_before = before;
+  if (!state_.heldout_before.is_null()) return absl::OkStatus();
+  if (state_.step > 0) SPARGO_RETURN_IF_ERROR(PushWeights(/*new_version=*/true));  // the warm-up changed them
+  SPARGO_ASSIGN_OR_RETURN(EvalResult before, EvaluateHeldout("before"));
+  state_.heldout_before = before.ToJson();
+  if (before.overall.accuracy) state_.heldout_accuracy_before = *before.overall.accuracy;
   state_.warmup_steps = state_.step;
-  return SaveCheckpoint(*warmup_opt_, /*with_reference=*/false);
+  return SaveCheckpoint();
 }
 
 absl::Status Driver::RunGrpo(bool* stopped) {
   const config::GrpoConfig& gc = ctx_.config.learner().grpo();
   if (state_.phase != "grpo") {
-    SPARGO_RETURN_IF_ERROR(model::CopyWeights(*ctx_.policy, *ctx_.reference));
+    if (ctx_.reference != nullptr) {
+      SPARGO_ASSIGN_OR_RETURN(model::TensorMap weights, ctx_.policy->MasterWeights());
+      SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*ctx_.reference, weights));
+    }
+    ctx_.policy->ResetOptimizer(gc.optimizer());
     state_.phase = "grpo";
     state_.step = 0;
   }
-  SPARGO_RETURN_IF_ERROR(ctx_.metrics->SetGauge("spargo_heldout_accuracy_ratio", *state_.heldout_accuracy_before,
-                                                {{"when", "before"}}));
   const absl::Time t0 = absl::Now();
   const int64_t first = state_.step;
   const int every = ctx_.config.checkpoint().every_steps();
-  for (int64_t s = state_.step; s < gc.steps(); ++s) {
-    SPARGO_ASSIGN_OR_RETURN(GrpoStepMetrics m, RunGrpoStep(ctx_, *grpo_opt_, s));
-    state_.step = s + 1;
+  while (state_.step < gc.steps()) {
+    SPARGO_ASSIGN_OR_RETURN(GrpoStepMetrics m, RunGrpoStep(ctx_, &state_));
     SPARGO_RETURN_IF_ERROR(run_dir_.AppendMetrics(ToJson(m)));
     SPARGO_RETURN_IF_ERROR(ExportStepMetrics(m, ctx_.metrics));
     const double per_step = absl::ToDoubleSeconds(absl::Now() - t0) / (state_.step - first);
@@ -180,7 +223,7 @@ absl::Status Driver::RunGrpo(bool* stopped) {
     const bool stop_here = options_.stop_after_grpo_step > 0 && state_.step >= options_.stop_after_grpo_step &&
                            state_.step < gc.steps();
     if ((every > 0 && state_.step % every == 0) || state_.step == gc.steps() || stop_here) {
-      SPARGO_RETURN_IF_ERROR(SaveCheckpoint(*grpo_opt_, /*with_reference=*/true));
+      SPARGO_RETURN_IF_ERROR(SaveCheckpoint());
     }
     if (stop_here) {
       PrintLine(absl::StrFormat("stopped after GRPO step %d; continue with --resume", state_.step));
@@ -188,7 +231,7 @@ absl::Status Driver::RunGrpo(bool* stopped) {
       return absl::OkStatus();
     }
   }
-  if (gc.steps() == 0) SPARGO_RETURN_IF_ERROR(SaveCheckpoint(*grpo_opt_, /*with_reference=*/true));
+  if (gc.steps() == 0) SPARGO_RETURN_IF_ERROR(SaveCheckpoint());
   return absl::OkStatus();
 }
 
@@ -201,21 +244,40 @@ absl::StatusOr<nlohmann::json> Driver::Run() {
   nlohmann::json summary = {{"run_dir", run_dir_.path()},
                             {"warmup_steps", state_.warmup_steps},
                             {"steps", state_.step},
-                            {"heldout_accuracy_before", *state_.heldout_accuracy_before},
+                            {"policy_version", state_.policy_version},
+                            {"prompts_consumed", state_.ledger.size()},
                             {"heldout_prompts", ctx_.config.eval().heldout_prompts()},
                             {"checkpoint", last_checkpoint_}};
+  if (state_.heldout_accuracy_before) summary["heldout_accuracy_before"] = *state_.heldout_accuracy_before;
   if (stopped) {
     summary["stopped_early"] = true;
     return summary;
   }
-  SPARGO_ASSIGN_OR_RETURN(double after, Evaluate("after"));
-  summary["heldout_accuracy_after"] = after;
-  summary["heldout_accuracy_gain"] = after - *state_.heldout_accuracy_before;
+  SPARGO_ASSIGN_OR_RETURN(EvalResult after, EvaluateHeldout("after"));
+  nlohmann::json heldout = nlohmann::json::object();
+  for (const auto& [domain, scores] : state_.heldout_before.items()) heldout[domain]["before"] = scores;
+  const nlohmann::json after_json = after.ToJson();
+  for (const auto& [domain, scores] : after_json.items()) heldout[domain]["after"] = scores;
+  summary["heldout"] = heldout;
+  if (after.overall.accuracy) {
+    summary["heldout_accuracy_after"] = *after.overall.accuracy;
+    if (state_.heldout_accuracy_before) {
+      summary["heldout_accuracy_gain"] = *after.overall.accuracy - *state_.heldout_accuracy_before;
+    }
+  }
   summary["wall_seconds"] = WallSeconds();
   SPARGO_RETURN_IF_ERROR(run_dir_.WriteSummary(summary));
-  PrintLine(absl::StrFormat("done: held-out accuracy %.3f -> %.3f (%+.1f points) in %s; run directory %s",
-                            *state_.heldout_accuracy_before, after, 100 * (after - *state_.heldout_accuracy_before),
-                            FormatDuration(WallSeconds()), run_dir_.path()));
+  const nlohmann::json& before_all = state_.heldout_before["all"];
+  std::string change;
+  if (after.overall.accuracy && state_.heldout_accuracy_before) {
+    change = absl::StrFormat("held-out accuracy %.3f -> %.3f (%+.1f points)", *state_.heldout_accuracy_before,
+                             *after.overall.accuracy, 100 * (*after.overall.accuracy - *state_.heldout_accuracy_before));
+  } else {
+    change = absl::StrFormat("held-out reward %.3f -> %.3f", before_all.value("reward_mean", 0.0),
+                             after.overall.reward_mean);
+  }
+  PrintLine(absl::StrFormat("done: %s in %s; run directory %s", change, FormatDuration(WallSeconds()),
+                            run_dir_.path()));
   return summary;
 }
 
@@ -237,7 +299,7 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<RunDir> run_dir, RunDir::Open(dir, options.resume));
   SPARGO_RETURN_IF_ERROR(run_dir->WriteConfig(ToTextProto(config)));
   PrintLine(absl::StrFormat("run directory: %s", run_dir->path()));
-  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx, MakeContext(config, &metrics));
+  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx, BuildTrainContext(config, &metrics));
   Driver driver(ctx.get(), run_dir.get(), options);
   return driver.Run();
 }

@@ -6,29 +6,43 @@
 
 namespace spargo::learner {
 
-absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, torch::optim::AdamW& optimizer, int64_t step) {
+absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* state, int64_t step) {
   const config::WarmupConfig& w = ctx.config.learner().warmup();
-  std::vector<TaskPrompt> prompts = ctx.tasks.Draw(ctx.config.seed(), kWarmupStream, step, w.batch_size());
+  if (!state->warmup_cursor) state->warmup_cursor = ctx.tasks.NewCursor();
+  std::vector<TaskPrompt> prompts = ctx.tasks.Next(ctx.config.seed(), kWarmupStream, w.batch_size(),
+                                                   &*state->warmup_cursor);
   std::vector<std::vector<int64_t>> prompt_ids, answer_ids;
   for (const TaskPrompt& p : prompts) {
-    prompt_ids.push_back(ctx.EncodePrompt(p));
-    std::vector<int64_t> answer = ctx.tokenizer.Encode(p.reference_answer, false);
-    answer.push_back(model::ByteTokenizer::kEos);
+    SPARGO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, ctx.codec->EncodePrompt(p));
+    SPARGO_ASSIGN_OR_RETURN(std::vector<int64_t> answer, ctx.codec->EncodeAnswer(p, w.answer_template()));
+    prompt_ids.push_back(std::move(ids));
     answer_ids.push_back(std::move(answer));
   }
-  return CallCatching("warm-up step", [&]() -> absl::StatusOr<WarmupStepResult> {
-    SequenceBatch batch = BuildSequenceBatch(prompt_ids, answer_ids, {}, model::ByteTokenizer::kPad);
-    TrainingLogProbs out = TrainingTokenLogProbs(*ctx.policy, batch.input_ids, 1.0, nullptr, batch.token_mask);
-    torch::Tensor loss = -(out.logprobs * batch.loss_mask).sum() / batch.loss_mask.sum();
-    if (out.aux_loss.defined()) loss = loss + ctx.config.learner().aux_loss_weight() * out.aux_loss;
-    std::vector<torch::Tensor> params = ctx.policy->parameters();
-    ClearGradients(params);
-    loss.backward();
-    ClipGradients(params, w.optimizer());
-    SetLr(&optimizer, ScheduledLr(w.optimizer(), step));
-    optimizer.step();
-    return WarmupStepResult{loss.item<double>(), batch.completion_tokens};
-  });
+  SequenceBatch batch;
+  SPARGO_RETURN_IF_ERROR(CallCatching("warm-up batch", [&] {
+    batch = BuildSequenceBatch(prompt_ids, answer_ids, ctx.codec->ids().pad);
+  }));
+  const double answer_tokens = static_cast<double>(batch.completion_tokens);
+  const double aux_weight = ctx.config.learner().aux_loss_weight();
+  const int64_t rows = static_cast<int64_t>(prompts.size());
+  std::vector<int64_t> all(rows);
+  for (int64_t i = 0; i < rows; ++i) all[i] = i;
+  ForwardOptions f;
+  f.vocab_limit = ctx.codec->ids().vocab_limit;
+  f.replay_choices = false;
+  f.keep_sampling_mask = false;
+  double loss_sum = 0;
+  auto loss = [&](const MicroBatch& mb) -> torch::Tensor {
+    torch::Tensor nll = -(mb.logprobs * mb.Take(batch.loss_mask)).sum() / answer_tokens;
+    loss_sum += nll.item<double>();
+    if (!mb.aux_loss.defined()) return nll;
+    return nll + aux_weight * (static_cast<double>(mb.rows.size(0)) / rows) * mb.aux_loss;
+  };
+  SPARGO_ASSIGN_OR_RETURN(double grad_norm,
+                          ctx.policy->TrainStep(batch, SplitRows(all, ctx.config.learner().grpo().micro_batch_rows()),
+                                                f, loss, w.optimizer(), ScheduledLr(w.optimizer(), step)));
+  (void)grad_norm;
+  return WarmupStepResult{loss_sum, batch.completion_tokens};
 }
 
 }  // namespace spargo::learner

@@ -1,11 +1,11 @@
-// Supervised warm-up on the task format: teacher forcing on prompt + reference answer + EOS, cross-entropy on
-// the answer tokens only. Step s draws its batch from counter (seed, kWarmupStream, s).
+// Supervised warm-up on the task format: teacher forcing on prompt + reference answer + EOS (prompt_codec.h's
+// EncodeAnswer), cross-entropy on the answer tokens only, plus the model's auxiliary loss. Batches come from the
+// warm-up task cursor (state->warmup_cursor), so a resumed warm-up continues with the same prompts.
 #ifndef SPARGO_LEARNER_WARMUP_H_
 #define SPARGO_LEARNER_WARMUP_H_
 
-#include <torch/torch.h>
-
 #include "absl/status/statusor.h"
+#include "learner/checkpoint.h"
 #include "learner/train_context.h"
 
 namespace spargo::learner {
@@ -15,8 +15,8 @@ struct WarmupStepResult {
   int64_t tokens = 0;
 };
 
-// One optimizer step of warm-up step `step` (0-based).
-absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, torch::optim::AdamW& optimizer, int64_t step);
+// One optimizer step of warm-up step `step` (0-based); advances state->warmup_cursor.
+absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* state, int64_t step);
 
 }  // namespace spargo::learner
 

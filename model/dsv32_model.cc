@@ -1,11 +1,13 @@
 #include "model/dsv32_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "model/activation_checkpoint.h"
 #include "model/indexer_loss.h"
 #include "model/safetensors.h"
 #include "model/weights_io.h"
@@ -213,8 +215,7 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   if (training != IndexerTraining::kOff) {
     torch::Tensor keys = allowed;
     if (options.loss_queries.defined()) keys = keys.logical_and(options.loss_queries.to(torch::kBool).unsqueeze(-1));
-    torch::Tensor loss = IndexerKlLoss(probs, index_scores, keys);
-    *indexer_loss = indexer_loss->defined() ? *indexer_loss + loss : loss;
+    *indexer_loss = IndexerKlLoss(probs, index_scores, keys);
   }
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) {
@@ -318,6 +319,61 @@ torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x, const torc
   return out.view(shape);
 }
 
+torch::autograd::variable_list Dsv32Model::LayerParameters(const Layer& l) {
+  torch::autograd::variable_list out = {l.input_layernorm, l.post_attention_layernorm, l.q_a_proj, l.q_a_layernorm,
+                                        l.q_b_proj, l.kv_a_proj_with_mqa, l.kv_a_layernorm, l.kv_b_proj, l.o_proj,
+                                        l.wq_b, l.wk, l.k_norm_weight, l.k_norm_bias, l.weights_proj, l.gate_proj,
+                                        l.up_proj, l.down_proj, l.router};
+  for (const auto& expert : l.experts) out.insert(out.end(), expert.begin(), expert.end());
+  out.insert(out.end(), l.shared.begin(), l.shared.end());
+  out.erase(std::remove_if(out.begin(), out.end(), [](const torch::Tensor& p) { return !p.defined(); }), out.end());
+  return out;
+}
+
+Dsv32Model::LayerOutput Dsv32Model::DecoderLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos,
+                                                 const torch::Tensor& sin, const torch::Tensor* topk_replay,
+                                                 const torch::Tensor* route_replay,
+                                                 const Dsv32ForwardOptions& options) {
+  const Layer& l = layers_[i];
+  LayerOutput out;
+  torch::Tensor h = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, topk_replay,
+                                  options, &out.topk, &out.indexer_loss);  // [B, T, hidden]
+  if (route_replay != nullptr) {
+    TORCH_CHECK(route_replay->defined() == l.moe, "route replay for layer ", i,
+                l.moe ? " is missing" : " must be undefined (dense layer)");
+  }
+  out.x = h + Mlp(l, RmsNorm(h, l.post_attention_layernorm, config_.rms_norm_eps), route_replay, &out.routes);
+  return out;
+}
+
+Dsv32Model::LayerOutput Dsv32Model::CheckpointedLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos,
+                                                      const torch::Tensor& sin, const torch::Tensor* topk_replay,
+                                                      const torch::Tensor* route_replay,
+                                                      const Dsv32ForwardOptions& options) {
+  // The closure runs again in backward, after this call returned: it holds copies (tensor handles) of all it reads.
+  Dsv32ForwardOptions own;
+  own.indexer_training = options.indexer_training;
+  own.loss_queries = options.loss_queries;
+  // The replays of the next call: first the caller's, then this forward's own selections (dense layers: none).
+  bool replay_topk = topk_replay != nullptr, replay_routes = route_replay != nullptr;
+  torch::Tensor topk = replay_topk ? *topk_replay : torch::Tensor();
+  torch::Tensor routes = replay_routes ? *route_replay : torch::Tensor();
+  CheckpointFn fn = [this, i, cos, sin, own, replay_topk, replay_routes, topk, routes](
+                        const torch::autograd::variable_list& in) mutable -> torch::autograd::variable_list {
+    LayerOutput out = DecoderLayer(i, in[0], cos, sin, replay_topk ? &topk : nullptr,
+                                   replay_routes ? &routes : nullptr, own);
+    // The recomputation replays this call's choices, so that it attends to the same keys and routes to the same
+    // experts even where the indexer's or the router's ties would break differently.
+    replay_topk = true;
+    topk = out.topk;
+    replay_routes = out.routes.defined();
+    routes = out.routes;
+    return {out.x, out.indexer_loss, out.topk, out.routes};
+  };
+  torch::autograd::variable_list out = Checkpoint(fn, {x}, LayerParameters(layers_[i]));
+  return {out[0], out[1], out[2], out[3]};
+}
+
 Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Dsv32ForwardOptions& options) {
   const size_t n = layers_.size();
   TORCH_CHECK(options.topk_replay == nullptr || options.topk_replay->size() == n,
@@ -326,24 +382,21 @@ Dsv32Output Dsv32Model::ForwardDetailed(const torch::Tensor& input_ids, const Ds
               "route replay needs one tensor per layer (undefined for dense layers)");
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T]");
   const int64_t t = input_ids.size(1);
-  torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
+  torch::Tensor x = torch::embedding(embed_tokens_, input_ids);  // [B, T, hidden]
   auto [cos, sin] = CosSin(torch::arange(t, input_ids.options()).unsqueeze(0), x.scalar_type());  // [1, T, rope/2]
+  const bool checkpoint = activation_checkpointing_ && torch::GradMode::is_enabled();
   Dsv32Output out;
   for (size_t i = 0; i < n; ++i) {
-    const Layer& l = layers_[i];
-    torch::Tensor topk, routes;
-    x = x + Attention(l, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin,
-                      options.topk_replay != nullptr ? &(*options.topk_replay)[i] : nullptr, options, &topk,
-                      &out.indexer_loss);
-    const torch::Tensor* route_replay = nullptr;
-    if (options.route_replay != nullptr) {
-      route_replay = &(*options.route_replay)[i];
-      TORCH_CHECK(route_replay->defined() == l.moe, "route replay for layer ", i,
-                  l.moe ? " is missing" : " must be undefined (dense layer)");
+    const torch::Tensor* topk_replay = options.topk_replay != nullptr ? &(*options.topk_replay)[i] : nullptr;
+    const torch::Tensor* route_replay = options.route_replay != nullptr ? &(*options.route_replay)[i] : nullptr;
+    LayerOutput layer = checkpoint ? CheckpointedLayer(i, x, cos, sin, topk_replay, route_replay, options)
+                                   : DecoderLayer(i, x, cos, sin, topk_replay, route_replay, options);
+    x = layer.x;
+    if (layer.indexer_loss.defined()) {
+      out.indexer_loss = out.indexer_loss.defined() ? out.indexer_loss + layer.indexer_loss : layer.indexer_loss;
     }
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), route_replay, &routes);
-    out.selections.topk.push_back(topk);
-    out.selections.routes.push_back(routes);
+    out.selections.topk.push_back(layer.topk);
+    out.selections.routes.push_back(layer.routes);
   }
   out.logits = Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
   return out;

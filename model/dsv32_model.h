@@ -121,6 +121,13 @@ class Dsv32Model : public CausalLm {
                        Dsv32Selections* record = nullptr);
   // Moves the weights to `device` in `dtype`; router correction biases stay float32 (they decide routing).
   void To(torch::Device device, torch::ScalarType dtype);
+  // Per-layer activation checkpointing (model/activation_checkpoint.h) of the full forward (ForwardDetailed, hence
+  // ForwardForTraining) while grad mode is on: each decoder layer keeps only its input (and its small integer
+  // selections) for backward and is recomputed there, replaying the selections its forward made. Logits, the
+  // indexer loss, the selections and every gradient are those of the plain forward. Off by default. The model
+  // must outlive the backward pass of a checkpointed forward.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
 
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_seq_len() const override { return config_.max_position_embeddings; }
@@ -147,8 +154,24 @@ class Dsv32Model : public CausalLm {
   // Registers a parameter at a dotted path below this module (creating the intermediate modules).
   torch::Tensor Param(const std::string& path, std::vector<int64_t> shape, double init_std);
 
-  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode); adds the layer's indexer loss to
-  // `indexer_loss` in training modes.
+  // What one decoder layer of the full forward produces: its output [B, T, hidden], its indexer loss (a float32
+  // scalar in training modes, else undefined) and its selections (as in Dsv32Selections).
+  struct LayerOutput {
+    torch::Tensor x, indexer_loss, topk, routes;
+  };
+  // Layer i of the full forward on its input x [B, T, hidden]; cos/sin: [1, T, rope/2]; the replays (either may
+  // be null) as in Dsv32ForwardOptions. Only options.indexer_training and options.loss_queries are read.
+  LayerOutput DecoderLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                           const torch::Tensor* topk_replay, const torch::Tensor* route_replay,
+                           const Dsv32ForwardOptions& options);
+  // The layer's parameters (defined ones; not the router's correction bias, a buffer), for the checkpoint.
+  static torch::autograd::variable_list LayerParameters(const Layer& l);
+  // DecoderLayer through the activation checkpoint; the recomputation replays the forward's selections.
+  LayerOutput CheckpointedLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                const torch::Tensor* topk_replay, const torch::Tensor* route_replay,
+                                const Dsv32ForwardOptions& options);
+  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode); sets `indexer_loss` to the layer's indexer
+  // loss in training modes.
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor* replay, const Dsv32ForwardOptions& options, torch::Tensor* topk,
                           torch::Tensor* indexer_loss);
@@ -178,6 +201,7 @@ class Dsv32Model : public CausalLm {
   Dsv32Config config_;
   torch::Tensor embed_tokens_, norm_, lm_head_;
   std::vector<Layer> layers_;
+  bool activation_checkpointing_ = false;
 };
 
 // Reads DIR/config.json and the checkpoint tensors (model/safetensors.h) into a new model.

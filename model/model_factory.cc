@@ -107,7 +107,8 @@ absl::Status ValidateModelConfig(const config::ModelConfig& c) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& c, int64_t vocab_size) {
+absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& c, int64_t vocab_size,
+                                                      int64_t bos_id, int64_t eos_id) {
   SPARGO_RETURN_IF_ERROR(ValidateModelConfig(c));
   if (c.architecture() == config::ModelConfig::DEEPSEEK_V32) {
     if (c.has_pretrained_dir()) {
@@ -124,7 +125,10 @@ absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig&
       return std::shared_ptr<CausalLm>(m);
     }
     return CallCatching("creating the model", [&]() -> absl::StatusOr<std::shared_ptr<CausalLm>> {
-      auto m = std::make_shared<Dsv32Model>(Dsv32ConfigFromModelConfig(c, vocab_size));
+      Dsv32Config config = Dsv32ConfigFromModelConfig(c, vocab_size);
+      config.bos_token_id = bos_id;
+      config.eos_token_id = eos_id;
+      auto m = std::make_shared<Dsv32Model>(config);
       torch::NoGradGuard no_grad;
       for (auto& p : m->named_parameters(true)) {  // norms keep their ones and zeros
         if (p.key().find("norm") == std::string::npos) p.value().normal_(0, c.init_std());

@@ -19,8 +19,10 @@ absl::Status ValidateModelConfig(const config::ModelConfig& config);
 Dsv32Config Dsv32ConfigFromModelConfig(const config::ModelConfig& config, int64_t vocab_size);
 
 // Initialises weights from libtorch's global generator (seed it first for reproducible runs), or, for DEEPSEEK_V32
-// with pretrained_dir, loads them.
-absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& config, int64_t vocab_size);
+// with pretrained_dir, loads them. A fresh DEEPSEEK_V32 model's config.json gets `bos_id` and `eos_id` (the
+// tokenizer's; -1: none).
+absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& config, int64_t vocab_size,
+                                                      int64_t bos_id = -1, int64_t eos_id = -1);
 
 // Copies every parameter and buffer of `from` into `to` (same architecture and shapes).
 absl::Status CopyWeights(CausalLm& from, CausalLm& to);

@@ -54,7 +54,9 @@ absl::StatusOr<std::string> OpenAiJudgeBackend::Complete(const JudgeRequest& req
                      {"temperature", request.temperature},
                      {"max_tokens", request.max_tokens},
                      {"seed", request.seed}};
-  httplib::Result r = client.Post(path_.c_str(), headers, body.dump(), "application/json");
+  // Model output may hold invalid UTF-8 (a byte-level model can emit any byte): replaced, never thrown on.
+  const std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  httplib::Result r = client.Post(path_.c_str(), headers, text, "application/json");
   const std::string where = absl::StrCat("judge ", scheme_host_port_, path_);
   if (!r) {
     if (absl::Now() >= deadline - absl::Milliseconds(5)) {

@@ -95,7 +95,7 @@ void GroupToProto(const ScoreGroupInput& g, reward::ScoreGroupRequest* r) {
       for (const chat::ToolCall& call : *c.tool_calls) {
         reward::ToolCall* t = out->add_tool_calls();
         t->set_name(call.name);
-        t->set_arguments_json(call.arguments.dump());
+        t->set_arguments_json(call.arguments.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       }
     }
   }

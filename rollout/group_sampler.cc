@@ -13,7 +13,7 @@ namespace {
 
 constexpr uint64_t kSamplingStream = 0x5a4d504c45ULL;
 
-absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInput>& prompts,
+absl::Status Validate(const model::CausalLm& model, const std::vector<GroupRequest>& prompts,
                       const SamplingOptions& o) {
   if (o.group_size <= 0) return absl::InvalidArgumentError(absl::StrCat("group_size ", o.group_size, " <= 0"));
   if (o.max_new_tokens <= 0) {
@@ -24,7 +24,7 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInpu
   if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k ", o.top_k, " < 0"));
   if (!(o.top_p >= 0 && o.top_p <= 1)) return absl::InvalidArgumentError(absl::StrCat("top_p ", o.top_p, " not in [0, 1]"));
   for (size_t i = 0; i < prompts.size(); ++i) {
-    const auto& ids = prompts[i].token_ids;
+    const auto& ids = prompts[i].prompt_ids;
     if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
     if (static_cast<int64_t>(ids.size()) + o.max_new_tokens > model.max_seq_len()) {
       return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has ", ids.size(), " tokens; with ",
@@ -41,17 +41,23 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<PromptInpu
   return absl::OkStatus();
 }
 
-// Samples one token per row of `logits` [N, V]; returns {tokens [N], logprobs [N]}.
-std::pair<torch::Tensor, torch::Tensor> SampleRows(torch::Tensor logits, const SamplingOptions& o,
-                                                   const std::vector<CounterRng*>& rngs) {
+struct SampledRows {
+  torch::Tensor tokens;    // [N] int64
+  torch::Tensor logprobs;  // [N] float32
+  torch::Tensor kept;      // [N, V] bool: the truncation's kept ids; undefined when nothing was truncated
+};
+
+// Samples one token per row of `logits` [N, V].
+SampledRows SampleRows(torch::Tensor logits, const SamplingOptions& o, const std::vector<CounterRng*>& rngs) {
   if (o.vocab_limit > 0 && o.vocab_limit < logits.size(1)) logits = logits.narrow(1, 0, o.vocab_limit);
   if (o.temperature == 0) {
     torch::Tensor logp = torch::log_softmax(logits, -1);
     torch::Tensor tokens = logits.argmax(-1);  // [N]
-    return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)};
+    return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), {}};
   }
   torch::Tensor scaled = logits.to(torch::kDouble) / o.temperature;  // [N, V]
   const double inf = std::numeric_limits<double>::infinity();
+  const bool truncated = (o.top_k > 0 && o.top_k < scaled.size(1)) || (o.top_p > 0 && o.top_p < 1);
   if (o.top_k > 0 && o.top_k < scaled.size(1)) {
     torch::Tensor kth = std::get<0>(scaled.topk(o.top_k, -1)).select(1, o.top_k - 1).unsqueeze(1);  // [N, 1]
     scaled = scaled.masked_fill(scaled < kth, -inf);
@@ -72,21 +78,32 @@ std::pair<torch::Tensor, torch::Tensor> SampleRows(torch::Tensor logits, const S
   auto tot = total.accessor<double, 1>();
   for (int64_t i = 0; i < n; ++i) acc[i][0] = rngs[i]->Uniform() * tot[i];
   torch::Tensor tokens = torch::searchsorted(cdf, u).squeeze(-1).clamp_max(logits.size(1) - 1);  // [N]
-  return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat)};
+  SampledRows out{tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat), {}};
+  if (truncated && o.record_kept) out.kept = torch::isfinite(scaled);  // [N, V]
+  return out;
+}
+
+// Appends row r's kept ids (kept [N, V] bool) to `kept`.
+void AppendKept(const torch::Tensor& kept, int64_t r, KeptTokens* out) {
+  if (out->offsets.empty()) out->offsets.push_back(0);
+  torch::Tensor ids = kept[r].nonzero().view({-1}).to(torch::kInt32);  // [K]
+  const int32_t* data = ids.data_ptr<int32_t>();
+  out->ids.insert(out->ids.end(), data, data + ids.numel());
+  out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
 }
 
 // Generates for prompts of one common length; fills out[i] for each index in `members`.
-void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompts, const std::vector<size_t>& members,
-                  const SamplingOptions& o, std::vector<std::vector<GeneratedSample>>* out) {
+void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& prompts, const std::vector<size_t>& members,
+                  const SamplingOptions& o, std::vector<SampleGroup>* out) {
   const int64_t p = static_cast<int64_t>(members.size());
   const int64_t g = o.group_size;
-  const int64_t len = static_cast<int64_t>(prompts[members[0]].token_ids.size());
+  const int64_t len = static_cast<int64_t>(prompts[members[0]].prompt_ids.size());
   // The model runs where its weights are; sampling (and the counter RNG) stays on the CPU.
   const std::vector<torch::Tensor> params = model.parameters();
   const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
   torch::Tensor ids = torch::empty({p, len}, torch::kLong);  // [P, T]
   for (int64_t i = 0; i < p; ++i) {
-    const auto& src = prompts[members[i]].token_ids;
+    const auto& src = prompts[members[i]].prompt_ids;
     std::copy(src.begin(), src.end(), ids[i].data_ptr<int64_t>());
   }
   std::vector<CounterRng> rng_storage;
@@ -94,7 +111,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   for (int64_t i = 0; i < p; ++i) {
     for (int64_t j = 0; j < g; ++j) {
       rng_storage.emplace_back(o.seed, std::initializer_list<uint64_t>{kSamplingStream, o.step,
-                                                                         prompts[members[i]].key,
+                                                                         prompts[members[i]].sample_key,
                                                                          static_cast<uint64_t>(j)});
     }
   }
@@ -108,17 +125,27 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   cache->ExpandBatch(g);
   logits = logits.repeat_interleave(g, 0);  // [P*G, V]
 
-  std::vector<GeneratedSample> samples(p * g);
+  std::vector<SampleRecord> samples(p * g);
+  for (int64_t r = 0; r < p * g; ++r) {
+    const GroupRequest& request = prompts[members[r / g]];
+    samples[r].prompt_id = request.prompt_id;
+    samples[r].index = static_cast<int>(r % g);
+    samples[r].domain = request.domain;
+    samples[r].prompt_ids = request.prompt_ids;
+    samples[r].policy_version = o.policy_version;
+  }
   std::vector<bool> done(p * g, false);
   for (int step = 0; step < o.max_new_tokens; ++step) {
-    auto [tokens, logps] = SampleRows(logits, o, rngs);
+    SampledRows drawn = SampleRows(logits, o, rngs);
+    torch::Tensor tokens = drawn.tokens;
     auto tok = tokens.accessor<int64_t, 1>();
-    auto lp = logps.accessor<float, 1>();
+    auto lp = drawn.logprobs.accessor<float, 1>();
     bool all_done = true;
     for (int64_t r = 0; r < p * g; ++r) {
       if (done[r]) continue;
-      samples[r].token_ids.push_back(tok[r]);
+      samples[r].completion_ids.push_back(tok[r]);
       samples[r].logprobs.push_back(lp[r]);
+      if (drawn.kept.defined()) AppendKept(drawn.kept, r, &samples[r].kept);
       if (tok[r] == o.eos_id || std::find(o.stop_ids.begin(), o.stop_ids.end(), tok[r]) != o.stop_ids.end()) {
         done[r] = true;
         samples[r].finish = SampleFinish::kStop;
@@ -135,7 +162,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
   }
   if (o.record_choices) {
     for (int64_t r = 0; r < p * g; ++r) {
-      samples[r].choices = cache->Choices(r, len + static_cast<int64_t>(samples[r].token_ids.size()) - 1);
+      samples[r].choices = cache->Choices(r, len + static_cast<int64_t>(samples[r].completion_ids.size()) - 1);
     }
   }
   for (int64_t i = 0; i < p; ++i) {
@@ -146,13 +173,12 @@ void SampleBucket(model::CausalLm& model, const std::vector<PromptInput>& prompt
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::vector<GeneratedSample>>> SampleGroups(model::CausalLm& model,
-                                                                       const std::vector<PromptInput>& prompts,
-                                                                       const SamplingOptions& options) {
+absl::StatusOr<std::vector<SampleGroup>> SampleGroups(model::CausalLm& model, const std::vector<GroupRequest>& prompts,
+                                                      const SamplingOptions& options) {
   SPARGO_RETURN_IF_ERROR(Validate(model, prompts, options));
   std::map<size_t, std::vector<size_t>> buckets;  // prompt length -> prompt indices
-  for (size_t i = 0; i < prompts.size(); ++i) buckets[prompts[i].token_ids.size()].push_back(i);
-  std::vector<std::vector<GeneratedSample>> out(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) buckets[prompts[i].prompt_ids.size()].push_back(i);
+  std::vector<SampleGroup> out(prompts.size());
   SPARGO_RETURN_IF_ERROR(CallCatching("sampling", [&] {
     torch::NoGradGuard no_grad;
     for (const auto& [len, members] : buckets) SampleBucket(model, prompts, members, options, &out);

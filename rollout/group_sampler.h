@@ -6,6 +6,8 @@
 // changes nothing but the rounding of the log-probs.
 // temperature 0 decodes greedily (log-probs are then those of the untempered distribution).
 // The model runs on the device of its parameters (CPU or CUDA); sampling happens on the CPU.
+// Output: one rollout::SampleRecord (rollout/sample.h) per sample, with the prompt's ids and the request's id,
+// domain and sample key; the reward fields are left for the reward phase.
 #ifndef SPARGO_ROLLOUT_GROUP_SAMPLER_H_
 #define SPARGO_ROLLOUT_GROUP_SAMPLER_H_
 
@@ -14,10 +16,9 @@
 
 #include "absl/status/statusor.h"
 #include "model/causal_lm.h"
+#include "rollout/sample.h"
 
 namespace spargo::rollout {
-
-enum class SampleFinish { kStop, kLength };
 
 struct SamplingOptions {
   int group_size = 1;
@@ -35,28 +36,18 @@ struct SamplingOptions {
   // When > 0, only ids below it are drawn (a model whose vocabulary is padded beyond its tokenizer's); log-probs
   // are then those of the distribution over the allowed ids.
   int64_t vocab_limit = 0;
-  // Keep each sample's TokenChoices (model/causal_lm.h) for replay in the learner.
+  // Keep each sample's TokenChoices (model/causal_lm.h) for replay in the learner: the model's choices for the
+  // tokens it was fed, prompt and generated tokens except the last (positions [0, prompt + generated - 1)).
   bool record_choices = false;
+  // Keep each token's kept set when top-k/top-p truncated its distribution (SampleRecord::kept, Keep Sampling Mask).
+  bool record_kept = false;
+  // Stamped on every sample.
+  uint64_t policy_version = 0;
 };
 
-struct PromptInput {
-  std::vector<int64_t> token_ids;
-  uint64_t key = 0;  // identifies the prompt within the call (its index in the batch)
-};
-
-struct GeneratedSample {
-  std::vector<int64_t> token_ids;  // generated tokens, EOS included when sampled
-  std::vector<float> logprobs;     // one per generated token
-  SampleFinish finish = SampleFinish::kLength;
-  // With record_choices: the model's choices for the tokens it was fed, prompt and generated tokens except the
-  // last (positions [0, prompt + generated - 1)).
-  model::TokenChoices choices;
-};
-
-// Returns [num_prompts][group_size] samples, in input order.
-absl::StatusOr<std::vector<std::vector<GeneratedSample>>> SampleGroups(model::CausalLm& model,
-                                                                       const std::vector<PromptInput>& prompts,
-                                                                       const SamplingOptions& options);
+// Returns [num_prompts][group_size] samples, in input order. A request's sample_key keys its random stream.
+absl::StatusOr<std::vector<SampleGroup>> SampleGroups(model::CausalLm& model, const std::vector<GroupRequest>& prompts,
+                                                      const SamplingOptions& options);
 
 }  // namespace spargo::rollout
 

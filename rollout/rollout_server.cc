@@ -11,6 +11,7 @@
 #include "common/thread_pool.h"
 #include "model/weights_io.h"
 #include "rollout/group_sampler.h"
+#include "rollout/sample_proto.h"
 #include "rollout/weight_stream.h"
 #include "spargo/rollout.grpc.pb.h"
 
@@ -160,6 +161,9 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     if (!(s.top_p() >= 0 && s.top_p() <= 1)) return Invalid(absl::StrCat("sampling.top_p = ", s.top_p(), ": must be in [0, 1]"));
     if (s.top_k() < 0) return Invalid(absl::StrCat("sampling.top_k = ", s.top_k(), ": must be >= 0"));
     const int64_t vocab = model_->vocab_size();
+    if (s.vocab_limit() < 0 || s.vocab_limit() > vocab) {
+      return Invalid(absl::StrCat("sampling.vocab_limit = ", s.vocab_limit(), ": must be in 0..", vocab));
+    }
     for (int i = 0; i < s.stop_token_ids_size(); ++i) {
       if (s.stop_token_ids(i) < 0 || s.stop_token_ids(i) >= vocab) {
         return Invalid(absl::StrCat("sampling.stop_token_ids[", i, "] = ", s.stop_token_ids(i), ": not in [0, ", vocab, ")"));
@@ -207,31 +211,28 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     o.eos_id = options_.eos_id;
     o.pad_id = options_.pad_id;
     o.seed = s.seed();
-    o.vocab_limit = options_.vocab_limit;
+    o.vocab_limit = s.vocab_limit() > 0 ? s.vocab_limit() : options_.vocab_limit;
     o.record_choices = r.return_replay();
-    // Groups of equal size are sampled together; the prompt's index in the request keys its random stream.
+    o.record_kept = r.return_sampling_mask();
+    o.step = s.counter();
+    o.policy_version = version;
+    // Groups of equal size are sampled together; a group's sample_key (default: its index in the request) keys
+    // its random stream.
     std::map<int, std::vector<int>> by_size;
     for (int g = 0; g < r.groups_size(); ++g) by_size[r.groups(g).group_size()].push_back(g);
     for (int g = 0; g < r.groups_size(); ++g) out->add_groups()->set_prompt_id(r.groups(g).prompt_id());
     int64_t tokens = 0;
     for (const auto& [size, members] : by_size) {
-      std::vector<PromptInput> prompts;
-      for (int g : members) {
-        const auto& ids = r.groups(g).prompt_token_ids();
-        prompts.push_back({std::vector<int64_t>(ids.begin(), ids.end()), static_cast<uint64_t>(g)});
-      }
+      std::vector<GroupRequest> prompts;
+      for (int g : members) prompts.push_back(GroupRequestFromProto(r.groups(g), g));
       o.group_size = size;
-      absl::StatusOr<std::vector<std::vector<GeneratedSample>>> samples = SampleGroups(*model_, prompts, o);
+      absl::StatusOr<std::vector<SampleGroup>> samples = SampleGroups(*model_, prompts, o);
       if (!samples.ok()) return ToGrpc(samples.status());
       for (size_t i = 0; i < members.size(); ++i) {
         GroupResult* group = out->mutable_groups(members[i]);
-        for (const GeneratedSample& x : (*samples)[i]) {
-          Sample* sample = group->add_samples();
-          for (int64_t id : x.token_ids) sample->add_token_ids(static_cast<int32_t>(id));
-          for (float lp : x.logprobs) sample->add_logprobs(lp);
-          sample->set_finish_reason(x.finish == SampleFinish::kStop ? STOP : LENGTH);
-          AddReplay(x.choices, sample);
-          tokens += static_cast<int64_t>(x.token_ids.size());
+        for (const SampleRecord& x : (*samples)[i]) {
+          SampleToProto(x, group->add_samples());
+          tokens += static_cast<int64_t>(x.completion_ids.size());
         }
       }
     }
@@ -242,27 +243,6 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
           .IgnoreError();
     }
     return grpc::Status::OK;
-  }
-
-  // The sampler's choices ("topk_l<i>" [N, k], "routes_l<i>" [N, e]) as the proto's replay records.
-  static void AddReplay(const model::TokenChoices& choices, Sample* sample) {
-    for (const auto& [name, t] : choices) {
-      const bool topk = name.rfind("topk_l", 0) == 0;
-      const int layer = std::stoi(name.substr(topk ? 6 : 8));
-      torch::Tensor flat = t.to(torch::kInt32).contiguous();
-      const int32_t* data = flat.data_ptr<int32_t>();
-      if (topk) {
-        IndexerTopk* r = sample->add_indexer_topk();
-        r->set_layer(layer);
-        r->set_k(static_cast<int32_t>(t.size(1)));
-        r->mutable_positions()->Add(data, data + flat.numel());
-      } else {
-        MoeRoutes* r = sample->add_moe_routes();
-        r->set_layer(layer);
-        r->set_experts_per_token(static_cast<int32_t>(t.size(1)));
-        r->mutable_experts()->Add(data, data + flat.numel());
-      }
-    }
   }
 
   void Count(const char* method, const grpc::Status& status) {

@@ -1,5 +1,7 @@
 #include "rollout/weight_stream.h"
 
+#include <zlib.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +22,17 @@ torch::ScalarType TorchType(const std::string& dtype) {
 }
 
 }  // namespace
+
+uint32_t ChunkCrc32(const std::string& data) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  size_t done = 0;
+  while (done < data.size()) {  // zlib takes uInt lengths
+    const uInt n = static_cast<uInt>(std::min<size_t>(data.size() - done, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(data.data() + done), n);
+    done += n;
+  }
+  return static_cast<uint32_t>(crc);
+}
 
 absl::Status WeightAssembler::Bad(const std::string& what) const {
   return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
@@ -62,6 +75,10 @@ absl::Status WeightAssembler::Add(const WeightChunk& c) {
     return Bad(absl::StrCat("tensor '", current_, "': chunk after it was complete"));
   } else if (c.dtype() != dtype_ || !std::equal(shape_.begin(), shape_.end(), c.shape().begin(), c.shape().end())) {
     return Bad(absl::StrCat("tensor '", current_, "': dtype or shape changed between chunks"));
+  }
+  if (ChunkCrc32(c.data()) != c.crc32()) {
+    return Bad(absl::StrCat("tensor '", current_, "': chunk at byte ", c.offset_bytes(),
+                            " does not match its CRC-32 (corrupted in transit)"));
   }
   if (c.offset_bytes() != buffer_.size()) {
     return Bad(absl::StrCat("tensor '", current_, "': chunk at byte ", c.offset_bytes(), ", expected ", buffer_.size()));
@@ -118,6 +135,7 @@ absl::StatusOr<UpdateWeightsResponse> SendWeights(RolloutService::Stub& stub, co
       for (int64_t d : t.sizes()) chunk.add_shape(d);
       chunk.set_offset_bytes(static_cast<uint64_t>(offset));
       chunk.set_data(data + offset, static_cast<size_t>(n));
+      chunk.set_crc32(ChunkCrc32(chunk.data()));
       offset += n;
       chunk.set_commit(index == tensors.size() && offset == bytes);
       if (!writer->Write(chunk)) break;  // the server ended the call: its status says why

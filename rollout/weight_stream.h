@@ -1,9 +1,9 @@
 // New policy weights over RolloutService.UpdateWeights: a client stream of WeightChunk messages.
 //  - WeightAssembler (server side) rebuilds named tensors from chunks: every chunk carries the stream's
 //    policy_version; a tensor's chunks arrive in order, each at the byte offset already received, with dtype
-//    F32, BF16 or F16 and the tensor's shape; a tensor is complete before the next starts, and appears once; the
-//    last chunk sets `commit`. Violations are INVALID_ARGUMENT naming the tensor and offset; a stream that ends
-//    without commit is incomplete and changes nothing.
+//    F32, BF16 or F16, the tensor's shape and the CRC-32 of its bytes; a tensor is complete before the next
+//    starts, and appears once; the last chunk sets `commit`. Violations (a corrupted chunk among them) are
+//    INVALID_ARGUMENT naming the tensor and offset; a stream that ends without commit changes nothing.
 //  - SendWeights (client side) streams a TensorMap in chunks of at most `chunk_bytes`.
 #ifndef SPARGO_ROLLOUT_WEIGHT_STREAM_H_
 #define SPARGO_ROLLOUT_WEIGHT_STREAM_H_
@@ -17,6 +17,9 @@
 #include "spargo/rollout.grpc.pb.h"
 
 namespace spargo::rollout {
+
+// zlib's CRC-32 of a chunk's bytes (WeightChunk.crc32).
+uint32_t ChunkCrc32(const std::string& data);
 
 class WeightAssembler {
  public:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages spargo needs (only those missing), then configures and builds it in build/.
-# Idempotent: a second run installs nothing and rebuilds only what changed. Sourced by train.sh and test.sh.
+# Installs the Debian packages spargo needs (only those missing), configures build/ ($SPARGO_BUILD_DIR when set) once,
+# then builds the CMake targets named in $SPARGO_BUILD_TARGETS (space-separated; default `all`, tests included).
+# Idempotent: a second run installs nothing and rebuilds only what changed. Sourced by train.sh (which builds only
+# the `spargo` binary) and test.sh (which builds everything).
 set -euo pipefail
 
 SPARGO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,5 +46,7 @@ export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
   cmake -S "$SPARGO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-echo "setup: building in $BUILD_DIR"
-cmake --build "$BUILD_DIR" -- -j"$(nproc)"
+read -r -a build_targets <<<"${SPARGO_BUILD_TARGETS:-}"
+((${#build_targets[@]})) || build_targets=(all)
+echo "setup: building ${build_targets[*]} in $BUILD_DIR"
+cmake --build "$BUILD_DIR" --target "${build_targets[@]}" -- -j"$(nproc)"

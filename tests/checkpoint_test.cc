@@ -6,10 +6,11 @@
 #include "learner/checkpoint.h"
 #include "learner/optimizer.h"
 #include "learner/run_dir.h"
-#include "model/byte_tokenizer.h"
 #include "model/dsv32_model.h"
 #include "model/model_factory.h"
 #include "model/safetensors.h"
+#include "model/weights_io.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "tests/test_util.h"
 
 namespace spargo {
@@ -26,7 +27,14 @@ std::shared_ptr<model::CausalLm> Model(uint64_t seed) {
   c.set_intermediate_size(32);
   c.set_max_seq_len(8);
   torch::manual_seed(seed);
-  return *model::CreateModel(c, model::ByteTokenizer::kVocabSize);
+  return *model::CreateModel(c, tokenizer::ByteTokenizer::kVocabSize);
+}
+
+model::TensorMap Weights(model::CausalLm& m) {
+  model::TensorMap out;
+  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value().detach().clone();
+  for (const auto& b : m.named_buffers(true)) out[b.key()] = b.value().detach().clone();
+  return out;
 }
 
 bool SameWeights(model::CausalLm& a, model::CausalLm& b) {
@@ -62,9 +70,19 @@ TEST(CheckpointStore, SavesLoadsAndPrunesAtomically) {
   learner::TrainerState st;
   st.phase = "grpo";
   st.heldout_accuracy_before = 0.25;
+  st.heldout_before = {{"all", {{"accuracy", 0.25}}}};
+  st.policy_version = 12;
+  st.failed_steps = 1;
+  st.grpo_cursor = learner::TaskCursor{70, {30, 40}};
+  for (uint64_t d : {0, 1, 2, 5, 9, 3}) ASSERT_TRUE(st.ledger.Record(d).ok());
+  const model::TensorMap weights = Weights(*policy), reference_weights = Weights(*reference);
+  learner::CheckpointContents contents;
+  contents.weights = &weights;
+  contents.optimizer = opt.get();
+  contents.reference = &reference_weights;
   for (int step : {1, 2, 3}) {
     st.step = step;
-    ASSERT_TRUE(store.Save(st, *policy, *opt, reference.get()).ok());
+    ASSERT_TRUE(store.Save(st, contents).ok());
   }
   EXPECT_FALSE(fs::exists(dir + "/grpo-000001"));  // pruned
   EXPECT_FALSE(fs::exists(dir + "/.tmp-grpo-000009-1"));
@@ -72,15 +90,42 @@ TEST(CheckpointStore, SavesLoadsAndPrunesAtomically) {
   ASSERT_TRUE(latest.ok() && latest->has_value());
   EXPECT_EQ(fs::path(**latest).filename(), "grpo-000003");
 
-  auto policy2 = Model(7), reference2 = Model(8);
-  auto opt2 = learner::MakeAdamW(policy2->parameters(), oc);
-  auto loaded = learner::CheckpointStore::Load(**latest, *policy2, opt2.get(), reference2.get());
+  auto loaded = learner::CheckpointStore::ReadState(**latest, 2);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->phase, "grpo");
   EXPECT_EQ(loaded->step, 3);
   EXPECT_EQ(loaded->heldout_accuracy_before, 0.25);
+  EXPECT_EQ(loaded->heldout_before, st.heldout_before);
+  EXPECT_EQ(loaded->policy_version, 12u);
+  EXPECT_EQ(loaded->failed_steps, 1);
+  ASSERT_TRUE(loaded->grpo_cursor.has_value());
+  EXPECT_EQ(loaded->grpo_cursor->draws, 70u);
+  EXPECT_EQ(loaded->grpo_cursor->per_source, (std::vector<uint64_t>{30, 40}));
+  EXPECT_FALSE(loaded->warmup_cursor.has_value());
+  EXPECT_EQ(loaded->ledger.size(), 6u);
+  EXPECT_EQ(loaded->ledger.ToJson(), st.ledger.ToJson());
+  // A cursor for another number of task sources is refused.
+  EXPECT_FALSE(learner::CheckpointStore::ReadState(**latest, 3).ok());
+
+  auto policy2 = Model(7), reference2 = Model(8);
+  auto opt2 = learner::MakeAdamW(policy2->parameters(), oc);
+  auto w = learner::CheckpointStore::ReadWeights(**latest);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE(model::CopyNamedTensors(*policy2, *w).ok());
+  auto r = learner::CheckpointStore::ReadReference(**latest);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(model::CopyNamedTensors(*reference2, *r).ok());
+  ASSERT_TRUE(learner::CheckpointStore::LoadOptimizer(**latest, *opt2).ok());
   EXPECT_TRUE(SameWeights(*policy, *policy2));
   EXPECT_TRUE(SameWeights(*reference, *reference2));
+  // The optimizer's state came back: one more identical step keeps the two policies identical.
+  for (auto* m : {&policy, &policy2}) {
+    learner::ClearGradients((*m)->parameters());
+    (*m)->Forward(torch::zeros({1, 4}, torch::kLong)).sum().backward();
+  }
+  opt->step();
+  opt2->step();
+  EXPECT_TRUE(SameWeights(*policy, *policy2));
 }
 
 TEST(CheckpointStore, RefusesDamagedCheckpoints) {
@@ -89,21 +134,46 @@ TEST(CheckpointStore, RefusesDamagedCheckpoints) {
   auto opt = learner::MakeAdamW(policy->parameters(), config::OptimizerConfig());
   learner::CheckpointStore store(dir, 0);
   learner::TrainerState st;
-  auto path = store.Save(st, *policy, *opt, nullptr);
+  const model::TensorMap weights = Weights(*policy);
+  learner::CheckpointContents contents;
+  contents.weights = &weights;
+  contents.optimizer = opt.get();
+  auto path = store.Save(st, contents);
   ASSERT_TRUE(path.ok());
+  EXPECT_EQ(learner::CheckpointStore::ReadReference(*path).status().code(), absl::StatusCode::kNotFound);
   // Truncated weights.
   const std::string model_file = *path + "/model.safetensors";
   std::string bytes = ReadFile(model_file);
   testing::WriteFile(model_file, bytes.substr(0, bytes.size() / 2));
-  auto r = learner::CheckpointStore::Load(*path, *policy, nullptr, nullptr);
+  auto r = learner::CheckpointStore::ReadWeights(*path);
   EXPECT_FALSE(r.ok());
   EXPECT_NE(std::string(r.status().message()).find(*path), std::string::npos);
-  // Corrupt state.
+  // Corrupt state; a damaged ledger.
   testing::WriteFile(*path + "/state.json", "{\"phase\": ");
-  EXPECT_FALSE(learner::CheckpointStore::Load(*path, *policy, nullptr, nullptr).ok());
+  EXPECT_FALSE(learner::CheckpointStore::ReadState(*path, 1).ok());
+  testing::WriteFile(*path + "/state.json", R"({"phase": "grpo", "step": 1, "ledger": [[5, 3]]})");
+  EXPECT_FALSE(learner::CheckpointStore::ReadState(*path, 1).ok());
   // Missing folder.
-  EXPECT_EQ(learner::CheckpointStore::Load(dir + "/nope", *policy, nullptr, nullptr).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(learner::CheckpointStore::ReadState(dir + "/nope", 1).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(PromptLedger, RecordsEachDrawOnceAsIntervals) {
+  learner::PromptLedger ledger;
+  for (uint64_t d : {4, 2, 3, 9, 10, 0}) ASSERT_TRUE(ledger.Record(d).ok()) << d;
+  EXPECT_EQ(ledger.size(), 6u);
+  EXPECT_EQ(ledger.ToJson().dump(), "[[0,1],[2,5],[9,11]]");
+  EXPECT_EQ(ledger.Record(3).code(), absl::StatusCode::kFailedPrecondition);  // never counted twice
+  ASSERT_TRUE(ledger.Record(1).ok());
+  EXPECT_EQ(ledger.ToJson().dump(), "[[0,5],[9,11]]");
+  EXPECT_TRUE(ledger.Contains(10));
+  EXPECT_FALSE(ledger.Contains(5));
+  auto back = learner::PromptLedger::FromJson(ledger.ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->size(), 7u);
+  EXPECT_EQ(back->Record(9).code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* bad : {"{}", "[[1]]", "[[3, 3]]", "[[4, 6], [5, 9]]", "[[-1, 2]]"}) {
+    EXPECT_FALSE(learner::PromptLedger::FromJson(nlohmann::json::parse(bad)).ok()) << bad;
+  }
 }
 
 // A DeepSeek-V3.2 policy's checkpoint is a model directory: config.json plus model.safetensors with the published
@@ -118,14 +188,25 @@ TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
   c.set_max_seq_len(16);
   c.mutable_dsa()->set_index_topk(4);
   torch::manual_seed(4);
-  absl::StatusOr<std::shared_ptr<model::CausalLm>> policy = model::CreateModel(c, model::ByteTokenizer::kVocabSize);
+  absl::StatusOr<std::shared_ptr<model::CausalLm>> policy = model::CreateModel(c, tokenizer::ByteTokenizer::kVocabSize);
   ASSERT_TRUE(policy.ok()) << policy.status();
   auto opt = learner::MakeAdamW((*policy)->parameters(), config::OptimizerConfig());
   learner::CheckpointStore store(NewTempDir("ckpt"), 0);
-  absl::StatusOr<std::string> path = store.Save(learner::TrainerState(), **policy, *opt, policy->get());
+  const model::TensorMap weights = Weights(**policy);
+  learner::CheckpointContents contents;
+  contents.weights = &weights;
+  contents.optimizer = opt.get();
+  contents.model_config_json = model::Dsv32ConfigToJson(std::dynamic_pointer_cast<model::Dsv32Model>(*policy)->config());
+  const std::string tokenizer_dir = NewTempDir("tok");
+  contents.tokenizer_file = tokenizer_dir + "/tokenizer.json";  // copied as it is (with its tokenizer_config.json)
+  testing::WriteFile(contents.tokenizer_file, "{\"model\": {}}");
+  testing::WriteFile(tokenizer_dir + "/tokenizer_config.json", "{\"eos_token\": \"</s>\"}");
+  absl::StatusOr<std::string> path = store.Save(learner::TrainerState(), contents);
   ASSERT_TRUE(path.ok()) << path.status();
   absl::StatusOr<model::TensorMap> file = model::ReadSafetensors(*path + "/model.safetensors");
   ASSERT_TRUE(file.ok());
+  EXPECT_EQ(ReadFile(*path + "/tokenizer.json"), ReadFile(contents.tokenizer_file));  // the folder is a model dir
+  EXPECT_EQ(ReadFile(*path + "/tokenizer_config.json"), ReadFile(tokenizer_dir + "/tokenizer_config.json"));
   for (const char* name : {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
                            "model.layers.1.self_attn.indexer.weights_proj.weight", "model.layers.1.mlp.gate.weight",
                            "model.layers.1.mlp.gate.e_score_correction_bias",
@@ -135,7 +216,7 @@ TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
   absl::StatusOr<std::shared_ptr<model::Dsv32Model>> loaded = model::LoadDsv32Model(*path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->config().index_topk, 4);
-  torch::Tensor ids = torch::randint(0, model::ByteTokenizer::kVocabSize, {2, 12});
+  torch::Tensor ids = torch::randint(0, tokenizer::ByteTokenizer::kVocabSize, {2, 12});
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal((*loaded)->Forward(ids), (*policy)->Forward(ids)));
   // And it starts a run as model.pretrained_dir; a smaller vocabulary than the tokenizer's is refused.
@@ -143,10 +224,10 @@ TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
   pretrained.set_architecture(config::ModelConfig::DEEPSEEK_V32);
   pretrained.set_pretrained_dir(*path);
   pretrained.set_max_seq_len(16);
-  absl::StatusOr<std::shared_ptr<model::CausalLm>> again = model::CreateModel(pretrained, model::ByteTokenizer::kVocabSize);
+  absl::StatusOr<std::shared_ptr<model::CausalLm>> again = model::CreateModel(pretrained, tokenizer::ByteTokenizer::kVocabSize);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(torch::equal((*again)->Forward(ids), (*policy)->Forward(ids)));
-  EXPECT_FALSE(model::CreateModel(pretrained, model::ByteTokenizer::kVocabSize + 1).ok());
+  EXPECT_FALSE(model::CreateModel(pretrained, tokenizer::ByteTokenizer::kVocabSize + 1).ok());
   // Bad shapes are refused by name.
   c.mutable_dsa()->set_n_group(3);
   absl::Status bad = model::ValidateModelConfig(c);

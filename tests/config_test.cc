@@ -132,7 +132,7 @@ TEST(ConfigValidation, CrossFieldRulesNameTheField) {
       {"learner.aux_loss_weight=-1", "learner.aux_loss_weight"},
       {"metrics.port=70000", "metrics.port"},
       {"tasks[0].arithmetic.operators=/", "tasks[0].arithmetic.operators"},
-      {"rewards[0].domain=AGENT", "tasks[0].domain"},
+      {"rewards[0].domain=AGENT", "tasks[0] = REASONING: the source has prompts of this domain"},
       {"rollout.max_new_tokens=100", "rollout.max_new_tokens"},
   };
   for (const Bad& b : cases) {

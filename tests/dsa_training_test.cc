@@ -18,6 +18,13 @@
 namespace spargo::model {
 namespace {
 
+rollout::GroupRequest Req(std::vector<int64_t> ids, uint64_t key) {
+  rollout::GroupRequest r;
+  r.prompt_ids = std::move(ids);
+  r.sample_key = key;
+  return r;
+}
+
 using ::testing::HasSubstr;
 using torch::indexing::Slice;
 
@@ -227,14 +234,14 @@ TEST(DsaTraining, ReplayedSamplerChoicesReproduceTheSamplersLogprobs) {
   o.seed = 5;
   o.eos_id = -1;
   o.record_choices = true;
-  std::vector<rollout::PromptInput> prompts = {{{4, 8, 15, 16, 23}, 0}, {{42, 7}, 1}};
+  std::vector<rollout::GroupRequest> prompts = {Req({4, 8, 15, 16, 23}, 0), Req({42, 7}, 1)};
   auto groups = rollout::SampleGroups(*model, prompts, o);
   ASSERT_TRUE(groups.ok()) << groups.status();
   torch::NoGradGuard no_grad;
   for (size_t p = 0; p < prompts.size(); ++p) {
-    for (const rollout::GeneratedSample& s : (*groups)[p]) {
-      std::vector<int64_t> ids = prompts[p].token_ids;
-      ids.insert(ids.end(), s.token_ids.begin(), s.token_ids.end());
+    for (const rollout::SampleRecord& s : (*groups)[p]) {
+      std::vector<int64_t> ids = prompts[p].prompt_ids;
+      ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end());
       const int64_t fed = static_cast<int64_t>(ids.size()) - 1;
       ASSERT_EQ(s.choices.at("topk_l0").sizes(), (std::vector<int64_t>{fed, 3}));
       ASSERT_EQ(s.choices.at("routes_l1").sizes(), (std::vector<int64_t>{fed, 2}));
@@ -242,9 +249,9 @@ TEST(DsaTraining, ReplayedSamplerChoicesReproduceTheSamplersLogprobs) {
       const torch::Tensor input = torch::tensor(ids).unsqueeze(0);
       std::vector<model::TokenChoices> replay = {s.choices};
       torch::Tensor logp = torch::log_softmax(model->ForwardForTraining(input, &replay).logits[0], -1);
-      for (size_t t = 0; t < s.token_ids.size(); ++t) {
-        const int64_t pos = static_cast<int64_t>(prompts[p].token_ids.size() + t) - 1;
-        EXPECT_NEAR(logp[pos][s.token_ids[t]].item<double>(), s.logprobs[t], 1e-4) << "prompt " << p << " token " << t;
+      for (size_t t = 0; t < s.completion_ids.size(); ++t) {
+        const int64_t pos = static_cast<int64_t>(prompts[p].prompt_ids.size() + t) - 1;
+        EXPECT_NEAR(logp[pos][s.completion_ids[t]].item<double>(), s.logprobs[t], 1e-4) << "prompt " << p << " token " << t;
       }
       // Other choices give other log-probs: the replay is what the forward used.
       std::vector<model::TokenChoices> other = replay;
@@ -268,20 +275,20 @@ TEST(DsaTraining, CudaSamplingReplayAndIndexerLoss) {
     o.temperature = 1.0;
     o.seed = 3;
     o.record_choices = true;
-    std::vector<rollout::PromptInput> prompts = {{{4, 8, 15, 16, 23}, 0}};
+    std::vector<rollout::GroupRequest> prompts = {Req({4, 8, 15, 16, 23}, 0)};
     auto groups = rollout::SampleGroups(*model, prompts, o);
     ASSERT_TRUE(groups.ok()) << groups.status();
-    const rollout::GeneratedSample& s = (*groups)[0][1];
-    std::vector<int64_t> ids = prompts[0].token_ids;
-    ids.insert(ids.end(), s.token_ids.begin(), s.token_ids.end());
+    const rollout::SampleRecord& s = (*groups)[0][1];
+    std::vector<int64_t> ids = prompts[0].prompt_ids;
+    ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end());
     const torch::Tensor input = torch::tensor(ids).unsqueeze(0).to(torch::kCUDA);
     std::vector<model::TokenChoices> replay = {s.choices};
     model::TrainingForward out = model->ForwardForTraining(input, &replay);
     torch::Tensor logp = torch::log_softmax(out.logits[0].cpu(), -1);
     double worst = 0;
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
-      const int64_t pos = static_cast<int64_t>(prompts[0].token_ids.size() + t) - 1;
-      worst = std::max(worst, std::abs(logp[pos][s.token_ids[t]].item<double>() - s.logprobs[t]));
+    for (size_t t = 0; t < s.completion_ids.size(); ++t) {
+      const int64_t pos = static_cast<int64_t>(prompts[0].prompt_ids.size() + t) - 1;
+      worst = std::max(worst, std::abs(logp[pos][s.completion_ids[t]].item<double>() - s.logprobs[t]));
     }
     std::cout << c10::toString(dtype) << ": max |replayed log-prob - sampler log-prob| = " << worst << "\n";
     EXPECT_LT(worst, dtype == torch::kFloat32 ? 1e-3 : 0.1);

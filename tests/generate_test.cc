@@ -5,7 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "model/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "model/dsv32_model.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
@@ -38,13 +38,13 @@ TEST(GenerateCommand, GreedyDecodeEqualsRepeatedFullForwards) {
   // The same model, greedy by full forwards over the growing sequence (BOS, then the prompt's bytes).
   auto model = model::LoadDsv32Model(FixtureDir());
   ASSERT_TRUE(model.ok()) << model.status();
-  std::vector<int64_t> ids = model::ByteTokenizer().Encode("Sparse attention", /*add_bos=*/true);
+  std::vector<int64_t> ids = tokenizer::ByteTokenizer().Encode("Sparse attention", /*add_bos=*/true);
   std::vector<int64_t> want;
   torch::NoGradGuard no_grad;
   for (int i = 0; i < 10; ++i) {
     torch::Tensor logits = (*model)->Forward(torch::tensor(ids).unsqueeze(0));
     // Only ids the tokenizer can decode are drawn (the fixture's vocabulary of 320 is larger than the bytes').
-    const int64_t next = logits[0][-1].narrow(0, 0, model::ByteTokenizer::kVocabSize).argmax().item<int64_t>();
+    const int64_t next = logits[0][-1].narrow(0, 0, tokenizer::ByteTokenizer::kVocabSize).argmax().item<int64_t>();
     want.push_back(next);
     ids.push_back(next);
     if (next == 1) break;  // the fixture config's eos_token_id

@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/causal_attention.h"
-#include "model/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "model/model_factory.h"
 #include "rollout/group_sampler.h"
 
@@ -24,7 +24,7 @@ config::ModelConfig TinyConfig() {
 
 std::shared_ptr<model::CausalLm> MakeModel(uint64_t seed) {
   torch::manual_seed(seed);
-  auto m = model::CreateModel(TinyConfig(), model::ByteTokenizer::kVocabSize);
+  auto m = model::CreateModel(TinyConfig(), tokenizer::ByteTokenizer::kVocabSize);
   EXPECT_TRUE(m.ok()) << m.status();
   return *m;
 }
@@ -72,13 +72,21 @@ TEST(TinyTransformer, RefusesSequencesLongerThanItsPositions) {
   EXPECT_THROW(m->Forward(torch::zeros({1, 17}, torch::kLong)), c10::Error);
 }
 
+rollout::GroupRequest Req(std::vector<int64_t> ids, uint64_t key) {
+  rollout::GroupRequest r;
+  r.prompt_ids = std::move(ids);
+  r.sample_key = key;
+  r.prompt_id = std::to_string(key);
+  return r;
+}
+
 rollout::SamplingOptions Sampling(int g) {
   rollout::SamplingOptions o;
   o.group_size = g;
   o.max_new_tokens = 5;
   o.temperature = 1.0;
-  o.eos_id = model::ByteTokenizer::kEos;
-  o.pad_id = model::ByteTokenizer::kPad;
+  o.eos_id = tokenizer::ByteTokenizer::kEos;
+  o.pad_id = tokenizer::ByteTokenizer::kPad;
   o.seed = 42;
   o.step = 7;
   return o;
@@ -86,9 +94,9 @@ rollout::SamplingOptions Sampling(int g) {
 
 TEST(GroupSampler, SamplesDoNotDependOnBatchingAndLogprobsMatchTheModel) {
   auto m = MakeModel(5);
-  model::ByteTokenizer tok;
-  std::vector<rollout::PromptInput> prompts = {{tok.Encode("12+3=", true), 0}, {tok.Encode("7+80=", true), 1},
-                                               {tok.Encode("1+1=", true), 2}};
+  tokenizer::ByteTokenizer tok;
+  std::vector<rollout::GroupRequest> prompts = {Req(tok.Encode("12+3=", true), 0), Req(tok.Encode("7+80=", true), 1),
+                                                Req(tok.Encode("1+1=", true), 2)};
   auto together = rollout::SampleGroups(*m, prompts, Sampling(4));
   ASSERT_TRUE(together.ok()) << together.status();
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -96,7 +104,7 @@ TEST(GroupSampler, SamplesDoNotDependOnBatchingAndLogprobsMatchTheModel) {
     ASSERT_TRUE(alone.ok());
     for (int j = 0; j < 4; ++j) {
       // Same tokens; log-probs agree up to the rounding of different matrix shapes.
-      ASSERT_EQ((*alone)[0][j].token_ids, (*together)[i][j].token_ids);
+      ASSERT_EQ((*alone)[0][j].completion_ids, (*together)[i][j].completion_ids);
       for (size_t t = 0; t < (*alone)[0][j].logprobs.size(); ++t) {
         EXPECT_NEAR((*alone)[0][j].logprobs[t], (*together)[i][j].logprobs[t], 1e-5);
       }
@@ -105,41 +113,41 @@ TEST(GroupSampler, SamplesDoNotDependOnBatchingAndLogprobsMatchTheModel) {
   // The sampler's log-probs equal the full forward's log-softmax of the sampled tokens.
   torch::NoGradGuard no_grad;
   const auto& s = (*together)[1][2];
-  std::vector<int64_t> seq = prompts[1].token_ids;
-  seq.insert(seq.end(), s.token_ids.begin(), s.token_ids.end());
+  std::vector<int64_t> seq = prompts[1].prompt_ids;
+  seq.insert(seq.end(), s.completion_ids.begin(), s.completion_ids.end());
   torch::Tensor logp = torch::log_softmax(m->Forward(torch::tensor(seq).unsqueeze(0)), -1)[0];
-  for (size_t t = 0; t < s.token_ids.size(); ++t) {
-    const int64_t pos = static_cast<int64_t>(prompts[1].token_ids.size() + t) - 1;
-    EXPECT_NEAR(logp[pos][s.token_ids[t]].item<double>(), s.logprobs[t], 1e-4);
+  for (size_t t = 0; t < s.completion_ids.size(); ++t) {
+    const int64_t pos = static_cast<int64_t>(prompts[1].prompt_ids.size() + t) - 1;
+    EXPECT_NEAR(logp[pos][s.completion_ids[t]].item<double>(), s.logprobs[t], 1e-4);
   }
   // Samples within a group differ (the model is random and untrained).
   std::set<std::vector<int64_t>> distinct;
-  for (const auto& x : (*together)[0]) distinct.insert(x.token_ids);
+  for (const auto& x : (*together)[0]) distinct.insert(x.completion_ids);
   EXPECT_GT(distinct.size(), 1u);
 }
 
 TEST(GroupSampler, GreedyMatchesArgmaxAndRefusesBadInput) {
   auto m = MakeModel(6);
-  model::ByteTokenizer tok;
+  tokenizer::ByteTokenizer tok;
   rollout::SamplingOptions o = Sampling(1);
   o.temperature = 0;
-  std::vector<rollout::PromptInput> p = {{tok.Encode("5+5=", true), 0}};
+  std::vector<rollout::GroupRequest> p = {Req(tok.Encode("5+5=", true), 0)};
   auto out = rollout::SampleGroups(*m, p, o);
   ASSERT_TRUE(out.ok());
   torch::NoGradGuard no_grad;
-  torch::Tensor first = m->Forward(torch::tensor(p[0].token_ids).unsqueeze(0))[0][-1].argmax();
-  EXPECT_EQ((*out)[0][0].token_ids[0], first.item<int64_t>());
+  torch::Tensor first = m->Forward(torch::tensor(p[0].prompt_ids).unsqueeze(0))[0][-1].argmax();
+  EXPECT_EQ((*out)[0][0].completion_ids[0], first.item<int64_t>());
 
-  EXPECT_EQ(rollout::SampleGroups(*m, {{{}, 0}}, o).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(rollout::SampleGroups(*m, {{{999}, 0}}, o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rollout::SampleGroups(*m, {Req({}, 0)}, o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rollout::SampleGroups(*m, {Req({999}, 0)}, o).status().code(), absl::StatusCode::kInvalidArgument);
   o.max_new_tokens = 15;  // 5 prompt tokens + 15 > 16 positions
   EXPECT_EQ(rollout::SampleGroups(*m, p, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GroupSampler, TruncationAndStopTokens) {
   auto m = MakeModel(8);
-  model::ByteTokenizer tok;
-  std::vector<rollout::PromptInput> p = {{tok.Encode("9+4=", true), 0}};
+  tokenizer::ByteTokenizer tok;
+  std::vector<rollout::GroupRequest> p = {Req(tok.Encode("9+4=", true), 0)};
   rollout::SamplingOptions greedy = Sampling(1);
   greedy.temperature = 0;
   auto want = rollout::SampleGroups(*m, p, greedy);
@@ -152,7 +160,7 @@ TEST(GroupSampler, TruncationAndStopTokens) {
     auto got = rollout::SampleGroups(*m, p, o);
     ASSERT_TRUE(got.ok()) << got.status();
     for (const auto& s : (*got)[0]) {
-      EXPECT_EQ(s.token_ids, (*want)[0][0].token_ids);
+      EXPECT_EQ(s.completion_ids, (*want)[0][0].completion_ids);
       for (float lp : s.logprobs) EXPECT_NEAR(lp, 0.0, 1e-6);
     }
   }
@@ -164,34 +172,34 @@ TEST(GroupSampler, TruncationAndStopTokens) {
   ASSERT_TRUE(got.ok());
   torch::NoGradGuard no_grad;
   for (const auto& s : (*got)[0]) {
-    std::vector<int64_t> seq = p[0].token_ids;
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
+    std::vector<int64_t> seq = p[0].prompt_ids;
+    for (size_t t = 0; t < s.completion_ids.size(); ++t) {
       torch::Tensor logits = m->Forward(torch::tensor(seq).unsqueeze(0))[0][-1].to(torch::kDouble);
       auto [top, ids] = logits.topk(3);
-      EXPECT_TRUE(ids.eq(s.token_ids[t]).any().item<bool>());
+      EXPECT_TRUE(ids.eq(s.completion_ids[t]).any().item<bool>());
       const double lse = torch::logsumexp(top, 0).item<double>();
-      EXPECT_NEAR(s.logprobs[t], logits[s.token_ids[t]].item<double>() - lse, 1e-4);
-      seq.push_back(s.token_ids[t]);
+      EXPECT_NEAR(s.logprobs[t], logits[s.completion_ids[t]].item<double>() - lse, 1e-4);
+      seq.push_back(s.completion_ids[t]);
     }
   }
   // A stop token ends the sample, kept as its last token.
   rollout::SamplingOptions stop = greedy;
-  stop.stop_ids = {(*want)[0][0].token_ids[1]};
+  stop.stop_ids = {(*want)[0][0].completion_ids[1]};
   auto stopped = rollout::SampleGroups(*m, p, stop);
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ((*stopped)[0][0].finish, rollout::SampleFinish::kStop);
-  EXPECT_EQ((*stopped)[0][0].token_ids.back(), stop.stop_ids[0]);
-  EXPECT_LE((*stopped)[0][0].token_ids.size(), 2u);
+  EXPECT_EQ((*stopped)[0][0].completion_ids.back(), stop.stop_ids[0]);
+  EXPECT_LE((*stopped)[0][0].completion_ids.size(), 2u);
   o.top_p = 1.5;
   EXPECT_EQ(rollout::SampleGroups(*m, p, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ByteTokenizer, RoundTripsUtf8AndStopsAtEos) {
-  model::ByteTokenizer tok;
+  tokenizer::ByteTokenizer tok;
   std::vector<int64_t> ids = tok.Encode("héllo 数", true);
-  EXPECT_EQ(ids[0], model::ByteTokenizer::kBos);
+  EXPECT_EQ(ids[0], tokenizer::ByteTokenizer::kBos);
   EXPECT_EQ(tok.Decode(ids), "héllo 数");
-  ids.push_back(model::ByteTokenizer::kEos);
+  ids.push_back(tokenizer::ByteTokenizer::kEos);
   ids.push_back('x');
   EXPECT_EQ(tok.Decode(ids), "héllo 数");
 }

@@ -3,6 +3,7 @@
 // bearer tokens are enforced, the binary serves until SIGTERM.
 #include <signal.h>
 
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
@@ -30,10 +31,14 @@ std::unique_ptr<RolloutService::Stub> Stub(int port) {
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
 }
 
+// Each call's deadline: generous, since a loaded machine (ctest -j, other builds) slows the tiny model's calls
+// tenfold; they still end as soon as they are answered.
+absl::Time CallDeadline() { return absl::Now() + absl::Seconds(120); }
+
 grpc::Status Call(RolloutService::Stub& stub, const GenerateRequest& request, GenerateResponse* response,
                   const std::string& token = "") {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  context.set_deadline(absl::ToChronoTime(CallDeadline()));
   if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
   return stub.Generate(&context, request, response);
 }
@@ -51,6 +56,13 @@ GenerateRequest TwoGroups() {
   r.mutable_sampling()->set_max_new_tokens(6);
   r.mutable_sampling()->set_temperature(1.0);
   r.mutable_sampling()->set_seed(11);
+  return r;
+}
+
+GroupRequest Group(std::vector<int64_t> ids, uint64_t key) {
+  GroupRequest r;
+  r.prompt_ids = std::move(ids);
+  r.sample_key = key;
   return r;
 }
 
@@ -83,14 +95,14 @@ TEST(RolloutServer, GeneratesWhatTheSamplerDrawsAndReportsHealth) {
   o.seed = 11;
   o.eos_id = 1;
   o.group_size = 2;
-  auto a = SampleGroups(*model, {{{5, 17, 200, 3}, 0}}, o);
+  auto a = SampleGroups(*model, {Group({5, 17, 200, 3}, 0)}, o);
   o.group_size = 3;
-  auto b = SampleGroups(*model, {{{9, 9, 41}, 1}}, o);
+  auto b = SampleGroups(*model, {Group({9, 9, 41}, 1)}, o);
   ASSERT_TRUE(a.ok() && b.ok());
-  for (int j = 0; j < 2; ++j) EXPECT_EQ(Tokens(response.groups(0))[j], (*a)[0][j].token_ids);
+  for (int j = 0; j < 2; ++j) EXPECT_EQ(Tokens(response.groups(0))[j], (*a)[0][j].completion_ids);
   for (int j = 0; j < 3; ++j) {
     const Sample& s = response.groups(1).samples(j);
-    EXPECT_EQ(Tokens(response.groups(1))[j], (*b)[0][j].token_ids);
+    EXPECT_EQ(Tokens(response.groups(1))[j], (*b)[0][j].completion_ids);
     ASSERT_EQ(s.logprobs_size(), s.token_ids_size());
     for (int t = 0; t < s.logprobs_size(); ++t) EXPECT_NEAR(s.logprobs(t), (*b)[0][j].logprobs[t], 1e-5);
     EXPECT_EQ(s.finish_reason(), (*b)[0][j].finish == SampleFinish::kStop ? STOP : LENGTH);
@@ -101,7 +113,7 @@ TEST(RolloutServer, GeneratesWhatTheSamplerDrawsAndReportsHealth) {
   GenerateResponse replayed;
   ASSERT_TRUE(Call(*stub, replay_request, &replayed).ok());
   o.record_choices = true;
-  b = SampleGroups(*model, {{{9, 9, 41}, 1}}, o);
+  b = SampleGroups(*model, {Group({9, 9, 41}, 1)}, o);
   ASSERT_TRUE(b.ok());
   for (int j = 0; j < 3; ++j) {
     const Sample& s = replayed.groups(1).samples(j);
@@ -118,6 +130,7 @@ TEST(RolloutServer, GeneratesWhatTheSamplerDrawsAndReportsHealth) {
     EXPECT_EQ(topk1.size(0), 3 + s.token_ids_size() - 1);
   }
   grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(CallDeadline()));
   HealthResponse health;
   ASSERT_TRUE(stub->Health(&context, HealthRequest(), &health).ok());
   EXPECT_TRUE(health.serving());
@@ -197,8 +210,7 @@ TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
   model::TensorMap weights;
   for (const auto& p : other.named_parameters()) weights[p.key()] = p.value();
   for (const auto& b : other.named_buffers()) weights[b.key()] = b.value();
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  absl::StatusOr<UpdateWeightsResponse> updated = SendWeights(*stub, weights, 7, 1000, deadline, "secret");
+  absl::StatusOr<UpdateWeightsResponse> updated = SendWeights(*stub, weights, 7, 1000, CallDeadline(), "secret");
   ASSERT_TRUE(updated.ok()) << updated.status();
   EXPECT_EQ(updated->policy_version(), 7u);
   EXPECT_EQ(updated->tensors_updated(), weights.size());
@@ -210,22 +222,23 @@ TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
   greedy.temperature = 0;
   greedy.max_new_tokens = 6;
   greedy.group_size = 2;
-  auto want = SampleGroups(other, {{{5, 17, 200, 3}, 0}}, greedy);
+  auto want = SampleGroups(other, {Group({5, 17, 200, 3}, 0)}, greedy);
   ASSERT_TRUE(want.ok());
-  EXPECT_EQ(Tokens(after.groups(0))[0], (*want)[0][0].token_ids);
+  EXPECT_EQ(Tokens(after.groups(0))[0], (*want)[0][0].completion_ids);
 
   // A wrong shape, a missing tensor, or a stream without commit change nothing.
   model::TensorMap wrong = weights;
   wrong["lm_head.weight"] = torch::zeros({3, 3});
-  auto refused = SendWeights(*stub, wrong, 8, 1 << 20, deadline, "secret");
+  auto refused = SendWeights(*stub, wrong, 8, 1 << 20, CallDeadline(), "secret");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("lm_head.weight"));
   model::TensorMap partial = weights;
   partial.erase("model.norm.weight");
-  refused = SendWeights(*stub, partial, 8, 1 << 20, deadline, "secret");
+  refused = SendWeights(*stub, partial, 8, 1 << 20, CallDeadline(), "secret");
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("lacks tensor 'model.norm.weight'"));
   {
     grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(CallDeadline()));
     context.AddMetadata("authorization", "Bearer secret");
     UpdateWeightsResponse response;
     auto writer = stub->UpdateWeights(&context, &response);
@@ -235,6 +248,7 @@ TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
     chunk.set_dtype("F32");
     chunk.add_shape(1);
     chunk.set_data(std::string(4, '\0'));
+    chunk.set_crc32(ChunkCrc32(chunk.data()));
     writer->Write(chunk);
     writer->WritesDone();
     grpc::Status s = writer->Finish();
@@ -257,6 +271,7 @@ TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
     c.add_shape(3);  // 12 bytes
     c.set_offset_bytes(offset);
     c.set_data(std::string(bytes, '\x01'));
+    c.set_crc32(ChunkCrc32(c.data()));
     c.set_commit(commit);
     return c;
   };
@@ -274,6 +289,12 @@ TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
       {{chunk("w", 0, 16)}, "data past its 12 bytes"},
       {{chunk("w", 0, 12), chunk("w", 12, 0)}, "after it was complete"},
       {{chunk("w", 0, 8, true)}, "commit before tensor 'w' was complete"},
+      {{[&] {
+         WeightChunk flipped = chunk("w", 0, 12);
+         flipped.mutable_data()->at(5) ^= 0x10;  // one bit changed in transit
+         return flipped;
+       }()},
+       "does not match its CRC-32"},
       {{chunk("w", 0, 12, true), chunk("v", 0, 12)}, "after the committing chunk"},
   };
   for (const auto& [chunks, message] : bad) {
@@ -295,15 +316,17 @@ TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
 TEST(RolloutServiceBinary, ServesACheckpointUntilSigterm) {
   const std::string dir = testing::NewTempDir("rollout_binary");
   const int port = testing::FreeLoopbackPort();
-  const int pid = testing::StartProcess(
-      testing::SpargoBinary(), {"rollout", "--model", FixtureDir(), "--listen", "127.0.0.1:" + std::to_string(port)},
-      dir);
-  ASSERT_TRUE(testing::WaitForPort(port, std::chrono::seconds(30))) << testing::ReadFile(dir + "/stderr.txt");
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const int pid =
+      testing::StartProcess(testing::SpargoBinary(), {"rollout", "--model", FixtureDir(), "--listen", address}, dir);
+  testing::ProcessGuard guard(pid);
+  ASSERT_TRUE(testing::WaitForHealthy(address, testing::kServerStartLimit, testing::ProcessProbe(pid, dir)));
   auto stub = Stub(port);
   GenerateResponse response;
   grpc::Status status = Call(*stub, TwoGroups(), &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(response.groups(1).samples_size(), 3);
+  stub.reset();  // a client connection left open holds the server's drain for seconds
   ::kill(pid, SIGTERM);
   EXPECT_EQ(testing::WaitProcess(pid), 0);
   EXPECT_THAT(testing::ReadFile(dir + "/stderr.txt"), HasSubstr("rollout service stopped"));

@@ -1,11 +1,13 @@
 // Helpers shared by the test suites: temporary folders, running the real `spargo` binary, free loopback ports,
-// reading files.
+// reading files, waiting for a gRPC server through its grpc.health.v1 service.
 #ifndef SPARGO_TESTS_TEST_UTIL_H_
 #define SPARGO_TESTS_TEST_UTIL_H_
 
 #include <chrono>
 #include <string>
 #include <vector>
+
+#include "gtest/gtest.h"
 
 namespace spargo::testing {
 
@@ -35,6 +37,19 @@ int StartProcess(const std::string& binary, const std::vector<std::string>& args
 // Waits for a started process; returns its exit code.
 int WaitProcess(int pid);
 
+// Kills (SIGKILL) and reaps a started process that nobody waited for when the guard goes out of scope, so that a
+// test failing half-way leaves no server running. A process already waited for is left alone.
+class ProcessGuard {
+ public:
+  explicit ProcessGuard(int pid) : pid_(pid) {}
+  ~ProcessGuard();
+  ProcessGuard(const ProcessGuard&) = delete;
+  ProcessGuard& operator=(const ProcessGuard&) = delete;
+
+ private:
+  int pid_;
+};
+
 // The reference fixtures (HF transformers, HF tokenizers outputs): $SPARGO_FIXTURES_DIR when set, else
 // ../shared/fixtures next to the source tree.
 std::string FixturesDir();
@@ -42,8 +57,36 @@ std::string FixturesDir();
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
 
-// True once a plaintext gRPC server accepts connections on 127.0.0.1:port (within `limit`).
-bool WaitForPort(int port, std::chrono::seconds limit);
+// How long a test waits for a server it started to become healthy: generous, since a loaded machine (ctest -j, other
+// builds) can take tens of seconds to start a process and load a model; a healthy server ends the wait at once.
+constexpr std::chrono::seconds kServerStartLimit{120};
+
+// How to reach a server's grpc.health.v1.Health service.
+struct HealthProbe {
+  std::string token;         // sent as "authorization: Bearer <token>" when not empty
+  std::string tls_root_pem;  // the PEM certificate a TLS server is verified against; empty: plaintext
+  int pid = -1;              // the server's process, when the test started one: waiting stops when it exits
+  std::string log_path;      // that process's log (stderr), quoted when waiting fails
+  // A server without the health service (the Python example plugin) counts as up once it answers UNIMPLEMENTED.
+  bool health_optional = false;
+};
+
+// The probe for a server process the test started with StartProcess(..., log_dir, ...).
+HealthProbe ProcessProbe(int pid, const std::string& log_dir, const std::string& token = "");
+
+// The answer of one grpc.health.v1.Health/Check call for the whole server (service ""): the call's status and, when
+// it succeeded, the serving status (1 = SERVING, 2 = NOT_SERVING; 0 = UNKNOWN or unreadable).
+struct HealthAnswer {
+  int code = -1;  // grpc::StatusCode
+  std::string message;
+  int serving_status = 0;
+};
+HealthAnswer CheckHealth(const std::string& address, const HealthProbe& probe, std::chrono::seconds deadline);
+
+// Polls Health/Check on `address` until it answers SERVING (success), the server's process exits, or `limit`
+// passes (failures that say why, with the process's log). Returns as soon as the server is healthy.
+::testing::AssertionResult WaitForHealthy(const std::string& address, std::chrono::seconds limit,
+                                          const HealthProbe& probe = {});
 
 }  // namespace spargo::testing
 

@@ -1,6 +1,6 @@
-#include "model/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 
-namespace spargo::model {
+namespace spargo::tokenizer {
 
 std::vector<int64_t> ByteTokenizer::Encode(absl::string_view text, bool add_bos) const {
   std::vector<int64_t> ids;
@@ -19,4 +19,4 @@ std::string ByteTokenizer::Decode(const std::vector<int64_t>& ids) const {
   return text;
 }
 
-}  // namespace spargo::model
+}  // namespace spargo::tokenizer

@@ -1,7 +1,7 @@
 // Byte-level tokenizer for tiny models: ids 0..255 are the bytes of UTF-8 text; then BOS, EOS and PAD.
 // Encode never fails; Decode drops special ids and stops at the first EOS.
-#ifndef SPARGO_MODEL_BYTE_TOKENIZER_H_
-#define SPARGO_MODEL_BYTE_TOKENIZER_H_
+#ifndef SPARGO_TOKENIZER_BYTE_TOKENIZER_H_
+#define SPARGO_TOKENIZER_BYTE_TOKENIZER_H_
 
 #include <cstdint>
 #include <string>
@@ -9,7 +9,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace spargo::model {
+namespace spargo::tokenizer {
 
 class ByteTokenizer {
  public:
@@ -23,6 +23,6 @@ class ByteTokenizer {
   std::string Decode(const std::vector<int64_t>& ids) const;
 };
 
-}  // namespace spargo::model
+}  // namespace spargo::tokenizer
 
-#endif  // SPARGO_MODEL_BYTE_TOKENIZER_H_
+#endif  // SPARGO_TOKENIZER_BYTE_TOKENIZER_H_

@@ -1,0 +1,80 @@
+// The policy being trained (the learner side of the GRPO step's seams): a model on one device, the master weights
+// the optimizer updates, and the optimizer.
+//  - FLOAT32: the model's parameters are the master weights.
+//  - BFLOAT16: the model's weights and activations are bfloat16 (a DeepSeek-V3.2 model's router correction biases
+//    stay float32); a float32 master copy of every parameter is what AdamW (float32 state) updates: each step
+//    moves the bfloat16 gradients onto the master copy, clips, steps, and writes the master weights back.
+//  - TrainStep: one optimizer step over micro-batches (forward, loss, backward each; gradients accumulate), then
+//    global-norm clipping and AdamW at the given learning rate. The loss function must use the whole step's
+//    denominators (so that micro-batching changes nothing but rounding).
+//  - LogProbs: the same forward without gradient (the learner's own log-probs before an update).
+// Failures (a c10::Error from libtorch: out of memory, bad shapes) come back as statuses; a failed step leaves
+// the weights as they were when the failure happened before the optimizer step.
+#ifndef SPARGO_LEARNER_POLICY_LEARNER_H_
+#define SPARGO_LEARNER_POLICY_LEARNER_H_
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "learner/policy_forward.h"
+#include "learner/sequence_batch.h"
+#include "model/causal_lm.h"
+#include "model/safetensors.h"
+#include "spargo/config.pb.h"
+
+namespace spargo::learner {
+
+struct PolicyLearnerOptions {
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat32;  // kFloat32 or kBFloat16
+  bool activation_checkpointing = false;      // DeepSeek-V3.2 models only
+};
+
+class PolicyLearner {
+ public:
+  using LossFn = std::function<torch::Tensor(const MicroBatch&)>;
+
+  virtual ~PolicyLearner() = default;
+  virtual torch::Device device() const = 0;
+  virtual torch::ScalarType dtype() const = 0;
+  // The model being trained (on device(), in dtype()); rollout may sample with it directly.
+  virtual std::shared_ptr<model::CausalLm> model() const = 0;
+  // One optimizer step. Returns the global gradient norm before clipping.
+  virtual absl::StatusOr<double> TrainStep(const SequenceBatch& batch,
+                                           const std::vector<std::vector<int64_t>>& micro_batches,
+                                           const ForwardOptions& forward, const LossFn& loss,
+                                           const config::OptimizerConfig& optimizer, double lr) = 0;
+  // [N, T-1] float32 on the CPU: log-probs of every row's targets (zeros past a row's end) without gradient.
+  virtual absl::StatusOr<torch::Tensor> LogProbs(const SequenceBatch& batch,
+                                                 const std::vector<std::vector<int64_t>>& micro_batches,
+                                                 const ForwardOptions& forward) = 0;
+  // A fresh AdamW over the master weights (a new phase).
+  virtual void ResetOptimizer(const config::OptimizerConfig& config) = 0;
+  virtual torch::optim::Optimizer& optimizer() = 0;
+  // The model's parameters and buffers by name, on the device in the model's dtype (what rollout samples with).
+  virtual model::TensorMap ModelWeights() const = 0;
+  // The master weights (and buffers) by name, float32 on the CPU (what checkpoints hold).
+  virtual absl::StatusOr<model::TensorMap> MasterWeights() const = 0;
+  // Replaces the master weights and the model's from `weights` (names and shapes checked first).
+  virtual absl::Status LoadWeights(const model::TensorMap& weights) = 0;
+};
+
+// Moves `model` to the options' device and dtype and builds the learner around it.
+absl::StatusOr<std::unique_ptr<PolicyLearner>> NewLocalPolicyLearner(std::shared_ptr<model::CausalLm> model,
+                                                                     const PolicyLearnerOptions& options);
+
+// [N, T-1] float32 CPU log-probs of `model` (no gradient), micro-batched: the reference model's and evaluation's.
+absl::StatusOr<torch::Tensor> ModelLogProbs(model::CausalLm& model, torch::Device device, const SequenceBatch& batch,
+                                            const std::vector<std::vector<int64_t>>& micro_batches,
+                                            const ForwardOptions& forward);
+
+// Moves a model to `device` in `dtype` (DeepSeek-V3.2: keeping its router correction biases float32).
+absl::Status MoveModel(model::CausalLm& model, torch::Device device, torch::ScalarType dtype);
+
+}  // namespace spargo::learner
+
+#endif  // SPARGO_LEARNER_POLICY_LEARNER_H_

@@ -1,0 +1,205 @@
+#include "learner/run_setup.h"
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "model/dsv32_model.h"
+#include "model/model_factory.h"
+#include "model/parameter_groups.h"
+#include "model/weights_io.h"
+#include "rollout/grpc_rollout_client.h"
+#include "rollout/local_rollout_client.h"
+
+namespace spargo::learner {
+namespace {
+
+std::string TokenizerSpec(const config::ModelConfig& m) {
+  if (m.has_tokenizer() && !m.tokenizer().empty()) return m.tokenizer();
+  if (m.has_pretrained_dir()) {
+    const std::string candidate = (std::filesystem::path(m.pretrained_dir()) / "tokenizer.json").string();
+    std::error_code ec;
+    if (std::filesystem::exists(candidate, ec)) return candidate;
+  }
+  return "byte";
+}
+
+absl::StatusOr<SpecialIds> ResolveSpecialIds(const tokenizer::Tokenizer& tok, const model::CausalLm& policy) {
+  SpecialIds ids;
+  int64_t model_eos = -1, model_bos = -1;
+  if (auto* dsv32 = dynamic_cast<const model::Dsv32Model*>(&policy)) {
+    model_eos = dsv32->config().eos_token_id;
+    model_bos = dsv32->config().bos_token_id;
+  }
+  ids.eos = model_eos >= 0 ? model_eos : tok.eos_id().value_or(-1);
+  if (ids.eos < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model.tokenizer = ", tok.spec(), ": no end-of-sequence token "
+                                                   "(neither the model's config.json nor the tokenizer names one)"));
+  }
+  ids.pad = tok.pad_id().value_or(ids.eos);
+  ids.bos = tok.bos_id() ? *tok.bos_id() : model_bos;
+  ids.vocab_limit = tok.vocab_size() < policy.vocab_size() ? tok.vocab_size() : 0;
+  if (ids.eos >= policy.vocab_size() || ids.pad >= policy.vocab_size() || ids.bos >= policy.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.tokenizer = ", tok.spec(), ": special ids (eos ", ids.eos,
+                                                   ", pad ", ids.pad, ", bos ", ids.bos,
+                                                   ") outside the model's vocabulary of ", policy.vocab_size()));
+  }
+  return ids;
+}
+
+absl::StatusOr<std::shared_ptr<model::CausalLm>> NewModel(const config::ExperimentConfig& c,
+                                                          const tokenizer::Tokenizer& tok) {
+  SPARGO_RETURN_IF_ERROR(CallCatching("seeding", [&] { torch::manual_seed(c.seed()); }));
+  SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> m,
+                          model::CreateModel(c.model(), tok.vocab_size(), tok.bos_id().value_or(-1),
+                                             tok.eos_id().value_or(-1)));
+  const auto& frozen = c.learner().frozen_parameter_groups();
+  if (!frozen.empty()) {
+    SPARGO_RETURN_IF_ERROR(Annotate(model::FreezeParameterGroups(*m, {frozen.begin(), frozen.end()}),
+                                    "learner.frozen_parameter_groups"));
+  }
+  return m;
+}
+
+std::string DtypeName(torch::ScalarType t) { return t == torch::kBFloat16 ? "bfloat16" : "float32"; }
+
+}  // namespace
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& spec, const std::string& field) {
+  if (spec == "cpu") return torch::Device(torch::kCPU);
+  if (spec != "cuda" && !absl::StartsWith(spec, "cuda:")) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " = ", spec, ": use cpu, cuda or cuda:N"));
+  }
+  if (!torch::cuda::is_available()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " = ", spec, ": this libtorch sees no CUDA device"));
+  }
+  int index = 0;
+  if (spec != "cuda" && !absl::SimpleAtoi(spec.substr(5), &index)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " = ", spec, ": use cpu, cuda or cuda:N"));
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (index < 0 || index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " = ", spec, ": this machine has ", count, " CUDA device(s)"));
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+torch::ScalarType TorchDtype(config::Dtype dtype) { return dtype == config::BFLOAT16 ? torch::kBFloat16 : torch::kFloat32; }
+
+bool NeedsReference(const config::ExperimentConfig& c) {
+  const config::GrpoConfig& g = c.learner().grpo();
+  if (g.kl_metric() || g.kl_coef() > 0) return true;
+  for (const auto& d : g.domain_kl_coef()) {
+    if (d.value() > 0) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<RunModel> CreateRunModel(const config::ExperimentConfig& c) {
+  RunModel out;
+  out.tokenizer_spec = TokenizerSpec(c.model());
+  absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok = tokenizer::LoadTokenizer(out.tokenizer_spec);
+  if (!tok.ok()) return Annotate(tok.status(), absl::StrCat("model.tokenizer = ", out.tokenizer_spec));
+  out.tokenizer = *tok;
+  SPARGO_ASSIGN_OR_RETURN(out.model, NewModel(c, *out.tokenizer));
+  SPARGO_ASSIGN_OR_RETURN(out.ids, ResolveSpecialIds(*out.tokenizer, *out.model));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& c,
+                                                                 MetricsRegistry* metrics) {
+  auto ctx = std::make_unique<TrainContext>();
+  ctx->config = c;
+  ctx->metrics = metrics;
+  SPARGO_ASSIGN_OR_RETURN(ctx->tasks, TaskMixture::FromConfig(c));
+  const config::LearnerConfig& l = c.learner();
+  SPARGO_ASSIGN_OR_RETURN(torch::Device learner_device, ParseDevice(l.device(), "learner.device"));
+  const torch::ScalarType learner_dtype = TorchDtype(l.dtype());
+  SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
+  const std::string& tokenizer_spec = run_model.tokenizer_spec;
+  const std::shared_ptr<const tokenizer::Tokenizer>* tok = &run_model.tokenizer;
+  if (tokenizer_spec != "byte") ctx->tokenizer_file = tokenizer_spec;
+  std::shared_ptr<model::CausalLm> policy_model = run_model.model;
+  const SpecialIds ids = run_model.ids;
+  ctx->codec = std::make_unique<PromptCodec>(*tok, ids);
+  if (auto* dsv32 = dynamic_cast<model::Dsv32Model*>(policy_model.get())) {
+    ctx->model_config_json = model::Dsv32ConfigToJson(dsv32->config());
+  }
+
+  // The reference and an in-process rollout copy start as copies of the policy's initial weights.
+  const model::TensorMap initial = [&] {
+    model::TensorMap t;
+    for (const auto& p : policy_model->named_parameters(true)) t[p.key()] = p.value().detach().clone();
+    for (const auto& b : policy_model->named_buffers(true)) t[b.key()] = b.value().detach().clone();
+    return t;
+  }();
+  PolicyLearnerOptions po;
+  po.device = learner_device;
+  po.dtype = learner_dtype;
+  po.activation_checkpointing = l.activation_checkpointing();
+  SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewLocalPolicyLearner(policy_model, po));
+
+  if (NeedsReference(c)) {
+    SPARGO_ASSIGN_OR_RETURN(ctx->reference_device,
+                            ParseDevice(l.reference_device().empty() ? l.device() : l.reference_device(),
+                                        "learner.reference_device"));
+    SPARGO_ASSIGN_OR_RETURN(ctx->reference, NewModel(c, **tok));
+    SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*ctx->reference, initial));
+    for (auto& p : ctx->reference->parameters()) p.set_requires_grad(false);
+    SPARGO_RETURN_IF_ERROR(MoveModel(*ctx->reference, ctx->reference_device, learner_dtype));
+    ctx->reference->eval();
+  }
+
+  const config::RolloutConfig& r = c.rollout();
+  if (r.workers_size() > 0) {
+    rollout::GrpcRolloutOptions o;
+    o.workers.assign(r.workers().begin(), r.workers().end());
+    o.endpoints = c.services();
+    o.groups_per_request = r.groups_per_request();
+    o.generate_deadline_seconds = r.generate_deadline_seconds();
+    o.max_attempts = r.max_attempts();
+    o.worker_wait_seconds = r.worker_wait_seconds();
+    o.weight_chunk_bytes = r.weight_chunk_bytes();
+    o.vocab_size = policy_model->vocab_size();
+    SPARGO_ASSIGN_OR_RETURN(ctx->rollout, rollout::GrpcRolloutClient::Create(o, 0));
+  } else {
+    SPARGO_ASSIGN_OR_RETURN(torch::Device rollout_device,
+                            ParseDevice(r.device().empty() ? l.device() : r.device(), "rollout.device"));
+    const torch::ScalarType rollout_dtype =
+        r.dtype() == config::DTYPE_UNSPECIFIED ? learner_dtype : TorchDtype(r.dtype());
+    const std::string where = absl::StrCat("in process (", rollout_device.str(), ", ", DtypeName(rollout_dtype));
+    if (rollout_device == learner_device && rollout_dtype == learner_dtype) {
+      ctx->rollout = std::make_unique<rollout::LocalRolloutClient>(ctx->policy->model(), true, where + ")");
+    } else {
+      SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> copy, NewModel(c, **tok));
+      SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*copy, initial));
+      for (auto& p : copy->parameters()) p.set_requires_grad(false);
+      SPARGO_RETURN_IF_ERROR(MoveModel(*copy, rollout_device, rollout_dtype));
+      copy->eval();
+      ctx->rollout = std::make_unique<rollout::LocalRolloutClient>(copy, false, where + ", a copy of the policy)");
+    }
+  }
+
+  if (!c.services().reward_address().empty()) {
+    rewards::GrpcRewardOptions o;
+    o.address = c.services().reward_address();
+    o.endpoints = c.services();
+    SPARGO_ASSIGN_OR_RETURN(ctx->rewards, rewards::NewGrpcRewardClient(o));
+  } else {
+    SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
+    const int threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+    ctx->rewards = rewards::NewLocalRewardClient(std::make_shared<const rewards::RewardPipelines>(std::move(pipelines)),
+                                                 threads);
+  }
+  SPARGO_LOG(INFO) << "policy on " << learner_device.str() << " (" << DtypeName(learner_dtype) << "), tokenizer "
+                   << tokenizer_spec << " (" << (*tok)->vocab_size() << " ids, eos " << ids.eos << "), rollout "
+                   << ctx->rollout->Describe() << ", rewards " << ctx->rewards->Describe()
+                   << (ctx->reference ? absl::StrCat(", reference on ", ctx->reference_device.str()) : "");
+  return ctx;
+}
+
+}  // namespace spargo::learner
