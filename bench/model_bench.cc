@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
 #include "model/dsv32_model.h"
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
@@ -29,56 +30,12 @@ ABSL_FLAG(bool, train, false,
           "Instead: one training step's forward + backward (language-model loss plus the sparse-stage indexer loss, "
           "the learner's ForwardForTraining) on --batches x --prompt tokens.");
 
-namespace spargo {
-namespace {
-
-model::Dsv32Config Config(const std::string& name) {
-  model::Dsv32Config c;
-  c.rope_theta = 10000;
-  c.rms_norm_eps = 1e-6;
-  if (name == "tiny") {
-    c.vocab_size = 320; c.hidden_size = 64; c.num_hidden_layers = 2; c.num_attention_heads = 4;
-    c.q_lora_rank = 48; c.kv_lora_rank = 32; c.qk_nope_head_dim = 16; c.qk_rope_head_dim = 8; c.v_head_dim = 16;
-    c.index_n_heads = 4; c.index_head_dim = 16; c.index_topk = 12; c.intermediate_size = 128;
-    c.moe_intermediate_size = 32; c.n_routed_experts = 8; c.n_shared_experts = 1; c.num_experts_per_tok = 2;
-    c.n_group = 2; c.topk_group = 1; c.routed_scaling_factor = 2.5; c.max_position_embeddings = 4096;
-    c.moe_layer = {false, true};
-  } else {
-    c.vocab_size = 32000; c.hidden_size = 1024; c.num_hidden_layers = 8; c.num_attention_heads = 16;
-    c.q_lora_rank = 384; c.kv_lora_rank = 256; c.qk_nope_head_dim = 64; c.qk_rope_head_dim = 32; c.v_head_dim = 64;
-    c.index_n_heads = 8; c.index_head_dim = 64; c.index_topk = 256; c.intermediate_size = 2816;
-    c.moe_intermediate_size = 256; c.n_routed_experts = 8; c.n_shared_experts = 1; c.num_experts_per_tok = 2;
-    c.max_position_embeddings = 65536;
-    c.moe_layer.assign(8, false);
-  }
-  return c;
-}
-
-void Sync(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-template <typename Fn>
-double MedianSeconds(int reps, const torch::Device& d, Fn&& fn) {
-  fn();  // warm-up
-  Sync(d);
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    Sync(d);
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
-}  // namespace
-}  // namespace spargo
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
+  using bench::MedianSeconds;
+  using bench::Sync;
   const std::string name = absl::GetFlag(FLAGS_config), device_name = absl::GetFlag(FLAGS_device);
   if ((name != "tiny" && name != "160m") || (device_name == "cuda" && !torch::cuda::is_available())) {
     std::cerr << "--config tiny|160m; --device cuda needs a CUDA libtorch and device\n";
@@ -87,7 +44,7 @@ int main(int argc, char** argv) {
   const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
   const torch::ScalarType dtype = absl::GetFlag(FLAGS_dtype) == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   torch::manual_seed(0);
-  model::Dsv32Model m(Config(name));
+  model::Dsv32Model m(bench::BenchConfig(name));
   m.To(device, dtype);
   int64_t params = 0;
   for (const auto& p : m.parameters()) params += p.numel();

@@ -1,0 +1,130 @@
+// The learner's training step on given shapes: spargo's PolicyLearner (learner/policy_learner.h) taking one GRPO
+// optimizer step (token-mean clipped surrogate on random advantages, the sparse-stage indexer KL added, AdamW on
+// float32 master weights) over B sequences of L tokens (half prompt, half completion, random ids), and the no-grad
+// log-prob pass the reference model and truncated importance sampling make. Random weights of a named shape
+// (bench/bench_models.h). Medians over --reps after one warm-up. Prints one table row per shape; a shape that
+// does not fit in memory prints "out of memory".
+//   spargo_learner_bench [--config 160m] [--device cuda] [--dtype bfloat16] [--shapes 1x4096,4x4096]
+//                        [--micro_batch_rows 1] [--checkpointing] [--reps 3]
+// Tokens/s counts every token fed (B x L), as HF's peer script counts its training step (which has no optimizer
+// step and no indexer loss).
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
+#include "learner/grpo.h"
+#include "learner/policy_learner.h"
+#include "model/dsv32_model.h"
+
+ABSL_FLAG(std::string, config, "160m", "tiny or 160m.");
+ABSL_FLAG(std::string, device, "cuda", "cpu or cuda.");
+ABSL_FLAG(std::string, dtype, "bfloat16", "float32 or bfloat16.");
+ABSL_FLAG(std::string, shapes, "1x4096,4x4096", "Comma-separated BxL shapes.");
+ABSL_FLAG(int32_t, micro_batch_rows, 1, "Rows per forward/backward pass (0: all rows at once).");
+ABSL_FLAG(bool, checkpointing, false, "Activation checkpointing per layer.");
+ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
+
+namespace spargo {
+namespace {
+
+// B sample records of L tokens: prompt and completion halves, sampler log-probs of -1.
+std::vector<rollout::SampleRecord> Records(int64_t b, int64_t l, int64_t vocab) {
+  std::vector<rollout::SampleRecord> out(b);
+  torch::Tensor ids = torch::randint(0, vocab, {b, l}, torch::kLong);  // [B, L]
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t* row = ids[i].data_ptr<int64_t>();
+    out[i].prompt_ids.assign(row, row + l / 2);
+    out[i].completion_ids.assign(row + l / 2, row + l);
+    out[i].logprobs.assign(l - l / 2, -1.0f);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace spargo
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  using namespace spargo;
+  const std::string device_name = absl::GetFlag(FLAGS_device);
+  if (device_name == "cuda" && !torch::cuda::is_available()) {
+    std::cerr << "--device cuda needs a CUDA libtorch and device\n";
+    return 2;
+  }
+  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+  const torch::ScalarType dtype = absl::GetFlag(FLAGS_dtype) == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  torch::manual_seed(0);
+  auto model = std::make_shared<model::Dsv32Model>(bench::BenchConfig(absl::GetFlag(FLAGS_config)));
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  learner::PolicyLearnerOptions o;
+  o.device = device;
+  o.dtype = dtype;
+  o.activation_checkpointing = absl::GetFlag(FLAGS_checkpointing);
+  auto policy = learner::NewLocalPolicyLearner(model, o);
+  if (!policy.ok()) {
+    std::cerr << policy.status() << "\n";
+    return 1;
+  }
+  config::OptimizerConfig oc;
+  oc.set_lr(1e-6);
+  (*policy)->ResetOptimizer(oc);
+  const int reps = absl::GetFlag(FLAGS_reps), micro = absl::GetFlag(FLAGS_micro_batch_rows);
+  std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s, %s, micro-batches of %d rows%s, median of %d\n",
+              absl::GetFlag(FLAGS_config).c_str(), params / 1e6, device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(),
+              micro, o.activation_checkpointing ? ", activation checkpointing" : "", reps);
+  std::printf("| batch x tokens | GRPO step ms (fwd+bwd+AdamW) | training tokens/s | no-grad log-probs ms | log-prob tokens/s |\n"
+              "| --- | --- | --- | --- | --- |\n");
+  for (absl::string_view shape : absl::StrSplit(absl::GetFlag(FLAGS_shapes), ',')) {
+    std::vector<std::string> parts = absl::StrSplit(shape, 'x');
+    int64_t b = 0, l = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &b) || !absl::SimpleAtoi(parts[1], &l) || b < 1 || l < 4) {
+      std::cerr << "--shapes: '" << shape << "' is not BxL\n";
+      return 2;
+    }
+    const std::vector<rollout::SampleRecord> records = Records(b, l, model->vocab_size());
+    std::vector<const rollout::SampleRecord*> rows;
+    for (const auto& r : records) rows.push_back(&r);
+    learner::SequenceBatch batch = learner::BuildSequenceBatch(rows, 0);
+    std::vector<int64_t> all(b);
+    for (int64_t i = 0; i < b; ++i) all[i] = i;
+    const auto micro_batches = learner::SplitRows(all, micro);
+    torch::Tensor advantages = torch::randn({b});  // [B]
+    const double tokens = batch.loss_mask.sum().item<double>();
+    learner::GrpoLossOptions lo;
+    auto loss = [&](const learner::MicroBatch& mb) -> torch::Tensor {
+      learner::GrpoLossTerms t = learner::GrpoLoss(mb.logprobs, mb.Take(batch.old_logprobs), torch::Tensor(),
+                                                   mb.Take(advantages), mb.Take(batch.loss_mask), lo, tokens);
+      return mb.aux_loss.defined() ? t.loss + mb.aux_loss : t.loss;
+    };
+    learner::ForwardOptions f;
+    f.with_entropy = true;
+    bool failed = false;
+    auto guarded = [&](auto&& fn) {
+      return bench::MedianSeconds(reps, device, [&] {
+        if (failed) return;
+        absl::Status s = fn();
+        if (!s.ok()) {
+          failed = true;
+          std::cerr << shape << ": " << s.message().substr(0, 200) << "\n";
+        }
+      });
+    };
+    const double step = guarded([&] { return (*policy)->TrainStep(batch, micro_batches, f, loss, oc, oc.lr()).status(); });
+    const double logp = guarded([&] { return (*policy)->LogProbs(batch, micro_batches, f).status(); });
+    if (failed) {
+      std::printf("| %lld x %lld | out of memory (or failed: see stderr) | | | |\n", static_cast<long long>(b),
+                  static_cast<long long>(l));
+    } else {
+      std::printf("| %lld x %lld | %.1f | %.0f | %.1f | %.0f |\n", static_cast<long long>(b), static_cast<long long>(l),
+                  step * 1e3, b * l / step, logp * 1e3, b * l / logp);
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}
