@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -22,12 +23,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/atomic_file.h"
 #include "common/logging.h"
 
 namespace spargo::sandbox {
@@ -171,6 +172,24 @@ void KillUid(uid_t uid) {
   }
 }
 
+// An anonymous in-memory file holding `data`, positioned at its start; -1 on failure.
+int StdinFile(const std::string& data) {
+  const int fd = memfd_create("spargo-sandbox-stdin", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      close(fd);
+      return -1;
+    }
+    done += static_cast<size_t>(n);
+  }
+  lseek(fd, 0, SEEK_SET);
+  return fd;
+}
+
 bool Contains(const std::string& text, const char* needle) { return text.find(needle) != std::string::npos; }
 
 // A pipe whose read end the parent keeps (non-blocking, close-on-exec) and whose write end the child gets.
@@ -276,12 +295,15 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(const Options& options)
     const char* tmp = std::getenv("TMPDIR");
     o.work_root = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
   }
-  std::error_code ec;
-  const std::filesystem::path root = std::filesystem::canonical(o.work_root, ec);
-  if (ec || !std::filesystem::is_directory(root, ec)) {
+  char* resolved = realpath(o.work_root.c_str(), nullptr);
+  struct stat st;
+  const bool is_dir = resolved != nullptr && stat(resolved, &st) == 0 && S_ISDIR(st.st_mode);
+  const std::string root = resolved != nullptr ? resolved : "";
+  free(resolved);
+  if (!is_dir) {
     return absl::FailedPreconditionError(absl::StrCat("sandbox: work_root ", o.work_root, " is not a directory"));
   }
-  o.work_root = root.string();
+  o.work_root = root;
   if (o.max_concurrent < 0) return absl::InvalidArgumentError("sandbox: max_concurrent must be >= 0");
   const int slots = o.max_concurrent > 0 ? o.max_concurrent : std::max(1u, std::thread::hardware_concurrency());
   if (o.first_uid == 0) return absl::InvalidArgumentError("sandbox: first_uid must not be 0 (root)");
@@ -336,8 +358,7 @@ absl::StatusOr<std::unique_ptr<Workspace>> Sandbox::Open() {
   }
   if (uid != 0 && chown(pattern.c_str(), uid, uid) != 0) {
     const int err = errno;
-    std::error_code ec;
-    std::filesystem::remove_all(pattern, ec);
+    RemoveTree(pattern).IgnoreError();
     return give_up(absl::InternalError(absl::StrCat("sandbox: cannot give ", pattern, " to uid ", uid, ": ", ErrnoText(err))));
   }
   return std::unique_ptr<Workspace>(new Workspace(this, slot, uid, lock_fd, pattern));
@@ -388,10 +409,8 @@ Workspace::Workspace(Sandbox* sandbox, int slot, uid_t uid, int uid_lock_fd, std
 
 Workspace::~Workspace() {
   KillAll();
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);  // does not follow symbolic links the programs made
-  if (ec) {
-    SPARGO_LOG(WARNING) << "sandbox: cannot remove " << path_ << ": " << ec.message();
+  if (absl::Status removed = RemoveTree(path_); !removed.ok()) {  // never follows links the programs made
+    SPARGO_LOG(WARNING) << "sandbox: cannot remove " << path_ << ": " << removed.message();
   }
   if (uid_lock_fd_ >= 0) close(uid_lock_fd_);
   sandbox_->Release(slot_);
@@ -411,10 +430,17 @@ absl::Status Workspace::WriteFiles(const std::vector<File>& files) {
                                                        "' must be a plain name (no '/', not '.' or '..')"));
       break;
     }
-    // A program may have left a symbolic link or a FIFO under this name: never follow or block on it.
+    // A program may have left a link, a FIFO or a directory under this name: it goes (all the workspace's
+    // programs have ended), and the file is made afresh, never following or blocking on what was there.
+    struct stat st;
+    if (fstatat(dir, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode)) {
+      if (absl::Status removed = RemoveTree(absl::StrCat(path_, "/", f.name)); !removed.ok()) {
+        status = absl::InternalError(absl::StrCat("sandbox: cannot clear ", f.name, ": ", removed.message()));
+        break;
+      }
+    }
     const int fd = openat(dir, f.name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
                           f.executable ? 0755 : 0644);
-    struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       status = absl::FailedPreconditionError(absl::StrCat("sandbox: cannot write ", f.name, " in the workspace",
                                                           fd < 0 ? absl::StrCat(": ", ErrnoText(errno)) : ""));
@@ -474,9 +500,7 @@ absl::StatusOr<Result> Workspace::Run(const Request& request) {
       !std::isfinite(lim.wall_seconds)) {
     return absl::InvalidArgumentError("sandbox: limits must be positive and finite");
   }
-  std::vector<File> files = request.files;
-  files.push_back(File{".stdin", request.stdin_data, false});
-  if (absl::Status s = WriteFiles(files); !s.ok()) return s;
+  if (absl::Status s = WriteFiles(request.files); !s.ok()) return s;
   absl::StatusOr<std::string> exe = ResolveProgram(request.argv[0]);
   if (!exe.ok()) return exe.status();
 
@@ -514,7 +538,7 @@ absl::StatusOr<Result> Workspace::Run(const Request& request) {
     return absl::InternalError(absl::StrCat("sandbox: pipe: ", ErrnoText(errno)));
   }
   plan.workspace_fd = open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  plan.stdin_fd = open(absl::StrCat(path_, "/.stdin").c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  plan.stdin_fd = StdinFile(request.stdin_data);  // outside the workspace: a program cannot replace it
   plan.out_fd = out_pipe[1];
   plan.err_fd = err_pipe[1];
   plan.report_fd = report_pipe[1];

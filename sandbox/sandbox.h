@@ -12,7 +12,9 @@
 //  - network: a new network namespace (no interfaces but a down loopback) where the kernel allows it;
 //  - a new mount namespace where allowed, with private empty tmpfs mounts on /tmp and /dev/shm, so files left
 //    there vanish with the program;
-//  - a clean environment (PATH, HOME = the workspace, LANG), stdin from a file, every other descriptor closed.
+//  - a clean environment (PATH, HOME = the workspace, LANG), stdin from an in-memory file outside the workspace,
+//    every other descriptor closed. Files written into a workspace replace whatever a program left under their
+//    names (a link, a directory, a FIFO) without following it.
 // What could not be had is reported once in the log at Create and in isolation(); Options::require_* turn that
 // into an error instead. Not protected against: reading world-readable files of the host, filling the disk with
 // many files each under the file-size limit (there is no quota), kernel exploits, and CPU contention between
@@ -36,7 +38,7 @@
 namespace spargo::sandbox {
 
 struct Limits {
-  double cpu_seconds = 2.0;
+  double cpu_seconds = 2.0;   // rounded up to whole seconds (RLIMIT_CPU); the wall limit is exact
   double wall_seconds = 5.0;
   int64_t memory_bytes = int64_t{256} << 20;    // address space per process
   int64_t file_size_bytes = int64_t{16} << 20;  // largest file a process may write
@@ -79,7 +81,8 @@ struct Result {
   double cpu_seconds = 0;       // user + system of the program and its reaped children
   int64_t max_rss_bytes = 0;
   bool ok() const { return outcome == Outcome::kExited && exit_code == 0; }
-  // "exited 0", "exited 1", "killed by signal 11 (Segmentation fault)", "CPU time limit (2 s)", ...
+  // "exited 0", "exited 1", "killed by signal 11 (Segmentation fault)", "CPU time limit (2.01 s used)",
+  // "wall time limit (5.02 s)", "memory limit", "output limit", "file size limit".
   std::string Describe() const;
 };
 

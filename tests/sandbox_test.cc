@@ -168,7 +168,9 @@ TEST(Sandbox, AForkBombIsContainedAndNothingOutlivesTheWorkspace) {
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_TRUE(out->outcome == Outcome::kWallTimeLimit || out->outcome == Outcome::kCpuTimeLimit) << out->Describe();
   EXPECT_LT(out->wall_seconds, 5);
-  if ((*ws)->uid() != 0) EXPECT_EQ(LiveProcessesOf((*ws)->uid()), 0);
+  if ((*ws)->uid() != 0) {
+    EXPECT_EQ(LiveProcessesOf((*ws)->uid()), 0);
+  }
   // The host can still start processes, and so can the workspace.
   absl::StatusOr<Result> after = (*ws)->Run(Shell("true"));
   ASSERT_TRUE(after.ok()) << after.status();
@@ -185,7 +187,9 @@ TEST(Sandbox, BackgroundProcessesEndWithTheProgram) {
   // Gone, or a zombie waiting for its new parent to reap it.
   std::ifstream stat("/proc/" + pid + "/stat");
   std::string line;
-  if (std::getline(stat, line)) EXPECT_NE(line.find(") Z"), std::string::npos) << line;
+  if (std::getline(stat, line)) {
+    EXPECT_NE(line.find(") Z"), std::string::npos) << line;
+  }
 }
 
 TEST(Sandbox, AProcessThatLeftTheGroupIsKilledWithItsUid) {
@@ -259,7 +263,9 @@ TEST(Sandbox, WritesOutsideTheWorkspaceFail) {
   EXPECT_NE(out.stdout_text.find("denied " + outside), std::string::npos) << out.stdout_text << out.stderr_text;
   EXPECT_FALSE(fs::exists(outside + "/escaped"));
   // /tmp is the program's own (private tmpfs) where a mount namespace could be had.
-  if (sandbox->isolation().mount_namespace) EXPECT_FALSE(fs::exists(in_tmp));
+  if (sandbox->isolation().mount_namespace) {
+    EXPECT_FALSE(fs::exists(in_tmp));
+  }
   fs::remove(in_tmp);
 }
 
@@ -298,12 +304,31 @@ TEST(Sandbox, FileNamesAndLinksCannotReachOutside) {
   absl::StatusOr<std::unique_ptr<Workspace>> ws = sandbox->Open();
   ASSERT_TRUE(ws.ok()) << ws.status();
   ASSERT_TRUE((*ws)->Run(Shell("ln -s " + target + " evil")).ok());
-  Request overwrite = Shell("true");
+  Request overwrite = Shell("cat evil");
   overwrite.files = {{"evil", "clobbered", false}};
-  EXPECT_EQ((*ws)->Run(overwrite).status().code(), absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<Result> wrote = (*ws)->Run(overwrite);
+  ASSERT_TRUE(wrote.ok()) << wrote.status();
+  EXPECT_EQ(wrote->stdout_text, "clobbered");  // the link was replaced by the file, not followed
   std::ifstream in(target);
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(content, "original");
+}
+
+// A program cannot sabotage the next run of its workspace: stdin does not live there, and what it leaves under
+// a name the next run writes (a directory, a link, a FIFO) is replaced.
+TEST(Sandbox, LeftoversDoNotBreakTheNextRun) {
+  auto sandbox = NewSandbox();
+  absl::StatusOr<std::unique_ptr<Workspace>> ws = sandbox->Open();
+  ASSERT_TRUE(ws.ok()) << ws.status();
+  ASSERT_TRUE((*ws)->Run(Shell("mkdir -p main.py/sub .stdin; mkfifo input.txt; ln -s /etc/hostname out.txt")).ok());
+  Request next = Python("import sys\nprint(sys.stdin.read().strip(), open('input.txt').read())\n");
+  next.stdin_data = "from stdin";
+  next.files.push_back({"input.txt", "from a file", false});
+  next.files.push_back({"out.txt", "replaced", false});
+  absl::StatusOr<Result> out = (*ws)->Run(next);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->stdout_text, "from stdin from a file\n") << out->stderr_text;
+  EXPECT_EQ(*(*ws)->ReadFile("out.txt"), "replaced");
 }
 
 TEST(Sandbox, AProgramThatCannotStartIsAnError) {
