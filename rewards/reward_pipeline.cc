@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "rewards/agent_answer.h"
+#include "rewards/code_tests.h"
 #include "rewards/exact_answer.h"
 #include "rewards/language_consistency.h"
 #include "rewards/length_penalty.h"
@@ -157,6 +158,12 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
         case config::RewardComponent::kAgentAnswer:
           fn = std::make_unique<AgentAnswerReward>(c.agent_answer().correct(), c.agent_answer().wrong());
           break;
+        case config::RewardComponent::kCodeTests: {
+          auto code = CodeTestsReward::Create(c.code_tests());
+          if (!code.ok()) return Annotate(code.status(), cwhere);
+          fn = std::move(code).value();
+          break;
+        }
         case config::RewardComponent::kMathAnswer:
           fn = std::make_unique<MathAnswerReward>(c.math_answer().correct(), c.math_answer().wrong());
           break;

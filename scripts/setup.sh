@@ -22,6 +22,7 @@ PACKAGES=(
   libcpp-httplib-dev                       # the Prometheus /metrics endpoint; the judge's OpenAI-compatible client
   libgtest-dev libgmock-dev                # tests
   python3-grpcio python3-protobuf          # the example out-of-process reward plugin (Python) and its test
+  python3                                  # the sandboxed code runner's Python (code_tests reward)
   openssl                                  # tests: a throwaway TLS certificate for the services
 )
 
