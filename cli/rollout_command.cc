@@ -1,12 +1,16 @@
 // `spargo rollout`: serves RolloutService over gRPC (rollout/rollout_server.h) until SIGINT or SIGTERM, then
 // drains calls in flight (up to 10 s). The model is the checkpoint folder --model DIR (config.json and
 // safetensors, e.g. a training run's checkpoint) or, without it, a fresh model as the experiment config describes
-// (seeded by its `seed`), waiting for UpdateWeights. Address, TLS, bearer token and message limit come from the
+// (seeded by its `seed`), waiting for UpdateWeights. With rollout.agent set, samples of the agent's domains run as
+// episodes whose tool calls this worker's environments answer (the tokenizer: --tokenizer, the model folder's
+// tokenizer.json, or the config's). Address, TLS, bearer token and message limit come from the
 // config's `services` (default 127.0.0.1:50151); --listen overrides the address. --tokenizer limits sampling to
 // the tokenizer's ids. With metrics.port set, Prometheus metrics are served too.
+#include <filesystem>
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "agent/agent_config.h"
 #include "cli/command.h"
 #include "cli/model_flags.h"
 #include "cli/shared_flags.h"
@@ -26,6 +30,7 @@ namespace {
 
 struct LoadedModel {
   std::shared_ptr<model::CausalLm> model;
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // null when none is known (--model without one)
   std::string name;
   int64_t eos_id = -1, pad_id = 0, vocab_limit = 0;
 };
@@ -38,10 +43,17 @@ absl::StatusOr<LoadedModel> LoadModel(const config::ExperimentConfig& cfg) {
     out.eos_id = m->config().eos_token_id;
     out.model = std::move(m);
     out.name = dir;
+    const std::string spec = !absl::GetFlag(FLAGS_tokenizer).empty() ? absl::GetFlag(FLAGS_tokenizer)
+                             : std::filesystem::exists(dir + "/tokenizer.json") ? dir + "/tokenizer.json"
+                                                                                 : "";
+    if (!spec.empty()) {
+      SPARGO_ASSIGN_OR_RETURN(out.tokenizer, tokenizer::LoadTokenizer(spec));
+    }
   } else {
     // The model a training run with this config trains (its tokenizer, special ids and initial weights).
     SPARGO_ASSIGN_OR_RETURN(learner::RunModel run, learner::CreateRunModel(cfg));
     out.model = run.model;
+    out.tokenizer = run.tokenizer;
     out.name = cfg.name();
     out.eos_id = run.ids.eos;
     out.pad_id = run.ids.pad;
@@ -100,6 +112,26 @@ int RunRollout(const CommandArgs& args) {
   options.pad_id = loaded->pad_id;
   if (options.vocab_limit == 0) options.vocab_limit = loaded->vocab_limit;
   options.limits.max_new_tokens = static_cast<int>(loaded->model->max_seq_len());
+  // Agent episodes: this worker's environments answer the tool calls of its samples.
+  std::unique_ptr<agent::ToolBox> tools;
+  if (cfg->rollout().has_agent()) {
+    absl::StatusOr<std::unique_ptr<agent::ToolBox>> made = agent::ToolBoxFromConfig(cfg->rollout().agent(), "rollout.agent");
+    if (!made.ok() || loaded->tokenizer == nullptr) {
+      std::cerr << "spargo rollout: "
+                << (made.ok() ? "rollout.agent needs a tokenizer (--tokenizer, or tokenizer.json in --model)"
+                              : std::string(made.status().message()))
+                << "\n";
+      return kExitUsage;
+    }
+    tools = std::move(*made);
+    const agent::ToolBox* box = tools.get();
+    std::shared_ptr<const tokenizer::Tokenizer> tok = loaded->tokenizer;
+    const agent::EpisodeLimits limits = agent::LimitsFromConfig(cfg->rollout().agent());
+    const std::set<config::Domain> domains = agent::EpisodeDomains(cfg->rollout().agent());
+    options.episodes = [box, tok, limits, domains] {
+      return std::make_unique<agent::ToolEpisodes>(box, tok.get(), limits, domains);
+    };
+  }
   MetricsRegistry registry;
   MetricsServer metrics(&registry);
   if (!StartMetricsIfConfigured(*cfg, &metrics)) return kExitFailure;

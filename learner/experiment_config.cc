@@ -100,6 +100,16 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
       return Bad(absl::StrCat("rollout.workers[", i, "]"), w, "must be host:port");
     }
   }
+  if (r.has_agent()) {
+    const config::AgentConfig& a = r.agent();
+    if (a.max_turns() < 1) return Bad("rollout.agent.max_turns", a.max_turns(), "must be >= 1");
+    if (a.max_tool_calls() < 1) return Bad("rollout.agent.max_tool_calls", a.max_tool_calls(), "must be >= 1");
+    if (!(a.max_seconds() > 0)) return Bad("rollout.agent.max_seconds", a.max_seconds(), "must be positive");
+    if (a.max_result_bytes() < 64) return Bad("rollout.agent.max_result_bytes", a.max_result_bytes(), "must be >= 64");
+    if (!a.calculator() && !a.code_runner() && a.documents_jsonl().empty()) {
+      return Bad("rollout.agent", "{}", "names no environment (set calculator, documents_jsonl or code_runner)");
+    }
+  }
   if (r.workers_size() > 0 && (!r.device().empty() || r.dtype() != config::DTYPE_UNSPECIFIED)) {
     return Bad("rollout.device", r.device(), "rollout.device and rollout.dtype are for in-process rollout; "
                "with rollout.workers the workers choose (spargo rollout --device --dtype)");

@@ -1,5 +1,7 @@
 #include "learner/prompt_codec.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "chat/completion_parser.h"
@@ -43,7 +45,10 @@ absl::StatusOr<std::vector<int64_t>> PromptCodec::EncodePrompt(const TaskPrompt&
 
 absl::StatusOr<DecodedCompletion> PromptCodec::DecodeCompletion(const rollout::SampleRecord& s,
                                                                  config::PromptFormat format) const {
-  std::vector<int64_t> ids = s.completion_ids;
+  // An agent episode's reply is its last turn; the calls before it come from the environment's trace.
+  const bool episode = !s.episode_end.empty();
+  const int64_t start = episode ? std::clamp<int64_t>(s.final_turn_start, 0, s.completion_ids.size()) : 0;
+  std::vector<int64_t> ids(s.completion_ids.begin() + start, s.completion_ids.end());
   const bool stopped = s.finish == rollout::SampleFinish::kStop;
   if (stopped && !ids.empty() && ids.back() == ids_.eos) ids.pop_back();  // the end of sequence is not text
   SPARGO_ASSIGN_OR_RETURN(std::string text, tokenizer_->Decode(ids));
@@ -59,11 +64,17 @@ absl::StatusOr<DecodedCompletion> PromptCodec::DecodeCompletion(const rollout::S
       chat::ParseAssistantCompletion(stopped ? absl::StrCat(text, chat::kEndOfSentence) : text, mode);
   // The reward reads the reply as the model wrote it (the prompt's "<think>" restored in thinking mode).
   out.completion.text = mode == chat::ThinkingMode::kThinking ? absl::StrCat(chat::kThinkStart, text) : text;
+  if (episode) {
+    std::vector<chat::ToolCall> calls;
+    for (const rollout::ToolStep& step : s.tool_trace) calls.push_back(step.call);
+    if (message.ok()) calls.insert(calls.end(), message->tool_calls.begin(), message->tool_calls.end());
+    out.completion.tool_calls = std::move(calls);
+  }
   if (!message.ok()) {
     out.parse_error = std::string(message.status().message());
     return out;
   }
-  out.completion.tool_calls = message->tool_calls;
+  if (!episode) out.completion.tool_calls = message->tool_calls;
   return out;
 }
 

@@ -6,6 +6,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/agent_config.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "model/dsv32_model.h"
@@ -172,16 +174,28 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
     const torch::ScalarType rollout_dtype =
         r.dtype() == config::DTYPE_UNSPECIFIED ? learner_dtype : TorchDtype(r.dtype());
     const std::string where = absl::StrCat("in process (", rollout_device.str(), ", ", DtypeName(rollout_dtype));
+    std::unique_ptr<rollout::LocalRolloutClient> local;
     if (rollout_device == learner_device && rollout_dtype == learner_dtype) {
-      ctx->rollout = std::make_unique<rollout::LocalRolloutClient>(ctx->policy->model(), true, where + ")");
+      local = std::make_unique<rollout::LocalRolloutClient>(ctx->policy->model(), true, where + ")");
     } else {
       SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> copy, NewModel(c, **tok));
       SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*copy, initial));
       for (auto& p : copy->parameters()) p.set_requires_grad(false);
       SPARGO_RETURN_IF_ERROR(MoveModel(*copy, rollout_device, rollout_dtype));
       copy->eval();
-      ctx->rollout = std::make_unique<rollout::LocalRolloutClient>(copy, false, where + ", a copy of the policy)");
+      local = std::make_unique<rollout::LocalRolloutClient>(copy, false, where + ", a copy of the policy)");
     }
+    if (r.has_agent()) {
+      SPARGO_ASSIGN_OR_RETURN(ctx->tools, agent::ToolBoxFromConfig(r.agent(), "rollout.agent"));
+      const agent::ToolBox* tools = ctx->tools.get();
+      const tokenizer::Tokenizer* tokenizer = &ctx->codec->tokenizer();
+      const agent::EpisodeLimits limits = agent::LimitsFromConfig(r.agent());
+      const std::set<config::Domain> domains = agent::EpisodeDomains(r.agent());
+      local->set_episodes([=] { return std::make_unique<agent::ToolEpisodes>(tools, tokenizer, limits, domains); });
+      SPARGO_LOG(INFO) << "agent episodes in process: tools " << absl::StrJoin(tools->ToolNames(), ", ")
+                       << ", at most " << limits.max_turns << " tool turns";
+    }
+    ctx->rollout = std::move(local);
   }
 
   if (!c.services().reward_address().empty()) {

@@ -29,7 +29,7 @@ struct SequenceBatch {
   torch::Tensor lengths;       // [N] int64
   torch::Tensor kept_ids;      // [N, T-1, K] int64 or undefined
   std::vector<model::TokenChoices> replay;
-  int64_t completion_tokens = 0;
+  int64_t completion_tokens = 0;  // tokens the loss trains on (environment tokens excluded)
 };
 
 // Warm-up batches: prompts and target completions (no log-probs, no records).

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/environment.h"
 #include "common/metrics_registry.h"
 #include "learner/policy_learner.h"
 #include "learner/prompt_codec.h"
@@ -32,6 +33,8 @@ struct TrainContext {
   std::unique_ptr<PromptCodec> codec;
   std::unique_ptr<PolicyLearner> policy;
   std::unique_ptr<rollout::RolloutClient> rollout;
+  // Agent episodes in process (rollout.agent set, no workers): the environments the rollout's episodes call.
+  std::unique_ptr<agent::ToolBox> tools;
   std::unique_ptr<rewards::RewardClient> rewards;
   // The reference model (the policy at the start of GRPO), only when a KL coefficient is positive or the KL
   // metric is asked for; null otherwise.

@@ -1,6 +1,7 @@
 #include "rollout/group_sampler.h"
 
 #include <algorithm>
+#include <deque>
 #include <limits>
 #include <map>
 
@@ -92,6 +93,12 @@ void AppendKept(const torch::Tensor& kept, int64_t r, KeptTokens* out) {
   out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
 }
 
+// An empty kept set for a token the sampler did not draw (an environment token).
+void AppendNoKept(KeptTokens* out) {
+  if (out->offsets.empty()) out->offsets.push_back(0);
+  out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
+}
+
 // Generates for prompts of one common length; fills out[i] for each index in `members`.
 void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& prompts, const std::vector<size_t>& members,
                   const SamplingOptions& o, std::vector<SampleGroup>* out) {
@@ -135,30 +142,63 @@ void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
     samples[r].policy_version = o.policy_version;
   }
   std::vector<bool> done(p * g, false);
+  std::vector<std::deque<int64_t>> forced(p * g);  // environment tokens still to feed, per row
+  std::vector<int64_t> turn_start(p * g, 0);       // where each row's current turn began in its completion
+  torch::Tensor tokens = torch::empty({p * g}, torch::kLong);  // [P*G] what each row feeds next
   for (int step = 0; step < o.max_new_tokens; ++step) {
     SampledRows drawn = SampleRows(logits, o, rngs);
-    torch::Tensor tokens = drawn.tokens;
-    auto tok = tokens.accessor<int64_t, 1>();
+    auto tok = drawn.tokens.accessor<int64_t, 1>();
     auto lp = drawn.logprobs.accessor<float, 1>();
+    auto next = tokens.accessor<int64_t, 1>();
     bool all_done = true;
     for (int64_t r = 0; r < p * g; ++r) {
-      if (done[r]) continue;
-      samples[r].completion_ids.push_back(tok[r]);
-      samples[r].logprobs.push_back(lp[r]);
-      if (drawn.kept.defined()) AppendKept(drawn.kept, r, &samples[r].kept);
+      SampleRecord& s = samples[r];
+      if (done[r]) {
+        next[r] = o.pad_id;  // finished rows keep decoding padding; their output is ignored
+        continue;
+      }
+      if (!forced[r].empty()) {  // an environment token: fed, not sampled
+        next[r] = forced[r].front();
+        forced[r].pop_front();
+        s.completion_ids.push_back(next[r]);
+        s.logprobs.push_back(0.0f);
+        s.env_token_mask.push_back(1);
+        if (drawn.kept.defined()) AppendNoKept(&s.kept);
+        if (forced[r].empty()) turn_start[r] = static_cast<int64_t>(s.completion_ids.size());
+        all_done = false;
+        continue;
+      }
+      next[r] = tok[r];
+      s.completion_ids.push_back(tok[r]);
+      s.logprobs.push_back(lp[r]);
+      if (o.episodes != nullptr) s.env_token_mask.push_back(0);
+      if (drawn.kept.defined()) AppendKept(drawn.kept, r, &s.kept);
       if (tok[r] == o.eos_id || std::find(o.stop_ids.begin(), o.stop_ids.end(), tok[r]) != o.stop_ids.end()) {
-        done[r] = true;
-        samples[r].finish = SampleFinish::kStop;
+        std::optional<std::vector<int64_t>> insert;
+        if (o.episodes != nullptr) insert = o.episodes->EndOfTurn(&s, turn_start[r]);
+        if (insert.has_value() && !insert->empty()) {
+          if (static_cast<int64_t>(s.completion_ids.size() + insert->size()) >= o.max_new_tokens) {
+            s.episode_end = "length";  // no room left for the results and a reply
+            s.finish = SampleFinish::kLength;
+            done[r] = true;
+          } else {
+            forced[r].assign(insert->begin(), insert->end());
+          }
+        } else {
+          done[r] = true;
+          s.finish = SampleFinish::kStop;
+          s.final_turn_start = turn_start[r];
+        }
       }
       all_done = all_done && done[r];
     }
     if (all_done || step + 1 == o.max_new_tokens) break;
-    torch::Tensor next = tokens.clone();  // [P*G]
-    auto nx = next.accessor<int64_t, 1>();
-    for (int64_t r = 0; r < p * g; ++r) {
-      if (done[r]) nx[r] = o.pad_id;  // finished rows keep decoding padding; their output is ignored
-    }
-    logits = model.Decode(next.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
+    logits = model.Decode(tokens.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
+  }
+  for (int64_t r = 0; r < p * g; ++r) {
+    if (done[r]) continue;
+    samples[r].final_turn_start = turn_start[r];
+    if (o.episodes != nullptr && samples[r].episode_end.empty()) samples[r].episode_end = "length";
   }
   if (o.record_choices) {
     for (int64_t r = 0; r < p * g; ++r) {

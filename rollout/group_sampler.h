@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/causal_lm.h"
+#include "rollout/episode.h"
 #include "rollout/sample.h"
 
 namespace spargo::rollout {
@@ -43,6 +44,9 @@ struct SamplingOptions {
   bool record_kept = false;
   // Stamped on every sample.
   uint64_t policy_version = 0;
+  // Agent episodes (rollout/episode.h): when set, a sample that ends a turn is handed to it, and the tokens it
+  // returns are fed before sampling resumes. Not owned.
+  Episodes* episodes = nullptr;
 };
 
 // Returns [num_prompts][group_size] samples, in input order. A request's sample_key keys its random stream.

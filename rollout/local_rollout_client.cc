@@ -20,7 +20,11 @@ absl::StatusOr<std::vector<SampleGroup>> LocalRolloutClient::Generate(const std:
     return absl::FailedPreconditionError(absl::StrCat("policy_version ", options.policy_version,
                                                       " requested; the in-process sampler holds ", version_));
   }
-  return SampleGroups(*model_, groups, options);
+  if (!episodes_ || options.episodes != nullptr) return SampleGroups(*model_, groups, options);
+  std::unique_ptr<Episodes> episodes = episodes_();
+  SamplingOptions with_episodes = options;
+  with_episodes.episodes = episodes.get();
+  return SampleGroups(*model_, groups, with_episodes);
 }
 
 absl::Status LocalRolloutClient::UpdateWeights(const model::TensorMap& weights, uint64_t version) {

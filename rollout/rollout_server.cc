@@ -216,6 +216,8 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     o.record_kept = r.return_sampling_mask();
     o.step = s.counter();
     o.policy_version = version;
+    std::unique_ptr<Episodes> episodes = options_.episodes ? options_.episodes() : nullptr;
+    o.episodes = episodes.get();
     // Groups of equal size are sampled together; a group's sample_key (default: its index in the request) keys
     // its random stream.
     std::map<int, std::vector<int>> by_size;

@@ -26,6 +26,7 @@
 #include "common/metrics_registry.h"
 #include "grpcpp/grpcpp.h"
 #include "model/causal_lm.h"
+#include "rollout/episode.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::rollout {
@@ -46,6 +47,7 @@ struct RolloutServerOptions {
   int64_t eos_id = -1;                      // ends a sample besides the request's stop_token_ids
   int64_t pad_id = 0;                       // fed to finished rows while others decode
   int64_t vocab_limit = 0;                  // when > 0, only ids below it are drawn (tokenizer's vocabulary)
+  EpisodesFactory episodes;                 // when set, each Generate call runs agent episodes with a fresh driver
 };
 
 class RolloutServer {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/dsml.h"
 #include "model/causal_lm.h"
 #include "rewards/reward_function.h"
 #include "spargo/config.pb.h"
@@ -37,6 +38,12 @@ struct GroupRequest {
   std::string tools_json;
 };
 
+struct ToolStep {
+  chat::ToolCall call;
+  std::string result;  // the text the model was shown
+  bool error = false;  // the environment failed (the result says how)
+};
+
 struct SampleRecord {
   // What was asked.
   std::string prompt_id;
@@ -46,11 +53,21 @@ struct SampleRecord {
   // What the sampler produced.
   std::vector<int64_t> completion_ids;  // EOS or stop token included when sampled
   std::vector<float> logprobs;          // the sampler's, one per completion token (after temperature/truncation)
+  // Agent episodes: per completion token, 1 when an environment inserted it (a tool result) rather than the
+  // policy sampling it; such tokens are context for the loss, never its targets (their log-probs are 0). Empty:
+  // every token was sampled.
+  std::vector<uint8_t> env_token_mask;
   SampleFinish finish = SampleFinish::kLength;
   // The model's choices for the tokens it was fed (prompt and completion but the last), when recorded.
   model::TokenChoices choices;
   KeptTokens kept;
   uint64_t policy_version = 0;
+  // Agent episodes (rollout/episode.h): the tool calls made, in order, with what the environment answered;
+  // why the episode ended ("answer", "max_turns", "parse_error: ...", ...; empty for plain samples); and where
+  // the last turn of the model begins in completion_ids (0 for plain samples).
+  std::vector<ToolStep> tool_trace;
+  std::string episode_end;
+  int64_t final_turn_start = 0;
   // What the reward said (filled by the reward phase).
   std::string text;  // the completion as the reward saw it
   rewards::SampleScore reward;

@@ -62,6 +62,16 @@ GroupRequest GroupRequestFromProto(const PromptGroupRequest& request, int index)
 void SampleToProto(const SampleRecord& s, Sample* out) {
   for (int64_t id : s.completion_ids) out->add_token_ids(static_cast<int32_t>(id));
   out->mutable_logprobs()->Add(s.logprobs.begin(), s.logprobs.end());
+  for (uint8_t env : s.env_token_mask) out->add_env_token_mask(env != 0);
+  for (const ToolStep& step : s.tool_trace) {
+    ToolTraceStep* t = out->add_tool_trace();
+    t->set_name(step.call.name);
+    t->set_arguments_json(step.call.arguments.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    t->set_result(step.result);
+    t->set_error(step.error);
+  }
+  out->set_episode_end(s.episode_end);
+  out->set_final_turn_start(static_cast<int32_t>(s.final_turn_start));
   out->set_finish_reason(s.finish == SampleFinish::kStop     ? STOP
                          : s.finish == SampleFinish::kLength ? LENGTH
                                                              : ABORTED);
@@ -106,6 +116,27 @@ absl::StatusOr<SampleRecord> SampleFromProto(const Sample& p, const GroupRequest
   }
   s.completion_ids.assign(p.token_ids().begin(), p.token_ids().end());
   s.logprobs.assign(p.logprobs().begin(), p.logprobs().end());
+  if (p.env_token_mask_size() > 0) {
+    if (p.env_token_mask_size() != p.token_ids_size()) {
+      return Lost(absl::StrCat(p.env_token_mask_size(), " env_token_mask entries for ", p.token_ids_size(), " tokens"));
+    }
+    s.env_token_mask.assign(p.env_token_mask().begin(), p.env_token_mask().end());
+  }
+  for (int i = 0; i < p.tool_trace_size(); ++i) {
+    const auto& t = p.tool_trace(i);
+    ToolStep step;
+    step.call.name = t.name();
+    step.call.arguments = nlohmann::json::parse(t.arguments_json(), nullptr, /*allow_exceptions=*/false);
+    if (!step.call.arguments.is_object()) return Lost(absl::StrCat("tool_trace[", i, "].arguments_json is not a JSON object"));
+    step.result = t.result();
+    step.error = t.error();
+    s.tool_trace.push_back(std::move(step));
+  }
+  if (p.final_turn_start() < 0 || p.final_turn_start() > p.token_ids_size()) {
+    return Lost(absl::StrCat("final_turn_start ", p.final_turn_start(), " outside the ", p.token_ids_size(), " tokens"));
+  }
+  s.episode_end = p.episode_end();
+  s.final_turn_start = p.final_turn_start();
   switch (p.finish_reason()) {
     case STOP:
       s.finish = SampleFinish::kStop;

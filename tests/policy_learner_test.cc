@@ -44,6 +44,24 @@ SequenceBatch Batch(const std::vector<rollout::SampleRecord>& records) {
   return BuildSequenceBatch(rows, /*pad_id=*/0);
 }
 
+// Agent episodes: tokens an environment inserted (tool results) are fed to the model but never its targets.
+TEST(SequenceBatch, EnvironmentTokensAreContextNotTargets) {
+  rollout::SampleRecord r;
+  r.prompt_ids = {1, 2};
+  r.completion_ids = {3, 4, 5, 6};
+  r.logprobs = {-0.5f, 0.0f, 0.0f, -0.25f};
+  r.env_token_mask = {0, 1, 1, 0};
+  const SequenceBatch b = Batch({r});
+  // Targets sit at positions 1..4 (token j of the completion is predicted from position 2 + j - 1).
+  EXPECT_TRUE(torch::equal(b.input_ids, torch::tensor({{1, 2, 3, 4, 5, 6}}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(b.loss_mask, torch::tensor({{0.f, 1.f, 0.f, 0.f, 1.f}})));
+  EXPECT_TRUE(torch::equal(b.old_logprobs, torch::tensor({{0.f, -0.5f, 0.f, 0.f, -0.25f}})));
+  EXPECT_EQ(b.completion_tokens, 2);
+  EXPECT_EQ(b.lengths[0].item<int64_t>(), 6);
+  r.env_token_mask = {0, 1};
+  EXPECT_THROW(Batch({r}), c10::Error);
+}
+
 TEST(PolicyForward, LogProbsMatchAHandWrittenLogSoftmax) {
   auto model = TinyModel(1);
   const auto records = Records();

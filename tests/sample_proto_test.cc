@@ -28,6 +28,7 @@ SampleRecord Record() {
   s.choices["routes_l1"] = torch::tensor({1, 3, 0, 2, 5, 4, 6, 7, 1, 2, 3, 0}, torch::kLong).view({6, 2});
   s.kept.offsets = {0, 2, 3, 5};
   s.kept.ids = {55, 60, 10, 257, 1};
+  s.env_token_mask = {0, 1, 0};
   return s;
 }
 
@@ -62,6 +63,7 @@ TEST(SampleProto, RoundTripKeepsEveryField) {
   EXPECT_TRUE(torch::equal(s->choices.at("routes_l1"), want.choices.at("routes_l1")));
   EXPECT_EQ(s->kept.offsets, want.kept.offsets);
   EXPECT_EQ(s->kept.ids, want.kept.ids);
+  EXPECT_EQ(s->env_token_mask, want.env_token_mask);
 }
 
 TEST(SampleProto, RefusesInconsistentAnswers) {
@@ -86,6 +88,7 @@ TEST(SampleProto, RefusesInconsistentAnswers) {
   check([](Sample* p) { p->set_kept_counts(0, 3); }, "kept_counts add up to 6; 5 kept_token_ids sent");
   check([](Sample* p) { p->add_kept_counts(0); }, "4 kept_counts for 3 tokens");
   check([](Sample* p) { p->set_kept_token_ids(2, -4); }, "kept_token_ids[2] = -4 outside the vocabulary");
+  check([](Sample* p) { p->add_env_token_mask(false); }, "4 env_token_mask entries for 3 tokens");
 }
 
 }  // namespace

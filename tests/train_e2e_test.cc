@@ -151,9 +151,31 @@ TEST(TrainEndToEnd, BadConfigIsReportedAndNothingRuns) {
   EXPECT_THAT(o.err, HasSubstr("nope"));
   EXPECT_FALSE(fs::exists(base + "/run"));
 
+  auto a = RunProcess(SpargoBinary(), {"train", "--run-dir", base + "/run", "--set", "rollout.agent.max_turns=3"});
+  EXPECT_EQ(a.exit_code, 2);
+  EXPECT_THAT(a.err, HasSubstr("rollout.agent"));
+  EXPECT_THAT(a.err, HasSubstr("no environment"));
+  EXPECT_FALSE(fs::exists(base + "/run"));
+
   auto f = RunProcess(SpargoBinary(), {"train", "--no-such-flag"});
   EXPECT_EQ(f.exit_code, 2);
   EXPECT_THAT(f.err, HasSubstr("--no-such-flag"));
+}
+
+// Agent episodes in process: the default task's domain as episodes with a calculator. The fresh model rarely
+// calls a tool, so this is the wiring: the environments are built, every sample is an episode that ends, the
+// run trains and finishes.
+TEST(TrainEndToEnd, RunsWithAgentEpisodesInProcess) {
+  const std::string dir = NewTempDir("agent") + "/run";
+  std::vector<std::string> args = SmallRun(dir, 2);
+  for (const char* s : {"rollout.agent.calculator=true", "rollout.agent.domains[0]=REASONING"}) {
+    args.push_back("--set");
+    args.push_back(s);
+  }
+  auto r = RunProcess(SpargoBinary(), args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("agent episodes in process: tools calculator"));
+  EXPECT_TRUE(fs::exists(dir + "/summary.json"));
 }
 
 TEST(TrainEndToEnd, RefusesToOverwriteAnExistingRun) {
