@@ -4,6 +4,7 @@
 #include "agent/calculator.h"
 #include "agent/code_runner.h"
 #include "agent/document_search.h"
+#include "agent/remote_environment.h"
 
 namespace spargo::agent {
 
@@ -29,7 +30,12 @@ absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentCo
   if (c.code_runner()) {
     if (absl::Status s = box->Add(std::make_unique<CodeRunner>()); !s.ok()) return s;
   }
-  if (box->size() == 0) return bad("", "no environment (set calculator, documents_jsonl or code_runner)");
+  for (int i = 0; i < c.remote_size(); ++i) {
+    absl::StatusOr<std::unique_ptr<RemoteEnvironment>> remote = RemoteEnvironment::Create(c.remote(i));
+    if (!remote.ok()) return bad(absl::StrCat("remote[", i, "]"), std::string(remote.status().message()));
+    if (absl::Status s = box->Add(std::move(*remote)); !s.ok()) return s;
+  }
+  if (box->size() == 0) return bad("", "no environment (set calculator, documents_jsonl, code_runner or remote)");
   return box;
 }
 

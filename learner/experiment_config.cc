@@ -106,8 +106,8 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
     if (a.max_tool_calls() < 1) return Bad("rollout.agent.max_tool_calls", a.max_tool_calls(), "must be >= 1");
     if (!(a.max_seconds() > 0)) return Bad("rollout.agent.max_seconds", a.max_seconds(), "must be positive");
     if (a.max_result_bytes() < 64) return Bad("rollout.agent.max_result_bytes", a.max_result_bytes(), "must be >= 64");
-    if (!a.calculator() && !a.code_runner() && a.documents_jsonl().empty()) {
-      return Bad("rollout.agent", "{}", "names no environment (set calculator, documents_jsonl or code_runner)");
+    if (!a.calculator() && !a.code_runner() && a.documents_jsonl().empty() && a.remote_size() == 0) {
+      return Bad("rollout.agent", "{}", "names no environment (set calculator, documents_jsonl, code_runner or remote)");
     }
   }
   if (r.workers_size() > 0 && (!r.device().empty() || r.dtype() != config::DTYPE_UNSPECIFIED)) {
