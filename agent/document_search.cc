@@ -10,6 +10,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "tokenizer/byte_level.h"
 
 namespace spargo::agent {
@@ -98,6 +99,9 @@ absl::StatusOr<std::unique_ptr<DocumentSearch>> DocumentSearch::FromJsonl(const 
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     json j;
+    if (JsonNestingDepth(line) > kMaxJsonDepth) {
+      return LineError(path, number, absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
+    }
     try {
       j = json::parse(line);
     } catch (const json::exception& e) {

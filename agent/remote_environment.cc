@@ -1,6 +1,7 @@
 #include "agent/remote_environment.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
 
@@ -29,7 +30,7 @@ absl::StatusOr<std::unique_ptr<RemoteEnvironment>> RemoteEnvironment::Create(con
   ListToolsResponse response;
   const grpc::Status status = env->stub_->ListTools(&context, ListToolsRequest(), &response);
   if (!status.ok()) return absl::UnavailableError(Failure(config.address(), status));
-  env->tools_ = nlohmann::json::parse(response.tools_json(), nullptr, /*allow_exceptions=*/false);
+  env->tools_ = ParseBoundedJson(response.tools_json());
   bool valid = env->tools_.is_array() && !env->tools_.empty();
   for (const auto& tool : valid ? env->tools_ : nlohmann::json::array()) {
     valid = valid && tool.is_object() && tool.contains("function") && tool["function"].is_object() &&

@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/bounded_json.h"
 
 namespace spargo::chat {
 namespace {
@@ -41,7 +42,7 @@ absl::Status ParseParameter(absl::string_view* rest, ToolCall* call) {
   if (is_string == "true") {
     call->arguments[name] = std::string(raw);
   } else if (is_string == "false") {
-    nlohmann::json v = nlohmann::json::parse(raw.begin(), raw.end(), nullptr, /*allow_exceptions=*/false);
+    nlohmann::json v = ParseBoundedJson(raw);
     if (v.is_discarded()) {
       return Bad(absl::StrCat(where, ", parameter '", name, "': string=\"false\" value is not JSON: ", raw));
     }

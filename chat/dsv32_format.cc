@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "chat/dsml.h"
 #include "chat/python_json.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 
 namespace spargo::chat {
@@ -92,7 +93,7 @@ absl::StatusOr<std::string> RenderToolCalls(const Json& calls, size_t index) {
       return Bad(index, absl::StrCat("tool_calls[", i, "] needs a function name"));
     }
     Json args = fn.contains("arguments") ? fn["arguments"] : Json::object();
-    if (args.is_string()) args = Json::parse(args.get<std::string>(), nullptr, /*allow_exceptions=*/false);
+    if (args.is_string()) args = ParseBoundedJson<Json>(args.get<std::string>());
     if (!args.is_object()) return Bad(index, absl::StrCat("tool_calls[", i, "].arguments is not a JSON object"));
     std::vector<std::string> params;
     for (const auto& [key, value] : args.items()) {

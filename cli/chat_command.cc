@@ -8,6 +8,7 @@
 #include "absl/flags/flag.h"
 #include "chat/dsv32_format.h"
 #include "cli/command.h"
+#include "common/bounded_json.h"
 
 ABSL_FLAG(std::string, mode, "thinking", "thinking (the last user turn opens <think>) or chat.");
 
@@ -24,7 +25,7 @@ int RunChat(const CommandArgs& args) {
     return kExitUsage;
   }
   const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-  nlohmann::ordered_json conversation = nlohmann::ordered_json::parse(input, nullptr, /*allow_exceptions=*/false);
+  nlohmann::ordered_json conversation = ParseBoundedJson<nlohmann::ordered_json>(input);
   if (conversation.is_discarded()) {
     std::cerr << "spargo chat: stdin is not valid JSON\n";
     return kExitFailure;

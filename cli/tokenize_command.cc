@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
 #include "cli/model_flags.h"
+#include "common/bounded_json.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/tokenizer.h"
 
@@ -20,7 +21,7 @@ namespace {
 using nlohmann::json;
 
 absl::StatusOr<json> HandleLine(const std::string& line, bool decode, const tokenizer::Tokenizer& tok) {
-  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  json j = ParseBoundedJson(line);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
   if (!decode) {
     if (!j.contains("text") || !j["text"].is_string()) return absl::InvalidArgumentError("field 'text': must be a string");

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/atomic_file.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -148,6 +150,7 @@ absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path,
   TrainerState state;
   nlohmann::json j;
   SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("reading ", file), [&] {
+    if (JsonNestingDepth(text.str()) > kMaxJsonDepth) throw std::runtime_error("nested too deep");
     j = nlohmann::json::parse(text.str());
     state.phase = j.at("phase").get<std::string>();
     state.step = j.at("step").get<int64_t>();

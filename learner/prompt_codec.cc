@@ -6,6 +6,7 @@
 #include "absl/strings/str_replace.h"
 #include "chat/completion_parser.h"
 #include "chat/dsv32_format.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 
 namespace spargo::learner {
@@ -32,7 +33,7 @@ absl::StatusOr<std::vector<int64_t>> PromptCodec::EncodePrompt(const TaskPrompt&
     conversation["messages"] = nlohmann::ordered_json::array({{{"role", "user"}, {"content", task.prompt}}});
   }
   if (!task.tools_json.empty()) {
-    nlohmann::ordered_json tools = nlohmann::ordered_json::parse(task.tools_json, nullptr, false);
+    nlohmann::ordered_json tools = ParseBoundedJson<nlohmann::ordered_json>(task.tools_json);
     if (tools.is_discarded()) {
       return absl::InvalidArgumentError(absl::StrCat("task '", task.id, "' of ", task.source, ": tools are not JSON"));
     }

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/atomic_file.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 
 namespace spargo::learner {
@@ -53,7 +54,7 @@ absl::Status RunDir::TruncateMetrics(int64_t last_step) {
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json j = ParseBoundedJson(line);
     if (j.is_discarded() || !j.contains("step")) break;  // a torn last line from a crash
     if (j["step"].get<int64_t>() > last_step) break;
     absl::StrAppend(&kept, line, "\n");

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -82,7 +83,7 @@ torch::Tensor Dsv32Config::inv_freq() const {
 }
 
 absl::StatusOr<Dsv32Config> ParseDsv32Config(absl::string_view text, const std::string& source) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  json j = ParseBoundedJson(text);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(source + ": not a JSON object");
   Reader r(j, source);
   Dsv32Config c;

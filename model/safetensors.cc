@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -124,7 +125,7 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std:
   }
   std::string header(header_len, '\0');
   SPARGO_RETURN_IF_ERROR(ReadFully(fd.get(), header.data(), header_len, 8, path));
-  json j = json::parse(header, nullptr, /*allow_exceptions=*/false);
+  json j = ParseBoundedJson(header);
   if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(path, ": header is not a JSON object"));
   const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
   TensorMap out;
@@ -188,7 +189,7 @@ absl::StatusOr<TensorMap> LoadCheckpointTensors(const std::string& dir) {
   if (index) {
     std::stringstream ss;
     ss << index.rdbuf();
-    json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+    json j = ParseBoundedJson(ss.str());
     if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
       return absl::DataLossError(index_path + ": no weight_map object");
     }

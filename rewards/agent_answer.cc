@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/bounded_json.h"
 #include "rewards/exact_answer.h"
 #include "rewards/math_answer.h"
 
@@ -30,7 +31,7 @@ using ToolSchemas = std::map<std::string, std::vector<std::string>>;
 
 absl::StatusOr<std::optional<ToolSchemas>> ParseTools(const std::string& tools_json) {
   if (tools_json.empty()) return std::optional<ToolSchemas>();
-  json tools = json::parse(tools_json, nullptr, /*allow_exceptions=*/false);
+  json tools = ParseBoundedJson(tools_json);
   if (tools.is_discarded() || !tools.is_array()) return absl::InvalidArgumentError("tools: not a JSON array");
   ToolSchemas out;
   for (const json& t : tools) {
@@ -51,7 +52,10 @@ absl::StatusOr<std::optional<ToolSchemas>> ParseTools(const std::string& tools_j
 
 absl::StatusOr<AgentReference> ParseReference(const std::string& text) {
   AgentReference ref;
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (JsonNestingDepth(text) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(absl::StrCat("reference nests deeper than ", kMaxJsonDepth, " levels"));
+  }
+  json j = ParseBoundedJson(text);
   std::string match = "exact";
   if (j.is_discarded() || !j.is_object()) {
     if (text.empty()) return absl::InvalidArgumentError("empty reference");

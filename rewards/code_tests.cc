@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "chat/dsv32_format.h"
+#include "common/bounded_json.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/byte_level.h"
 
@@ -49,7 +50,7 @@ struct Reference {
 };
 
 absl::StatusOr<Reference> ParseReference(const std::string& text, int max_tests) {
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const json j = ParseBoundedJson(text);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("reference: not a JSON object");
   auto bad = [](absl::string_view field, absl::string_view rule) {
     return absl::InvalidArgumentError(absl::StrCat("reference field '", field, "': ", rule));

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
@@ -74,7 +75,7 @@ absl::StatusOr<std::string> OpenAiJudgeBackend::Complete(const JudgeRequest& req
     if (r->status == 429 || r->status >= 500) return absl::UnavailableError(msg);
     return absl::InvalidArgumentError(msg);
   }
-  json answer = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+  json answer = ParseBoundedJson(r->body);
   if (answer.is_discarded() || !answer.is_object() || !answer.contains("choices") || !answer["choices"].is_array() ||
       answer["choices"].empty() || !answer["choices"][0].is_object() ||
       !answer["choices"][0].contains("message") || !answer["choices"][0]["message"].is_object() ||

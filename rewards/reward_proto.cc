@@ -1,6 +1,7 @@
 #include "rewards/reward_proto.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 
 namespace spargo::rewards {
 namespace {
@@ -64,7 +65,7 @@ absl::StatusOr<ScoreGroupInput> GroupFromProto(const reward::ScoreGroupRequest& 
         const reward::ToolCall& t = c.tool_calls(j);
         chat::ToolCall call{t.name()};
         if (!t.arguments_json().empty()) {
-          call.arguments = nlohmann::json::parse(t.arguments_json(), nullptr, /*allow_exceptions=*/false);
+          call.arguments = ParseBoundedJson(t.arguments_json());
           if (!call.arguments.is_object()) {
             return bad(absl::StrCat(at, ".tool_calls[", j, "].arguments_json is not a JSON object"));
           }

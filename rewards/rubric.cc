@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/bounded_json.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
 
@@ -56,7 +57,7 @@ absl::Status Unparsable(absl::string_view why, absl::string_view output) {
 absl::StatusOr<Rubric> ParseRubric(absl::string_view text) {
   Rubric rubric;
   if (absl::StripAsciiWhitespace(text).empty()) return absl::InvalidArgumentError("rubric is empty");
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  json j = ParseBoundedJson(text);
   if (j.is_discarded() || !(j.is_array() || j.is_object())) {
     rubric.free_text = true;
     rubric.criteria.push_back({std::string(absl::StripAsciiWhitespace(text)), 1.0});

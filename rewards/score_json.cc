@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 
 namespace spargo::rewards {
@@ -31,7 +32,7 @@ absl::StatusOr<std::vector<chat::ToolCall>> ParseToolCalls(const json& j, const 
     chat::ToolCall c{call["name"].get<std::string>()};
     if (call.contains("arguments")) {
       json args = call["arguments"];
-      if (args.is_string()) args = json::parse(args.get<std::string>(), nullptr, /*allow_exceptions=*/false);
+      if (args.is_string()) args = ParseBoundedJson(args.get<std::string>());
       if (!args.is_object()) return Bad(at + ".arguments", "must be a JSON object (or a string holding one)");
       c.arguments = std::move(args);
     }
@@ -50,7 +51,10 @@ absl::StatusOr<config::Domain> ParseDomain(absl::string_view name) {
 }
 
 absl::StatusOr<ScoreGroupInput> ParseScoreRequest(absl::string_view line, int max_completions) {
-  json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  if (JsonNestingDepth(line) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  json j = ParseBoundedJson(line);
   if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
   if (!j.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   ScoreGroupInput g;

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 
 namespace spargo::rollout {
@@ -126,7 +127,7 @@ absl::StatusOr<SampleRecord> SampleFromProto(const Sample& p, const GroupRequest
     const auto& t = p.tool_trace(i);
     ToolStep step;
     step.call.name = t.name();
-    step.call.arguments = nlohmann::json::parse(t.arguments_json(), nullptr, /*allow_exceptions=*/false);
+    step.call.arguments = ParseBoundedJson(t.arguments_json());
     if (!step.call.arguments.is_object()) return Lost(absl::StrCat("tool_trace[", i, "].arguments_json is not a JSON object"));
     step.result = t.result();
     step.error = t.error();

@@ -155,6 +155,39 @@ TEST(RewardService, MalformedAndOversizedRequestsAreInvalidArgument) {
   EXPECT_TRUE(Call(stub.get(), MathRequest(), &response).ok());
 }
 
+// The requests that overflowed the service's stack: an agent reference nested 100,000 deep (a 200 KB request) and
+// tool-call arguments nested 200,000 deep. The first is an error status for its samples, the second
+// INVALID_ARGUMENT naming the field; the service answers the next request as before.
+TEST(RewardService, DeeplyNestedJsonIsRefusedAndTheServiceKeepsServing) {
+  auto server = StartServer(Pipelines(), {});
+  auto stub = Stub("127.0.0.1:" + std::to_string(server->port()));
+  reward::ScoreRequest reference;
+  reward::ScoreGroupRequest* g = reference.add_groups();
+  g->set_group_id("deep-reference");
+  g->set_domain(config::AGENT);
+  g->set_reference_answer("{\"answer\": " + std::string(100000, '[') + std::string(100000, ']') + "}");
+  g->add_completions()->set_text("4");
+  reward::ScoreResponse response;
+  ASSERT_TRUE(Call(stub.get(), reference, &response).ok());
+  ASSERT_EQ(response.groups(0).scores_size(), 1);
+  EXPECT_EQ(response.groups(0).scores(0).status(), reward::ERROR);
+  EXPECT_THAT(response.groups(0).scores(0).detail(), HasSubstr("deeper than 128"));
+
+  reward::ScoreRequest arguments = reference;
+  reward::ScoreGroupRequest* a = arguments.mutable_groups(0);
+  a->set_reference_answer("4");
+  reward::ToolCall* call = a->mutable_completions(0)->add_tool_calls();
+  call->set_name("f");
+  call->set_arguments_json(std::string(200000, '[') + std::string(200000, ']'));
+  const grpc::Status refused = Call(stub.get(), arguments, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("tool_calls[0].arguments_json"));
+
+  response.Clear();
+  ASSERT_TRUE(Call(stub.get(), MathRequest(), &response).ok());
+  EXPECT_EQ(response.groups(0).scores(0).score(), 1.0);
+}
+
 TEST(RewardService, BearerTokenAndHealth) {
   const std::string dir = testing::NewTempDir("reward_token");
   testing::WriteFile(dir + "/token", "s3cret\n");

@@ -79,6 +79,23 @@ TEST(ScoreEndToEnd, BadLinesAreReportedInPlaceAndTheRestIsScored) {
   EXPECT_THAT(r.err, HasSubstr("5 of 6 lines"));
 }
 
+// The line that killed `spargo score` with a stack overflow: an answer nested 100,000 deep (and tool arguments
+// nested as deep) is a JSON error line; the next line is scored.
+TEST(ScoreEndToEnd, DeeplyNestedLinesAreErrorsNotCrashes) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const std::string input = R"({"domain": "agent", "answer": )" + deep + R"(, "completions": ["x"]})" "\n" +
+                            R"({"domain": "agent", "answer": "4", "completions": [{"text": "4", "tool_calls": )"
+                            R"([{"name": "f", "arguments": )" + deep + "}]}]}\n" +
+                            R"({"completions": ["\\boxed{3}"], "answer": "3"})" "\n";
+  auto r = RunProcess(SpargoBinary(), {"score"}, input);
+  EXPECT_EQ(r.exit_code, 1);
+  auto lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_THAT(lines[0]["error"].get<std::string>(), HasSubstr("line 1: JSON nested deeper than 128 levels"));
+  EXPECT_THAT(lines[1]["error"].get<std::string>(), HasSubstr("line 2: JSON nested deeper than 128 levels"));
+  EXPECT_EQ(lines[2]["scores"][0], 1.0);
+}
+
 TEST(ScoreEndToEnd, ConfiguredPipelinesPerDomain) {
   const std::string dir = testing::NewTempDir("score");
   testing::WriteFile(dir + "/rewards.txtpb", R"(

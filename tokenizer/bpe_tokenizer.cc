@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/byte_level.h"
@@ -34,7 +35,7 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
 }
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJsonText(absl::string_view text, const std::string& source) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  json j = ParseBoundedJson(text);
   if (j.is_discarded() || !j.is_object()) return Bad(source, "not a JSON object");
   BpeTokenizer t;
   if (j.contains("normalizer") && !j["normalizer"].is_null()) {

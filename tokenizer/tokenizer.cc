@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/bpe_tokenizer.h"
@@ -68,7 +69,7 @@ class BpeText final : public Tokenizer {
     if (in) {
       std::stringstream text;
       text << in.rdbuf();
-      config = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+      config = ParseBoundedJson(text.str());
       if (config.is_discarded()) {
         return absl::InvalidArgumentError(absl::StrCat(config_path, ": not valid JSON"));
       }
