@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/bounded_json.h"
+#include "common/utf8.h"
 
 namespace spargo::chat {
 namespace {
@@ -58,7 +59,7 @@ absl::Status ParseBlock(absl::string_view block, std::vector<ToolCall>* calls) {
   while (!rest.empty()) {
     if (!absl::ConsumePrefix(&rest, kOpenInvoke)) {
       return Bad(absl::StrCat("call ", calls->size() + 1, ": expected an invoke, found '",
-                              rest.substr(0, 40), "'"));
+                              Utf8Excerpt(rest, 40), "'"));
     }
     ToolCall call;
     if (!ReadQuoted(&rest, &call.name) || call.name.empty() || !absl::ConsumePrefix(&rest, ">")) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
+#include "common/utf8.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
@@ -71,7 +72,7 @@ absl::StatusOr<std::string> OpenAiJudgeBackend::Complete(const JudgeRequest& req
     return absl::UnavailableError(absl::StrCat(where, ": ", what, " (", httplib::to_string(e), ")"));
   }
   if (r->status != 200) {
-    const std::string msg = absl::StrCat(where, ": HTTP ", r->status, " ", r->body.substr(0, 200));
+    const std::string msg = absl::StrCat(where, ": HTTP ", r->status, " ", Utf8Excerpt(r->body, 200));
     if (r->status == 429 || r->status >= 500) return absl::UnavailableError(msg);
     return absl::InvalidArgumentError(msg);
   }
@@ -83,7 +84,7 @@ absl::StatusOr<std::string> OpenAiJudgeBackend::Complete(const JudgeRequest& req
       !answer["choices"][0]["message"]["content"].is_string()) {
     return absl::DataLossError(
         absl::StrCat(where, ": answer is not a chat completion with choices[0].message.content: ",
-                     r->body.substr(0, 200)));
+                     Utf8Excerpt(r->body, 200)));
   }
   return answer["choices"][0]["message"]["content"].get<std::string>();
 }

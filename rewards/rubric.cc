@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/bounded_json.h"
+#include "common/utf8.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
 
@@ -48,7 +49,7 @@ std::vector<std::string> LastLines(absl::string_view output, int count) {
 }
 
 absl::Status Unparsable(absl::string_view why, absl::string_view output) {
-  std::string tail(output.size() > 200 ? output.substr(output.size() - 200) : output);
+  const std::string tail = Utf8TailExcerpt(output, 200);
   return absl::InvalidArgumentError(absl::StrCat("judge verdict ", why, "; output ends: \"", tail, "\""));
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "common/utf8.h"
 
 namespace spargo::tokenizer {
 
@@ -16,8 +17,8 @@ std::string BytesToByteLevel(absl::string_view bytes);
 // character of the token is outside the alphabet (added tokens such as "<｜User｜>"), the token's own UTF-8.
 std::string ByteLevelToBytes(absl::string_view token);
 
-// Decodes UTF-8 as Rust's String::from_utf8_lossy does: each maximal invalid subsequence becomes U+FFFD.
-std::string Utf8Lossy(absl::string_view bytes);
+// Utf8Lossy lives in common/utf8.h (services need it without a tokenizer); the tokenizer's name for it stays.
+using ::spargo::Utf8Lossy;
 
 // Decodes one UTF-8 character at s[i] (valid input); sets *len. Used to walk byte-level strings.
 char32_t DecodeUtf8(absl::string_view s, size_t i, size_t* len);
