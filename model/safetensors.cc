@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/atomic_file.h"
 #include "common/bounded_json.h"
 #include "common/status_macros.h"
@@ -91,8 +92,8 @@ absl::StatusOr<torch::Tensor> DequantizeFp8(const torch::Tensor& bytes, const to
   const int64_t rows = bytes.size(0), cols = bytes.size(1);
   const int64_t br = (rows + block - 1) / block, bc = (cols + block - 1) / block;
   if (scale_inv.dim() != 2 || scale_inv.size(0) != br || scale_inv.size(1) != bc) {
-    return absl::InvalidArgumentError(absl::StrCat("FP8 block scales have shape [", scale_inv.size(0), ", ",
-                                                   scale_inv.dim() > 1 ? scale_inv.size(1) : 0, "]; a [", rows, ", ",
+    return absl::InvalidArgumentError(absl::StrCat("FP8 block scales have shape [",
+                                                   absl::StrJoin(scale_inv.sizes(), ", "), "]; a [", rows, ", ",
                                                    cols, "] weight needs [", br, ", ", bc, "]"));
   }
   static const torch::Tensor kTable = [] {

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
+#include "common/utf8.h"
 
 namespace spargo::rewards {
 namespace {
@@ -17,10 +18,14 @@ reward::ScoreStatus StatusToProto(ScoreStatus s) {
   return reward::ERROR;
 }
 
+constexpr size_t kMaxQuotedIdBytes = 64;
+
 }  // namespace
 
 absl::StatusOr<ScoreGroupInput> GroupFromProto(const reward::ScoreGroupRequest& r, const RequestLimits& limits) {
-  const std::string where = absl::StrCat("group '", r.group_id(), "'");
+  // The id is the client's: quoted short and repaired, so an error never grows with it or breaks UTF-8.
+  const std::string where = absl::StrCat("group '", Utf8Excerpt(r.group_id(), kMaxQuotedIdBytes),
+                                         r.group_id().size() > kMaxQuotedIdBytes ? "...'" : "'");
   auto bad = [&](absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat(where, ": ", what)); };
   if (r.domain() == config::DOMAIN_UNSPECIFIED || !config::Domain_IsValid(r.domain())) {
     return bad(absl::StrCat("domain ", static_cast<int>(r.domain()), " is not reasoning, agent or alignment"));

@@ -13,6 +13,8 @@ namespace spargo::rollout {
 namespace {
 
 constexpr uint64_t kSamplingStream = 0x5a4d504c45ULL;
+constexpr double kMinTemperature = 1e-3;
+constexpr double kMaxTemperature = 100;
 
 absl::Status Validate(const model::CausalLm& model, const std::vector<GroupRequest>& prompts,
                       const SamplingOptions& o) {
@@ -20,7 +22,11 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<GroupReque
   if (o.max_new_tokens <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", o.max_new_tokens, " <= 0"));
   }
-  if (!(o.temperature >= 0)) return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " < 0"));
+  // 0 decodes greedily; a positive temperature so small that logits / T overflow would give NaN log-probs.
+  if (!(o.temperature == 0 || (o.temperature >= kMinTemperature && o.temperature <= kMaxTemperature))) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " is not 0 (greedy) or in [",
+                                                   kMinTemperature, ", ", kMaxTemperature, "]"));
+  }
   if (o.vocab_limit < 0) return absl::InvalidArgumentError(absl::StrCat("vocab_limit ", o.vocab_limit, " < 0"));
   if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k ", o.top_k, " < 0"));
   if (!(o.top_p >= 0 && o.top_p <= 1)) return absl::InvalidArgumentError(absl::StrCat("top_p ", o.top_p, " not in [0, 1]"));

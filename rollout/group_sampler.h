@@ -4,7 +4,8 @@
 // Sampling is counter-based: the uniform number behind token t of sample g of prompt p at call `step` depends only
 // on (seed, step, prompt key, g, t), so a resumed run draws the same tokens, and batching prompts differently
 // changes nothing but the rounding of the log-probs.
-// temperature 0 decodes greedily (log-probs are then those of the untempered distribution).
+// temperature 0 decodes greedily (log-probs are then those of the untempered distribution); otherwise it must be in
+// [1e-3, 100] (smaller ones overflow logits / T into NaN log-probs).
 // The model runs on the device of its parameters (CPU or CUDA); sampling happens on the CPU.
 // Output: one rollout::SampleRecord (rollout/sample.h) per sample, with the prompt's ids and the request's id,
 // domain and sample key; the reward fields are left for the reward phase.

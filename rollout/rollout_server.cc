@@ -155,8 +155,8 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     if (s.max_new_tokens() < 1 || s.max_new_tokens() > l.max_new_tokens) {
       return Invalid(absl::StrCat("sampling.max_new_tokens = ", s.max_new_tokens(), ": must be in 1..", l.max_new_tokens));
     }
-    if (!(s.temperature() >= 0) || !std::isfinite(s.temperature())) {
-      return Invalid(absl::StrCat("sampling.temperature = ", s.temperature(), ": must be >= 0"));
+    if (!(s.temperature() == 0 || (s.temperature() >= 1e-3 && s.temperature() <= 100))) {
+      return Invalid(absl::StrCat("sampling.temperature = ", s.temperature(), ": must be 0 (greedy) or in [0.001, 100]"));
     }
     if (!(s.top_p() >= 0 && s.top_p() <= 1)) return Invalid(absl::StrCat("sampling.top_p = ", s.top_p(), ": must be in [0, 1]"));
     if (s.top_k() < 0) return Invalid(absl::StrCat("sampling.top_k = ", s.top_k(), ": must be >= 0"));

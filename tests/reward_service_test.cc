@@ -183,6 +183,15 @@ TEST(RewardService, DeeplyNestedJsonIsRefusedAndTheServiceKeepsServing) {
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(refused.error_message(), HasSubstr("tool_calls[0].arguments_json"));
 
+  // A 20 KB group id is not echoed whole (the error would outgrow the metadata limit) nor cut inside a character.
+  reward::ScoreRequest long_id = MathRequest();
+  long_id.mutable_groups(0)->set_group_id(std::string(20000, 'x') + "数");
+  long_id.mutable_groups(0)->set_domain(config::DOMAIN_UNSPECIFIED);
+  const grpc::Status named = Call(stub.get(), long_id, &response);
+  EXPECT_EQ(named.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(named.error_message().size(), 1000u);
+  EXPECT_THAT(named.error_message(), HasSubstr("xxx...'"));
+
   response.Clear();
   ASSERT_TRUE(Call(stub.get(), MathRequest(), &response).ok());
   EXPECT_EQ(response.groups(0).scores(0).score(), 1.0);

@@ -165,6 +165,8 @@ TEST(RolloutServer, RefusesMalformedRequestsNamingTheField) {
        "sampling.top_p"},
       {[](GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); }, grpc::StatusCode::INVALID_ARGUMENT,
        "sampling.temperature"},
+      {[](GenerateRequest* r) { r->mutable_sampling()->set_temperature(5e-324); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "sampling.temperature = 4.94066e-324"},
       {[](GenerateRequest* r) { r->set_policy_version(2); }, grpc::StatusCode::FAILED_PRECONDITION,
        "this worker serves 3"},
   };

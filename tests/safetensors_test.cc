@@ -83,6 +83,10 @@ TEST(Safetensors, Fp8ValuesAndBlockScales) {
   EXPECT_EQ(w->index({128, 0}).item<float>(), 3.0f);
   EXPECT_EQ(w->index({129, 2}).item<float>(), 4.5f);
   EXPECT_FALSE(DequantizeFp8(bytes, torch::ones({1, 1})).ok());  // wrong number of blocks
+  // A 0-dimensional scale (a crafted file) is an error naming its shape, not an exception from the message code.
+  absl::StatusOr<torch::Tensor> scalar = DequantizeFp8(bytes, torch::ones({}));
+  EXPECT_EQ(scalar.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(scalar.status().message()).find("shape []"), std::string::npos) << scalar.status();
 }
 
 TEST(Safetensors, ShardedFolderWithFp8Weights) {
