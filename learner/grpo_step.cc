@@ -241,6 +241,7 @@ class GrpoStepRunner {
     std::map<std::string, int64_t> correct_counts, judged;
     double reward_sum = 0, length_sum = 0;
     int64_t rewarded = 0, total_correct = 0, total_judged = 0;
+    std::map<std::string, int64_t> tool_calls, tool_errors, env_tokens, tokens;
     for (const rollout::SampleRecord* s : scored_) {
       const std::string domain = DomainName(s->domain);
       DomainStepMetrics& d = m_.domains[domain];
@@ -248,6 +249,10 @@ class GrpoStepRunner {
       ++m_.status_counts[{domain, rewards::ScoreStatusName(s->reward.status)}];
       d.response_length_mean += static_cast<double>(s->completion_ids.size());
       length_sum += static_cast<double>(s->completion_ids.size());
+      tool_calls[domain] += static_cast<int64_t>(s->tool_trace.size());
+      for (const rollout::ToolStep& step : s->tool_trace) tool_errors[domain] += step.error ? 1 : 0;
+      for (uint8_t env : s->env_token_mask) env_tokens[domain] += env;
+      tokens[domain] += static_cast<int64_t>(s->completion_ids.size());
       if (rewards::IsInfrastructureFailure(s->reward.status)) continue;
       d.reward_mean += s->reward.score;
       reward_sum += s->reward.score;
@@ -269,6 +274,9 @@ class GrpoStepRunner {
     }
     for (auto& [domain, d] : m_.domains) {
       d.response_length_mean /= std::max<int64_t>(1, d.samples);
+      d.tool_calls_mean = static_cast<double>(tool_calls[domain]) / std::max<int64_t>(1, d.samples);
+      d.tool_error_fraction = static_cast<double>(tool_errors[domain]) / std::max<int64_t>(1, tool_calls[domain]);
+      d.env_token_fraction = static_cast<double>(env_tokens[domain]) / std::max<int64_t>(1, tokens[domain]);
       d.reward_mean /= std::max<int64_t>(1, rewarded_by_domain_[domain]);
       if (judged[domain] > 0) d.accuracy = static_cast<double>(correct_counts[domain]) / judged[domain];
     }

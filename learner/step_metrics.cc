@@ -23,7 +23,10 @@ nlohmann::json ToJson(const GrpoStepMetrics& m) {
                      {"reward_mean", d.reward_mean},
                      {"accuracy", Optional(d.accuracy)},
                      {"response_length_mean", d.response_length_mean},
-                     {"kl", d.kl}};
+                     {"kl", d.kl},
+                     {"tool_calls_mean", d.tool_calls_mean},
+                     {"tool_error_fraction", d.tool_error_fraction},
+                     {"env_token_fraction", d.env_token_fraction}};
   }
   return {{"step", m.step},
           {"policy_version", m.policy_version},
@@ -105,6 +108,8 @@ absl::Status DeclareTrainingMetrics(MetricsRegistry* r) {
       {"spargo_reward_mean", {T::kGauge, "Mean reward of the last step's samples, per domain (domain=\"all\": all)."}},
       {"spargo_accuracy_ratio", {T::kGauge, "Share of the last step's samples that solved their prompt, per domain."}},
       {"spargo_response_length_tokens", {T::kGauge, "Mean completion length of the last step, per domain."}},
+      {"spargo_tool_calls_per_sample", {T::kGauge, "Agent episodes: tool calls per sample of the last step, per domain."}},
+      {"spargo_tool_error_ratio", {T::kGauge, "Agent episodes: share of the last step's tool calls that failed, per domain."}},
       {"spargo_kl", {T::kGauge, "Mean per-token KL estimate of the policy to the reference, last step, per domain."}},
       {"spargo_loss", {T::kGauge, "GRPO loss of the last step."}},
       {"spargo_aux_loss", {T::kGauge, "The model's auxiliary loss (DSA indexer KL), last step; 0 without one."}},
@@ -155,6 +160,8 @@ absl::Status ExportStepMetrics(const GrpoStepMetrics& m, MetricsRegistry* r) {
     if (d.accuracy) SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_accuracy_ratio", *d.accuracy, labels));
     SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_response_length_tokens", d.response_length_mean, labels));
     SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_kl", d.kl, labels));
+    SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_tool_calls_per_sample", d.tool_calls_mean, labels));
+    SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_tool_error_ratio", d.tool_error_fraction, labels));
   }
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_loss", m.loss));
   SPARGO_RETURN_IF_ERROR(r->SetGauge("spargo_aux_loss", m.aux_loss));

@@ -22,6 +22,11 @@ struct DomainStepMetrics {
   std::optional<double> accuracy;  // when the domain's pipeline has eval.correct_component
   double response_length_mean = 0;  // tokens
   double kl = 0;                    // mean per-token KL estimate of the trained samples (0 without a reference)
+  // Agent episodes: tool calls per sample, the share of calls the environment failed, and the share of
+  // completion tokens the environments inserted (0 for domains without episodes).
+  double tool_calls_mean = 0;
+  double tool_error_fraction = 0;
+  double env_token_fraction = 0;
 };
 
 struct GrpoStepMetrics {

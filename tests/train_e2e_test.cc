@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -176,6 +177,19 @@ TEST(TrainEndToEnd, RunsWithAgentEpisodesInProcess) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("agent episodes in process: tools calculator"));
   EXPECT_TRUE(fs::exists(dir + "/summary.json"));
+  // Every step reports the episodes' tool use per domain.
+  std::istringstream metrics(ReadFile(dir + "/metrics.jsonl"));
+  std::string line;
+  int steps = 0;
+  while (std::getline(metrics, line)) {
+    const nlohmann::json m = nlohmann::json::parse(line);
+    const nlohmann::json& d = m.at("domains").at("reasoning");
+    EXPECT_GE(d.at("tool_calls_mean").get<double>(), 0.0);
+    EXPECT_GE(d.at("env_token_fraction").get<double>(), 0.0);
+    EXPECT_LE(d.at("env_token_fraction").get<double>(), 1.0);
+    ++steps;
+  }
+  EXPECT_EQ(steps, 2);
 }
 
 TEST(TrainEndToEnd, RefusesToOverwriteAnExistingRun) {
