@@ -72,6 +72,13 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   const config::RolloutConfig& r = c.rollout();
   if (r.group_size() < 2) return Bad("rollout.group_size", r.group_size(), "GRPO needs at least 2 samples per prompt");
   if (r.prompts_per_step() <= 0) return Bad("rollout.prompts_per_step", r.prompts_per_step(), "must be positive");
+  // Sizes that a typo could make astronomical (allocation failures, runs that never end): generous bounds.
+  if (r.group_size() > 4096) return Bad("rollout.group_size", r.group_size(), "must be at most 4096");
+  if (r.prompts_per_step() > 65536) return Bad("rollout.prompts_per_step", r.prompts_per_step(), "must be at most 65536");
+  if (int64_t{r.prompts_per_step()} * r.group_size() > (1 << 20)) {
+    return Bad("rollout.prompts_per_step", r.prompts_per_step(),
+               absl::StrCat("with group_size ", r.group_size(), " makes more than 1048576 samples per step"));
+  }
   if (r.max_new_tokens() <= 0) return Bad("rollout.max_new_tokens", r.max_new_tokens(), "must be positive");
   if (r.max_new_tokens() >= c.model().max_seq_len()) {
     return Bad("rollout.max_new_tokens", r.max_new_tokens(),
@@ -127,6 +134,8 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   const config::WarmupConfig& w = c.learner().warmup();
   if (w.steps() < 0) return Bad("learner.warmup.steps", w.steps(), "must be >= 0");
   if (w.batch_size() <= 0) return Bad("learner.warmup.batch_size", w.batch_size(), "must be positive");
+  if (w.batch_size() > 65536) return Bad("learner.warmup.batch_size", w.batch_size(), "must be at most 65536");
+  if (w.probe_prompts() > (1 << 20)) return Bad("learner.warmup.probe_prompts", w.probe_prompts(), "must be at most 1048576");
   SPARGO_RETURN_IF_ERROR(ValidateOptimizer(w.optimizer(), "learner.warmup.optimizer"));
   if (!(w.stop_at_accuracy() >= 0 && w.stop_at_accuracy() <= 1)) {
     return Bad("learner.warmup.stop_at_accuracy", w.stop_at_accuracy(), "must be in [0, 1] (0: off)");
@@ -181,6 +190,9 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   }
 
   if (c.eval().heldout_prompts() <= 0) return Bad("eval.heldout_prompts", c.eval().heldout_prompts(), "must be positive");
+  if (c.eval().heldout_prompts() > (1 << 20)) {
+    return Bad("eval.heldout_prompts", c.eval().heldout_prompts(), "must be at most 1048576");
+  }
   if (c.eval().max_new_tokens() < 0 || c.eval().max_new_tokens() >= c.model().max_seq_len()) {
     return Bad("eval.max_new_tokens", c.eval().max_new_tokens(),
                absl::StrCat("must be in 0..", c.model().max_seq_len() - 1, " (0: rollout.max_new_tokens)"));

@@ -73,6 +73,32 @@ Dsv32Config Dsv32ConfigFromModelConfig(const config::ModelConfig& c, int64_t voc
   return o;
 }
 
+// Upper bounds on a fresh model's shapes, and on its size estimated from them (attention and MLP weights per layer,
+// without the vocabulary): beyond 2e11 parameters nothing here could hold it.
+absl::Status CheckModelSize(const config::ModelConfig& c) {
+  constexpr int64_t kMaxLayers = 1024, kMaxHidden = 1 << 16, kMaxHeads = 1024, kMaxIntermediate = 1 << 20;
+  const struct {
+    const char* field;
+    int64_t value, max;
+  } bounds[] = {{"num_layers", c.num_layers(), kMaxLayers},
+                {"hidden_size", c.hidden_size(), kMaxHidden},
+                {"num_heads", c.num_heads(), kMaxHeads},
+                {"intermediate_size", c.intermediate_size(), kMaxIntermediate}};
+  for (const auto& b : bounds) {
+    if (b.value > b.max) {
+      return absl::InvalidArgumentError(absl::StrCat("model.", b.field, " = ", b.value, ": must be at most ", b.max));
+    }
+  }
+  const double h = c.hidden_size(), per_layer = 4 * h * h + 3 * h * c.intermediate_size();
+  const double estimate = per_layer * c.num_layers();
+  if (estimate > 2e11) {
+    return absl::InvalidArgumentError(absl::StrCat("model: about ", estimate, " parameters (num_layers ", c.num_layers(),
+                                                   " x hidden_size ", c.hidden_size(), " x intermediate_size ",
+                                                   c.intermediate_size(), "); at most 2e11"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateModelConfig(const config::ModelConfig& c) {
   auto bad = [](absl::string_view field, auto value, absl::string_view rule) {
     return absl::InvalidArgumentError(absl::StrCat("model.", field, " = ", value, ": ", rule));
@@ -86,16 +112,20 @@ absl::Status ValidateModelConfig(const config::ModelConfig& c) {
   if (c.architecture() != config::ModelConfig::DEEPSEEK_V32 && (c.has_dsa() || c.has_pretrained_dir())) {
     return absl::InvalidArgumentError("model.dsa and model.pretrained_dir need model.architecture = DEEPSEEK_V32");
   }
+  // Bounds far above any model trained here, so that a typo cannot ask for a model that never finishes building.
+  if (c.max_seq_len() > (1 << 20)) return bad("max_seq_len", c.max_seq_len(), "must be at most 1048576");
   if (c.architecture() == config::ModelConfig::DEEPSEEK_V32) {
     if (c.max_seq_len() <= 1) return bad("max_seq_len", c.max_seq_len(), "must be at least 2");
     if (c.has_pretrained_dir()) return absl::OkStatus();  // shapes come from its config.json
     SPARGO_RETURN_IF_ERROR(ValidateDsaConfig(c));
+    SPARGO_RETURN_IF_ERROR(CheckModelSize(c));
     if (c.hidden_size() <= 0) return bad("hidden_size", c.hidden_size(), "must be positive");
     if (c.num_layers() <= 0) return bad("num_layers", c.num_layers(), "must be positive");
     if (c.num_heads() <= 0) return bad("num_heads", c.num_heads(), "must be positive");
     if (c.intermediate_size() <= 0) return bad("intermediate_size", c.intermediate_size(), "must be positive");
     return absl::OkStatus();
   }
+  SPARGO_RETURN_IF_ERROR(CheckModelSize(c));
   if (c.hidden_size() <= 0) return bad("hidden_size", c.hidden_size(), "must be positive");
   if (c.num_layers() <= 0) return bad("num_layers", c.num_layers(), "must be positive");
   if (c.num_heads() <= 0 || c.hidden_size() % c.num_heads() != 0) {

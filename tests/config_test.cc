@@ -134,12 +134,21 @@ TEST(ConfigValidation, CrossFieldRulesNameTheField) {
       {"tasks[0].arithmetic.operators=/", "tasks[0].arithmetic.operators"},
       {"rewards[0].domain=AGENT", "tasks[0] = REASONING: the source has prompts of this domain"},
       {"rollout.max_new_tokens=100", "rollout.max_new_tokens"},
+      // Sizes a typo could make astronomical: refused before anything is allocated.
+      {"rollout.prompts_per_step=2147483647", "rollout.prompts_per_step = 2147483647: must be at most 65536"},
+      {"learner.warmup.batch_size=2147483647", "learner.warmup.batch_size"},
+      {"eval.heldout_prompts=2147483647", "eval.heldout_prompts"},
+      {"model.num_layers=1000000", "model.num_layers = 1000000: must be at most 1024"},
   };
   for (const Bad& b : cases) {
     absl::StatusOr<config::ExperimentConfig> c = learner::LoadExperimentConfig("", {b.override});
     ASSERT_FALSE(c.ok()) << b.override;
     EXPECT_THAT(std::string(c.status().message()), HasSubstr(b.field)) << b.override;
   }
+  absl::StatusOr<config::ExperimentConfig> huge =
+      learner::LoadExperimentConfig("", {"model.hidden_size=16384", "model.num_layers=1024"});
+  ASSERT_FALSE(huge.ok());
+  EXPECT_THAT(std::string(huge.status().message()), HasSubstr("parameters"));
 }
 
 }  // namespace
