@@ -18,6 +18,16 @@
 namespace spargo::rollout {
 namespace {
 
+// INVALID_ARGUMENT naming the first tensor holding a NaN or an infinity.
+absl::Status FiniteWeights(const model::TensorMap& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' holds NaN or infinite values"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
@@ -116,7 +126,9 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
       auto shared = std::make_shared<model::TensorMap>(*std::move(tensors));
       const uint64_t version = assembler_.policy_version();
       service_->generator_.Schedule([this, shared, version] {
-        absl::Status applied = model::CopyNamedTensors(*service_->model_, *shared);
+        // Non-finite weights would make every sample one token with NaN log-probs: refused whole.
+        absl::Status applied = FiniteWeights(*shared);
+        if (applied.ok()) applied = model::CopyNamedTensors(*service_->model_, *shared);
         if (applied.ok()) {
           service_->version_ = version;
           response_->set_policy_version(version);

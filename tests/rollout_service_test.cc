@@ -3,6 +3,8 @@
 // bearer tokens are enforced, the binary serves until SIGTERM.
 #include <signal.h>
 
+#include <limits>
+
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -234,6 +236,12 @@ TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
   auto refused = SendWeights(*stub, wrong, 8, 1 << 20, CallDeadline(), "secret");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("lm_head.weight"));
+  model::TensorMap poisoned = weights;
+  poisoned["lm_head.weight"] = weights["lm_head.weight"].clone();
+  poisoned["lm_head.weight"].view({-1})[5] = std::numeric_limits<float>::quiet_NaN();
+  refused = SendWeights(*stub, poisoned, 8, 1 << 20, CallDeadline(), "secret");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("'lm_head.weight' holds NaN or infinite values"));
   model::TensorMap partial = weights;
   partial.erase("model.norm.weight");
   refused = SendWeights(*stub, partial, 8, 1 << 20, CallDeadline(), "secret");
