@@ -8,7 +8,7 @@
 
 namespace spargo::agent {
 
-absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentConfig& c, const std::string& where) {
+absl::Status ValidateAgentConfig(const config::AgentConfig& c, const std::string& where) {
   auto bad = [&](const std::string& field, const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(where, field.empty() ? "" : ".", field, ": ", why));
   };
@@ -16,6 +16,17 @@ absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentCo
   if (c.max_tool_calls() < 1) return bad("max_tool_calls", "must be >= 1");
   if (!(c.max_seconds() > 0)) return bad("max_seconds", "must be > 0");
   if (c.max_result_bytes() < 64) return bad("max_result_bytes", "must be >= 64");
+  if (!c.calculator() && !c.code_runner() && c.documents_jsonl().empty() && c.remote_size() == 0) {
+    return bad("", "names no environment (set calculator, documents_jsonl, code_runner or remote)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentConfig& c, const std::string& where) {
+  auto bad = [&](const std::string& field, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".", field, ": ", why));
+  };
+  if (absl::Status s = ValidateAgentConfig(c, where); !s.ok()) return s;
   ToolBoxOptions options;
   options.max_result_bytes = static_cast<size_t>(c.max_result_bytes());
   auto box = std::make_unique<ToolBox>(options);
@@ -35,7 +46,6 @@ absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentCo
     if (!remote.ok()) return bad(absl::StrCat("remote[", i, "]"), std::string(remote.status().message()));
     if (absl::Status s = box->Add(std::move(*remote)); !s.ok()) return s;
   }
-  if (box->size() == 0) return bad("", "no environment (set calculator, documents_jsonl, code_runner or remote)");
   return box;
 }
 

@@ -16,6 +16,9 @@
 
 namespace spargo::agent {
 
+// The limits and that at least one environment is named (no environment is built): what config validation checks
+// before anything runs, and ToolBoxFromConfig again.
+absl::Status ValidateAgentConfig(const config::AgentConfig& config, const std::string& where);
 absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentConfig& config, const std::string& where);
 EpisodeLimits LimitsFromConfig(const config::AgentConfig& config);
 std::set<config::Domain> EpisodeDomains(const config::AgentConfig& config);

@@ -99,14 +99,10 @@ absl::StatusOr<std::unique_ptr<DocumentSearch>> DocumentSearch::FromJsonl(const 
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     json j;
-    if (JsonNestingDepth(line) > kMaxJsonDepth) {
-      return LineError(path, number, absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
-    }
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      return LineError(path, number, absl::StrCat("not valid JSON: ", e.what()));
-    }
+    bool too_deep = false;
+    j = ParseBoundedJson(line, kMaxJsonDepth, &too_deep);
+    if (too_deep) return LineError(path, number, absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
+    if (j.is_discarded()) return LineError(path, number, "not valid JSON");
     if (!j.is_object()) return LineError(path, number, "not a JSON object");
     Document doc;
     for (auto [field, target, required] :

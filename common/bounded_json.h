@@ -6,7 +6,8 @@
 //  - JsonNestingDepth: the deepest nesting of arrays and objects in `text` (brackets inside strings ignored);
 //    0 for a scalar. Linear, no recursion, on any bytes.
 //  - ParseBoundedJson: the parsed value, or a discarded value (is_discarded()) when `text` is not JSON or nests
-//    deeper than max_depth, like json::parse(text, nullptr, false) does for invalid text.
+//    deeper than max_depth, like json::parse(text, nullptr, false) does for invalid text; `too_deep`, when given,
+//    says which of the two it was (for error messages, without a second scan).
 #ifndef SPARGO_COMMON_BOUNDED_JSON_H_
 #define SPARGO_COMMON_BOUNDED_JSON_H_
 
@@ -20,8 +21,10 @@ inline constexpr int kMaxJsonDepth = 128;
 int JsonNestingDepth(absl::string_view text);
 
 template <typename Json = nlohmann::json>
-Json ParseBoundedJson(absl::string_view text, int max_depth = kMaxJsonDepth) {
-  if (JsonNestingDepth(text) > max_depth) return Json(Json::value_t::discarded);
+Json ParseBoundedJson(absl::string_view text, int max_depth = kMaxJsonDepth, bool* too_deep = nullptr) {
+  const bool deep = JsonNestingDepth(text) > max_depth;
+  if (too_deep != nullptr) *too_deep = deep;
+  if (deep) return Json(Json::value_t::discarded);
   return Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
 }
 

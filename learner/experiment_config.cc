@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/agent_config.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
@@ -107,16 +108,7 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
       return Bad(absl::StrCat("rollout.workers[", i, "]"), w, "must be host:port");
     }
   }
-  if (r.has_agent()) {
-    const config::AgentConfig& a = r.agent();
-    if (a.max_turns() < 1) return Bad("rollout.agent.max_turns", a.max_turns(), "must be >= 1");
-    if (a.max_tool_calls() < 1) return Bad("rollout.agent.max_tool_calls", a.max_tool_calls(), "must be >= 1");
-    if (!(a.max_seconds() > 0)) return Bad("rollout.agent.max_seconds", a.max_seconds(), "must be positive");
-    if (a.max_result_bytes() < 64) return Bad("rollout.agent.max_result_bytes", a.max_result_bytes(), "must be >= 64");
-    if (!a.calculator() && !a.code_runner() && a.documents_jsonl().empty() && a.remote_size() == 0) {
-      return Bad("rollout.agent", "{}", "names no environment (set calculator, documents_jsonl, code_runner or remote)");
-    }
-  }
+  if (r.has_agent()) SPARGO_RETURN_IF_ERROR(agent::ValidateAgentConfig(r.agent(), "rollout.agent"));
   if (r.workers_size() > 0 && (!r.device().empty() || r.dtype() != config::DTYPE_UNSPECIFIED)) {
     return Bad("rollout.device", r.device(), "rollout.device and rollout.dtype are for in-process rollout; "
                "with rollout.workers the workers choose (spargo rollout --device --dtype)");

@@ -52,10 +52,11 @@ absl::StatusOr<std::optional<ToolSchemas>> ParseTools(const std::string& tools_j
 
 absl::StatusOr<AgentReference> ParseReference(const std::string& text) {
   AgentReference ref;
-  if (JsonNestingDepth(text) > kMaxJsonDepth) {
+  bool too_deep = false;
+  json j = ParseBoundedJson(text, kMaxJsonDepth, &too_deep);
+  if (too_deep) {
     return absl::InvalidArgumentError(absl::StrCat("reference nests deeper than ", kMaxJsonDepth, " levels"));
   }
-  json j = ParseBoundedJson(text);
   std::string match = "exact";
   if (j.is_discarded() || !j.is_object()) {
     if (text.empty()) return absl::InvalidArgumentError("empty reference");

@@ -51,10 +51,9 @@ absl::StatusOr<config::Domain> ParseDomain(absl::string_view name) {
 }
 
 absl::StatusOr<ScoreGroupInput> ParseScoreRequest(absl::string_view line, int max_completions) {
-  if (JsonNestingDepth(line) > kMaxJsonDepth) {
-    return absl::InvalidArgumentError(absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
-  }
-  json j = ParseBoundedJson(line);
+  bool too_deep = false;
+  json j = ParseBoundedJson(line, kMaxJsonDepth, &too_deep);
+  if (too_deep) return absl::InvalidArgumentError(absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
   if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
   if (!j.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   ScoreGroupInput g;
