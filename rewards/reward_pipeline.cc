@@ -164,9 +164,17 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
           fn = std::move(code).value();
           break;
         }
-        case config::RewardComponent::kMathAnswer:
-          fn = std::make_unique<MathAnswerReward>(c.math_answer().correct(), c.math_answer().wrong());
+        case config::RewardComponent::kMathAnswer: {
+          MathAnswerOptions options;
+          options.relative_tolerance = c.math_answer().relative_tolerance();
+          options.percent_as_fraction = c.math_answer().percent_as_fraction();
+          if (!(options.relative_tolerance >= 0 && options.relative_tolerance <= 0.5)) {
+            return absl::InvalidArgumentError(absl::StrCat(cwhere, ".math_answer.relative_tolerance = ",
+                                                           options.relative_tolerance, ": must be in [0, 0.5]"));
+          }
+          fn = std::make_unique<MathAnswerReward>(c.math_answer().correct(), c.math_answer().wrong(), options);
           break;
+        }
         case config::RewardComponent::kLanguageConsistency:
           fn = std::make_unique<LanguageConsistencyReward>();
           break;
