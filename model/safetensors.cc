@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -109,15 +110,17 @@ absl::StatusOr<torch::Tensor> DequantizeFp8(const torch::Tensor& bytes, const to
   return values * scales;
 }
 
-absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std::string>* fp8_names) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot be opened"));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return absl::DataLossError(absl::StrCat(path, ": cannot stat"));
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+namespace {
+
+// Reads `n` bytes at `offset` of the data being parsed into `dst`.
+using ByteReader = std::function<absl::Status(void* dst, size_t n, uint64_t offset, const std::string& what)>;
+
+// The format's checks, over any byte source of `size` bytes named `path` in messages.
+absl::StatusOr<TensorMap> ParseSafetensors(const ByteReader& read, uint64_t file_size, const std::string& path,
+                                           std::set<std::string>* fp8_names) {
   if (file_size < 8) return absl::DataLossError(absl::StrCat(path, ": ", file_size, " bytes, shorter than the header size"));
   unsigned char len_bytes[8];
-  SPARGO_RETURN_IF_ERROR(ReadFully(fd.get(), len_bytes, 8, 0, path));
+  SPARGO_RETURN_IF_ERROR(read(len_bytes, 8, 0, path));
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
@@ -125,7 +128,7 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std:
                                             file_size - 8, " after the length"));
   }
   std::string header(header_len, '\0');
-  SPARGO_RETURN_IF_ERROR(ReadFully(fd.get(), header.data(), header_len, 8, path));
+  SPARGO_RETURN_IF_ERROR(read(header.data(), header_len, 8, path));
   json j = ParseBoundedJson(header);
   if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(path, ": header is not a JSON object"));
   const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
@@ -145,13 +148,25 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std:
                                                      " is not supported"));
     }
     std::vector<int64_t> shape;
+    // The element count, checked against the data bytes as it grows: dimensions whose product wraps around
+    // 2^64 ([2^32, 2^32] is 0) would otherwise pass the size check and reach torch::empty.
     uint64_t numel = 1;
+    bool zero = false, too_many = false;
     for (const json& d : info["shape"]) {
       if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t{1} << 40)) {
         return absl::DataLossError(where + ": shape entries must be non-negative integers");
       }
-      shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
-      numel *= d.get<uint64_t>();
+      const uint64_t dim = d.get<uint64_t>();
+      shape.push_back(static_cast<int64_t>(dim));
+      if (dim == 0) zero = true;
+      if (dim == 0 || too_many) continue;
+      if (numel > data_size / dim) too_many = true;
+      else numel *= dim;
+    }
+    if (zero) numel = 0;
+    if (too_many && !zero) {
+      return absl::DataLossError(absl::StrCat(where, ": shape [", absl::StrJoin(shape, ", "),
+                                              "] has more elements than the ", data_size, " data bytes can hold"));
     }
     const json& offs = info["data_offsets"];
     if (!offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
@@ -168,7 +183,7 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std:
     }
     ranges.push_back({begin, end});
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype->type));
-    if (numel > 0) SPARGO_RETURN_IF_ERROR(ReadFully(fd.get(), t.data_ptr(), end - begin, data_start + begin, where));
+    if (numel > 0) SPARGO_RETURN_IF_ERROR(read(t.data_ptr(), end - begin, data_start + begin, where));
     if (fp8_names != nullptr && std::strcmp(dtype->name, "F8_E4M3") == 0) fp8_names->insert(name);
     out.emplace(name, std::move(t));
   }
@@ -180,6 +195,30 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std:
     }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::set<std::string>* fp8_names) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot be opened"));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return absl::DataLossError(absl::StrCat(path, ": cannot stat"));
+  const ByteReader read = [&](void* dst, size_t n, uint64_t offset, const std::string& what) {
+    return ReadFully(fd.get(), dst, n, offset, what);
+  };
+  return ParseSafetensors(read, static_cast<uint64_t>(st.st_size), path, fp8_names);
+}
+
+absl::StatusOr<TensorMap> DecodeSafetensors(std::string_view bytes, const std::string& what) {
+  const ByteReader read = [&](void* dst, size_t n, uint64_t offset, const std::string& where) -> absl::Status {
+    if (offset > bytes.size() || n > bytes.size() - offset) {
+      return absl::DataLossError(absl::StrCat(where, ": short read at byte ", offset));
+    }
+    if (n > 0) std::memcpy(dst, bytes.data() + offset, n);
+    return absl::OkStatus();
+  };
+  return ParseSafetensors(read, bytes.size(), what, nullptr);
 }
 
 absl::StatusOr<TensorMap> LoadCheckpointTensors(const std::string& dir) {
@@ -245,9 +284,9 @@ absl::StatusOr<TensorMap> LoadCheckpointTensors(const std::string& dir) {
   return all;
 }
 
-absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
-                              const std::map<std::string, std::string>& metadata,
-                              const std::set<std::string>& fp8_names) {
+absl::StatusOr<std::string> EncodeSafetensors(const TensorMap& tensors,
+                                              const std::map<std::string, std::string>& metadata,
+                                              const std::set<std::string>& fp8_names) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -278,7 +317,14 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
   for (const torch::Tensor& c : contiguous) {
     out.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()) * c.element_size());
   }
-  return WriteFileAtomically(path, out);
+  return out;
+}
+
+absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
+                              const std::map<std::string, std::string>& metadata,
+                              const std::set<std::string>& fp8_names) {
+  SPARGO_ASSIGN_OR_RETURN(std::string bytes, EncodeSafetensors(tensors, metadata, fp8_names));
+  return WriteFileAtomically(path, bytes);
 }
 
 }  // namespace spargo::model

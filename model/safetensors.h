@@ -8,6 +8,7 @@
 //  - LoadCheckpointTensors: a folder's model.safetensors, or the shards named by model.safetensors.index.json
 //    (weight_map), with FP8 weights dequantised to float32 through their "<name>_scale_inv" block scales.
 //  - WriteSafetensors: one file, written atomically (temporary file, fsync, rename); tensors in name order.
+//  - EncodeSafetensors / DecodeSafetensors: the same bytes in memory, with the same checks.
 //  - DequantizeFp8: e4m3 bytes [R, C] times per-block scales [ceil(R/128), ceil(C/128)] -> float32 [R, C].
 #ifndef SPARGO_MODEL_SAFETENSORS_H_
 #define SPARGO_MODEL_SAFETENSORS_H_
@@ -17,6 +18,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -31,6 +33,12 @@ absl::StatusOr<TensorMap> LoadCheckpointTensors(const std::string& dir);
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
                               const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
                               const std::set<std::string>& fp8_names = {});
+// The same format in memory (tensors that travel over gRPC): the bytes WriteSafetensors would write, and the
+// tensors of such bytes under ReadSafetensors' checks (`what` names the source in errors).
+absl::StatusOr<std::string> EncodeSafetensors(const TensorMap& tensors,
+                                              const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                                              const std::set<std::string>& fp8_names = {});
+absl::StatusOr<TensorMap> DecodeSafetensors(std::string_view bytes, const std::string& what);
 
 // The float value of an e4m3fn byte (no infinities; 0x7F/0xFF are NaN).
 float Fp8E4m3ToFloat(uint8_t byte);
