@@ -20,7 +20,10 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
         max_request_bytes_(options.endpoints.max_message_bytes()),
         token_(std::move(token)),
         pool_(pool),
-        metrics_(metrics) {
+        metrics_(metrics),
+        limiter_(options.max_inflight_bytes > 0 ? options.max_inflight_bytes
+                                                : 4 * static_cast<int64_t>(options.endpoints.max_message_bytes()),
+                 options.max_inflight_calls) {
     if (metrics_ == nullptr) return;
     metrics_->Declare("spargo_reward_requests_total", MetricsRegistry::Type::kCounter,
                       "Score calls answered, by gRPC status code.")
@@ -39,33 +42,51 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context, const reward::ScoreRequest* request,
                                   reward::ScoreResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    std::vector<ScoreGroupInput> groups;
+    auto groups = std::make_shared<std::vector<ScoreGroupInput>>();
+    std::shared_ptr<InflightLimiter::Share> share;
     bool may_block = false;
-    grpc::Status status = Validate(*context, *request, &groups, &may_block);
+    grpc::Status status = Catching([&] {
+      grpc::Status s = CheckBearerToken(*context, token_);
+      const size_t bytes = s.ok() ? request->ByteSizeLong() : 0;
+      if (s.ok() && bytes > static_cast<size_t>(max_request_bytes_)) {
+        s = {grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("request of ", bytes, " bytes; at most ",
+                                                              max_request_bytes_, " (services.max_message_bytes)")};
+      }
+      // Requests held at once are capped before their groups are copied out.
+      if (s.ok()) s = limiter_.Admit(static_cast<int64_t>(bytes), "Score", &share);
+      if (s.ok()) s = Validate(*request, groups.get(), &may_block);
+      return s;
+    });
     if (!status.ok()) {
       Finish(reactor, status);
       return reactor;
     }
     if (!may_block) {
-      ScoreAll(context, request, std::move(groups), response, reactor);
+      Finish(reactor, Catching([&] { return ScoreAll(context, request, std::move(*groups), response); }));
       return reactor;
     }
-    auto shared = std::make_shared<std::vector<ScoreGroupInput>>(std::move(groups));
-    pool_->Schedule([this, context, request, shared, response, reactor] {
-      ScoreAll(context, request, std::move(*shared), response, reactor);
+    pool_->Schedule([this, context, request, groups, response, reactor, share] {
+      Finish(reactor, Catching([&] { return ScoreAll(context, request, std::move(*groups), response); }));
     });
     return reactor;
   }
 
  private:
-  grpc::Status Validate(const grpc::CallbackServerContext& context, const reward::ScoreRequest& request,
-                        std::vector<ScoreGroupInput>* groups, bool* may_block) const {
-    if (grpc::Status auth = CheckBearerToken(context, token_); !auth.ok()) return auth;
-    const size_t bytes = request.ByteSizeLong();
-    if (bytes > static_cast<size_t>(max_request_bytes_)) {
-      return {grpc::StatusCode::INVALID_ARGUMENT,
-              absl::StrCat("request of ", bytes, " bytes; at most ", max_request_bytes_, " (services.max_message_bytes)")};
+  // Runs `fn` (returning grpc::Status); an exception becomes INTERNAL, so none leaves a handler.
+  template <typename Fn>
+  static grpc::Status Catching(Fn&& fn) {
+    try {
+      return fn();
+    } catch (const std::exception& e) {
+      return {grpc::StatusCode::INTERNAL, absl::StrCat("Score: ", e.what())};
+    } catch (...) {
+      return {grpc::StatusCode::INTERNAL, "Score: unknown exception"};
     }
+  }
+
+  // The request's groups and domains (the token and size are checked before).
+  grpc::Status Validate(const reward::ScoreRequest& request, std::vector<ScoreGroupInput>* groups,
+                        bool* may_block) const {
     if (request.groups_size() == 0) return {grpc::StatusCode::INVALID_ARGUMENT, "request has no groups"};
     if (request.groups_size() > limits_.max_groups) {
       return {grpc::StatusCode::INVALID_ARGUMENT,
@@ -88,18 +109,17 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
     return grpc::Status::OK;
   }
 
-  void ScoreAll(grpc::CallbackServerContext* context, const reward::ScoreRequest* request,
-                std::vector<ScoreGroupInput> groups, reward::ScoreResponse* response,
-                grpc::ServerUnaryReactor* reactor) {
+  grpc::Status ScoreAll(grpc::CallbackServerContext* context, const reward::ScoreRequest* request,
+                        std::vector<ScoreGroupInput> groups, reward::ScoreResponse* response) {
     const absl::Time start = absl::Now();
     const absl::Time deadline = absl::FromChrono(context->deadline());
     std::map<std::pair<std::string, std::string>, double> status_counts;
     std::map<std::pair<std::string, std::string>, std::pair<double, int>> component_sums;
     for (size_t i = 0; i < groups.size(); ++i) {
       if (context->IsCancelled() || absl::Now() > deadline) {
-        Finish(reactor, {grpc::StatusCode::DEADLINE_EXCEEDED,
-                         absl::StrCat("deadline passed after ", i, " of ", groups.size(), " groups")});
-        return;
+        response->Clear();
+        return {grpc::StatusCode::DEADLINE_EXCEEDED,
+                absl::StrCat("deadline passed after ", i, " of ", groups.size(), " groups")};
       }
       ScoreGroupInput& g = groups[i];
       g.deadline = deadline;
@@ -131,7 +151,7 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
       metrics_->AddCounter("spargo_reward_scoring_seconds_total", absl::ToDoubleSeconds(absl::Now() - start))
           .IgnoreError();
     }
-    Finish(reactor, grpc::Status::OK);
+    return grpc::Status::OK;
   }
 
   void Finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status) {
@@ -148,6 +168,7 @@ class RewardServer::Service final : public reward::RewardService::CallbackServic
   std::string token_;
   ThreadPool* pool_;
   MetricsRegistry* metrics_;
+  InflightLimiter limiter_;  // requests being scored or waiting for a worker
 };
 
 absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(std::shared_ptr<const RewardPipelines> pipelines,
@@ -159,9 +180,14 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(std::shared_pt
       options.num_workers > 0 ? options.num_workers : std::max(1u, std::thread::hardware_concurrency());
   server->pool_ = std::make_unique<ThreadPool>(workers);
   server->service_ = std::make_unique<Service>(std::move(pipelines), options, token, server->pool_.get(), metrics);
+  // Calls without the token are refused before their request is read; they are counted all the same.
+  auto refused = [metrics](absl::string_view) {
+    if (metrics == nullptr) return;
+    metrics->AddCounter("spargo_reward_requests_total", 1, {{"code", "UNAUTHENTICATED"}}).IgnoreError();
+  };
   SPARGO_ASSIGN_OR_RETURN(server->server_,
-                          StartServiceServer("reward service", options.address, options.endpoints, !token.empty(),
-                                             server->service_.get(), &server->port_));
+                          StartServiceServer("reward service", options.address, options.endpoints, token,
+                                             server->service_.get(), &server->port_, refused));
   return server;
 }
 

@@ -1,4 +1,8 @@
 // The RewardService gRPC server (proto/spargo/reward.proto), built on the callback API.
+//  - A call without the bearer token is refused UNAUTHENTICATED by the transport as soon as its metadata arrives,
+//    before its request is read (common/service_security.h). At most max_inflight_calls calls and
+//    max_inflight_bytes of requests are held at once (being scored or waiting for a worker); beyond that a call
+//    is answered RESOURCE_EXHAUSTED at once, its request released. No exception leaves a handler (INTERNAL).
 //  - Score validates the whole request first (bearer token, request size, group count, each group's fields and
 //    domain: INVALID_ARGUMENT naming the group and field; UNAUTHENTICATED for a bad token). Groups whose pipelines
 //    cannot block (rule-based components) are scored on the gRPC thread; a request with a pipeline that may
@@ -32,6 +36,8 @@ struct RewardServerOptions {
   config::ServiceEndpoints endpoints;       // TLS, token, message limit
   RequestLimits limits;
   int num_workers = 0;  // worker pool for pipelines that may block; 0: hardware concurrency
+  int64_t max_inflight_bytes = 0;  // requests held at once; 0: 4 x services.max_message_bytes
+  int max_inflight_calls = 1024;   // calls held at once
 };
 
 class RewardServer {

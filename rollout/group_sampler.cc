@@ -105,8 +105,8 @@ void AppendNoKept(KeptTokens* out) {
   out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
 }
 
-// Generates for prompts of one common length; fills out[i] for each index in `members`.
-void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& prompts, const std::vector<size_t>& members,
+// Generates for prompts of one common length; fills out[i] for each index in `members`. False when o.stop ended it.
+bool SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& prompts, const std::vector<size_t>& members,
                   const SamplingOptions& o, std::vector<SampleGroup>* out) {
   const int64_t p = static_cast<int64_t>(members.size());
   const int64_t g = o.group_size;
@@ -131,6 +131,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
   std::vector<CounterRng*> rngs;
   for (auto& r : rng_storage) rngs.push_back(&r);
 
+  if (o.stop && o.stop()) return false;
   std::unique_ptr<model::DecodeCache> cache = model.NewCache(p, len + o.max_new_tokens);
   if (o.record_choices) cache->RecordChoices();
   torch::Tensor logits =
@@ -199,6 +200,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
       all_done = all_done && done[r];
     }
     if (all_done || step + 1 == o.max_new_tokens) break;
+    if (o.stop && o.stop()) return false;
     logits = model.Decode(tokens.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
   }
   for (int64_t r = 0; r < p * g; ++r) {
@@ -215,6 +217,7 @@ void SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
     auto& group = (*out)[members[i]];
     group.assign(samples.begin() + i * g, samples.begin() + (i + 1) * g);
   }
+  return true;
 }
 
 }  // namespace
@@ -225,10 +228,15 @@ absl::StatusOr<std::vector<SampleGroup>> SampleGroups(model::CausalLm& model, co
   std::map<size_t, std::vector<size_t>> buckets;  // prompt length -> prompt indices
   for (size_t i = 0; i < prompts.size(); ++i) buckets[prompts[i].prompt_ids.size()].push_back(i);
   std::vector<SampleGroup> out(prompts.size());
+  bool finished = true;
   SPARGO_RETURN_IF_ERROR(CallCatching("sampling", [&] {
     torch::NoGradGuard no_grad;
-    for (const auto& [len, members] : buckets) SampleBucket(model, prompts, members, options, &out);
+    for (const auto& [len, members] : buckets) {
+      finished = SampleBucket(model, prompts, members, options, &out);
+      if (!finished) return;
+    }
   }));
+  if (!finished) return absl::CancelledError("sampling stopped: the caller gave up");
   return out;
 }
 

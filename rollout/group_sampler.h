@@ -13,6 +13,7 @@
 #define SPARGO_ROLLOUT_GROUP_SAMPLER_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,9 +49,13 @@ struct SamplingOptions {
   // Agent episodes (rollout/episode.h): when set, a sample that ends a turn is handed to it, and the tokens it
   // returns are fed before sampling resumes. Not owned.
   Episodes* episodes = nullptr;
+  // When set, asked before each prefill and each decode step: true (the caller gave up: deadline passed, call
+  // cancelled) ends sampling at once with CANCELLED and no samples.
+  std::function<bool()> stop;
 };
 
 // Returns [num_prompts][group_size] samples, in input order. A request's sample_key keys its random stream.
+// CANCELLED when options.stop said so.
 absl::StatusOr<std::vector<SampleGroup>> SampleGroups(model::CausalLm& model, const std::vector<GroupRequest>& prompts,
                                                       const SamplingOptions& options);
 

@@ -637,7 +637,8 @@ absl::Status GrpcRolloutClient::Impl::Push(const std::shared_ptr<Worker>& w, con
   const absl::Duration deadline =
       std::max(kWeightDeadlineFloor, absl::Seconds(options_.generate_deadline_seconds));
   absl::StatusOr<UpdateWeightsResponse> sent =
-      SendWeights(*w->stub, weights, version, options_.weight_chunk_bytes, start + deadline, token_);
+      SendWeights(*w->stub, weights, version, options_.weight_chunk_bytes, start + deadline, token_,
+                  ThisProcessRunId());
   absl::Status status = sent.status();
   if (status.ok() && sent->policy_version() != version) {
     status = absl::DataLossError(

@@ -14,7 +14,8 @@
 //    deadline) before it serves in a Generate, so a worker that restarted between steps is noticed and given the
 //    current weights first. Ids are checked against vocab_size before they are sent (INVALID_ARGUMENT).
 //  - UpdateWeights: streams the weights (chunked, CRC-checked: rollout/weight_stream.h) to every worker
-//    concurrently under the new version; a worker that does not take them serves no groups until it does (it is
+//    concurrently under the new version and this process's run id (workers refuse an older version of the
+//    same run: FAILED_PRECONDITION); a worker that does not take them serves no groups until it does (it is
 //    given them when it is healthy again). Fails only when no worker took them (UNAVAILABLE when none was
 //    reachable; when every worker refused them as INVALID_ARGUMENT, the client keeps its previous version and
 //    weights). Tensors must be float32, bfloat16 or float16 (else INVALID_ARGUMENT). The client keeps references to

@@ -3,15 +3,23 @@
 //    within the vocabulary, prompt plus max_new_tokens within the model's positions, sampling parameters):
 //    INVALID_ARGUMENT naming the group and field. A request for another policy_version than the one served
 //    (0 accepts any) gets FAILED_PRECONDITION. Requests run one at a time on a generation thread (the model is
-//    not re-entrant; a group's samples share one prefill); one whose deadline passed while queued is answered
-//    DEADLINE_EXCEEDED without running. Samples carry token ids, the sampler's log-probs and the finish reason;
-//    with return_replay also the model's choices for every token it was fed (indexer top-k per layer, MoE routes)
-//    for the learner to replay.
-//  - UpdateWeights: a stream of WeightChunks (rollout/weight_stream.h); on commit the tensors replace the
-//    model's weights between two Generate calls, all or nothing (names and shapes checked first), and the
-//    served policy_version becomes the stream's.
+//    not re-entrant; a group's samples share one prefill); at most limits.max_queued_requests calls and
+//    limits.max_inflight_request_bytes of requests wait or run at once (RESOURCE_EXHAUSTED beyond). Work whose
+//    caller has given up stops: a call whose deadline passed or that was cancelled, while queued or between two
+//    decode steps, ends DEADLINE_EXCEEDED / CANCELLED and the next request runs. Samples carry token ids, the
+//    sampler's log-probs and the finish reason; with return_replay also the model's choices for every token it
+//    was fed (indexer top-k per layer, MoE routes) for the learner to replay.
+//  - UpdateWeights: a stream of WeightChunks (rollout/weight_stream.h). Each tensor's name and size are checked
+//    against the served model on its first chunk, before anything is allocated; memory follows the bytes that
+//    arrive, and all streams together may declare at most twice the model's float32 size (RESOURCE_EXHAUSTED
+//    beyond). Versions are ordered within a run (WeightChunk.run_id): a stream of a version lower than the one
+//    served, from the run that sent it, is refused FAILED_PRECONDITION on its first chunk; another run id is
+//    another learner and is accepted. On commit the tensors replace the model's weights between two Generate
+//    calls, all or nothing (names, shapes and finiteness checked first), and the served policy_version becomes
+//    the stream's.
 //  - Health: serving, policy version, model name, requests in flight; grpc.health.v1 too.
-//  - TLS, bearer token and message limits as for the reward service (common/service_security.h).
+//  - TLS, bearer token (checked before a request is read) and message limits as for the reward service
+//    (common/service_security.h). No exception leaves a handler: one becomes INTERNAL naming the method.
 //  - Metrics (when a registry is given): requests by method and code, generated tokens, generation seconds,
 //    policy version.
 #ifndef SPARGO_ROLLOUT_ROLLOUT_SERVER_H_
@@ -36,6 +44,8 @@ struct RolloutLimits {
   int max_group_size = 64;     // samples per group
   int max_new_tokens = 4096;   // sampling.max_new_tokens
   int64_t max_update_bytes = int64_t{64} << 30;  // all tensors of one UpdateWeights stream
+  int max_queued_requests = 256;  // Generate calls waiting or running
+  int64_t max_inflight_request_bytes = 0;  // their requests together; 0: 4 x services.max_message_bytes
 };
 
 struct RolloutServerOptions {

@@ -2,9 +2,12 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
 
@@ -21,7 +24,19 @@ torch::ScalarType TorchType(const std::string& dtype) {
   return dtype == "F32" ? torch::kFloat32 : (dtype == "BF16" ? torch::kBFloat16 : torch::kFloat16);
 }
 
+std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+
 }  // namespace
+
+uint64_t ThisProcessRunId() {
+  static const uint64_t id = [] {
+    std::random_device device;
+    uint64_t v = 0;
+    while (v == 0) v = (uint64_t{device()} << 32) ^ device() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+    return v;
+  }();
+  return id;
+}
 
 uint32_t ChunkCrc32(const std::string& data) {
   uLong crc = crc32(0L, Z_NULL, 0);
@@ -38,39 +53,61 @@ absl::Status WeightAssembler::Bad(const std::string& what) const {
   return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
 }
 
+// A tensor's first chunk: its name, dtype and shape are checked (against the served model when known) and the
+// bytes it declares counted against the limit. Nothing is allocated here.
+absl::Status WeightAssembler::Begin(const WeightChunk& c) {
+  const std::string& name = c.tensor_name();
+  if (!current_.empty() && done_.count(current_) == 0) {
+    return Bad(absl::StrCat("tensor '", current_, "' ended at byte ", buffer_.size(), " of ", expected_bytes_));
+  }
+  if (done_.count(name) > 0) return Bad(absl::StrCat("tensor '", name, "' sent twice"));
+  const int64_t element = ElementBytes(c.dtype());
+  if (element == 0) return Bad(absl::StrCat("tensor '", name, "': dtype '", c.dtype(), "' (F32, BF16, F16)"));
+  const std::vector<int64_t> shape(c.shape().begin(), c.shape().end());
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && numel > max_total_bytes_ / d)) {
+      return Bad(absl::StrCat("tensor '", name, "': bad or oversized shape ", ShapeText(shape)));
+    }
+    numel *= d;
+  }
+  if (!expected_.empty()) {
+    auto it = expected_.find(name);
+    if (it == expected_.end()) return Bad(absl::StrCat("tensor '", name, "' is not a tensor of the served model"));
+    int64_t model_numel = 1;
+    for (int64_t d : it->second) model_numel *= d;
+    // The exact shape is checked when the update is applied, all or nothing; what matters here is that a tensor
+    // can never declare more than the model's own.
+    if (numel > model_numel) {
+      return Bad(absl::StrCat("tensor '", name, "' declares shape ", ShapeText(shape), " (", numel,
+                              " elements); the served model's is ", ShapeText(it->second), " (", model_numel, ")"));
+    }
+  }
+  if (numel > (max_total_bytes_ - total_bytes_) / element) {
+    return Bad(absl::StrCat("tensor '", name, "' takes the update past ", max_total_bytes_, " bytes"));
+  }
+  current_ = name;
+  dtype_ = c.dtype();
+  shape_ = shape;
+  expected_bytes_ = numel * element;
+  total_bytes_ += expected_bytes_;
+  std::string().swap(buffer_);
+  return absl::OkStatus();
+}
+
 absl::Status WeightAssembler::Add(const WeightChunk& c) {
   if (committed_) return Bad("chunk after the committing chunk");
   if (!started_) {
     started_ = true;
     version_ = c.policy_version();
-  } else if (c.policy_version() != version_) {
-    return Bad(absl::StrCat("chunk of policy_version ", c.policy_version(), " in a stream of version ", version_));
+    run_id_ = c.run_id();
+  } else if (c.policy_version() != version_ || c.run_id() != run_id_) {
+    return Bad(absl::StrCat("chunk of policy_version ", c.policy_version(), " (run ", c.run_id(),
+                            ") in a stream of version ", version_, " (run ", run_id_, ")"));
   }
   if (c.tensor_name().empty()) return Bad("chunk without tensor_name");
   if (c.tensor_name() != current_) {
-    if (!current_.empty() && done_.count(current_) == 0) {
-      return Bad(absl::StrCat("tensor '", current_, "' ended at byte ", buffer_.size(), " of ", expected_bytes_));
-    }
-    if (done_.count(c.tensor_name()) > 0) return Bad(absl::StrCat("tensor '", c.tensor_name(), "' sent twice"));
-    const int64_t element = ElementBytes(c.dtype());
-    if (element == 0) return Bad(absl::StrCat("tensor '", c.tensor_name(), "': dtype '", c.dtype(), "' (F32, BF16, F16)"));
-    int64_t numel = 1;
-    for (int64_t d : c.shape()) {
-      if (d < 0 || (d > 0 && numel > max_total_bytes_ / d)) {
-        return Bad(absl::StrCat("tensor '", c.tensor_name(), "': bad or oversized shape"));
-      }
-      numel *= d;
-    }
-    if (numel * element > max_total_bytes_ - total_bytes_) {
-      return Bad(absl::StrCat("tensor '", c.tensor_name(), "' takes the update past ", max_total_bytes_, " bytes"));
-    }
-    current_ = c.tensor_name();
-    dtype_ = c.dtype();
-    shape_.assign(c.shape().begin(), c.shape().end());
-    expected_bytes_ = numel * element;
-    total_bytes_ += expected_bytes_;
-    buffer_.clear();
-    buffer_.reserve(expected_bytes_);
+    SPARGO_RETURN_IF_ERROR(Begin(c));
   } else if (done_.count(current_) > 0) {
     return Bad(absl::StrCat("tensor '", current_, "': chunk after it was complete"));
   } else if (c.dtype() != dtype_ || !std::equal(shape_.begin(), shape_.end(), c.shape().begin(), c.shape().end())) {
@@ -83,8 +120,14 @@ absl::Status WeightAssembler::Add(const WeightChunk& c) {
   if (c.offset_bytes() != buffer_.size()) {
     return Bad(absl::StrCat("tensor '", current_, "': chunk at byte ", c.offset_bytes(), ", expected ", buffer_.size()));
   }
-  if (static_cast<int64_t>(buffer_.size() + c.data().size()) > expected_bytes_) {
+  const int64_t needed = static_cast<int64_t>(buffer_.size() + c.data().size());
+  if (needed > expected_bytes_) {
     return Bad(absl::StrCat("tensor '", current_, "': data past its ", expected_bytes_, " bytes"));
+  }
+  // Grow with the data: at most twice what has arrived, never past the declared size.
+  if (static_cast<int64_t>(buffer_.capacity()) < needed) {
+    buffer_.reserve(static_cast<size_t>(
+        std::min(expected_bytes_, std::max(needed, 2 * static_cast<int64_t>(buffer_.capacity())))));
   }
   buffer_.append(c.data());
   if (static_cast<int64_t>(buffer_.size()) == expected_bytes_) {
@@ -107,7 +150,7 @@ absl::StatusOr<model::TensorMap> WeightAssembler::Take() {
 
 absl::StatusOr<UpdateWeightsResponse> SendWeights(RolloutService::Stub& stub, const model::TensorMap& tensors,
                                                   uint64_t version, int64_t chunk_bytes, absl::Time deadline,
-                                                  const std::string& token) {
+                                                  const std::string& token, uint64_t run_id) {
   if (chunk_bytes <= 0) return absl::InvalidArgumentError("chunk_bytes must be positive");
   if (tensors.empty()) return absl::InvalidArgumentError("no tensors to send");
   grpc::ClientContext context;
@@ -130,6 +173,7 @@ absl::StatusOr<UpdateWeightsResponse> SendWeights(RolloutService::Stub& stub, co
       const int64_t n = std::min(chunk_bytes, bytes - offset);
       WeightChunk chunk;
       chunk.set_policy_version(version);
+      chunk.set_run_id(run_id);
       chunk.set_tensor_name(name);
       chunk.set_dtype(dtype);
       for (int64_t d : t.sizes()) chunk.add_shape(d);
