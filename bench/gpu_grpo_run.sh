@@ -7,6 +7,9 @@
 #   bash bench/gpu_grpo_run.sh services OUT_DIR [STEPS] [extra flags...]
 #                                              # the same run disaggregated on the one GPU: `spargo reward` and two
 #                                              # `spargo rollout --device cuda` workers as their own processes
+#   bash bench/gpu_grpo_run.sh learner OUT_DIR [STEPS] [extra flags...]
+#                                              # the same run with the policy trained by a `spargo learner` process
+#                                              # on the GPU (sampling in the run's process with pulled weights)
 # Environment: $SPARGO_ENV (a script putting the Debian libraries on the paths, e.g. .devdeps/env.sh),
 # $SPARGO_TOKENIZER (a tokenizer.json; default .devdata/tokenizer.json), $SPARGO_HF_PEER (HF's peer script; default
 # .devdata/hf_v32_peer.py), $SPARGO_TRAIN_SECONDS (stop the GRPO run after this long; what it logged comes back).
@@ -30,7 +33,7 @@ case "$mode" in
     done
     PYTHONUNBUFFERED=1 timeout 300 python3 "${SPARGO_HF_PEER:-.devdata/hf_v32_peer.py}" 2>&1 | grep '^{' | tee "$out/hf_peer.jsonl"
     ;;
-  grpo|services)
+  grpo|services|learner)
     steps="${3:-200}"
     shift 3 2>/dev/null || shift $#
     python3 scripts/make_arithmetic_jsonl.py --out-dir data/arith --train 8000 --heldout 256 --digits 2 --seed 1
@@ -49,6 +52,14 @@ case "$mode" in
         pids+=($!)
       done
       trap 'kill "${pids[@]}" 2> /dev/null' EXIT
+    fi
+    if [[ "$mode" == learner ]]; then
+      config="$out/h200_160m_learner.txtpb"
+      sed -e '$a\services { learner_address: "127.0.0.1:50164" }' configs/h200_160m.txtpb > "$config"
+      build-gpu/cli/spargo learner --config "$config" --listen 127.0.0.1:50164 --set "model.tokenizer=$tokenizer" \
+        --set metrics.port=0 > "$out/learner.txt" 2>&1 &
+      learner_pid=$!
+      trap 'kill "$learner_pid" 2> /dev/null' EXIT
     fi
     limit=()
     [[ -n "${SPARGO_TRAIN_SECONDS:-}" ]] && limit=(timeout -s TERM "$SPARGO_TRAIN_SECONDS")

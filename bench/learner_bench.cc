@@ -73,7 +73,10 @@ int main(int argc, char** argv) {
   }
   config::OptimizerConfig oc;
   oc.set_lr(1e-6);
-  (*policy)->ResetOptimizer(oc);
+  if (absl::Status s = (*policy)->ResetOptimizer(oc); !s.ok()) {
+    std::cerr << s << "\n";
+    return 1;
+  }
   const int reps = absl::GetFlag(FLAGS_reps), micro = absl::GetFlag(FLAGS_micro_batch_rows);
   std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s, %s, micro-batches of %d rows%s, median of %d\n",
               absl::GetFlag(FLAGS_config).c_str(), params / 1e6, device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(),
@@ -96,12 +99,13 @@ int main(int argc, char** argv) {
     const auto micro_batches = learner::SplitRows(all, micro);
     torch::Tensor advantages = torch::randn({b});  // [B]
     const double tokens = batch.loss_mask.sum().item<double>();
-    learner::GrpoLossOptions lo;
-    auto loss = [&](const learner::MicroBatch& mb) -> torch::Tensor {
-      learner::GrpoLossTerms t = learner::GrpoLoss(mb.logprobs, mb.Take(batch.old_logprobs), torch::Tensor(),
-                                                   mb.Take(advantages), mb.Take(batch.loss_mask), lo, tokens);
-      return mb.aux_loss.defined() ? t.loss + mb.aux_loss : t.loss;
-    };
+    learner::LossSpec loss;
+    loss.kind = learner::LossSpec::Kind::kGrpo;
+    loss.normaliser = tokens;
+    loss.aux_weight = 1;
+    loss.rows_total = b;
+    loss.old_logp = batch.old_logprobs;
+    loss.advantages = advantages;
     learner::ForwardOptions f;
     f.with_entropy = true;
     bool failed = false;

@@ -40,6 +40,7 @@ int RunChat(const CommandArgs& args);
 int RunLogits(const CommandArgs& args);
 int RunGenerate(const CommandArgs& args);
 int RunRollout(const CommandArgs& args);
+int RunLearner(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

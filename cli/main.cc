@@ -48,6 +48,9 @@ const std::vector<Command>& Commands() {
        "spargo rollout [--model DIR] [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
        {"cli/rollout_command.cc", "cli/shared_flags.cc", "cli/model_flags.cc:model,tokenizer,device,dtype"}, true,
        &RunRollout},
+      {"learner", "Serve a policy learner over gRPC (LearnerService) for `spargo train` until SIGINT or SIGTERM.",
+       "spargo learner [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
+       {"cli/learner_command.cc", "cli/shared_flags.cc:config,listen"}, true, &RunLearner},
   };
   return kCommands;
 }

@@ -15,6 +15,8 @@
 #include "absl/strings/str_format.h"
 #include "common/atomic_file.h"
 #include "common/bounded_json.h"
+#include "common/crc32.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -61,6 +63,24 @@ std::vector<std::pair<std::pair<int, int64_t>, std::string>> ListCheckpoints(con
   return out;
 }
 
+// Size and CRC-32 of a file, read in pieces.
+absl::StatusOr<std::pair<uint64_t, uint32_t>> StreamCrc32(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("'", path, "' is missing"));
+  std::vector<char> buffer(8 << 20);
+  uint32_t crc = 0;
+  uint64_t total = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    crc = Crc32Update(crc, std::string_view(buffer.data(), static_cast<size_t>(n)));
+    total += static_cast<uint64_t>(n);
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat("'", path, "' cannot be read"));
+  return std::make_pair(total, crc);
+}
+
 }  // namespace
 
 std::string CheckpointStore::Name(const TrainerState& state) {
@@ -95,30 +115,34 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, con
   if (!state.heldout_before.is_null()) j["heldout_before"] = state.heldout_before;
   if (state.warmup_cursor) j["warmup_cursor"] = state.warmup_cursor->ToJson();
   if (state.grpo_cursor) j["grpo_cursor"] = state.grpo_cursor->ToJson();
-  // Weights in safetensors (written atomically and fsynced), with config.json and the tokenizer: the folder is a
-  // model directory.
-  SPARGO_RETURN_IF_ERROR(model::WriteSafetensors(temp_dir + "/model.safetensors", *c.weights));
+  // Weights in safetensors, with config.json and the tokenizer: the folder is a model directory. Every file is
+  // written atomically and its size and CRC-32 go into state.json, written last.
+  nlohmann::json files = nlohmann::json::object();
+  auto write = [&](const std::string& name, const std::string& bytes) -> absl::Status {
+    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/" + name, bytes));
+    files[name] = {{"bytes", bytes.size()}, {"crc32", Crc32(bytes)}};
+    return absl::OkStatus();
+  };
+  {
+    SPARGO_ASSIGN_OR_RETURN(std::string bytes, model::EncodeSafetensors(*c.weights));
+    SPARGO_RETURN_IF_ERROR(write("model.safetensors", bytes));
+  }
   if (c.reference != nullptr) {
-    SPARGO_RETURN_IF_ERROR(model::WriteSafetensors(temp_dir + "/reference.safetensors", *c.reference));
+    SPARGO_ASSIGN_OR_RETURN(std::string bytes, model::EncodeSafetensors(*c.reference));
+    SPARGO_RETURN_IF_ERROR(write("reference.safetensors", bytes));
   }
-  if (!c.model_config_json.empty()) {
-    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/config.json", c.model_config_json));
-  }
+  if (!c.model_config_json.empty()) SPARGO_RETURN_IF_ERROR(write("config.json", c.model_config_json));
   if (!c.tokenizer_file.empty()) {
     SPARGO_ASSIGN_OR_RETURN(std::string tokenizer, ReadWholeFile(c.tokenizer_file));
-    SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/tokenizer.json", tokenizer));
+    SPARGO_RETURN_IF_ERROR(write("tokenizer.json", tokenizer));
     const std::string config = (fs::path(c.tokenizer_file).parent_path() / "tokenizer_config.json").string();
     if (fs::exists(config, ec)) {
       SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(config));
-      SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/tokenizer_config.json", text));
+      SPARGO_RETURN_IF_ERROR(write("tokenizer_config.json", text));
     }
   }
-  if (c.optimizer != nullptr) {
-    SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("writing checkpoint ", temp_dir), [&] {
-      torch::save(*c.optimizer, temp_dir + "/optimizer.pt");
-    }));
-    SPARGO_RETURN_IF_ERROR(SyncFile(temp_dir + "/optimizer.pt"));
-  }
+  if (c.optimizer_state != nullptr) SPARGO_RETURN_IF_ERROR(write("optimizer.pt", *c.optimizer_state));
+  j["files"] = files;
   SPARGO_RETURN_IF_ERROR(WriteFileAtomically(temp_dir + "/state.json", j.dump(2) + "\n"));
   SPARGO_RETURN_IF_ERROR(RemoveTree(final_dir));  // an older save of the same step
   SPARGO_RETURN_IF_ERROR(PublishDirectory(temp_dir, final_dir));
@@ -138,7 +162,46 @@ absl::Status CheckpointStore::Prune() const {
 absl::StatusOr<std::optional<std::string>> CheckpointStore::Latest() const {
   auto all = ListCheckpoints(dir_);
   if (all.empty()) return std::optional<std::string>();
-  return std::optional<std::string>(all.back().second);
+  std::string damaged;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    absl::Status s = Verify(it->second);
+    if (s.ok()) {
+      if (!damaged.empty()) {
+        SPARGO_LOG(WARNING) << "resuming from an older checkpoint; skipped:" << damaged;
+      }
+      return std::optional<std::string>(it->second);
+    }
+    absl::StrAppend(&damaged, "\n  ", s.message());
+  }
+  return absl::DataLossError(absl::StrCat("no intact checkpoint in '", dir_, "':", damaged));
+}
+
+absl::Status CheckpointStore::Verify(const std::string& path) {
+  const std::string file = path + "/state.json";
+  SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(file));
+  nlohmann::json j = ParseBoundedJson(text);
+  if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(file, ": not a JSON object"));
+  if (!j.contains("files")) return absl::OkStatus();  // written before checksums existed
+  const nlohmann::json& files = j["files"];
+  if (!files.is_object() || !files.contains("model.safetensors")) {
+    return absl::DataLossError(absl::StrCat(file, ": 'files' does not list model.safetensors"));
+  }
+  for (const auto& [name, info] : files.items()) {
+    if (name.find('/') != std::string::npos || name.empty() || name[0] == '.' || !info.is_object() ||
+        !info.contains("bytes") || !info["bytes"].is_number_unsigned() || !info.contains("crc32") ||
+        !info["crc32"].is_number_unsigned()) {
+      return absl::DataLossError(absl::StrCat(file, ": bad entry for '", name, "' in 'files'"));
+    }
+    SPARGO_ASSIGN_OR_RETURN(auto size_crc, StreamCrc32(path + "/" + name));
+    if (size_crc.first != info["bytes"].get<uint64_t>()) {
+      return absl::DataLossError(absl::StrCat(path, "/", name, ": ", size_crc.first, " bytes; the checkpoint wrote ",
+                                              info["bytes"].get<uint64_t>()));
+    }
+    if (size_crc.second != info["crc32"].get<uint64_t>()) {
+      return absl::DataLossError(absl::StrCat(path, "/", name, ": CRC-32 differs from the one written (damaged)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path, size_t num_sources) {
@@ -193,9 +256,12 @@ absl::StatusOr<model::TensorMap> CheckpointStore::ReadReference(const std::strin
   return model::ReadSafetensors(path + "/reference.safetensors");
 }
 
-absl::Status CheckpointStore::LoadOptimizer(const std::string& path, torch::optim::Optimizer& optimizer) {
-  return CallCatching(absl::StrCat("loading ", path, "/optimizer.pt"),
-                      [&] { torch::load(optimizer, path + "/optimizer.pt"); });
+absl::StatusOr<std::string> CheckpointStore::ReadOptimizerState(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path + "/optimizer.pt", ec)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no optimizer.pt"));
+  }
+  return ReadWholeFile(path + "/optimizer.pt");
 }
 
 }  // namespace spargo::learner

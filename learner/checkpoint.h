@@ -6,7 +6,8 @@
 // tokenizer.json (and tokenizer_config.json), so the folder is a model directory (`spargo generate --model`,
 // model.pretrained_dir, `spargo rollout --model`); reference.safetensors (when the run keeps a reference model),
 // optimizer.pt (AdamW state), state.json (TrainerState: phase and step, policy version, the task cursors and the
-// prompt ledger, evaluation results so far).
+// prompt ledger, evaluation results so far; and "files": the size and CRC-32 of every other file, checked before
+// a resume uses the checkpoint, so that a damaged file sends the resume to the newest intact checkpoint).
 #ifndef SPARGO_LEARNER_CHECKPOINT_H_
 #define SPARGO_LEARNER_CHECKPOINT_H_
 
@@ -41,7 +42,7 @@ struct CheckpointContents {
   const model::TensorMap* weights = nullptr;     // the policy's (master) weights
   std::string model_config_json;                 // config.json; "" for models without one (the tiny transformer)
   std::string tokenizer_file;                    // copied in as tokenizer.json (with its tokenizer_config.json)
-  torch::optim::Optimizer* optimizer = nullptr;  // may be null (no optimizer.pt)
+  const std::string* optimizer_state = nullptr;  // torch archive bytes; may be null (no optimizer.pt)
   const model::TensorMap* reference = nullptr;   // may be null (no reference.safetensors)
 };
 
@@ -51,14 +52,19 @@ class CheckpointStore {
 
   // Writes checkpoint NAME for `state`; then prunes to keep_last.
   absl::StatusOr<std::string> Save(const TrainerState& state, const CheckpointContents& contents);
-  // Path of the newest complete checkpoint, or nullopt when there is none.
+  // Path of the newest intact checkpoint (Verify), or nullopt when there is none. Damaged newer ones are skipped
+  // with a warning naming them; DATA_LOSS listing each when no checkpoint is intact.
   absl::StatusOr<std::optional<std::string>> Latest() const;
+  // OK when every file state.json lists has the size and CRC-32 written with it (checkpoints written before
+  // checksums existed list none and pass); DATA_LOSS naming the file otherwise.
+  static absl::Status Verify(const std::string& path);
   // Reads a checkpoint's state.json; `num_sources` checks the task cursors against the config.
   static absl::StatusOr<TrainerState> ReadState(const std::string& path, size_t num_sources);
   static absl::StatusOr<model::TensorMap> ReadWeights(const std::string& path);
   // NOT_FOUND when the checkpoint has no reference.
   static absl::StatusOr<model::TensorMap> ReadReference(const std::string& path);
-  static absl::Status LoadOptimizer(const std::string& path, torch::optim::Optimizer& optimizer);
+  // The optimizer state's bytes (optimizer.pt); NOT_FOUND when the checkpoint has none.
+  static absl::StatusOr<std::string> ReadOptimizerState(const std::string& path);
 
   static std::string Name(const TrainerState& state);
 

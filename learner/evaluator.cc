@@ -44,7 +44,7 @@ absl::StatusOr<EvalResult> Evaluate(TrainContext& ctx, rollout::RolloutClient& s
   EvalResult result;
   const int max_new = ctx.config.eval().max_new_tokens() > 0 ? ctx.config.eval().max_new_tokens()
                                                                : ctx.config.rollout().max_new_tokens();
-  const int64_t limit = std::min<int64_t>(ctx.config.model().max_seq_len(), ctx.policy->model()->max_seq_len());
+  const int64_t limit = std::min<int64_t>(ctx.config.model().max_seq_len(), ctx.policy->max_seq_len());
   std::vector<rollout::GroupRequest> requests;
   std::vector<const TaskPrompt*> kept;
   for (size_t i = 0; i < prompts.size(); ++i) {

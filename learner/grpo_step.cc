@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "learner/grpo.h"
+#include "learner/loss_spec.h"
 #include "learner/optimizer.h"
 #include "learner/sequence_batch.h"
 
@@ -96,7 +97,7 @@ class GrpoStepRunner {
 
   // Draws n prompts that fit the model (prompt + max_new_tokens within model.max_seq_len); others are skipped.
   absl::Status DrawPrompts(int n, std::vector<Group>* out) {
-    const int64_t limit = std::min<int64_t>(ctx_.config.model().max_seq_len(), ctx_.policy->model()->max_seq_len());
+    const int64_t limit = std::min<int64_t>(ctx_.config.model().max_seq_len(), ctx_.policy->max_seq_len());
     if (!state_.grpo_cursor) state_.grpo_cursor = ctx_.tasks.NewCursor();
     int64_t attempts = 0;
     while (static_cast<int>(out->size()) < n) {
@@ -436,12 +437,17 @@ class GrpoStepRunner {
 
   absl::Status Update() {
     const absl::Time t = absl::Now();
-    const GrpoLossOptions lo = LossOptions();
     const bool tis = gc_.tis_cap() > 0;
-    const torch::Tensor& old = tis ? learner_old_logp_ : batch_.old_logprobs;
-    const double aux_weight = ctx_.config.learner().aux_loss_weight();
-    GrpoLossTerms sums;  // summed over every micro-batch of every update
-    double loss_sum = 0, aux_sum = 0;
+    LossSpec loss;
+    loss.kind = LossSpec::Kind::kGrpo;
+    loss.grpo = LossOptions();
+    loss.aux_weight = ctx_.config.learner().aux_loss_weight();
+    loss.old_logp = tis ? learner_old_logp_ : batch_.old_logprobs;
+    if (tis) loss.sampler_logp = batch_.old_logprobs;
+    loss.ref_logp = ref_logp_;
+    loss.advantages = advantages_;
+    loss.kl_coef_rows = kl_coef_rows_;
+    TrainStepResult sums;  // summed over every micro-batch of every update
     int updates = 0;
     const std::vector<std::vector<int64_t>> minibatches = MiniBatches();
     for (int epoch = 0; epoch < gc_.epochs(); ++epoch) {
@@ -450,73 +456,48 @@ class GrpoStepRunner {
         torch::Tensor index = torch::tensor(rows, torch::kLong);
         const double tokens = batch_.loss_mask.index_select(0, index).sum().item<double>();
         if (tokens == 0) continue;
-        const double normaliser = lo.aggregation == LossAggregation::kTokenMean ? tokens : rows.size();
-        double step_loss = 0;
-        auto loss = [&](const MicroBatch& mb) -> torch::Tensor {
-          GrpoLossExtras extras;
-          if (tis) extras.sampler_logp = mb.Take(batch_.old_logprobs);
-          extras.entropy = mb.entropy;
-          extras.kl_coef_rows = mb.Take(kl_coef_rows_);
-          GrpoLossTerms terms = GrpoLoss(mb.logprobs, mb.Take(old), ref_logp_.defined() ? mb.Take(ref_logp_) : torch::Tensor(),
-                                         mb.Take(advantages_), mb.Take(batch_.loss_mask), lo, normaliser, extras);
-          Accumulate(terms, &sums);
-          torch::Tensor objective = terms.loss;
-          step_loss += terms.loss.item<double>();
-          if (mb.aux_loss.defined()) {  // a mean over the micro-batch: weighted by its share of the mini-batch
-            const double share = static_cast<double>(mb.rows.size(0)) / rows.size();
-            objective = objective + aux_weight * share * mb.aux_loss;
-            aux_sum += share * mb.aux_loss.item<double>();
-          }
-          return objective;
-        };
+        loss.normaliser = loss.grpo.aggregation == LossAggregation::kTokenMean ? tokens : rows.size();
+        loss.rows_total = static_cast<int64_t>(rows.size());
         const int64_t opt_step = (state_.step * gc_.epochs() + epoch) * gc_.minibatches() + static_cast<int64_t>(k);
         m_.lr = ScheduledLr(gc_.optimizer(), opt_step);
-        SPARGO_ASSIGN_OR_RETURN(m_.grad_norm,
+        SPARGO_ASSIGN_OR_RETURN(TrainStepResult r,
                                 ctx_.policy->TrainStep(batch_, SplitRows(rows, gc_.micro_batch_rows()), Forward(true),
                                                        loss, gc_.optimizer(), m_.lr));
-        loss_sum += step_loss;
+        m_.grad_norm = r.grad_norm;
+        sums.loss += r.loss;
+        sums.aux_loss += r.aux_loss;
+        AddLossTerms(r.terms, &sums.terms);
         ++updates;
       }
     }
     if (updates > 0) {
-      const double tokens = std::max(1.0, sums.tokens);
-      m_.loss = loss_sum / updates;
-      m_.policy_loss = sums.policy_loss / updates;
-      m_.aux_loss = aux_sum / updates;
-      m_.kl = sums.kl_sum / tokens;
-      m_.entropy = sums.entropy_sum / tokens;
-      m_.ratio_mean = sums.ratio_sum / tokens;
-      m_.clip_fraction = (sums.clip_low_count + sums.clip_high_count) / tokens;
-      m_.clip_high_fraction = sums.clip_high_count / tokens;
-      m_.dual_clip_fraction = sums.dual_clip_count / tokens;
-      m_.tis_clip_fraction = sums.tis_clipped_count / tokens;
-      m_.masked_fraction = sums.sequences > 0 ? sums.masked_sequences / sums.sequences : 0;
+      const GrpoLossTerms& terms = sums.terms;
+      const double tokens = std::max(1.0, terms.tokens);
+      m_.loss = sums.loss / updates;
+      m_.policy_loss = terms.policy_loss / updates;
+      m_.aux_loss = sums.aux_loss / updates;
+      m_.kl = terms.kl_sum / tokens;
+      m_.entropy = terms.entropy_sum / tokens;
+      m_.ratio_mean = terms.ratio_sum / tokens;
+      m_.clip_fraction = (terms.clip_low_count + terms.clip_high_count) / tokens;
+      m_.clip_high_fraction = terms.clip_high_count / tokens;
+      m_.dual_clip_fraction = terms.dual_clip_count / tokens;
+      m_.tis_clip_fraction = terms.tis_clipped_count / tokens;
+      m_.masked_fraction = terms.sequences > 0 ? terms.masked_sequences / terms.sequences : 0;
       m_.trained = true;
     }
     m_.update_seconds = SecondsSince(t);
     return absl::OkStatus();
   }
 
-  static void Accumulate(const GrpoLossTerms& t, GrpoLossTerms* sum) {
-    sum->tokens += t.tokens;
-    sum->sequences += t.sequences;
-    sum->policy_loss += t.policy_loss;
-    sum->kl_sum += t.kl_sum;
-    sum->ratio_sum += t.ratio_sum;
-    sum->clip_low_count += t.clip_low_count;
-    sum->clip_high_count += t.clip_high_count;
-    sum->dual_clip_count += t.dual_clip_count;
-    sum->masked_sequences += t.masked_sequences;
-    sum->tis_clipped_count += t.tis_clipped_count;
-    sum->entropy_sum += t.entropy_sum;
-  }
-
   absl::Status SyncWeights() {
     if (!m_.trained) return absl::OkStatus();
     const absl::Time t = absl::Now();
     const uint64_t version = state_.policy_version + 1;
-    SPARGO_RETURN_IF_ERROR(Annotate(ctx_.rollout->UpdateWeights(ctx_.policy->ModelWeights(), version),
-                                    absl::StrCat("GRPO step ", m_.step, ": weight sync")));
+    const std::string what = absl::StrCat("GRPO step ", m_.step, ": weight sync");
+    absl::StatusOr<model::TensorMap> weights = ctx_.policy->ModelWeights();
+    if (!weights.ok()) return Annotate(weights.status(), what);
+    SPARGO_RETURN_IF_ERROR(Annotate(ctx_.rollout->UpdateWeights(*weights, version), what));
     state_.policy_version = version;
     m_.weight_sync_seconds = SecondsSince(t);
     return absl::OkStatus();

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
+
+#include "common/status_macros.h"
 
 namespace spargo::learner {
 
@@ -32,6 +35,17 @@ double ClipGradients(const std::vector<torch::Tensor>& params, const config::Opt
 
 void ClearGradients(const std::vector<torch::Tensor>& params) {
   for (torch::Tensor p : params) p.mutable_grad() = torch::Tensor();
+}
+
+absl::StatusOr<std::string> SerializeOptimizer(torch::optim::Optimizer& optimizer) {
+  std::ostringstream out;
+  SPARGO_RETURN_IF_ERROR(CallCatching("saving the optimizer state", [&] { torch::save(optimizer, out); }));
+  return out.str();
+}
+
+absl::Status RestoreOptimizer(const std::string& bytes, torch::optim::Optimizer* optimizer) {
+  std::istringstream in(bytes);
+  return CallCatching("loading the optimizer state", [&] { torch::load(*optimizer, in); });
 }
 
 }  // namespace spargo::learner

@@ -1,12 +1,15 @@
-// AdamW from an OptimizerConfig, its learning-rate schedule (linear warm-up, then constant) and gradient clipping.
+// AdamW from an OptimizerConfig, its learning-rate schedule (linear warm-up, then constant), gradient clipping,
+// and its state as bytes.
 #ifndef SPARGO_LEARNER_OPTIMIZER_H_
 #define SPARGO_LEARNER_OPTIMIZER_H_
 
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::learner {
@@ -25,6 +28,11 @@ double ClipGradients(const std::vector<torch::Tensor>& params, const config::Opt
 // no token chose, a frozen group) is skipped by the optimizer, as in a run resumed from a checkpoint (which has no
 // gradients): continuous and resumed runs then take identical steps.
 void ClearGradients(const std::vector<torch::Tensor>& params);
+
+// The optimizer's state as torch archive bytes (what checkpoints store as optimizer.pt), and back into an optimizer
+// over the same parameters. Errors (a damaged or mismatched archive) name the cause.
+absl::StatusOr<std::string> SerializeOptimizer(torch::optim::Optimizer& optimizer);
+absl::Status RestoreOptimizer(const std::string& bytes, torch::optim::Optimizer* optimizer);
 
 }  // namespace spargo::learner
 

@@ -35,24 +35,38 @@ class LocalPolicyLearner final : public PolicyLearner {
     });
   }
 
-  torch::Device device() const override { return options_.device; }
-  torch::ScalarType dtype() const override { return options_.dtype; }
+  std::string Describe() const override {
+    return absl::StrCat("in process (", options_.device.str(), ", ", c10::toString(options_.dtype), ")");
+  }
+  int64_t max_seq_len() const override { return model_->max_seq_len(); }
   std::shared_ptr<model::CausalLm> model() const override { return model_; }
 
-  void ResetOptimizer(const config::OptimizerConfig& config) override { optimizer_ = MakeAdamW(master_, config); }
-  torch::optim::Optimizer& optimizer() override { return *optimizer_; }
-
-  absl::StatusOr<double> TrainStep(const SequenceBatch& batch, const std::vector<std::vector<int64_t>>& micro_batches,
-                                   const ForwardOptions& forward, const LossFn& loss,
-                                   const config::OptimizerConfig& oc, double lr) override {
+  absl::Status ResetOptimizer(const config::OptimizerConfig& config) override {
+    return CallCatching("creating the optimizer", [&] { optimizer_ = MakeAdamW(master_, config); });
+  }
+  absl::StatusOr<std::string> OptimizerState() override {
     if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
-    return CallCatching("training step", [&]() -> absl::StatusOr<double> {
+    return SerializeOptimizer(*optimizer_);
+  }
+  absl::Status LoadOptimizerState(const std::string& bytes) override {
+    if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
+    return RestoreOptimizer(bytes, optimizer_.get());
+  }
+
+  absl::StatusOr<TrainStepResult> TrainStep(const SequenceBatch& batch,
+                                            const std::vector<std::vector<int64_t>>& micro_batches,
+                                            const ForwardOptions& forward, const LossSpec& loss,
+                                            const config::OptimizerConfig& oc, double lr) override {
+    if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
+    SPARGO_RETURN_IF_ERROR(ValidateLossSpec(loss, batch));
+    return CallCatching("training step", [&]() -> absl::StatusOr<TrainStepResult> {
+      TrainStepResult result;
       ClearGradients(params_);
       if (options_.dtype != torch::kFloat32) ClearGradients(master_);
       for (const std::vector<int64_t>& rows : micro_batches) {
         if (rows.empty()) continue;
         MicroBatch mb = ForwardMicroBatch(*model_, batch, rows, options_.device, forward);
-        torch::Tensor objective = loss(mb);
+        torch::Tensor objective = MicroBatchObjective(loss, batch, mb, &result);
         if (objective.requires_grad()) objective.backward();
       }
       if (options_.dtype != torch::kFloat32) {
@@ -61,14 +75,14 @@ class LocalPolicyLearner final : public PolicyLearner {
           master_[i].mutable_grad() = g.defined() ? g.to(torch::kFloat32) : torch::Tensor();
         }
       }
-      const double norm = ClipGradients(master_, oc);
+      result.grad_norm = ClipGradients(master_, oc);
       SetLr(optimizer_.get(), lr);
       optimizer_->step();
       if (options_.dtype != torch::kFloat32) {
         torch::NoGradGuard no_grad;
         for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(master_[i]);
       }
-      return norm;
+      return result;
     });
   }
 
@@ -78,7 +92,7 @@ class LocalPolicyLearner final : public PolicyLearner {
     return ModelLogProbs(*model_, options_.device, batch, micro_batches, forward);
   }
 
-  model::TensorMap ModelWeights() const override {
+  absl::StatusOr<model::TensorMap> ModelWeights() const override {
     model::TensorMap out;
     for (const auto& p : model_->named_parameters(true)) out[p.key()] = p.value();
     for (const auto& b : model_->named_buffers(true)) out[b.key()] = b.value();

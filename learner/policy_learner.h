@@ -5,11 +5,13 @@
 //    stay float32); a float32 master copy of every parameter is what AdamW (float32 state) updates: each step
 //    moves the bfloat16 gradients onto the master copy, clips, steps, and writes the master weights back.
 //  - TrainStep: one optimizer step over micro-batches (forward, loss, backward each; gradients accumulate), then
-//    global-norm clipping and AdamW at the given learning rate. The loss function must use the whole step's
-//    denominators (so that micro-batching changes nothing but rounding).
+//    global-norm clipping and AdamW at the given learning rate. The loss is data (learner/loss_spec.h) holding the
+//    whole step's denominators (so that micro-batching changes nothing but rounding).
 //  - LogProbs: the same forward without gradient (the learner's own log-probs before an update).
-// Failures (a c10::Error from libtorch: out of memory, bad shapes) come back as statuses; a failed step leaves
-// the weights as they were when the failure happened before the optimizer step.
+//  - The optimizer's state travels as bytes (torch's archive format, what checkpoints store as optimizer.pt).
+// Two implementations: NewLocalPolicyLearner (in this process) and learner/grpc_policy_learner.h (a `spargo learner`
+// service). Failures (a c10::Error from libtorch: out of memory, bad shapes; an RPC error) come back as statuses; a
+// failed step leaves the weights as they were when the failure happened before the optimizer step.
 #ifndef SPARGO_LEARNER_POLICY_LEARNER_H_
 #define SPARGO_LEARNER_POLICY_LEARNER_H_
 
@@ -17,9 +19,11 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "learner/loss_spec.h"
 #include "learner/policy_forward.h"
 #include "learner/sequence_batch.h"
 #include "model/causal_lm.h"
@@ -36,27 +40,31 @@ struct PolicyLearnerOptions {
 
 class PolicyLearner {
  public:
-  using LossFn = std::function<torch::Tensor(const MicroBatch&)>;
-
   virtual ~PolicyLearner() = default;
-  virtual torch::Device device() const = 0;
-  virtual torch::ScalarType dtype() const = 0;
-  // The model being trained (on device(), in dtype()); rollout may sample with it directly.
+  // Where the model lives, for logs ("in process (cuda:0, bfloat16)", "learner service at host:port").
+  virtual std::string Describe() const = 0;
+  // The model's longest sequence.
+  virtual int64_t max_seq_len() const = 0;
+  // The model being trained (on its device, in its dtype) when it lives in this process, so that rollout may
+  // sample with it directly; null when it lives in another process.
   virtual std::shared_ptr<model::CausalLm> model() const = 0;
-  // One optimizer step. Returns the global gradient norm before clipping.
-  virtual absl::StatusOr<double> TrainStep(const SequenceBatch& batch,
-                                           const std::vector<std::vector<int64_t>>& micro_batches,
-                                           const ForwardOptions& forward, const LossFn& loss,
-                                           const config::OptimizerConfig& optimizer, double lr) = 0;
+  // One optimizer step.
+  virtual absl::StatusOr<TrainStepResult> TrainStep(const SequenceBatch& batch,
+                                                    const std::vector<std::vector<int64_t>>& micro_batches,
+                                                    const ForwardOptions& forward, const LossSpec& loss,
+                                                    const config::OptimizerConfig& optimizer, double lr) = 0;
   // [N, T-1] float32 on the CPU: log-probs of every row's targets (zeros past a row's end) without gradient.
   virtual absl::StatusOr<torch::Tensor> LogProbs(const SequenceBatch& batch,
                                                  const std::vector<std::vector<int64_t>>& micro_batches,
                                                  const ForwardOptions& forward) = 0;
   // A fresh AdamW over the master weights (a new phase).
-  virtual void ResetOptimizer(const config::OptimizerConfig& config) = 0;
-  virtual torch::optim::Optimizer& optimizer() = 0;
-  // The model's parameters and buffers by name, on the device in the model's dtype (what rollout samples with).
-  virtual model::TensorMap ModelWeights() const = 0;
+  virtual absl::Status ResetOptimizer(const config::OptimizerConfig& config) = 0;
+  // The optimizer's state (torch's archive bytes) and its restoration (after ResetOptimizer with the same config).
+  virtual absl::StatusOr<std::string> OptimizerState() = 0;
+  virtual absl::Status LoadOptimizerState(const std::string& bytes) = 0;
+  // The model's parameters and buffers by name in the model's dtype (what rollout samples with): on the model's
+  // device in process, on the CPU from another process.
+  virtual absl::StatusOr<model::TensorMap> ModelWeights() const = 0;
   // The master weights (and buffers) by name, float32 on the CPU (what checkpoints hold).
   virtual absl::StatusOr<model::TensorMap> MasterWeights() const = 0;
   // Replaces the master weights and the model's from `weights` (names and shapes checked first).

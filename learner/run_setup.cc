@@ -14,6 +14,7 @@
 #include "model/model_factory.h"
 #include "model/parameter_groups.h"
 #include "model/weights_io.h"
+#include "learner/grpc_policy_learner.h"
 #include "rollout/grpc_rollout_client.h"
 #include "rollout/local_rollout_client.h"
 
@@ -112,6 +113,14 @@ absl::StatusOr<RunModel> CreateRunModel(const config::ExperimentConfig& c) {
   return out;
 }
 
+absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::ExperimentConfig& c) {
+  PolicyLearnerOptions po;
+  SPARGO_ASSIGN_OR_RETURN(po.device, ParseDevice(c.learner().device(), "learner.device"));
+  po.dtype = TorchDtype(c.learner().dtype());
+  po.activation_checkpointing = c.learner().activation_checkpointing();
+  return po;
+}
+
 absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& c,
                                                                  MetricsRegistry* metrics) {
   auto ctx = std::make_unique<TrainContext>();
@@ -139,11 +148,19 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
     for (const auto& b : policy_model->named_buffers(true)) t[b.key()] = b.value().detach().clone();
     return t;
   }();
-  PolicyLearnerOptions po;
-  po.device = learner_device;
-  po.dtype = learner_dtype;
-  po.activation_checkpointing = l.activation_checkpointing();
-  SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewLocalPolicyLearner(policy_model, po));
+  if (c.services().learner_address().empty()) {
+    SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
+    SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewLocalPolicyLearner(policy_model, po));
+  } else {
+    // The learner service trains the run's architecture from the run's initial weights.
+    GrpcPolicyLearnerOptions o;
+    o.address = c.services().learner_address();
+    o.endpoints = c.services();
+    model::TensorMap parameters;
+    for (const auto& p : policy_model->named_parameters(true)) parameters[p.key()] = p.value();
+    SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewGrpcPolicyLearner(o, parameters));
+    SPARGO_RETURN_IF_ERROR(Annotate(ctx->policy->LoadWeights(initial), "giving the learner service the initial weights"));
+  }
 
   if (NeedsReference(c)) {
     SPARGO_ASSIGN_OR_RETURN(ctx->reference_device,
@@ -175,7 +192,7 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
         r.dtype() == config::DTYPE_UNSPECIFIED ? learner_dtype : TorchDtype(r.dtype());
     const std::string where = absl::StrCat("in process (", rollout_device.str(), ", ", DtypeName(rollout_dtype));
     std::unique_ptr<rollout::LocalRolloutClient> local;
-    if (rollout_device == learner_device && rollout_dtype == learner_dtype) {
+    if (ctx->policy->model() != nullptr && rollout_device == learner_device && rollout_dtype == learner_dtype) {
       local = std::make_unique<rollout::LocalRolloutClient>(ctx->policy->model(), true, where + ")");
     } else {
       SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> copy, NewModel(c, **tok));
@@ -209,7 +226,7 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
     ctx->rewards = rewards::NewLocalRewardClient(std::make_shared<const rewards::RewardPipelines>(std::move(pipelines)),
                                                  threads);
   }
-  SPARGO_LOG(INFO) << "policy on " << learner_device.str() << " (" << DtypeName(learner_dtype) << "), tokenizer "
+  SPARGO_LOG(INFO) << "policy " << ctx->policy->Describe() << ", tokenizer "
                    << tokenizer_spec << " (" << (*tok)->vocab_size() << " ids, eos " << ids.eos << "), rollout "
                    << ctx->rollout->Describe() << ", rewards " << ctx->rewards->Describe()
                    << (ctx->reference ? absl::StrCat(", reference on ", ctx->reference_device.str()) : "");

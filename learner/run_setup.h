@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "learner/policy_learner.h"
 #include "learner/train_context.h"
 
 namespace spargo::learner {
@@ -33,6 +34,9 @@ struct RunModel {
   SpecialIds ids;
 };
 absl::StatusOr<RunModel> CreateRunModel(const config::ExperimentConfig& config);
+
+// learner.device, learner.dtype and learner.activation_checkpointing of a config.
+absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::ExperimentConfig& config);
 
 // "cpu", "cuda", "cuda:N" -> a device that exists here; `field` names the config field in errors.
 absl::StatusOr<torch::Device> ParseDevice(const std::string& spec, const std::string& field);

@@ -92,7 +92,8 @@ absl::Status Driver::SaveCheckpoint() {
   c.weights = &weights;
   c.model_config_json = ctx_.model_config_json;
   c.tokenizer_file = ctx_.tokenizer_file;
-  c.optimizer = &ctx_.policy->optimizer();
+  SPARGO_ASSIGN_OR_RETURN(const std::string optimizer_state, ctx_.policy->OptimizerState());
+  c.optimizer_state = &optimizer_state;
   if (ctx_.reference != nullptr && state_.phase == "grpo") {
     SPARGO_RETURN_IF_ERROR(CallCatching("collecting the reference weights", [&] {
       for (const auto& p : ctx_.reference->named_parameters(true)) reference[p.key()] = p.value().detach().cpu().contiguous();
@@ -109,8 +110,10 @@ absl::Status Driver::SaveCheckpoint() {
 // one (a resumed run's workers may hold anything).
 absl::Status Driver::PushWeights(bool new_version) {
   if (new_version) ++state_.policy_version;
-  return Annotate(ctx_.rollout->UpdateWeights(ctx_.policy->ModelWeights(), state_.policy_version),
-                  absl::StrCat("giving the rollout side policy version ", state_.policy_version));
+  const std::string what = absl::StrCat("giving the rollout side policy version ", state_.policy_version);
+  absl::StatusOr<model::TensorMap> weights = ctx_.policy->ModelWeights();
+  if (!weights.ok()) return Annotate(weights.status(), what);
+  return Annotate(ctx_.rollout->UpdateWeights(*weights, state_.policy_version), what);
 }
 
 absl::Status Driver::Resume() {
@@ -124,8 +127,9 @@ absl::Status Driver::Resume() {
       const bool grpo = state_.phase == "grpo";
       SPARGO_ASSIGN_OR_RETURN(model::TensorMap weights, CheckpointStore::ReadWeights(*latest));
       SPARGO_RETURN_IF_ERROR(Annotate(ctx_.policy->LoadWeights(weights), *latest));
-      ctx_.policy->ResetOptimizer(grpo ? l.grpo().optimizer() : l.warmup().optimizer());
-      SPARGO_RETURN_IF_ERROR(CheckpointStore::LoadOptimizer(*latest, ctx_.policy->optimizer()));
+      SPARGO_RETURN_IF_ERROR(ctx_.policy->ResetOptimizer(grpo ? l.grpo().optimizer() : l.warmup().optimizer()));
+      SPARGO_ASSIGN_OR_RETURN(const std::string optimizer_state, CheckpointStore::ReadOptimizerState(*latest));
+      SPARGO_RETURN_IF_ERROR(Annotate(ctx_.policy->LoadOptimizerState(optimizer_state), *latest));
       if (grpo && ctx_.reference != nullptr) {
         absl::StatusOr<model::TensorMap> reference = CheckpointStore::ReadReference(*latest);
         if (reference.ok()) {
@@ -146,7 +150,7 @@ absl::Status Driver::Resume() {
     }
     SPARGO_RETURN_IF_ERROR(run_dir_.TruncateMetrics(0));
   }
-  ctx_.policy->ResetOptimizer(l.warmup().optimizer());
+  SPARGO_RETURN_IF_ERROR(ctx_.policy->ResetOptimizer(l.warmup().optimizer()));
   return PushWeights(/*new_version=*/true);  // version 1: the initial weights
 }
 
@@ -174,9 +178,17 @@ absl::Status Driver::RunWarmup() {
     std::string line = absl::StrFormat("warmup %d/%d | loss %.4f | %.0f tok/s", state_.step, w.steps(), r.loss,
                                        tokens / std::max(elapsed, 1e-9));
     if (probe_now) {
-      // The probe samples with the learner's own model, whatever the run's rollout side is.
-      rollout::LocalRolloutClient local(ctx_.policy->model(), true, "warm-up probe", state_.policy_version);
-      SPARGO_ASSIGN_OR_RETURN(EvalResult pr, Evaluate(ctx_, local, probe, state_.policy_version));
+      // The probe samples with the learner's own model when it is in this process, whatever the run's rollout
+      // side is; with a learner in another process, the rollout side gets the current weights first, under the
+      // same version number (as in process, the warm-up's weights become a new version once, when it ends).
+      std::optional<rollout::LocalRolloutClient> local;
+      rollout::RolloutClient* sampler = ctx_.rollout.get();
+      if (ctx_.policy->model() != nullptr) {
+        sampler = &local.emplace(ctx_.policy->model(), true, "warm-up probe", state_.policy_version);
+      } else {
+        SPARGO_RETURN_IF_ERROR(PushWeights(/*new_version=*/false));
+      }
+      SPARGO_ASSIGN_OR_RETURN(EvalResult pr, Evaluate(ctx_, *sampler, probe, state_.policy_version));
       const double accuracy = pr.overall.accuracy.value_or(0);
       absl::StrAppend(&line, absl::StrFormat(" | train-probe acc %.3f", accuracy));
       if (accuracy >= w.stop_at_accuracy()) {
@@ -207,7 +219,7 @@ absl::Status Driver::RunGrpo(bool* stopped) {
       SPARGO_ASSIGN_OR_RETURN(model::TensorMap weights, ctx_.policy->MasterWeights());
       SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*ctx_.reference, weights));
     }
-    ctx_.policy->ResetOptimizer(gc.optimizer());
+    SPARGO_RETURN_IF_ERROR(ctx_.policy->ResetOptimizer(gc.optimizer()));
     state_.phase = "grpo";
     state_.step = 0;
   }

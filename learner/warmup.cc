@@ -1,6 +1,9 @@
 #include "learner/warmup.h"
 
 #include "common/status_macros.h"
+#include <algorithm>
+
+#include "learner/loss_spec.h"
 #include "learner/optimizer.h"
 #include "learner/sequence_batch.h"
 
@@ -23,7 +26,6 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* 
     batch = BuildSequenceBatch(prompt_ids, answer_ids, ctx.codec->ids().pad);
   }));
   const double answer_tokens = static_cast<double>(batch.completion_tokens);
-  const double aux_weight = ctx.config.learner().aux_loss_weight();
   const int64_t rows = static_cast<int64_t>(prompts.size());
   std::vector<int64_t> all(rows);
   for (int64_t i = 0; i < rows; ++i) all[i] = i;
@@ -31,18 +33,15 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* 
   f.vocab_limit = ctx.codec->ids().vocab_limit;
   f.replay_choices = false;
   f.keep_sampling_mask = false;
-  double loss_sum = 0;
-  auto loss = [&](const MicroBatch& mb) -> torch::Tensor {
-    torch::Tensor nll = -(mb.logprobs * mb.Take(batch.loss_mask)).sum() / answer_tokens;
-    loss_sum += nll.item<double>();
-    if (!mb.aux_loss.defined()) return nll;
-    return nll + aux_weight * (static_cast<double>(mb.rows.size(0)) / rows) * mb.aux_loss;
-  };
-  SPARGO_ASSIGN_OR_RETURN(double grad_norm,
+  LossSpec loss;
+  loss.kind = LossSpec::Kind::kTokenNll;
+  loss.normaliser = std::max(answer_tokens, 1.0);
+  loss.aux_weight = ctx.config.learner().aux_loss_weight();
+  loss.rows_total = rows;
+  SPARGO_ASSIGN_OR_RETURN(TrainStepResult r,
                           ctx.policy->TrainStep(batch, SplitRows(all, ctx.config.learner().grpo().micro_batch_rows()),
                                                 f, loss, w.optimizer(), ScheduledLr(w.optimizer(), step)));
-  (void)grad_norm;
-  return WarmupStepResult{loss_sum, batch.completion_tokens};
+  return WarmupStepResult{r.loss, batch.completion_tokens};
 }
 
 }  // namespace spargo::learner

@@ -1,7 +1,10 @@
 // Atomic files, checkpoint save/load/prune, and run-directory rules.
+#include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "common/atomic_file.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/checkpoint.h"
 #include "learner/optimizer.h"
@@ -78,7 +81,8 @@ TEST(CheckpointStore, SavesLoadsAndPrunesAtomically) {
   const model::TensorMap weights = Weights(*policy), reference_weights = Weights(*reference);
   learner::CheckpointContents contents;
   contents.weights = &weights;
-  contents.optimizer = opt.get();
+  const std::string optimizer_state = *learner::SerializeOptimizer(*opt);
+  contents.optimizer_state = &optimizer_state;
   contents.reference = &reference_weights;
   for (int step : {1, 2, 3}) {
     st.step = step;
@@ -115,7 +119,9 @@ TEST(CheckpointStore, SavesLoadsAndPrunesAtomically) {
   auto r = learner::CheckpointStore::ReadReference(**latest);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(model::CopyNamedTensors(*reference2, *r).ok());
-  ASSERT_TRUE(learner::CheckpointStore::LoadOptimizer(**latest, *opt2).ok());
+  auto opt_state = learner::CheckpointStore::ReadOptimizerState(**latest);
+  ASSERT_TRUE(opt_state.ok()) << opt_state.status();
+  ASSERT_TRUE(learner::RestoreOptimizer(*opt_state, opt2.get()).ok());
   EXPECT_TRUE(SameWeights(*policy, *policy2));
   EXPECT_TRUE(SameWeights(*reference, *reference2));
   // The optimizer's state came back: one more identical step keeps the two policies identical.
@@ -137,7 +143,8 @@ TEST(CheckpointStore, RefusesDamagedCheckpoints) {
   const model::TensorMap weights = Weights(*policy);
   learner::CheckpointContents contents;
   contents.weights = &weights;
-  contents.optimizer = opt.get();
+  const std::string optimizer_state = *learner::SerializeOptimizer(*opt);
+  contents.optimizer_state = &optimizer_state;
   auto path = store.Save(st, contents);
   ASSERT_TRUE(path.ok());
   EXPECT_EQ(learner::CheckpointStore::ReadReference(*path).status().code(), absl::StatusCode::kNotFound);
@@ -155,6 +162,58 @@ TEST(CheckpointStore, RefusesDamagedCheckpoints) {
   EXPECT_FALSE(learner::CheckpointStore::ReadState(*path, 1).ok());
   // Missing folder.
   EXPECT_EQ(learner::CheckpointStore::ReadState(dir + "/nope", 1).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Damage that keeps the file's size and format (flipped bytes, NaN weights written over the data) is caught by
+// the CRC-32 written with the checkpoint, and a resume goes to the newest intact checkpoint.
+TEST(CheckpointStore, ChecksumsSendTheResumeToTheNewestIntactCheckpoint) {
+  const std::string dir = NewTempDir("ckpt-crc");
+  auto policy = Model(1);
+  auto opt = learner::MakeAdamW(policy->parameters(), config::OptimizerConfig());
+  learner::CheckpointStore store(dir, 0);
+  learner::TrainerState st;
+  st.phase = "grpo";
+  const model::TensorMap weights = Weights(*policy);
+  learner::CheckpointContents contents;
+  contents.weights = &weights;
+  contents.reference = &weights;
+  const std::string optimizer_state = *learner::SerializeOptimizer(*opt);
+  contents.optimizer_state = &optimizer_state;
+  std::vector<std::string> paths;
+  for (int step : {1, 2, 3}) {
+    st.step = step;
+    auto path = store.Save(st, contents);
+    ASSERT_TRUE(path.ok()) << path.status();
+    ASSERT_TRUE(learner::CheckpointStore::Verify(*path).ok());
+    paths.push_back(*path);
+  }
+  // Newest: 200 bytes flipped in the middle of the weights (the header still parses).
+  std::string bytes = ReadFile(paths[2] + "/model.safetensors");
+  for (size_t i = 0; i < 200; ++i) bytes[bytes.size() / 2 + i] ^= 0x5A;
+  testing::WriteFile(paths[2] + "/model.safetensors", bytes);
+  EXPECT_TRUE(model::ReadSafetensors(paths[2] + "/model.safetensors").ok());  // the format alone cannot tell
+  absl::Status s = learner::CheckpointStore::Verify(paths[2]);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("model.safetensors: CRC-32"));
+  // Second newest: NaN floats written over the last weights of the reference.
+  bytes = ReadFile(paths[1] + "/reference.safetensors");
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 0; i < 16; ++i) std::memcpy(&bytes[bytes.size() - 4 * (i + 1)], &nan, 4);
+  testing::WriteFile(paths[1] + "/reference.safetensors", bytes);
+  EXPECT_EQ(learner::CheckpointStore::Verify(paths[1]).code(), absl::StatusCode::kDataLoss);
+  auto latest = store.Latest();
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ(**latest, paths[0]);
+  // A truncated optimizer state, a missing file: damaged too; none intact is DATA_LOSS naming each.
+  testing::WriteFile(paths[0] + "/optimizer.pt", optimizer_state.substr(1));
+  EXPECT_THAT(std::string(learner::CheckpointStore::Verify(paths[0]).message()), ::testing::HasSubstr("bytes"));
+  latest = store.Latest();
+  EXPECT_EQ(latest.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(latest.status().message()), ::testing::HasSubstr("grpo-000001"));
+  EXPECT_THAT(std::string(latest.status().message()), ::testing::HasSubstr("grpo-000003"));
+  std::filesystem::remove(paths[0] + "/optimizer.pt");
+  EXPECT_THAT(std::string(learner::CheckpointStore::Verify(paths[0]).message()), ::testing::HasSubstr("missing"));
 }
 
 TEST(PromptLedger, RecordsEachDrawOnceAsIntervals) {
@@ -195,7 +254,8 @@ TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
   const model::TensorMap weights = Weights(**policy);
   learner::CheckpointContents contents;
   contents.weights = &weights;
-  contents.optimizer = opt.get();
+  const std::string optimizer_state = *learner::SerializeOptimizer(*opt);
+  contents.optimizer_state = &optimizer_state;
   contents.model_config_json = model::Dsv32ConfigToJson(std::dynamic_pointer_cast<model::Dsv32Model>(*policy)->config());
   const std::string tokenizer_dir = NewTempDir("tok");
   contents.tokenizer_file = tokenizer_dir + "/tokenizer.json";  // copied as it is (with its tokenizer_config.json)

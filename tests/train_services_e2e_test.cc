@@ -1,6 +1,6 @@
 // End to end: real training runs against real services and real data files.
-//  - The colocated run and the disaggregated run (`spargo reward` + `spargo rollout` processes on loopback) take
-//    the same steps: same samples, same rewards, same metrics.
+//  - The colocated run and the disaggregated run (`spargo reward` + `spargo rollout` + `spargo learner` processes
+//    on loopback) take the same steps: same samples, same rewards, same metrics, same weights.
 //  - A rollout worker killed while it generates: its groups are retried on the other worker, the run completes,
 //    and every prompt's group is counted once.
 //  - A JSONL dataset in DeepSeek-V3.2's chat format with a real BPE tokenizer.json and a held-out file; its
@@ -106,19 +106,22 @@ TEST(TrainServices, DisaggregatedRunTakesTheColocatedRunsSteps) {
 
   Service reward = StartService("reward", settings, base);
   Service worker = StartService("rollout", settings, base);
-  ASSERT_TRUE(testing::WaitForHealthy(reward.address, testing::kServerStartLimit,
-                                      testing::ProcessProbe(reward.pid, reward.log_dir)));
-  ASSERT_TRUE(testing::WaitForHealthy(worker.address, testing::kServerStartLimit,
-                                      testing::ProcessProbe(worker.pid, worker.log_dir)));
-  // One worker taking each step's groups in one call: the same batches as in process, hence the same samples.
+  Service learner = StartService("learner", settings, base);
+  for (const Service* s : {&reward, &worker, &learner}) {
+    ASSERT_TRUE(testing::WaitForHealthy(s->address, testing::kServerStartLimit, testing::ProcessProbe(s->pid, s->log_dir)));
+  }
+  // One worker taking each step's groups in one call: the same batches as in process, hence the same samples; the
+  // policy trained by the learner service, from the run's initial weights.
   auto disaggregated = RunProcess(
       SpargoBinary(), Concat({"train", "--run-dir", base + "/disaggregated"},
                              Concat(settings, {"--set", "rollout.workers[0]=" + worker.address, "--set",
                                                "rollout.groups_per_request=64", "--set",
-                                               "services.reward_address=" + reward.address})));
+                                               "services.reward_address=" + reward.address, "--set",
+                                               "services.learner_address=" + learner.address})));
   ASSERT_EQ(disaggregated.exit_code, 0) << disaggregated.err;
   EXPECT_THAT(disaggregated.err, HasSubstr(worker.address));
   EXPECT_THAT(disaggregated.err, HasSubstr("rewards reward service at " + reward.address));
+  EXPECT_THAT(disaggregated.err, HasSubstr("policy learner service at " + learner.address));
 
   auto a = ReadMetrics(base + "/colocated"), b = ReadMetrics(base + "/disaggregated");
   ASSERT_EQ(a.size(), 3u);
@@ -130,6 +133,10 @@ TEST(TrainServices, DisaggregatedRunTakesTheColocatedRunsSteps) {
   EXPECT_EQ(sb["policy_version"], 5);  // 1 initial, 1 after the warm-up, 3 updates
   // The worker serves the learner's last weights.
   EXPECT_THAT(ReadFile(worker.log_dir + "/stderr.txt"), HasSubstr("policy version 5"));
+  // The checkpoints hold the same weights.
+  EXPECT_EQ(ReadFile(base + "/colocated/checkpoints/grpo-000003/model.safetensors"),
+            ReadFile(base + "/disaggregated/checkpoints/grpo-000003/model.safetensors"));
+  StopService(&learner);
   StopService(&worker);
   StopService(&reward);
 }
