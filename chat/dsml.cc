@@ -18,6 +18,13 @@ const std::string kCloseParam = absl::StrCat("</", kDsmlToken, "parameter>");
 
 absl::Status Bad(absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat("DSML: ", what)); }
 
+// Model output quoted in an error: at most kQuotedBytes of it, repaired, so that a message never grows with the
+// output (a 16 MB parameter value) nor breaks UTF-8 where it is cut.
+constexpr size_t kQuotedBytes = 64;
+std::string Quoted(absl::string_view text) {
+  return text.size() <= kQuotedBytes ? Utf8Lossy(text) : absl::StrCat(Utf8Excerpt(text, kQuotedBytes), "...");
+}
+
 // Reads `name="...">` style attribute values: the text up to the next quote.
 bool ReadQuoted(absl::string_view* rest, std::string* value) {
   size_t q = rest->find('"');
@@ -29,27 +36,29 @@ bool ReadQuoted(absl::string_view* rest, std::string* value) {
 
 absl::Status ParseParameter(absl::string_view* rest, ToolCall* call) {
   std::string name, is_string;
-  const std::string where = absl::StrCat("call '", call->name, "'");
+  const std::string where = absl::StrCat("call '", Quoted(call->name), "'");
   if (!ReadQuoted(rest, &name) || name.empty()) return Bad(where + ": parameter without a name");
   *rest = absl::StripLeadingAsciiWhitespace(*rest);
   if (!absl::ConsumePrefix(rest, "string=\"") || !ReadQuoted(rest, &is_string) || !absl::ConsumePrefix(rest, ">")) {
-    return Bad(absl::StrCat(where, ", parameter '", name, "': expected string=\"true|false\">"));
+    return Bad(absl::StrCat(where, ", parameter '", Quoted(name), "': expected string=\"true|false\">"));
   }
   size_t end = rest->find(kCloseParam);
-  if (end == absl::string_view::npos) return Bad(absl::StrCat(where, ", parameter '", name, "': not closed"));
+  if (end == absl::string_view::npos) return Bad(absl::StrCat(where, ", parameter '", Quoted(name), "': not closed"));
   absl::string_view raw = rest->substr(0, end);
   rest->remove_prefix(end + kCloseParam.size());
-  if (call->arguments.contains(name)) return Bad(absl::StrCat(where, ": parameter '", name, "' given twice"));
+  if (call->arguments.contains(name)) return Bad(absl::StrCat(where, ": parameter '", Quoted(name), "' given twice"));
   if (is_string == "true") {
     call->arguments[name] = std::string(raw);
   } else if (is_string == "false") {
     nlohmann::json v = ParseBoundedJson(raw);
     if (v.is_discarded()) {
-      return Bad(absl::StrCat(where, ", parameter '", name, "': string=\"false\" value is not JSON: ", raw));
+      return Bad(absl::StrCat(where, ", parameter '", Quoted(name), "': string=\"false\" value is not JSON: ",
+                              Quoted(raw)));
     }
     call->arguments[name] = std::move(v);
   } else {
-    return Bad(absl::StrCat(where, ", parameter '", name, "': string=\"", is_string, "\" (expected true or false)"));
+    return Bad(absl::StrCat(where, ", parameter '", Quoted(name), "': string=\"", Quoted(is_string),
+                            "\" (expected true or false)"));
   }
   return absl::OkStatus();
 }
@@ -59,7 +68,7 @@ absl::Status ParseBlock(absl::string_view block, std::vector<ToolCall>* calls) {
   while (!rest.empty()) {
     if (!absl::ConsumePrefix(&rest, kOpenInvoke)) {
       return Bad(absl::StrCat("call ", calls->size() + 1, ": expected an invoke, found '",
-                              Utf8Excerpt(rest, 40), "'"));
+                              Quoted(rest.substr(0, 40)), "'"));
     }
     ToolCall call;
     if (!ReadQuoted(&rest, &call.name) || call.name.empty() || !absl::ConsumePrefix(&rest, ">")) {
@@ -71,7 +80,7 @@ absl::Status ParseBlock(absl::string_view block, std::vector<ToolCall>* calls) {
       rest = absl::StripLeadingAsciiWhitespace(rest);
     }
     if (!absl::ConsumePrefix(&rest, kCloseInvoke)) {
-      return Bad(absl::StrCat("call '", call.name, "': invoke not closed"));
+      return Bad(absl::StrCat("call '", Quoted(call.name), "': invoke not closed"));
     }
     calls->push_back(std::move(call));
     rest = absl::StripLeadingAsciiWhitespace(rest);

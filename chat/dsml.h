@@ -8,7 +8,7 @@
 // A parameter with string="true" is the raw text between its tags; string="false" is JSON (numbers, booleans,
 // arrays, objects). Whitespace between tags is ignored. Unclosed blocks, an invoke without a name, text inside a
 // block that is not an invoke, or invalid JSON in a string="false" parameter are INVALID_ARGUMENT naming the call
-// and parameter.
+// and parameter (what they quote of the output is cut to 64 bytes and repaired to valid UTF-8).
 #ifndef SPARGO_CHAT_DSML_H_
 #define SPARGO_CHAT_DSML_H_
 

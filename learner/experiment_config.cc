@@ -85,8 +85,9 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
     return Bad("rollout.max_new_tokens", r.max_new_tokens(),
                absl::StrCat("leaves no room for a prompt within model.max_seq_len ", c.model().max_seq_len()));
   }
-  if (!(r.temperature() > 0) || !std::isfinite(r.temperature())) {
-    return Bad("rollout.temperature", r.temperature(), "must be positive for GRPO sampling");
+  // The sampler's range (rollout/group_sampler.cc): below 1e-3, logits / T overflow and log-probs become NaN.
+  if (!(r.temperature() >= 1e-3 && r.temperature() <= 100)) {
+    return Bad("rollout.temperature", r.temperature(), "must be in [0.001, 100] for GRPO sampling");
   }
   if (!(r.top_p() > 0 && r.top_p() <= 1)) return Bad("rollout.top_p", r.top_p(), "must be in (0, 1]");
   if (r.top_k() < 0) return Bad("rollout.top_k", r.top_k(), "must be >= 0 (0: no top-k truncation)");

@@ -113,7 +113,7 @@ void ScoresToProto(const std::vector<SampleScore>& scores, reward::ScoreGroupRes
     out->set_score(s.score);
     for (const auto& [name, value] : s.components) (*out->mutable_components())[name] = value;
     out->set_status(StatusToProto(s.status));
-    out->set_detail(s.detail);
+    out->set_detail(Utf8Lossy(s.detail));  // a proto3 string: invalid UTF-8 would fail the client's parse
   }
 }
 

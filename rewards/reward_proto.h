@@ -23,6 +23,7 @@ struct RequestLimits {
 absl::StatusOr<ScoreGroupInput> GroupFromProto(const reward::ScoreGroupRequest& request, const RequestLimits& limits);
 void GroupToProto(const ScoreGroupInput& group, reward::ScoreGroupRequest* request);
 
+// Details are repaired to valid UTF-8 (proto3 strings must be).
 void ScoresToProto(const std::vector<SampleScore>& scores, reward::ScoreGroupResponse* response);
 // One SampleScore per entry; an unknown or unspecified status becomes kError with a detail saying so.
 std::vector<SampleScore> ScoresFromProto(const reward::ScoreGroupResponse& response);

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 
 namespace spargo::rewards {
 namespace {
@@ -107,7 +108,9 @@ json ScoresToJson(const std::vector<SampleScore>& scores) {
   for (const SampleScore& s : scores) {
     // A sample whose reward could not be computed has no score, not a 0.
     out["scores"].push_back(IsInfrastructureFailure(s.status) ? json(nullptr) : json(s.score));
-    if (any_detail) out["details"].push_back(s.detail);
+    // Details quote outside text (model output, judge answers): repaired here, where they leave the process, so
+    // that the dump cannot throw on invalid UTF-8 whatever a reward function put there.
+    if (any_detail) out["details"].push_back(Utf8Lossy(s.detail));
     json comps = json::object();
     for (const auto& [name, value] : s.components) comps[name] = value;
     out["components"].push_back(comps);

@@ -7,7 +7,7 @@
 // Response, one line per request line:
 //   {"scores": [...], "components": [{"outcome": 1, ...}, ...], "status": ["ok", ...], "details": [...]}
 // where a sample with status "timeout" or "error" has score null, and "details" (present when any sample has
-// one) says per sample why it is not a plain judgement.
+// one) says per sample why it is not a plain judgement (repaired to valid UTF-8, so the line always dumps).
 // or {"error": "..."} for a line that could not be scored (the reason names the field).
 #ifndef SPARGO_REWARDS_SCORE_JSON_H_
 #define SPARGO_REWARDS_SCORE_JSON_H_

@@ -1,13 +1,12 @@
 #include "rollout/weight_stream.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/crc32.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
 
@@ -38,16 +37,7 @@ uint64_t ThisProcessRunId() {
   return id;
 }
 
-uint32_t ChunkCrc32(const std::string& data) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  size_t done = 0;
-  while (done < data.size()) {  // zlib takes uInt lengths
-    const uInt n = static_cast<uInt>(std::min<size_t>(data.size() - done, 1u << 30));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(data.data() + done), n);
-    done += n;
-  }
-  return static_cast<uint32_t>(crc);
-}
+uint32_t ChunkCrc32(const std::string& data) { return Crc32(data); }
 
 absl::Status WeightAssembler::Bad(const std::string& what) const {
   return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
