@@ -18,6 +18,7 @@ PACKAGES=(
   libabsl-dev                              # Status/StatusOr, strings, flags, synchronisation
   libre2-dev                               # answer extraction in rewards
   libonig-dev                              # tokenizer.json pre-tokenizer regexes (the engine HF tokenizers uses)
+  libicu-dev                               # tokenizer.json normalizers (NFC, NFKC, lowercase, ...)
   nlohmann-json3-dev                       # JSON files: metrics.jsonl, summaries, checkpoints' state
   libcpp-httplib-dev                       # the Prometheus /metrics endpoint; the judge's OpenAI-compatible client
   libgtest-dev libgmock-dev                # tests

@@ -4,19 +4,19 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/ascii.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "tokenizer/byte_level.h"
 
 namespace spargo::tokenizer {
 namespace {
 
 using nlohmann::json;
 
-uint64_t PairKey(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+// Words longer than this are encoded without the per-call cache (rare; not worth a copy of the key).
+constexpr size_t kMaxCachedWord = 256;
 
 absl::Status Bad(const std::string& source, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
@@ -25,6 +25,38 @@ absl::Status Bad(const std::string& source, absl::string_view what) {
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 }  // namespace
+
+struct BpeTokenizer::EncodeState {
+  std::vector<int32_t> ids;
+  // A word's ids, as (offset, count) into `ids` where they were first written.
+  absl::flat_hash_map<std::string, std::pair<uint32_t, uint32_t>> cache;
+  PreTokenizer::Pieces pieces;
+  BpeModel::Scratch scratch;
+};
+
+void BpeTokenizer::AddedSet::Index() {
+  std::stable_sort(tokens.begin(), tokens.end(),
+                   [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
+  for (auto& bucket : by_first_byte) bucket.clear();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    by_first_byte[static_cast<unsigned char>(tokens[i].content[0])].push_back(static_cast<int32_t>(i));
+  }
+}
+
+const BpeTokenizer::AddedToken* BpeTokenizer::AddedSet::Find(absl::string_view text, size_t from,
+                                                             size_t* at) const {
+  for (size_t p = from; p < text.size(); ++p) {
+    const std::vector<int32_t>& bucket = by_first_byte[static_cast<unsigned char>(text[p])];
+    for (int32_t k : bucket) {
+      const std::string& c = tokens[k].content;
+      if (text.size() - p >= c.size() && text.compare(p, c.size(), c) == 0) {
+        *at = p;
+        return &tokens[k];
+      }
+    }
+  }
+  return nullptr;
+}
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -37,62 +69,36 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJsonText(absl::string_view text, const std::string& source) {
   json j = ParseBoundedJson(text);
   if (j.is_discarded() || !j.is_object()) return Bad(source, "not a JSON object");
+  // A field of the wrong type (a string where a bool belongs) makes nlohmann's value() throw: reported as an
+  // error of the file, never let through.
+  try {
+    return FromJson(j, source);
+  } catch (const json::exception& e) {
+    return Bad(source, absl::StrCat("a field has the wrong type: ", e.what()));
+  }
+}
+
+absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJson(const json& j, const std::string& source) {
   BpeTokenizer t;
-  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-    return Bad(source, absl::StrCat("normalizer ", j["normalizer"].value("type", "?"), " is not supported"));
-  }
-  if (j.contains("decoder") && !j["decoder"].is_null() && j["decoder"].value("type", "") != "ByteLevel") {
-    return Bad(source, absl::StrCat("decoder ", j["decoder"].value("type", "?"), " is not supported (ByteLevel is)"));
-  }
   {
+    absl::StatusOr<Normalizer> n = Normalizer::FromJson(j.value("normalizer", json()));
+    if (!n.ok()) return Annotate(n.status(), source);
+    t.normalizer_ = *std::move(n);
     absl::StatusOr<PreTokenizer> pre = PreTokenizer::FromJson(j.value("pre_tokenizer", json()));
     if (!pre.ok()) return Annotate(pre.status(), source);
     t.pre_tokenizer_ = *std::move(pre);
+    absl::StatusOr<PostProcessor> post = PostProcessor::FromJson(j.value("post_processor", json()));
+    if (!post.ok()) return Annotate(post.status(), source);
+    t.post_processor_ = *std::move(post);
+    absl::StatusOr<Decoder> dec = Decoder::FromJson(j.value("decoder", json()));
+    if (!dec.ok()) return Annotate(dec.status(), source);
+    t.decoder_ = *std::move(dec);
   }
   if (!j.contains("model") || !j["model"].is_object()) return Bad(source, "no \"model\"");
-  const json& model = j["model"];
-  if (model.value("type", "BPE") != "BPE") return Bad(source, "model type " + model.value("type", "") + " is not BPE");
-  if (model.contains("dropout") && !model["dropout"].is_null()) return Bad(source, "BPE dropout is not supported");
-  if (model.value("byte_fallback", false)) return Bad(source, "BPE byte_fallback is not supported");
-  if (!model.contains("vocab") || !model["vocab"].is_object()) return Bad(source, "model.vocab is not an object");
-  auto set_token = [&](const std::string& token, int64_t id) -> absl::Status {
-    if (id < 0 || id > (1 << 24)) return Bad(source, absl::StrCat("token '", token, "' has id ", id));
-    if (static_cast<size_t>(id) >= t.id_to_token_.size()) {
-      t.id_to_token_.resize(id + 1);
-      t.is_added_.resize(id + 1, false);
-      t.is_special_.resize(id + 1, false);
-    }
-    t.id_to_token_[id] = token;
-    t.token_to_id_[token] = static_cast<int32_t>(id);
-    return absl::OkStatus();
-  };
-  for (const auto& [token, id] : model["vocab"].items()) {
-    if (!id.is_number_integer()) return Bad(source, "model.vocab['" + token + "'] is not an integer");
-    SPARGO_RETURN_IF_ERROR(set_token(token, id.get<int64_t>()));
-  }
-  if (!model.contains("merges") || !model["merges"].is_array()) return Bad(source, "model.merges is not an array");
-  const json& merges = model["merges"];
-  for (size_t r = 0; r < merges.size(); ++r) {
-    std::string a, b;
-    if (merges[r].is_string()) {  // "a b"
-      const std::string m = merges[r];
-      const size_t space = m.find(' ', 1);
-      if (space == std::string::npos) return Bad(source, absl::StrCat("merges[", r, "] '", m, "' is not 'a b'"));
-      a = m.substr(0, space);
-      b = m.substr(space + 1);
-    } else if (merges[r].is_array() && merges[r].size() == 2 && merges[r][0].is_string() && merges[r][1].is_string()) {
-      a = merges[r][0];
-      b = merges[r][1];
-    } else {
-      return Bad(source, absl::StrCat("merges[", r, "] is neither \"a b\" nor [\"a\", \"b\"]"));
-    }
-    auto ia = t.token_to_id_.find(a), ib = t.token_to_id_.find(b), im = t.token_to_id_.find(a + b);
-    if (ia == t.token_to_id_.end() || ib == t.token_to_id_.end() || im == t.token_to_id_.end()) {
-      return Bad(source, absl::StrCat("merges[", r, "] ('", a, "', '", b, "') names a token not in the vocabulary"));
-    }
-    t.merges_.emplace(PairKey(ia->second, ib->second), std::make_pair(static_cast<int32_t>(r), im->second));
-  }
-  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+  SPARGO_ASSIGN_OR_RETURN(t.model_, BpeModel::FromJson(j["model"], source));
+  std::vector<std::pair<int32_t, bool>> specials;
+  if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
+    if (!j["added_tokens"].is_array()) return Bad(source, "added_tokens is not an array");
     for (size_t i = 0; i < j["added_tokens"].size(); ++i) {
       const json& a = j["added_tokens"][i];
       if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id") ||
@@ -102,106 +108,120 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJsonText(absl::string_view text, 
       if (a.value("single_word", false)) {
         return Bad(source, absl::StrCat("added_tokens[", i, "]: single_word is not supported"));
       }
+      const bool special = a.value("special", false);
       AddedToken added{a["content"], static_cast<int32_t>(a["id"].get<int64_t>()), a.value("lstrip", false),
-                       a.value("rstrip", false), a.value("special", false)};
+                       a.value("rstrip", false), special};
       if (added.content.empty()) return Bad(source, absl::StrCat("added_tokens[", i, "] is empty"));
-      SPARGO_RETURN_IF_ERROR(set_token(added.content, added.id));
-      t.is_added_[added.id] = true;
-      t.is_special_[added.id] = added.special;
-      t.added_.push_back(std::move(added));
+      SPARGO_RETURN_IF_ERROR(t.model_.SetToken(added.content, a["id"].get<int64_t>(), source));
+      specials.push_back({added.id, special});
+      if (a.value("normalized", !special) && !t.normalizer_.empty()) {
+        added.content = t.normalizer_.Normalize(added.content);
+        if (added.content.empty()) continue;  // normalizes to nothing: can never match
+        t.normalized_added_.tokens.push_back(std::move(added));
+      } else {
+        t.raw_added_.tokens.push_back(std::move(added));
+      }
     }
   }
-  std::stable_sort(t.added_.begin(), t.added_.end(),
-                   [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
+  t.is_special_.assign(t.model_.size(), false);
+  for (const auto& [id, special] : specials) t.is_special_[id] = special;
+  t.raw_added_.Index();
+  t.normalized_added_.Index();
+  if (t.post_processor_.max_id() >= t.model_.size()) {
+    return Bad(source, absl::StrCat("post_processor: id ", t.post_processor_.max_id(), " is not in the vocabulary"));
+  }
   return t;
 }
 
-std::optional<int32_t> BpeTokenizer::TokenToId(absl::string_view token) const {
-  auto it = token_to_id_.find(std::string(token));
-  if (it == token_to_id_.end()) return std::nullopt;
-  return it->second;
-}
+std::optional<int32_t> BpeTokenizer::TokenToId(absl::string_view token) const { return model_.TokenToId(token); }
 
 bool BpeTokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < is_special_.size() && is_special_[id];
 }
 
-void BpeTokenizer::EncodePiece(const std::string& piece, std::vector<int32_t>* out) const {
-  // Symbols: one per character of the (byte-level) piece; characters outside the vocabulary are dropped, as HF
-  // does without an unk token.
-  std::vector<int32_t> symbols;
-  for (size_t i = 0; i < piece.size();) {
-    size_t len;
-    DecodeUtf8(piece, i, &len);
-    auto it = token_to_id_.find(piece.substr(i, len));
-    if (it != token_to_id_.end()) symbols.push_back(it->second);
-    i += len;
+template <typename OnText>
+void BpeTokenizer::SplitAdded(const AddedSet& set, absl::string_view text, bool at_start, EncodeState* state,
+                              OnText on_text) const {
+  if (set.empty()) {
+    on_text(text, at_start);
+    return;
   }
-  // Merge the lowest-ranked adjacent pair (leftmost on ties) until none is mergeable.
-  while (symbols.size() > 1) {
-    int32_t best_rank = INT32_MAX, merged = -1;
-    size_t at = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      auto it = merges_.find(PairKey(symbols[i], symbols[i + 1]));
-      if (it != merges_.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        merged = it->second.second;
-        at = i;
-      }
-    }
-    if (merged < 0) break;
-    symbols[at] = merged;
-    symbols.erase(symbols.begin() + at + 1);
-  }
-  out->insert(out->end(), symbols.begin(), symbols.end());
-}
-
-std::vector<int32_t> BpeTokenizer::Encode(absl::string_view text) const {
-  std::vector<int32_t> ids;
-  auto encode_text = [&](absl::string_view segment) {
-    for (const std::string& piece : pre_tokenizer_.Split(segment)) EncodePiece(piece, &ids);
-  };
-  size_t start = 0;  // start of the pending plain-text segment
+  size_t start = 0;  // start of the pending text segment
   size_t i = 0;
   while (i < text.size()) {
-    const AddedToken* hit = nullptr;
-    for (const AddedToken& a : added_) {
-      if (text.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
-      }
-    }
-    if (hit == nullptr) {
-      ++i;
-      continue;
-    }
-    size_t seg_end = i;
+    size_t at;
+    const AddedToken* hit = set.Find(text, i, &at);
+    if (hit == nullptr) break;
+    size_t seg_end = at;
     if (hit->lstrip) {
       while (seg_end > start && IsSpace(text[seg_end - 1])) --seg_end;
     }
-    encode_text(text.substr(start, seg_end - start));
-    ids.push_back(hit->id);
-    i += hit->content.size();
+    if (seg_end > start) on_text(text.substr(start, seg_end - start), at_start && start == 0);
+    state->ids.push_back(hit->id);
+    i = at + hit->content.size();
     if (hit->rstrip) {
       while (i < text.size() && IsSpace(text[i])) ++i;
     }
     start = i;
   }
-  encode_text(text.substr(start));
-  return ids;
+  if (start < text.size()) on_text(text.substr(start), at_start && start == 0);
+}
+
+void BpeTokenizer::EncodeSegment(absl::string_view text, bool at_start, EncodeState* state) const {
+  pre_tokenizer_.Split(text, at_start, &state->pieces);
+  const bool raw = pre_tokenizer_.byte_level_output();
+  std::vector<int32_t>& ids = state->ids;
+  for (size_t i = 0; i < state->pieces.spans.size(); ++i) {
+    const absl::string_view word = state->pieces.piece(i);
+    if (word.size() > kMaxCachedWord) {
+      model_.EncodeWord(word, raw, &state->scratch, &ids);
+      continue;
+    }
+    auto it = state->cache.find(word);
+    if (it != state->cache.end()) {
+      const auto [offset, count] = it->second;
+      ids.resize(ids.size() + count);  // may reallocate: copy by index
+      std::copy_n(ids.begin() + offset, count, ids.end() - count);
+      continue;
+    }
+    const size_t before = ids.size();
+    model_.EncodeWord(word, raw, &state->scratch, &ids);
+    state->cache.emplace(std::string(word),
+                         std::make_pair(static_cast<uint32_t>(before), static_cast<uint32_t>(ids.size() - before)));
+  }
+}
+
+std::vector<int32_t> BpeTokenizer::Encode(absl::string_view text) const {
+  EncodeState state;
+  state.ids.reserve(text.size() / 3 + 16);
+  SplitAdded(raw_added_, text, true, &state, [&](absl::string_view segment, bool at_start) {
+    if (normalizer_.empty()) {
+      EncodeSegment(segment, at_start, &state);
+      return;
+    }
+    const std::string normalized = normalizer_.Normalize(segment);
+    SplitAdded(normalized_added_, normalized, at_start, &state,
+               [&](absl::string_view piece, bool start) { EncodeSegment(piece, start, &state); });
+  });
+  return std::move(state.ids);
+}
+
+std::vector<int32_t> BpeTokenizer::EncodeWithSpecialTokens(absl::string_view text) const {
+  return post_processor_.AddSpecialTokens(Encode(text));
 }
 
 absl::StatusOr<std::string> BpeTokenizer::Decode(const std::vector<int32_t>& ids) const {
-  std::string bytes;
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
   for (size_t k = 0; k < ids.size(); ++k) {
     const int32_t id = ids[k];
-    if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || id_to_token_[id].empty()) {
+    if (id < 0 || id >= model_.size() || model_.IdToToken(id).empty()) {
       return absl::OutOfRangeError(absl::StrCat("ids[", k, "] = ", id, " is not in the vocabulary (", vocab_size(),
                                                 " ids)"));
     }
-    bytes += is_added_[id] ? id_to_token_[id] : ByteLevelToBytes(id_to_token_[id]);
+    tokens.push_back(model_.IdToToken(id));
   }
-  return Utf8Lossy(bytes);
+  return decoder_.Decode(std::move(tokens));
 }
 
 }  // namespace spargo::tokenizer

@@ -69,6 +69,8 @@ char32_t DecodeUtf8(absl::string_view s, size_t i, size_t* len) {
   return 0xFFFD;
 }
 
+char32_t ByteLevelChar(unsigned char b) { return TheAlphabet().byte_to_char[b]; }
+
 std::string BytesToByteLevel(absl::string_view bytes) {
   std::string out;
   out.reserve(bytes.size() * 2);

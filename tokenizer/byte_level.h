@@ -10,6 +10,9 @@
 
 namespace spargo::tokenizer {
 
+// The character that stands for byte `b`.
+char32_t ByteLevelChar(unsigned char b);
+
 // The UTF-8 encoding of the character that stands for each byte of `bytes`, concatenated.
 std::string BytesToByteLevel(absl::string_view bytes);
 

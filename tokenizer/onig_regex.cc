@@ -55,17 +55,28 @@ OnigRegex::~OnigRegex() { onig_free(static_cast<::OnigRegex>(regex_)); }
 
 std::vector<std::pair<size_t, size_t>> OnigRegex::FindAll(absl::string_view text) const {
   std::vector<std::pair<size_t, size_t>> out;
-  OnigRegion* region = onig_region_new();
+  FindAll(text, &out);
+  return out;
+}
+
+void OnigRegex::FindAll(absl::string_view text, std::vector<std::pair<size_t, size_t>>* out) const {
+  out->clear();
+  // One region per thread, reused: a search allocates nothing once the region has grown to the pattern's groups.
+  struct Region {
+    OnigRegion* r = onig_region_new();
+    ~Region() { onig_region_free(r, 1); }
+  };
+  thread_local Region tl;
+  OnigRegion* region = tl.r;
   const auto* begin = reinterpret_cast<const OnigUChar*>(text.data());
   const auto* end = begin + text.size();
   size_t pos = 0;
   while (pos <= text.size()) {
-    onig_region_clear(region);
     const int at = onig_search(static_cast<::OnigRegex>(regex_), begin, end, begin + pos, end, region,
                                ONIG_OPTION_NONE);
     if (at < 0) break;  // ONIG_MISMATCH (or an error: treated as no further match)
     const size_t s = static_cast<size_t>(region->beg[0]), e = static_cast<size_t>(region->end[0]);
-    out.emplace_back(s, e);
+    out->emplace_back(s, e);
     if (e > s) {
       pos = e;
     } else {  // empty match: resume one character later
@@ -73,8 +84,6 @@ std::vector<std::pair<size_t, size_t>> OnigRegex::FindAll(absl::string_view text
       pos = s + Utf8Length(static_cast<unsigned char>(text[s]));
     }
   }
-  onig_region_free(region, 1);
-  return out;
 }
 
 }  // namespace spargo::tokenizer

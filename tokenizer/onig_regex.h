@@ -24,6 +24,8 @@ class OnigRegex {
   // Byte ranges [begin, end) of successive non-overlapping matches, as HF's find_iter: empty matches are
   // included, and after one the search resumes one character later.
   std::vector<std::pair<size_t, size_t>> FindAll(absl::string_view text) const;
+  // The same into *out (cleared first), reusing its storage.
+  void FindAll(absl::string_view text, std::vector<std::pair<size_t, size_t>>* out) const;
 
  private:
   explicit OnigRegex(void* regex) : regex_(regex) {}

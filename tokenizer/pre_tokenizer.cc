@@ -1,5 +1,6 @@
 #include "tokenizer/pre_tokenizer.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "tokenizer/byte_level.h"
@@ -8,145 +9,286 @@ namespace spargo::tokenizer {
 namespace {
 
 using nlohmann::json;
+using Span = std::pair<uint32_t, uint32_t>;
 
 // GPT-2's pre-tokenization pattern, used by ByteLevel with use_regex.
 constexpr char kGpt2Pattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-absl::Status AddSteps(const json& j, const std::string& where, std::vector<PreTokenizer::Step>* steps) {
+absl::StatusOr<PreTokenizer::Behavior> ParseBehavior(const json& j, const std::string& where,
+                                                     const std::string& fallback) {
+  using B = PreTokenizer::Behavior;
+  const json& v = j.value("behavior", json(fallback));
+  const std::string behavior = v.is_string() ? v.get<std::string>() : "";
+  if (behavior == "Isolated") return B::kIsolated;
+  if (behavior == "Removed") return B::kRemoved;
+  if (behavior == "MergedWithPrevious") return B::kMergedWithPrevious;
+  if (behavior == "MergedWithNext") return B::kMergedWithNext;
+  if (behavior == "Contiguous") return B::kContiguous;
+  return absl::InvalidArgumentError(absl::StrCat(where, ": behavior '", behavior, "' is not supported"));
+}
+
+// Splits [b, e) of `buffer` at the matches of `regex` with `behavior`, appending the non-empty pieces to *out.
+void SplitSpan(const std::string& buffer, Span span, const OnigRegex& regex, PreTokenizer::Behavior behavior,
+               bool invert, std::vector<std::pair<size_t, size_t>>* matches, std::vector<Span>* out) {
+  using B = PreTokenizer::Behavior;
+  const uint32_t base = span.first;
+  regex.FindAll(absl::string_view(buffer).substr(base, span.second - base), matches);
+  if (matches->empty() && !invert) {  // the common case: nothing to split, the piece stays whole
+    out->push_back(span);
+    return;
+  }
+  const size_t first_out = out->size();
+  bool last_was_match = false;
+  auto emit = [&](uint32_t s, uint32_t e, bool is_match) {
+    if (invert) is_match = !is_match;
+    switch (behavior) {
+      case B::kIsolated:
+        out->push_back({s, e});
+        break;
+      case B::kRemoved:
+        if (!is_match) out->push_back({s, e});
+        break;
+      case B::kMergedWithPrevious:  // a match joins the piece before it unless that is a match too
+        if (is_match && !last_was_match && out->size() > first_out) {
+          out->back().second = e;
+        } else {
+          out->push_back({s, e});
+        }
+        break;
+      case B::kMergedWithNext:  // the last match of a run joins the piece after it
+        if (last_was_match && !is_match && out->size() > first_out) {
+          out->back().second = e;
+        } else {
+          out->push_back({s, e});
+        }
+        break;
+      case B::kContiguous:
+        if (is_match && last_was_match && out->size() > first_out) {
+          out->back().second = e;
+        } else {
+          out->push_back({s, e});
+        }
+        break;
+    }
+    last_was_match = is_match;
+  };
+  uint32_t prev = 0;
+  for (const auto& [s, e] : *matches) {
+    if (s > prev) emit(base + prev, base + static_cast<uint32_t>(s), false);
+    emit(base + static_cast<uint32_t>(s), base + static_cast<uint32_t>(e), true);
+    prev = static_cast<uint32_t>(e);
+  }
+  if (base + prev < span.second) emit(base + prev, span.second, false);
+  // Drop empty pieces (empty matches), keeping order.
+  size_t w = first_out;
+  for (size_t r = first_out; r < out->size(); ++r) {
+    if ((*out)[r].second > (*out)[r].first) (*out)[w++] = (*out)[r];
+  }
+  out->resize(w);
+}
+
+}  // namespace
+
+absl::Status PreTokenizer::AddSteps(const json& j, const std::string& where, int depth, std::vector<Step>* steps,
+                                    std::string* byte_level_at) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError(where + ": expected an object with a \"type\"");
+    return absl::InvalidArgumentError(where + ": expected an object with a string \"type\"");
   }
   const std::string type = j["type"];
   if (type == "Sequence") {
+    if (depth >= kMaxDepth) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": Sequences nested more than ", kMaxDepth, " deep"));
+    }
     if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) {
-      return absl::InvalidArgumentError(where + ": Sequence without \"pretokenizers\"");
+      return absl::InvalidArgumentError(where + ": Sequence without a \"pretokenizers\" array");
     }
     for (size_t i = 0; i < j["pretokenizers"].size(); ++i) {
-      SPARGO_RETURN_IF_ERROR(AddSteps(j["pretokenizers"][i], absl::StrCat(where, ".pretokenizers[", i, "]"), steps));
+      SPARGO_RETURN_IF_ERROR(AddSteps(j["pretokenizers"][i], absl::StrCat(where, ".pretokenizers[", i, "]"),
+                                      depth + 1, steps, byte_level_at));
     }
     return absl::OkStatus();
   }
-  PreTokenizer::Step step;
-  if (type == "Split") {
-    if (j.value("invert", false)) return absl::InvalidArgumentError(where + ": Split with invert is not supported");
-    const json& pattern = j.value("pattern", json());
-    absl::StatusOr<std::unique_ptr<OnigRegex>> regex =
-        pattern.contains("Regex") && pattern["Regex"].is_string()    ? OnigRegex::Compile(pattern["Regex"].get<std::string>())
-        : pattern.contains("String") && pattern["String"].is_string() ? OnigRegex::Literal(pattern["String"].get<std::string>())
-                                                                      : absl::InvalidArgumentError("no Regex or String pattern");
+  if (steps->size() >= static_cast<size_t>(kMaxSteps)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", kMaxSteps, " pre-tokenizers in all"));
+  }
+  Step step;
+  auto compile = [&](const std::string& pattern) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<OnigRegex>> regex = OnigRegex::Compile(pattern);
     if (!regex.ok()) return Annotate(regex.status(), where);
     step.regex = std::move(regex).value();
-    const std::string behavior = j.value("behavior", "");
-    if (behavior == "Isolated") {
-      step.behavior = PreTokenizer::Behavior::kIsolated;
-    } else if (behavior == "Removed") {
-      step.behavior = PreTokenizer::Behavior::kRemoved;
-    } else if (behavior == "MergedWithPrevious") {
-      step.behavior = PreTokenizer::Behavior::kMergedWithPrevious;
-    } else if (behavior == "MergedWithNext") {
-      step.behavior = PreTokenizer::Behavior::kMergedWithNext;
-    } else if (behavior == "Contiguous") {
-      step.behavior = PreTokenizer::Behavior::kContiguous;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Split behavior '", behavior, "' is not supported"));
+    return absl::OkStatus();
+  };
+  if (type == "Split") {
+    step.invert = j.value("invert", false);
+    const json& pattern = j.value("pattern", json());
+    absl::StatusOr<std::unique_ptr<OnigRegex>> regex = absl::InvalidArgumentError("no Regex or String pattern");
+    if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
+      regex = OnigRegex::Compile(pattern["Regex"].get<std::string>());
+    } else if (pattern.is_object() && pattern.contains("String") && pattern["String"].is_string() &&
+               !pattern["String"].get<std::string>().empty()) {
+      regex = OnigRegex::Literal(pattern["String"].get<std::string>());
     }
+    if (!regex.ok()) return Annotate(regex.status(), where + ".pattern");
+    step.regex = std::move(regex).value();
+    SPARGO_ASSIGN_OR_RETURN(step.behavior, ParseBehavior(j, where, ""));
   } else if (type == "ByteLevel") {
-    step.byte_level = true;
+    if (!byte_level_at->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": a ByteLevel pre-tokenizer after the ByteLevel at ", *byte_level_at,
+          " is not supported (it would map the already byte-level text again, doubling its size each time)"));
+    }
+    *byte_level_at = where;
+    step.kind = Kind::kByteLevel;
     step.add_prefix_space = j.value("add_prefix_space", false);
-    if (j.value("use_regex", true)) {
-      auto regex = OnigRegex::Compile(kGpt2Pattern);
+    if (j.value("use_regex", true)) SPARGO_RETURN_IF_ERROR(compile(kGpt2Pattern));
+  } else if (type == "Metaspace") {
+    step.kind = Kind::kMetaspace;
+    step.replacement = j.value("replacement", std::string("\xE2\x96\x81"));
+    size_t len = 0;
+    if (!step.replacement.empty()) DecodeUtf8(step.replacement, 0, &len);
+    if (step.replacement.empty() || len != step.replacement.size()) {
+      return absl::InvalidArgumentError(where + ": Metaspace needs a one-character \"replacement\"");
+    }
+    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) {
+      const std::string scheme = j["prepend_scheme"];
+      if (scheme == "never") {
+        step.prepend = 0;
+      } else if (scheme == "first") {
+        step.prepend = 1;
+      } else if (scheme == "always") {
+        step.prepend = 2;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": prepend_scheme '", scheme, "' is not supported"));
+      }
+    } else {
+      step.prepend = j.value("add_prefix_space", true) ? 2 : 0;
+    }
+    step.split = j.value("split", true);
+    if (step.split) {
+      absl::StatusOr<std::unique_ptr<OnigRegex>> regex = OnigRegex::Literal(step.replacement);
       if (!regex.ok()) return Annotate(regex.status(), where);
       step.regex = std::move(regex).value();
+      step.behavior = Behavior::kMergedWithNext;
     }
+  } else if (type == "Digits") {
+    SPARGO_RETURN_IF_ERROR(compile(j.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)"));
+  } else if (type == "Whitespace") {
+    SPARGO_RETURN_IF_ERROR(compile(R"(\w+|[^\w\s]+)"));
+    step.behavior = Behavior::kRemoved;
+    step.invert = true;
+  } else if (type == "WhitespaceSplit") {
+    SPARGO_RETURN_IF_ERROR(compile(R"(\p{White_Space}+)"));
+    step.behavior = Behavior::kRemoved;
+  } else if (type == "Punctuation") {
+    SPARGO_RETURN_IF_ERROR(compile(R"([\p{P}!-/:-@\[-`{-~])"));
+    SPARGO_ASSIGN_OR_RETURN(step.behavior, ParseBehavior(j, where, "Isolated"));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": pre-tokenizer type '", type, "' is not supported"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": pre-tokenizer type '", type,
+        "' is not supported (supported: Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, "
+        "WhitespaceSplit, Punctuation)"));
   }
   steps->push_back(std::move(step));
   return absl::OkStatus();
 }
 
-// Splits one piece by `regex` with `behavior`; empty pieces are dropped.
-void SplitPiece(const std::string& piece, const OnigRegex& regex, PreTokenizer::Behavior behavior,
-                std::vector<std::string>* out) {
-  using B = PreTokenizer::Behavior;
-  std::vector<std::pair<std::string, bool>> parts;  // (text, is_match)
-  size_t prev = 0;
-  for (const auto& [s, e] : regex.FindAll(piece)) {
-    if (s > prev) parts.push_back({piece.substr(prev, s - prev), false});
-    parts.push_back({piece.substr(s, e - s), true});
-    prev = e;
-  }
-  if (prev < piece.size()) parts.push_back({piece.substr(prev), false});
-  std::vector<std::string> merged;
-  bool carry_next = false;  // MergedWithNext: the last match waits for what follows
-  bool last_was_match = false;
-  for (auto& [text, is_match] : parts) {
-    switch (behavior) {
-      case B::kIsolated:
-        merged.push_back(text);
-        break;
-      case B::kRemoved:
-        if (!is_match) merged.push_back(text);
-        break;
-      case B::kMergedWithPrevious:
-        if (is_match && !merged.empty()) {
-          merged.back() += text;
-        } else {
-          merged.push_back(text);
-        }
-        break;
-      case B::kMergedWithNext:
-        if (carry_next) {
-          merged.back() += text;
-        } else {
-          merged.push_back(text);
-        }
-        carry_next = is_match;
-        break;
-      case B::kContiguous:
-        if (is_match && last_was_match && !merged.empty()) {
-          merged.back() += text;
-        } else {
-          merged.push_back(text);
-        }
-        break;
-    }
-    last_was_match = is_match;
-  }
-  for (std::string& m : merged) {
-    if (!m.empty()) out->push_back(std::move(m));
-  }
-}
-
-}  // namespace
-
-absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const json& j) {
+absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const json& j, const std::string& where) {
   PreTokenizer p;
   if (j.is_null()) return p;
-  SPARGO_RETURN_IF_ERROR(AddSteps(j, "pre_tokenizer", &p.steps_));
+  std::string byte_level_at;
+  SPARGO_RETURN_IF_ERROR(AddSteps(j, where, 0, &p.steps_, &byte_level_at));
+  if (!p.steps_.empty() && p.steps_.back().kind == Kind::kByteLevel) {
+    p.steps_.back().map_bytes = false;
+    p.byte_level_output_ = true;
+  }
   return p;
 }
 
-std::vector<std::string> PreTokenizer::Split(absl::string_view text) const {
-  std::vector<std::string> pieces;
-  if (!text.empty()) pieces.emplace_back(text);
+void PreTokenizer::Split(absl::string_view text, bool at_start, Pieces* out) const {
+  out->buffer.assign(text.data(), text.size());
+  out->spans.clear();
+  if (!text.empty()) out->spans.push_back({0, static_cast<uint32_t>(text.size())});
+  std::vector<Span> next;
+  std::vector<std::pair<size_t, size_t>> matches;
+  std::string rebuilt;
   for (const Step& step : steps_) {
-    std::vector<std::string> next;
-    for (std::string& piece : pieces) {
-      if (step.byte_level && step.add_prefix_space && piece[0] != ' ') piece.insert(piece.begin(), ' ');
-      if (step.regex) {
-        SplitPiece(piece, *step.regex, step.behavior, &next);
-      } else {
-        next.push_back(std::move(piece));
+    switch (step.kind) {
+      case Kind::kSplit:
+        next.clear();
+        for (const Span& span : out->spans) {
+          SplitSpan(out->buffer, span, *step.regex, step.behavior, step.invert, &matches, &next);
+        }
+        out->spans.swap(next);
+        break;
+      case Kind::kByteLevel: {
+        if (step.add_prefix_space) {
+          rebuilt.clear();
+          next.clear();
+          for (const Span& span : out->spans) {
+            const uint32_t b = static_cast<uint32_t>(rebuilt.size());
+            if (out->buffer[span.first] != ' ') rebuilt.push_back(' ');
+            rebuilt.append(out->buffer, span.first, span.second - span.first);
+            next.push_back({b, static_cast<uint32_t>(rebuilt.size())});
+          }
+          out->buffer.swap(rebuilt);
+          out->spans.swap(next);
+        }
+        if (step.regex) {
+          next.clear();
+          for (const Span& span : out->spans) {
+            SplitSpan(out->buffer, span, *step.regex, Behavior::kIsolated, false, &matches, &next);
+          }
+          out->spans.swap(next);
+        }
+        if (step.map_bytes) {
+          rebuilt.clear();
+          next.clear();
+          for (const Span& span : out->spans) {
+            const uint32_t b = static_cast<uint32_t>(rebuilt.size());
+            rebuilt += BytesToByteLevel(absl::string_view(out->buffer).substr(span.first, span.second - span.first));
+            next.push_back({b, static_cast<uint32_t>(rebuilt.size())});
+          }
+          out->buffer.swap(rebuilt);
+          out->spans.swap(next);
+        }
+        break;
+      }
+      case Kind::kMetaspace: {
+        rebuilt.clear();
+        next.clear();
+        for (size_t i = 0; i < out->spans.size(); ++i) {
+          const Span span = out->spans[i];
+          const uint32_t b = static_cast<uint32_t>(rebuilt.size());
+          const absl::string_view piece =
+              absl::string_view(out->buffer).substr(span.first, span.second - span.first);
+          const bool origin = at_start && i == 0 && span.first == 0;
+          if ((step.prepend == 2 || (step.prepend == 1 && origin)) && piece[0] != ' ' &&
+              !absl::StartsWith(piece, step.replacement)) {
+            rebuilt += step.replacement;
+          }
+          for (char c : piece) {
+            if (c == ' ') {
+              rebuilt += step.replacement;
+            } else {
+              rebuilt.push_back(c);
+            }
+          }
+          next.push_back({b, static_cast<uint32_t>(rebuilt.size())});
+        }
+        out->buffer.swap(rebuilt);
+        out->spans.swap(next);
+        if (step.split) {
+          next.clear();
+          for (const Span& span : out->spans) {
+            SplitSpan(out->buffer, span, *step.regex, step.behavior, false, &matches, &next);
+          }
+          out->spans.swap(next);
+        }
+        break;
       }
     }
-    pieces = std::move(next);
-    if (step.byte_level) {
-      for (std::string& piece : pieces) piece = BytesToByteLevel(piece);
-    }
   }
-  return pieces;
 }
 
 }  // namespace spargo::tokenizer

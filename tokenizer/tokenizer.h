@@ -1,7 +1,8 @@
 // The tokenizer interface that training, rollout and the command line program against: text to ids and back, and
 // the special ids (BOS, EOS, padding) a run needs. Two implementations:
 //  - "byte": the tiny models' byte tokenizer (tokenizer/byte_tokenizer.h): BOS 256, EOS 257, PAD 258;
-//  - a path to an HF tokenizer.json (byte-level BPE, tokenizer/bpe_tokenizer.h). Its special ids come from the
+//  - a path to an HF tokenizer.json (BPE: byte-level as DeepSeek, Qwen, Llama 3, GPT-2/4o, or with byte fallback as
+//    Llama 2 and Mistral; tokenizer/bpe_tokenizer.h). Its special ids come from the
 //    tokenizer_config.json next to it when there is one ("bos_token", "eos_token", "pad_token", as strings or
 //    {"content": ...} objects), else from the well-known token names (DeepSeek's <｜begin▁of▁sentence｜>,
 //    <｜end▁of▁sentence｜>, <｜▁pad▁｜>; </s>, <|endoftext|>, ...). A model's config.json may override them (the
