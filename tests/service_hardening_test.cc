@@ -224,8 +224,16 @@ TEST(ServiceHardening, GenerateCallsBeyondTheQueueCapAreRefusedAtOnce) {
   large_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(600));
   rollout::GenerateResponse large_response;
   std::thread large([&] { stub->Generate(&large_context, LargeRequest(), &large_response); });
+  // Until the large one holds the only place (a small call sent before it arrives would take the place instead).
+  for (int i = 0; i < 1000; ++i) {
+    grpc::ClientContext c;
+    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    rollout::HealthResponse health;
+    if (stub->Health(&c, rollout::HealthRequest(), &health).ok() && health.active_requests() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   grpc::Status second;
-  for (int i = 0; i < 200; ++i) {  // until the large one holds the only place
+  for (int i = 0; i < 200; ++i) {
     grpc::ClientContext c;
     c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     rollout::GenerateResponse r;
