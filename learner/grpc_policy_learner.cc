@@ -67,9 +67,20 @@ class GrpcPolicyLearner final : public PolicyLearner {
                                             const ForwardOptions& forward, const LossSpec& loss,
                                             const config::OptimizerConfig& optimizer, double lr) override {
     SPARGO_RETURN_IF_ERROR(ValidateLossSpec(loss, batch));
+    for (size_t i = 0; i < micro_batches.size(); ++i) {
+      for (int64_t r : micro_batches[i]) {
+        if (r < 0 || r >= batch.input_ids.size(0)) {
+          return absl::InvalidArgumentError(absl::StrCat(Where("TrainStep"), ": micro_batches[", i, "] names row ",
+                                                         r, " of a batch of ", batch.input_ids.size(0)));
+        }
+      }
+    }
+    // Only the rows this step trains on travel (a mini-batch of the GRPO step's batch).
+    const StepRows step = OnlyRowsInUse(batch, micro_batches, &loss);
     StepHeader header;
     std::string blob;
-    SPARGO_RETURN_IF_ERROR(EncodeStep(batch, micro_batches, forward, &loss, &optimizer, lr, &header, &blob));
+    SPARGO_RETURN_IF_ERROR(
+        EncodeStep(step.batch, step.micro_batches, forward, &step.loss, &optimizer, lr, &header, &blob));
     grpc::ClientContext ctx;
     Prepare(&ctx, options_.step_deadline_seconds);
     TrainStepResponse response;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -100,6 +101,46 @@ absl::StatusOr<std::string> BlobAssembler::Take() {
   done_ = false;
   started_ = false;
   return std::move(bytes_);
+}
+
+StepRows OnlyRowsInUse(const SequenceBatch& batch, const std::vector<std::vector<int64_t>>& micro_batches,
+                       const LossSpec* loss) {
+  StepRows out;
+  std::map<int64_t, int64_t> renumbered;  // batch row -> row of the cut batch
+  for (const auto& rows : micro_batches) {
+    for (int64_t r : rows) renumbered.emplace(r, 0);
+  }
+  std::vector<int64_t> kept;
+  for (auto& [row, index] : renumbered) {
+    index = static_cast<int64_t>(kept.size());
+    kept.push_back(row);
+  }
+  const torch::Tensor index = torch::tensor(kept, torch::kLong);  // [n]
+  auto take = [&](const torch::Tensor& t) { return t.defined() ? t.index_select(0, index) : t; };
+  SequenceBatch& b = out.batch;
+  b.input_ids = take(batch.input_ids);
+  b.loss_mask = take(batch.loss_mask);
+  b.old_logprobs = take(batch.old_logprobs);
+  b.token_mask = take(batch.token_mask);
+  b.lengths = take(batch.lengths);
+  b.kept_ids = take(batch.kept_ids);
+  b.completion_tokens = batch.completion_tokens;
+  for (int64_t row : kept) {
+    b.replay.push_back(static_cast<size_t>(row) < batch.replay.size() ? batch.replay[row] : model::TokenChoices());
+  }
+  for (const auto& rows : micro_batches) {
+    std::vector<int64_t> mapped;
+    for (int64_t r : rows) mapped.push_back(renumbered.at(r));
+    out.micro_batches.push_back(std::move(mapped));
+  }
+  if (loss != nullptr) {
+    out.loss = *loss;
+    for (torch::Tensor* t : {&out.loss.old_logp, &out.loss.sampler_logp, &out.loss.ref_logp, &out.loss.advantages,
+                             &out.loss.kl_coef_rows}) {
+      *t = take(*t);
+    }
+  }
+  return out;
 }
 
 absl::Status EncodeStep(const SequenceBatch& batch, const std::vector<std::vector<int64_t>>& micro_batches,

@@ -53,6 +53,17 @@ struct WireStep {
   double lr = 0;
 };
 
+// A step cut to the rows its micro-batches use (a GRPO mini-batch of a larger batch): the batch's rows, the loss's
+// per-row tensors and the recorded choices, with the micro-batches' row indices renumbered. Sequence length and
+// every value stay as they were, so the step computes exactly the same. `loss` may be null.
+struct StepRows {
+  SequenceBatch batch;
+  std::vector<std::vector<int64_t>> micro_batches;
+  LossSpec loss;
+};
+StepRows OnlyRowsInUse(const SequenceBatch& batch, const std::vector<std::vector<int64_t>>& micro_batches,
+                       const LossSpec* loss);
+
 // The header and tensor blob of a step; `loss`, `optimizer` may be null (LogProbs).
 absl::Status EncodeStep(const SequenceBatch& batch, const std::vector<std::vector<int64_t>>& micro_batches,
                         const ForwardOptions& forward, const LossSpec* loss, const config::OptimizerConfig* optimizer,

@@ -139,6 +139,16 @@ TEST(LearnerService, TakesTheInProcessLearnersSteps) {
     EXPECT_GT(a->terms.tokens, 0);
     ExpectSameTerms(*a, *b);
   }
+  // A mini-batch of some rows: only those rows travel, and the step is the same.
+  for (const std::vector<std::vector<int64_t>>& some : {std::vector<std::vector<int64_t>>{{3}, {1}},
+                                                        std::vector<std::vector<int64_t>>{{2, 0}}}) {
+    LossSpec part = loss;
+    part.rows_total = 2;
+    auto a = (*local)->TrainStep(batch, some, f, part, oc, oc.lr());
+    auto b = remote.client->TrainStep(batch, some, f, part, oc, oc.lr());
+    ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+    ExpectSameTerms(*a, *b);
+  }
   auto la = (*local)->LogProbs(batch, micro, f);
   auto lb = remote.client->LogProbs(batch, micro, f);
   ASSERT_TRUE(la.ok() && lb.ok()) << lb.status();
@@ -272,6 +282,24 @@ TEST(LearnerWire, BlobsArriveWholeOrNotAtAll) {
   EXPECT_EQ(*e.Take(), "");
 }
 
+TEST(LearnerWire, AStepCutToItsRowsKeepsTheirValues) {
+  SequenceBatch batch = Batch();
+  batch.replay.assign(4, {});
+  batch.replay[3]["layers.0.topk"] = torch::tensor({{2, 1}}, torch::kLong);
+  const LossSpec loss = GrpoSpec(batch);
+  const StepRows cut = OnlyRowsInUse(batch, {{3}, {1, 3}}, &loss);
+  EXPECT_EQ(cut.micro_batches, (std::vector<std::vector<int64_t>>{{1}, {0, 1}}));
+  const torch::Tensor rows = torch::tensor({1, 3}, torch::kLong);
+  EXPECT_TRUE(torch::equal(cut.batch.input_ids, batch.input_ids.index_select(0, rows)));
+  EXPECT_TRUE(torch::equal(cut.batch.kept_ids, batch.kept_ids.index_select(0, rows)));
+  EXPECT_TRUE(torch::equal(cut.batch.lengths, torch::tensor({6, 4}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(cut.loss.advantages, torch::tensor({-0.5f, -0.75f})));
+  EXPECT_TRUE(torch::equal(cut.loss.ref_logp, loss.ref_logp.index_select(0, rows)));
+  ASSERT_EQ(cut.batch.replay.size(), 2u);
+  EXPECT_TRUE(cut.batch.replay[0].empty());
+  EXPECT_TRUE(torch::equal(cut.batch.replay[1].at("layers.0.topk"), batch.replay[3].at("layers.0.topk")));
+}
+
 TEST(LearnerWire, StepsRoundTripAndBadOnesNameTheField) {
   SequenceBatch batch = Batch();
   batch.replay.assign(4, {});
@@ -310,6 +338,10 @@ TEST(LearnerWire, StepsRoundTripAndBadOnesNameTheField) {
   bad = h;
   bad.mutable_loss()->set_normaliser(0);
   EXPECT_THAT(DecodeStep(bad, blob, true, kVocab).status().message(), ::testing::HasSubstr("normaliser"));
+  bad = h;
+  bad.mutable_micro_batches(1)->set_rows(0, 99);
+  EXPECT_THAT(DecodeStep(bad, blob, true, kVocab).status().message(),
+              ::testing::HasSubstr("micro_batches[1] names row 99 of a batch of 4"));
   bad = h;
   bad.mutable_loss()->mutable_grpo()->set_kl_estimator(17);
   EXPECT_EQ(DecodeStep(bad, blob, true, kVocab).status().code(), absl::StatusCode::kInvalidArgument);
