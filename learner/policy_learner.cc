@@ -23,7 +23,7 @@ class LocalPolicyLearner final : public PolicyLearner {
       }
       dsv32->set_activation_checkpointing(true);
     }
-    return CallCatching("creating the master weights", [&] {
+    SPARGO_RETURN_IF_ERROR(CallCatching("creating the master weights", [&] {
       torch::NoGradGuard no_grad;
       for (const auto& p : model_->named_parameters(true)) {
         names_.push_back(p.key());
@@ -32,11 +32,16 @@ class LocalPolicyLearner final : public PolicyLearner {
         master_.push_back(options_.dtype == torch::kFloat32 ? p.value()
                                                             : p.value().detach().to(torch::kFloat32).clone());
       }
-    });
+    }));
+    // Replicas start from rank 0's weights whatever each rank loaded or drew.
+    return collective() == nullptr ? absl::OkStatus() : SyncFromRankZero(true);
   }
 
   std::string Describe() const override {
-    return absl::StrCat("in process (", options_.device.str(), ", ", c10::toString(options_.dtype), ")");
+    return absl::StrCat("in process (", options_.device.str(), ", ", c10::toString(options_.dtype), ")",
+                        collective() == nullptr ? ""
+                                                : absl::StrCat(", rank ", collective()->rank(), " of ",
+                                                               collective()->world_size(), " data-parallel ranks"));
   }
   int64_t max_seq_len() const override { return model_->max_seq_len(); }
   std::shared_ptr<model::CausalLm> model() const override { return model_; }
@@ -50,7 +55,10 @@ class LocalPolicyLearner final : public PolicyLearner {
   }
   absl::Status LoadOptimizerState(const std::string& bytes) override {
     if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
-    return RestoreOptimizer(bytes, optimizer_.get());
+    if (collective() == nullptr) return RestoreOptimizer(bytes, optimizer_.get());
+    std::string state = collective()->rank() == 0 ? bytes : std::string();
+    SPARGO_RETURN_IF_ERROR(BroadcastBytes(*collective(), &state, 0));
+    return RestoreOptimizer(state, optimizer_.get());
   }
 
   absl::StatusOr<TrainStepResult> TrainStep(const SequenceBatch& batch,
@@ -59,17 +67,24 @@ class LocalPolicyLearner final : public PolicyLearner {
                                             const config::OptimizerConfig& oc, double lr) override {
     if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
     SPARGO_RETURN_IF_ERROR(ValidateLossSpec(loss, batch));
-    return CallCatching("training step", [&]() -> absl::StatusOr<TrainStepResult> {
-      TrainStepResult result;
+    TrainStepResult result;
+    // This rank's share: forward and backward over its slice of every micro-batch.
+    absl::Status share = CallCatching("training step", [&] {
       ClearGradients(params_);
       if (options_.dtype != torch::kFloat32) ClearGradients(master_);
-      for (const std::vector<int64_t>& rows : micro_batches) {
+      for (const std::vector<int64_t>& all_rows : micro_batches) {
+        const std::vector<int64_t> rows = MyRows(all_rows);
         if (rows.empty()) continue;
         MicroBatch mb = ForwardMicroBatch(*model_, batch, rows, options_.device, forward);
         torch::Tensor objective = MicroBatchObjective(loss, batch, mb, &result);
         if (objective.requires_grad()) objective.backward();
       }
-      if (options_.dtype != torch::kFloat32) {
+    });
+    if (collective() == nullptr && !share.ok()) return share;
+    return CallCatching("training step", [&]() -> absl::StatusOr<TrainStepResult> {
+      if (collective() != nullptr) {
+        SPARGO_RETURN_IF_ERROR(ReduceStep(share, &result));
+      } else if (options_.dtype != torch::kFloat32) {
         for (size_t i = 0; i < params_.size(); ++i) {
           const torch::Tensor& g = params_[i].grad();
           master_[i].mutable_grad() = g.defined() ? g.to(torch::kFloat32) : torch::Tensor();
@@ -89,7 +104,27 @@ class LocalPolicyLearner final : public PolicyLearner {
   absl::StatusOr<torch::Tensor> LogProbs(const SequenceBatch& batch,
                                          const std::vector<std::vector<int64_t>>& micro_batches,
                                          const ForwardOptions& forward) override {
-    return ModelLogProbs(*model_, options_.device, batch, micro_batches, forward);
+    if (collective() == nullptr) return ModelLogProbs(*model_, options_.device, batch, micro_batches, forward);
+    std::vector<std::vector<int64_t>> mine;
+    for (const std::vector<int64_t>& rows : micro_batches) mine.push_back(MyRows(rows));
+    absl::StatusOr<torch::Tensor> part = ModelLogProbs(*model_, options_.device, batch, mine, forward);
+    // [N, T-1] sums of the ranks' parts (zeros outside a rank's rows), then one more element counting failures.
+    return CallCatching("log-probs", [&]() -> absl::StatusOr<torch::Tensor> {
+      torch::Tensor sum = torch::zeros({batch.old_logprobs.numel() + 1}, torch::TensorOptions(options_.device));
+      if (part.ok()) {
+        sum.narrow(0, 0, batch.old_logprobs.numel()).copy_(part->reshape(-1));
+      } else {
+        sum[batch.old_logprobs.numel()] = 1;
+      }
+      SPARGO_RETURN_IF_ERROR(collective()->AllReduceSum({sum}));
+      sum = sum.to(torch::kCPU);
+      const double failed = sum[batch.old_logprobs.numel()].item<double>();
+      if (failed > 0) {
+        return absl::InternalError(absl::StrCat(static_cast<int>(failed), " data-parallel rank(s) failed their log-probs",
+                                                part.ok() ? "" : absl::StrCat(": ", part.status().message())));
+      }
+      return sum.narrow(0, 0, batch.old_logprobs.numel()).reshape(batch.old_logprobs.sizes()).clone();
+    });
   }
 
   absl::StatusOr<model::TensorMap> ModelWeights() const override {
@@ -109,15 +144,123 @@ class LocalPolicyLearner final : public PolicyLearner {
   }
 
   absl::Status LoadWeights(const model::TensorMap& weights) override {
-    SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*model_, weights));
-    if (options_.dtype == torch::kFloat32) return absl::OkStatus();
-    return CallCatching("loading the master weights", [&] {
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < names_.size(); ++i) master_[i].copy_(weights.at(names_[i]).to(torch::kFloat32));
-    });
+    if (collective() != nullptr && collective()->rank() != 0) return SyncFromRankZero(true);
+    absl::Status copied = model::CopyNamedTensors(*model_, weights);
+    if (copied.ok() && options_.dtype != torch::kFloat32) {
+      copied = CallCatching("loading the master weights", [&] {
+        torch::NoGradGuard no_grad;
+        for (size_t i = 0; i < names_.size(); ++i) master_[i].copy_(weights.at(names_[i]).to(torch::kFloat32));
+      });
+    }
+    if (collective() == nullptr) return copied;
+    SPARGO_RETURN_IF_ERROR(SyncFromRankZero(copied.ok()));
+    return copied;
   }
 
  private:
+  Collective* collective() const { return options_.collective.get(); }
+
+  // This rank's rows of a micro-batch (all of them in a single process).
+  std::vector<int64_t> MyRows(const std::vector<int64_t>& rows) const {
+    return collective() == nullptr ? rows : RankSlice(rows, collective()->rank(), collective()->world_size());
+  }
+
+  // Rank 0 says whether it has weights to give (`ok`); if so, every rank takes rank 0's parameters, buffers and
+  // master weights.
+  absl::Status SyncFromRankZero(bool ok) {
+    return CallCatching("taking rank 0's weights", [&]() -> absl::Status {
+      torch::Tensor flag = torch::full({1}, ok ? 1 : 0, torch::TensorOptions(options_.device).dtype(torch::kInt));
+      SPARGO_RETURN_IF_ERROR(collective()->Broadcast({flag}, 0));
+      if (flag.to(torch::kCPU).item<int>() == 0) {
+        return absl::FailedPreconditionError("rank 0 could not load the weights; every rank keeps its own");
+      }
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> all = params_;
+      for (const auto& b : model_->named_buffers(true)) all.push_back(b.value());
+      if (options_.dtype != torch::kFloat32) all.insert(all.end(), master_.begin(), master_.end());
+      for (torch::Tensor& t : all) {
+        torch::Tensor flat = t.is_contiguous() ? t.detach() : t.detach().contiguous();
+        SPARGO_RETURN_IF_ERROR(collective()->Broadcast({flat}, 0));
+        if (!t.is_contiguous()) t.copy_(flat);
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  // Sums the ranks' gradients into the master gradients (float32, in buckets) and their statistics into `result`.
+  // A gradient none of the ranks has stays undefined (AdamW then skips the parameter, as in a single process).
+  // `share` is this rank's forward/backward outcome: when any rank failed, every rank fails with no update.
+  absl::Status ReduceStep(const absl::Status& share, TrainStepResult* result) {
+    const torch::TensorOptions f32 = torch::TensorOptions(options_.device).dtype(torch::kFloat32);
+    const int64_t num = static_cast<int64_t>(params_.size());
+    if (!share.ok()) {
+      ClearGradients(params_);
+      *result = TrainStepResult();
+    }
+    // [P] how many ranks hold each gradient, then the step's statistics and the failure count.
+    GrpoLossTerms& t = result->terms;
+    const std::vector<double> stats = {result->loss,  result->aux_loss,    t.tokens,           t.sequences,
+                                       t.policy_loss, t.kl_sum,            t.ratio_sum,        t.clip_low_count,
+                                       t.clip_high_count, t.dual_clip_count, t.masked_sequences, t.tis_clipped_count,
+                                       t.entropy_sum, share.ok() ? 0.0 : 1.0};
+    torch::Tensor counts = torch::zeros({num + static_cast<int64_t>(stats.size())},
+                                        torch::TensorOptions(options_.device).dtype(torch::kDouble));
+    {
+      torch::Tensor host = torch::zeros({counts.size(0)}, torch::kDouble);
+      auto h = host.accessor<double, 1>();
+      for (int64_t i = 0; i < num; ++i) h[i] = params_[i].grad().defined() ? 1 : 0;
+      for (size_t i = 0; i < stats.size(); ++i) h[num + static_cast<int64_t>(i)] = stats[i];
+      counts.copy_(host);
+    }
+    SPARGO_RETURN_IF_ERROR(collective()->AllReduceSum({counts}));
+    const torch::Tensor summed = counts.to(torch::kCPU);
+    auto c = summed.accessor<double, 1>();
+    double v[14];
+    for (int i = 0; i < 14; ++i) v[i] = c[num + i];
+    result->loss = v[0];
+    result->aux_loss = v[1];
+    t.tokens = v[2], t.sequences = v[3], t.policy_loss = v[4], t.kl_sum = v[5], t.ratio_sum = v[6];
+    t.clip_low_count = v[7], t.clip_high_count = v[8], t.dual_clip_count = v[9], t.masked_sequences = v[10];
+    t.tis_clipped_count = v[11], t.entropy_sum = v[12];
+    // Buckets of at most 2^26 elements (256 MiB of float32) keep the extra memory bounded.
+    constexpr int64_t kBucket = int64_t{1} << 26;
+    int64_t first = 0;
+    while (first < num) {
+      int64_t last = first, elements = 0;
+      while (last < num && (last == first || elements + params_[last].numel() <= kBucket)) {
+        elements += params_[last].numel();
+        ++last;
+      }
+      torch::Tensor bucket = torch::zeros({elements}, f32);
+      int64_t offset = 0;
+      for (int64_t i = first; i < last; ++i) {
+        const torch::Tensor& g = params_[i].grad();
+        if (g.defined()) bucket.narrow(0, offset, g.numel()).copy_(g.reshape(-1));
+        offset += params_[i].numel();
+      }
+      SPARGO_RETURN_IF_ERROR(collective()->AllReduceSum({bucket}));
+      offset = 0;
+      for (int64_t i = first; i < last; ++i) {
+        const int64_t n = params_[i].numel();
+        torch::Tensor g = c[i] > 0 ? bucket.narrow(0, offset, n).view(params_[i].sizes()) : torch::Tensor();
+        if (options_.dtype == torch::kFloat32) {
+          params_[i].mutable_grad() = g;
+        } else {
+          master_[i].mutable_grad() = g;
+        }
+        offset += n;
+      }
+      first = last;
+    }
+    if (v[13] > 0) {
+      ClearGradients(master_);
+      ClearGradients(params_);
+      return absl::InternalError(absl::StrCat(static_cast<int>(v[13]), " data-parallel rank(s) failed their share of ",
+                                              "the step; no update", share.ok() ? "" : absl::StrCat(": ", share.message())));
+    }
+    return absl::OkStatus();
+  }
+
   std::shared_ptr<model::CausalLm> model_;
   PolicyLearnerOptions options_;
   std::vector<std::string> names_;
@@ -141,6 +284,10 @@ absl::StatusOr<std::unique_ptr<PolicyLearner>> NewLocalPolicyLearner(std::shared
                                                                      const PolicyLearnerOptions& options) {
   if (options.dtype != torch::kFloat32 && options.dtype != torch::kBFloat16) {
     return absl::InvalidArgumentError("policy learner: dtype must be float32 or bfloat16");
+  }
+  if (options.collective != nullptr && options.collective->device() != options.device) {
+    return absl::InvalidArgumentError(absl::StrCat("policy learner on ", options.device.str(),
+                                                   " with a process group on ", options.collective->device().str()));
   }
   auto learner = std::make_unique<LocalPolicyLearner>(std::move(model), options);
   SPARGO_RETURN_IF_ERROR(learner->Init());

@@ -9,8 +9,15 @@
 //    whole step's denominators (so that micro-batching changes nothing but rounding).
 //  - LogProbs: the same forward without gradient (the learner's own log-probs before an update).
 //  - The optimizer's state travels as bytes (torch's archive format, what checkpoints store as optimizer.pt).
-// Two implementations: NewLocalPolicyLearner (in this process) and learner/grpc_policy_learner.h (a `spargo learner`
-// service). Failures (a c10::Error from libtorch: out of memory, bad shapes; an RPC error) come back as statuses; a
+// Data parallelism: a local learner given a collective (learner/collective.h) is one replica of a data-parallel
+// group. Every rank then makes the same calls in the same order (learner/data_parallel.h keeps the other ranks in
+// step with rank 0); TrainStep and LogProbs take rank r's slice of every micro-batch (RankSlice), gradients are
+// summed over the ranks before clipping (the loss's denominators are the whole step's, so the sum is the one-rank
+// gradient), statistics are summed, and every rank applies the same update. LoadWeights and LoadOptimizerState
+// take rank 0's arguments (broadcast; the others' are ignored). A rank whose share of a step fails makes every
+// rank's step fail with no update.
+// Implementations: NewLocalPolicyLearner (in this process), learner/data_parallel.h (rank 0 of a group) and
+// learner/grpc_policy_learner.h (a `spargo learner` service). Failures (a c10::Error from libtorch: out of memory, bad shapes; an RPC error) come back as statuses; a
 // failed step leaves the weights as they were when the failure happened before the optimizer step.
 #ifndef SPARGO_LEARNER_POLICY_LEARNER_H_
 #define SPARGO_LEARNER_POLICY_LEARNER_H_
@@ -23,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "learner/collective.h"
 #include "learner/loss_spec.h"
 #include "learner/policy_forward.h"
 #include "learner/sequence_batch.h"
@@ -36,6 +44,7 @@ struct PolicyLearnerOptions {
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // kFloat32 or kBFloat16
   bool activation_checkpointing = false;      // DeepSeek-V3.2 models only
+  std::shared_ptr<Collective> collective;     // null: a single process; else on `device`
 };
 
 class PolicyLearner {

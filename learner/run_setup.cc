@@ -14,6 +14,7 @@
 #include "model/model_factory.h"
 #include "model/parameter_groups.h"
 #include "model/weights_io.h"
+#include "learner/data_parallel.h"
 #include "learner/grpc_policy_learner.h"
 #include "rollout/grpc_rollout_client.h"
 #include "rollout/local_rollout_client.h"
@@ -121,8 +122,18 @@ absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::Exper
   return po;
 }
 
+absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::shared_ptr<Collective> collective) {
+  SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
+  SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
+  po.collective = collective;
+  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<PolicyLearner> local, NewLocalPolicyLearner(run_model.model, po));
+  SPARGO_LOG(INFO) << "policy replica " << local->Describe() << ": following rank 0";
+  return FollowRankZero(*collective, LearnerCommandHandlers(local.get()));
+}
+
 absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& c,
-                                                                 MetricsRegistry* metrics) {
+                                                                 MetricsRegistry* metrics,
+                                                                 std::shared_ptr<Collective> collective) {
   auto ctx = std::make_unique<TrainContext>();
   ctx->config = c;
   ctx->metrics = metrics;
@@ -150,8 +161,16 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
   }();
   if (c.services().learner_address().empty()) {
     SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
+    po.collective = collective != nullptr && collective->world_size() > 1 ? collective : nullptr;
     SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewLocalPolicyLearner(policy_model, po));
+    if (po.collective != nullptr) {
+      ctx->policy = NewDataParallelPolicyLearner(std::move(ctx->policy), std::make_shared<CommandChannel>(collective));
+    }
   } else {
+    if (collective != nullptr && collective->world_size() > 1) {
+      return absl::InvalidArgumentError("services.learner_address: a data-parallel run trains in its own processes; "
+                                        "leave the address empty or run one process");
+    }
     // The learner service trains the run's architecture from the run's initial weights.
     GrpcPolicyLearnerOptions o;
     o.address = c.services().learner_address();

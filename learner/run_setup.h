@@ -9,6 +9,7 @@
 //  - the rollout client: rollout.workers over gRPC, else in process (the policy itself when rollout.device and
 //    rollout.dtype are the learner's, else a copy there);
 //  - the reward client: services.reward_address over gRPC, else the config's pipelines in process.
+// In a data-parallel run (a collective of several ranks) the reference model and rollout live on rank 0.
 // Errors name the config field ("learner.device = cuda:3: this machine has 1 CUDA device").
 #ifndef SPARGO_LEARNER_RUN_SETUP_H_
 #define SPARGO_LEARNER_RUN_SETUP_H_
@@ -22,8 +23,15 @@
 
 namespace spargo::learner {
 
+// With a collective of more than one rank (rank 0 of a data-parallel run), the policy is rank 0's replica behind
+// learner/data_parallel.h's learner: the other ranks must be in FollowDataParallelRun.
 absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& config,
-                                                                 MetricsRegistry* metrics);
+                                                                 MetricsRegistry* metrics,
+                                                                 std::shared_ptr<Collective> collective = nullptr);
+
+// A data-parallel rank other than 0: builds the same policy replica as rank 0 (config's model on learner.device)
+// and runs rank 0's learner commands until rank 0 ends the run.
+absl::Status FollowDataParallelRun(const config::ExperimentConfig& config, std::shared_ptr<Collective> collective);
 
 // The run's tokenizer and a policy model as the config describes it (seeded fresh weights or pretrained_dir, on
 // the CPU in float32), with the special ids; `spargo rollout` serves the same model a run trains.

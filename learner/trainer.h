@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "learner/collective.h"
 #include "nlohmann/json.hpp"
 #include "spargo/config.pb.h"
 
@@ -20,6 +21,8 @@ struct TrainOptions {
   bool resume = false;
   // Stop (after writing a checkpoint) once this many GRPO steps are complete; 0: run to the end.
   int64_t stop_after_grpo_step = 0;
+  // Rank 0 of a data-parallel run: the group (the other ranks run FollowDataParallelRun); null: one process.
+  std::shared_ptr<Collective> collective;
 };
 
 // Returns the summary written to summary.json (or, when stopped early, the state so far).

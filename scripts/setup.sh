@@ -12,6 +12,7 @@ BUILD_DIR="${SPARGO_BUILD_DIR:-$SPARGO_ROOT/build}"
 PACKAGES=(
   g++ cmake ninja-build pkg-config ccache  # compiler, build system, compiler cache
   libtorch-dev                             # tensors, autograd, optimizers (Debian's libtorch 1.13, CPU)
+  libgloo-dev                              # the data-parallel learner on CPU (Gloo, inside libtorch's c10d)
   libopenblas0-openmp                      # fast BLAS for libtorch (Debian otherwise falls back to reference BLAS)
   libprotobuf-dev protobuf-compiler        # messages and the experiment-config schema (text format)
   libgrpc++-dev protobuf-compiler-grpc     # rollout and reward services

@@ -14,64 +14,11 @@
 #include "learner/learner_wire.h"
 #include "learner/policy_learner.h"
 #include "model/model_factory.h"
+#include "tests/learner_fixtures.h"
 #include "tests/test_util.h"
 
 namespace spargo::learner {
 namespace {
-
-constexpr int64_t kVocab = 40;
-
-std::shared_ptr<model::CausalLm> TinyModel(uint64_t seed, int hidden = 16) {
-  config::ModelConfig c;
-  c.set_hidden_size(hidden);
-  c.set_num_heads(2);
-  c.set_num_layers(1);
-  c.set_intermediate_size(32);
-  c.set_max_seq_len(16);
-  torch::manual_seed(seed);
-  return *model::CreateModel(c, kVocab);
-}
-
-model::TensorMap Parameters(model::CausalLm& m) {
-  model::TensorMap out;
-  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value();
-  return out;
-}
-
-SequenceBatch Batch() {
-  std::vector<rollout::SampleRecord> records(4);
-  const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3}, {4, 5}, {6, 7, 8, 9}, {10}};
-  const std::vector<std::vector<int64_t>> completions = {{11, 12}, {13, 14, 15, 16}, {17}, {18, 19, 20}};
-  for (size_t i = 0; i < records.size(); ++i) {
-    records[i].prompt_ids = prompts[i];
-    records[i].completion_ids = completions[i];
-    records[i].logprobs.assign(completions[i].size(), -1.5f);
-  }
-  records[2].kept.offsets = {0, 3};
-  records[2].kept.ids = {17, 2, 30};
-  std::vector<const rollout::SampleRecord*> rows;
-  for (const auto& r : records) rows.push_back(&r);
-  return BuildSequenceBatch(rows, /*pad_id=*/0);
-}
-
-LossSpec GrpoSpec(const SequenceBatch& b) {
-  LossSpec s;
-  s.kind = LossSpec::Kind::kGrpo;
-  s.normaliser = b.loss_mask.sum().item<double>();
-  s.rows_total = 4;
-  s.aux_weight = 0.1;
-  s.grpo.kl_coef = 0.05;
-  s.grpo.tis_cap = 2.0;
-  s.grpo.dual_clip = 3.0;
-  s.grpo.off_policy_delta = 0.5;
-  torch::manual_seed(11);
-  s.old_logp = (b.old_logprobs + 0.1 * torch::randn(b.old_logprobs.sizes())) * b.loss_mask;  // [4, T-1]
-  s.sampler_logp = b.old_logprobs;
-  s.ref_logp = (b.old_logprobs - 0.2) * b.loss_mask;
-  s.advantages = torch::tensor({1.0f, -0.5f, 0.25f, -0.75f});
-  s.kl_coef_rows = torch::tensor({0.05f, 0.05f, 0.0f, 0.1f});
-  return s;
-}
 
 struct Remote {
   std::unique_ptr<LearnerServer> server;
@@ -114,8 +61,8 @@ void ExpectSameTerms(const TrainStepResult& a, const TrainStepResult& b) {
 }
 
 TEST(LearnerService, TakesTheInProcessLearnersSteps) {
-  const SequenceBatch batch = Batch();
-  const LossSpec loss = GrpoSpec(batch);
+  const SequenceBatch batch = FixtureBatch();
+  const LossSpec loss = FixtureGrpoSpec(batch);
   config::OptimizerConfig oc;
   oc.set_lr(1e-2);
   ForwardOptions f;
@@ -183,13 +130,13 @@ TEST(LearnerService, RefusesBadStepsAndKeepsServing) {
   ASSERT_NE(remote.client, nullptr);
   config::OptimizerConfig oc;
   ASSERT_TRUE(remote.client->ResetOptimizer(oc).ok());
-  SequenceBatch batch = Batch();
+  SequenceBatch batch = FixtureBatch();
   const auto micro = SplitRows({0, 1, 2, 3}, 0);
-  LossSpec loss = GrpoSpec(batch);
+  LossSpec loss = FixtureGrpoSpec(batch);
   // A token id outside the model's vocabulary: refused before the model runs.
   SequenceBatch bad = batch;
   bad.input_ids = batch.input_ids.clone();
-  bad.input_ids[1][1] = kVocab + 3;
+  bad.input_ids[1][1] = kFixtureVocab + 3;
   auto r = remote.client->TrainStep(bad, micro, ForwardOptions(), loss, oc, 1e-3);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), ::testing::HasSubstr("batch.input_ids"));
@@ -283,10 +230,10 @@ TEST(LearnerWire, BlobsArriveWholeOrNotAtAll) {
 }
 
 TEST(LearnerWire, AStepCutToItsRowsKeepsTheirValues) {
-  SequenceBatch batch = Batch();
+  SequenceBatch batch = FixtureBatch();
   batch.replay.assign(4, {});
   batch.replay[3]["layers.0.topk"] = torch::tensor({{2, 1}}, torch::kLong);
-  const LossSpec loss = GrpoSpec(batch);
+  const LossSpec loss = FixtureGrpoSpec(batch);
   const StepRows cut = OnlyRowsInUse(batch, {{3}, {1, 3}}, &loss);
   EXPECT_EQ(cut.micro_batches, (std::vector<std::vector<int64_t>>{{1}, {0, 1}}));
   const torch::Tensor rows = torch::tensor({1, 3}, torch::kLong);
@@ -301,10 +248,10 @@ TEST(LearnerWire, AStepCutToItsRowsKeepsTheirValues) {
 }
 
 TEST(LearnerWire, StepsRoundTripAndBadOnesNameTheField) {
-  SequenceBatch batch = Batch();
+  SequenceBatch batch = FixtureBatch();
   batch.replay.assign(4, {});
   batch.replay[2]["layers.0.topk"] = torch::tensor({{0, 1}, {1, 2}}, torch::kLong);
-  const LossSpec loss = GrpoSpec(batch);
+  const LossSpec loss = FixtureGrpoSpec(batch);
   config::OptimizerConfig oc;
   oc.set_max_grad_norm(0.5);
   ForwardOptions f;
@@ -313,7 +260,7 @@ TEST(LearnerWire, StepsRoundTripAndBadOnesNameTheField) {
   StepHeader h;
   std::string blob;
   ASSERT_TRUE(EncodeStep(batch, {{0, 1}, {2, 3}}, f, &loss, &oc, 3e-4, &h, &blob).ok());
-  auto s = DecodeStep(h, blob, true, kVocab);
+  auto s = DecodeStep(h, blob, true, kFixtureVocab);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_TRUE(torch::equal(s->batch.input_ids, batch.input_ids));
   EXPECT_TRUE(torch::equal(s->batch.kept_ids, batch.kept_ids));
@@ -334,24 +281,24 @@ TEST(LearnerWire, StepsRoundTripAndBadOnesNameTheField) {
   EXPECT_THAT(DecodeStep(h, blob, true, 15).status().message(), ::testing::HasSubstr("batch.input_ids"));
   StepHeader bad = h;
   bad.mutable_forward()->set_temperature(0);
-  EXPECT_THAT(DecodeStep(bad, blob, true, kVocab).status().message(), ::testing::HasSubstr("forward.temperature"));
+  EXPECT_THAT(DecodeStep(bad, blob, true, kFixtureVocab).status().message(), ::testing::HasSubstr("forward.temperature"));
   bad = h;
   bad.mutable_loss()->set_normaliser(0);
-  EXPECT_THAT(DecodeStep(bad, blob, true, kVocab).status().message(), ::testing::HasSubstr("normaliser"));
+  EXPECT_THAT(DecodeStep(bad, blob, true, kFixtureVocab).status().message(), ::testing::HasSubstr("normaliser"));
   bad = h;
   bad.mutable_micro_batches(1)->set_rows(0, 99);
-  EXPECT_THAT(DecodeStep(bad, blob, true, kVocab).status().message(),
+  EXPECT_THAT(DecodeStep(bad, blob, true, kFixtureVocab).status().message(),
               ::testing::HasSubstr("micro_batches[1] names row 99 of a batch of 4"));
   bad = h;
   bad.mutable_loss()->mutable_grpo()->set_kl_estimator(17);
-  EXPECT_EQ(DecodeStep(bad, blob, true, kVocab).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeStep(bad, blob, true, kFixtureVocab).status().code(), absl::StatusCode::kInvalidArgument);
   // Loss tensors of the wrong shape.
   LossSpec short_adv = loss;
   short_adv.advantages = torch::ones({3});
   ASSERT_TRUE(EncodeStep(batch, {{0, 1}}, f, &short_adv, &oc, 1e-3, &h, &blob).ok());
-  EXPECT_THAT(DecodeStep(h, blob, true, kVocab).status().message(), ::testing::HasSubstr("advantages"));
+  EXPECT_THAT(DecodeStep(h, blob, true, kFixtureVocab).status().message(), ::testing::HasSubstr("advantages"));
   // Bytes that are not safetensors.
-  EXPECT_EQ(DecodeStep(h, "garbage", true, kVocab).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeStep(h, "garbage", true, kFixtureVocab).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

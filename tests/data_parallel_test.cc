@@ -1,0 +1,300 @@
+// Data parallelism over a real c10d process group (Gloo on loopback), against the single-process learner:
+//  - in one process, two ranks on two threads: rank 0 drives (learner/data_parallel.h), rank 1 follows; GRPO and
+//    token-NLL steps give the statistics, log-probs and weights of one rank taking the whole batch (to float32
+//    rounding), on both ranks, although rank 1 started from other weights; rank 0's weights and optimizer state
+//    reach rank 1; a follower whose rank 0 vanishes stops with an error;
+//  - end to end, `spargo train` started as two processes with torchrun's variables: one GRPO step gives the weights
+//    of the one-process run, and each run's checkpoint resumes on the other world size.
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "learner/collective.h"
+#include "learner/data_parallel.h"
+#include "learner/policy_forward.h"
+#include "learner/policy_learner.h"
+#include "model/safetensors.h"
+#include "tests/learner_fixtures.h"
+#include "tests/test_util.h"
+
+namespace spargo::learner {
+namespace {
+
+using namespace ::spargo::testing;  // NOLINT: the shared test helpers
+
+// `world` ranks of one group on loopback, joined concurrently (each join waits for the others).
+std::vector<std::shared_ptr<Collective>> JoinThreads(int world) {
+  const int port = FreeLoopbackPort();
+  std::vector<absl::StatusOr<std::shared_ptr<Collective>>> joined(world, absl::UnknownError("not joined"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      DistributedEnv env;
+      env.rank = r;
+      env.world_size = world;
+      env.master_port = port;
+      CollectiveOptions o;
+      o.timeout = absl::Seconds(60);
+      joined[r] = JoinCollective(env, o);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<std::shared_ptr<Collective>> out;
+  for (auto& j : joined) {
+    EXPECT_TRUE(j.ok()) << j.status();
+    out.push_back(j.ok() ? *j : nullptr);
+  }
+  return out;
+}
+
+// Rank 1 of a two-rank group on its own thread: a learner over a model drawn from `seed`, following rank 0.
+struct Follower {
+  std::unique_ptr<PolicyLearner> learner;
+  absl::Status loop = absl::UnknownError("not run");
+  std::thread thread;
+
+  void Start(std::shared_ptr<Collective> collective, uint64_t seed) {
+    thread = std::thread([this, collective, seed] {
+      PolicyLearnerOptions o;
+      o.collective = collective;
+      auto l = NewLocalPolicyLearner(TinyModel(seed), o);
+      if (!l.ok()) {
+        loop = l.status();
+        return;
+      }
+      learner = std::move(*l);
+      loop = FollowRankZero(*collective, LearnerCommandHandlers(learner.get()));
+    });
+  }
+};
+
+void ExpectClose(const model::TensorMap& a, const model::TensorMap& b, double tol) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    const double diff = (t.to(torch::kDouble) - b.at(name).to(torch::kDouble)).abs().max().item<double>();
+    EXPECT_LE(diff, tol) << name;
+  }
+}
+
+void ExpectCloseTerms(const TrainStepResult& a, const TrainStepResult& b) {
+  EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * (1 + std::abs(b.grad_norm)));
+  EXPECT_NEAR(a.loss, b.loss, 1e-6);
+  EXPECT_NEAR(a.aux_loss, b.aux_loss, 1e-6);
+  EXPECT_EQ(a.terms.tokens, b.terms.tokens);
+  EXPECT_EQ(a.terms.sequences, b.terms.sequences);
+  EXPECT_NEAR(a.terms.policy_loss, b.terms.policy_loss, 1e-6);
+  EXPECT_NEAR(a.terms.kl_sum, b.terms.kl_sum, 1e-5);
+  EXPECT_NEAR(a.terms.ratio_sum, b.terms.ratio_sum, 1e-5);
+  EXPECT_EQ(a.terms.masked_sequences, b.terms.masked_sequences);
+  EXPECT_EQ(a.terms.tis_clipped_count, b.terms.tis_clipped_count);
+  EXPECT_NEAR(a.terms.entropy_sum, b.terms.entropy_sum, 1e-4);
+}
+
+TEST(DataParallel, RankSliceCoversEveryRowOnce) {
+  const std::vector<int64_t> rows = {4, 7, 1, 9, 3};
+  EXPECT_EQ(RankSlice(rows, 0, 2), (std::vector<int64_t>{4, 7}));
+  EXPECT_EQ(RankSlice(rows, 1, 2), (std::vector<int64_t>{1, 9, 3}));
+  EXPECT_EQ(RankSlice(rows, 2, 3), (std::vector<int64_t>{9, 3}));
+  EXPECT_TRUE(RankSlice({5}, 0, 2).empty());
+  EXPECT_EQ(RankSlice({5}, 1, 2), (std::vector<int64_t>{5}));
+}
+
+TEST(DataParallel, EnvironmentNamesTheRanks) {
+  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
+                        "SLURM_PROCID", "SLURM_LOCALID"}) {
+    unsetenv(v);
+  }
+  auto none = DistributedEnvFromEnvironment();
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->world_size, 1);
+  setenv("SLURM_NTASKS", "4", 1);
+  setenv("SLURM_PROCID", "3", 1);
+  setenv("SLURM_LOCALID", "1", 1);
+  auto slurm = DistributedEnvFromEnvironment();
+  ASSERT_TRUE(slurm.ok()) << slurm.status();
+  EXPECT_EQ(slurm->rank, 3);
+  EXPECT_EQ(slurm->world_size, 4);
+  EXPECT_EQ(slurm->local_rank, 1);
+  EXPECT_EQ(slurm->source, "slurm");
+  setenv("WORLD_SIZE", "2", 1);  // torchrun's variables take precedence
+  setenv("RANK", "2", 1);
+  auto bad = DistributedEnvFromEnvironment();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("RANK = '2'"));
+  setenv("RANK", "1", 1);
+  setenv("MASTER_PORT", "70000", 1);
+  EXPECT_THAT(std::string(DistributedEnvFromEnvironment().status().message()), ::testing::HasSubstr("MASTER_PORT"));
+  setenv("MASTER_PORT", "29555", 1);
+  setenv("LOCAL_RANK", "1", 1);
+  auto torchrun = DistributedEnvFromEnvironment();
+  ASSERT_TRUE(torchrun.ok()) << torchrun.status();
+  EXPECT_EQ(torchrun->rank, 1);
+  EXPECT_EQ(torchrun->master_port, 29555);
+  EXPECT_EQ(torchrun->source, "torchrun");
+  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID",
+                        "SLURM_LOCALID"}) {
+    unsetenv(v);
+  }
+}
+
+TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
+  auto group = JoinThreads(2);
+  ASSERT_NE(group[0], nullptr);
+  ASSERT_NE(group[1], nullptr);
+  Follower follower;
+  follower.Start(group[1], /*seed=*/99);  // other weights: rank 0's must replace them
+  PolicyLearnerOptions o;
+  o.collective = group[0];
+  auto local0 = NewLocalPolicyLearner(TinyModel(5), o);
+  ASSERT_TRUE(local0.ok()) << local0.status();
+  std::unique_ptr<PolicyLearner> dp =
+      NewDataParallelPolicyLearner(std::move(*local0), std::make_shared<CommandChannel>(group[0]));
+  auto single = NewLocalPolicyLearner(TinyModel(5), PolicyLearnerOptions());
+  ASSERT_TRUE(single.ok());
+  EXPECT_THAT(dp->Describe(), ::testing::HasSubstr("rank 0 of 2"));
+
+  const SequenceBatch batch = FixtureBatch();
+  const LossSpec grpo = FixtureGrpoSpec(batch);
+  LossSpec nll;
+  nll.normaliser = batch.loss_mask.sum().item<double>();
+  nll.rows_total = 4;
+  config::OptimizerConfig oc;
+  oc.set_lr(1e-2);
+  oc.set_max_grad_norm(0.5);
+  ForwardOptions f;
+  f.with_entropy = true;
+  for (PolicyLearner* p : {dp.get(), single->get()}) ASSERT_TRUE(p->ResetOptimizer(oc).ok());
+  // Micro-batches of 3 and 1 rows: rank 1 takes nothing of the second.
+  const auto micro = SplitRows({0, 1, 2, 3}, 3);
+  for (int step = 0; step < 3; ++step) {
+    const LossSpec& loss = step == 1 ? nll : grpo;
+    auto a = dp->TrainStep(batch, micro, f, loss, oc, oc.lr());
+    auto b = (*single)->TrainStep(batch, micro, f, loss, oc, oc.lr());
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_GT(b->grad_norm, 0);
+    ExpectCloseTerms(*a, *b);
+  }
+  auto lp_a = dp->LogProbs(batch, micro, f);
+  auto lp_b = (*single)->LogProbs(batch, micro, f);
+  ASSERT_TRUE(lp_a.ok()) << lp_a.status();
+  ASSERT_TRUE(lp_b.ok());
+  EXPECT_LE((*lp_a - *lp_b).abs().max().item<double>(), 1e-5);
+  ExpectClose(*dp->MasterWeights(), *(*single)->MasterWeights(), 1e-5);
+
+  // Rank 0's weights and optimizer state reach rank 1: the next step is still the single learner's.
+  const model::TensorMap fresh = Parameters(*TinyModel(7));
+  auto state = (*single)->OptimizerState();
+  ASSERT_TRUE(state.ok());
+  for (PolicyLearner* p : {dp.get(), single->get()}) {
+    ASSERT_TRUE(p->LoadWeights(fresh).ok());
+    ASSERT_TRUE(p->LoadOptimizerState(*state).ok());
+  }
+  ASSERT_TRUE(dp->TrainStep(batch, micro, f, grpo, oc, oc.lr()).ok());
+  ASSERT_TRUE((*single)->TrainStep(batch, micro, f, grpo, oc, oc.lr()).ok());
+  const model::TensorMap expected = *(*single)->MasterWeights();
+  ExpectClose(*dp->MasterWeights(), expected, 1e-5);
+
+  dp.reset();  // sends "shutdown"
+  follower.thread.join();
+  EXPECT_TRUE(follower.loop.ok()) << follower.loop;
+  ASSERT_NE(follower.learner, nullptr);
+  ExpectClose(*follower.learner->MasterWeights(), expected, 1e-5);
+}
+
+TEST(DataParallel, AFollowerWhoseRankZeroVanishesStops) {
+  auto group = JoinThreads(2);
+  ASSERT_NE(group[0], nullptr);
+  ASSERT_NE(group[1], nullptr);
+  absl::Status loop = absl::UnknownError("not run");
+  std::thread t([&] { loop = FollowRankZero(*group[1], {}); });
+  group[0].reset();  // rank 0's store (the server) closes without a "shutdown"
+  t.join();
+  EXPECT_FALSE(loop.ok());
+  EXPECT_THAT(std::string(loop.message()), ::testing::HasSubstr("rank 0 is gone"));
+}
+
+TEST(DataParallel, AnUnknownCommandStopsTheFollowerWithItsName) {
+  auto group = JoinThreads(2);
+  ASSERT_NE(group[1], nullptr);
+  absl::Status loop = absl::UnknownError("not run");
+  std::thread t([&] { loop = FollowRankZero(*group[1], {}); });
+  ASSERT_TRUE(group[0]->Post("command/0", "bogus").ok());
+  t.join();
+  EXPECT_THAT(std::string(loop.message()), ::testing::HasSubstr("'bogus' has no handler"));
+}
+
+// --- end to end: `spargo train` as two processes -----------------------------------------------------------------
+
+std::vector<std::string> TinyRunFlags(const std::string& run_dir) {
+  return {"train", "--run-dir", run_dir, "--set", "learner.warmup.steps=3", "--set", "learner.grpo.steps=2",
+          "--set", "eval.heldout_prompts=8", "--set", "rollout.prompts_per_step=4", "--set", "metrics.port=0",
+          "--set", "threads=1", "--set", "checkpoint.every_steps=1"};
+}
+
+// Runs `spargo args...` as `world` processes with torchrun's variables; returns rank 0's exit code and checks that
+// every rank exited 0.
+int RunRanks(int world, std::vector<std::string> args, const std::string& log_dir) {
+  const int port = FreeLoopbackPort();
+  std::vector<int> pids;
+  for (int r = 0; r < world; ++r) {
+    const std::string dir = log_dir + "/rank" + std::to_string(r);
+    std::filesystem::create_directories(dir);
+    setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+    setenv("RANK", std::to_string(r).c_str(), 1);
+    setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+    pids.push_back(StartProcess(SpargoBinary(), args, dir));
+  }
+  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) unsetenv(v);
+  int rank0 = -1;
+  for (int r = 0; r < world; ++r) {
+    const int code = WaitProcess(pids[r]);
+    EXPECT_EQ(code, 0) << "rank " << r << " exited " << code << "; its log is in " << log_dir << "/rank" << r;
+    if (r == 0) rank0 = code;
+  }
+  return rank0;
+}
+
+model::TensorMap CheckpointWeights(const std::string& run_dir, const std::string& name) {
+  const std::string dir = run_dir + "/checkpoints/" + name;
+  model::TensorMap out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    auto t = model::DecodeSafetensors(ReadFile(entry.path().string()), entry.path().string());
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (t.ok()) out.insert(t->begin(), t->end());
+  }
+  EXPECT_FALSE(out.empty()) << dir;
+  return out;
+}
+
+TEST(DataParallelRun, TwoProcessesTrainLikeOneAndResumeOnTheOtherWorldSize) {
+  const std::string root = NewTempDir("dp_run");
+  const std::string one = root + "/one", two = root + "/two";
+  std::vector<std::string> stop = {"--stop-after-grpo-step", "1"};
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  ProcessResult single = RunProcess(SpargoBinary(), with(TinyRunFlags(one), stop), "");
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  ASSERT_EQ(RunRanks(2, with(TinyRunFlags(two), stop), root + "/logs-two"), 0);
+  ExpectClose(CheckpointWeights(two, "grpo-000001"), CheckpointWeights(one, "grpo-000001"), 1e-4);
+  // Each resumes where it stopped on the other world size and finishes.
+  ASSERT_EQ(RunRanks(2, with(TinyRunFlags(one), {"--resume"}), root + "/logs-one-resumed"), 0);
+  ProcessResult resumed = RunProcess(SpargoBinary(), with(TinyRunFlags(two), {"--resume"}), "");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  for (const std::string& run : {one, two}) {
+    EXPECT_TRUE(std::filesystem::exists(run + "/summary.json")) << run;
+    EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/grpo-000002")) << run;
+  }
+  ExpectClose(CheckpointWeights(two, "grpo-000002"), CheckpointWeights(one, "grpo-000002"), 1e-3);
+}
+
+}  // namespace
+}  // namespace spargo::learner
