@@ -8,6 +8,10 @@
 //                        [--micro_batch_rows 1] [--checkpointing] [--reps 3]
 // Tokens/s counts every token fed (B x L), as HF's peer script counts its training step (which has no optimizer
 // step and no indexer loss).
+// Started as several processes (torchrun's or Slurm's variables, e.g. scripts/launch_ranks.sh 2 spargo_learner_bench
+// ...), the learner is data-parallel over NCCL (CUDA) or Gloo (CPU): B is the global batch, every rank takes B/N rows
+// of each micro-batch; rank 0 prints the table, then the bandwidth of the group's all-reduce (the float32 gradients'
+// size) and of a broadcast of the model's weights (what a weight update to colocated engines moves).
 #include <cstdio>
 #include <iostream>
 #include <vector>
@@ -17,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "learner/data_parallel.h"
 #include "learner/grpo.h"
 #include "learner/policy_learner.h"
 #include "model/dsv32_model.h"
@@ -45,6 +50,22 @@ std::vector<rollout::SampleRecord> Records(int64_t b, int64_t l, int64_t vocab) 
   return out;
 }
 
+// The group's all-reduce over a float32 buffer of `elements` and broadcast of `weights` from rank 0, median seconds
+// of `reps` each (every rank runs this, rank 0 reports).
+std::pair<double, double> TimeCollectives(learner::Collective& c, int64_t elements, std::vector<torch::Tensor> weights,
+                                          int reps) {
+  torch::Tensor buffer = torch::ones({elements}, torch::TensorOptions(c.device()).dtype(torch::kFloat));
+  const double reduce = bench::MedianSeconds(reps, c.device(), [&] { (void)c.AllReduceSum({buffer}); });
+  const double broadcast = bench::MedianSeconds(reps, c.device(), [&] { (void)c.Broadcast(weights, 0); });
+  return {reduce, broadcast};
+}
+
+std::vector<torch::Tensor> Weights(model::CausalLm& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach());
+  return out;
+}
+
 }  // namespace
 }  // namespace spargo
 
@@ -56,7 +77,12 @@ int main(int argc, char** argv) {
     std::cerr << "--device cuda needs a CUDA libtorch and device\n";
     return 2;
   }
-  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+  absl::StatusOr<learner::DistributedEnv> env = learner::DistributedEnvFromEnvironment();
+  if (!env.ok()) {
+    std::cerr << env.status() << "\n";
+    return 2;
+  }
+  const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, env->local_rank) : torch::kCPU;
   const torch::ScalarType dtype = absl::GetFlag(FLAGS_dtype) == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   torch::manual_seed(0);
   auto model = std::make_shared<model::Dsv32Model>(bench::BenchConfig(absl::GetFlag(FLAGS_config)));
@@ -66,21 +92,48 @@ int main(int argc, char** argv) {
   o.device = device;
   o.dtype = dtype;
   o.activation_checkpointing = absl::GetFlag(FLAGS_checkpointing);
+  std::shared_ptr<learner::CommandChannel> channel;
+  if (env->world_size > 1) {
+    learner::CollectiveOptions co;
+    co.device = device;
+    auto group = learner::JoinCollective(*env, co);
+    if (!group.ok()) {
+      std::cerr << group.status() << "\n";
+      return 1;
+    }
+    o.collective = *group;
+    channel = std::make_shared<learner::CommandChannel>(*group);
+  }
   auto policy = learner::NewLocalPolicyLearner(model, o);
   if (!policy.ok()) {
     std::cerr << policy.status() << "\n";
     return 1;
   }
+  const int reps = absl::GetFlag(FLAGS_reps), micro = absl::GetFlag(FLAGS_micro_batch_rows);
+  int64_t weight_bytes = 0;
+  for (const auto& p : model->parameters()) weight_bytes += p.numel() * p.element_size();
+  if (channel != nullptr && env->rank != 0) {
+    learner::CommandHandlers handlers = learner::LearnerCommandHandlers(policy->get());
+    handlers["collectives"] = [&](const std::string&) {
+      TimeCollectives(channel->collective(), params, Weights(*model), reps);
+      return absl::OkStatus();
+    };
+    absl::Status s = learner::FollowRankZero(channel->collective(), handlers);
+    if (!s.ok()) std::cerr << "rank " << env->rank << ": " << s << "\n";
+    return s.ok() ? 0 : 1;
+  }
+  if (channel != nullptr) *policy = learner::NewDataParallelPolicyLearner(std::move(*policy), channel);
   config::OptimizerConfig oc;
   oc.set_lr(1e-6);
   if (absl::Status s = (*policy)->ResetOptimizer(oc); !s.ok()) {
     std::cerr << s << "\n";
     return 1;
   }
-  const int reps = absl::GetFlag(FLAGS_reps), micro = absl::GetFlag(FLAGS_micro_batch_rows);
-  std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s, %s, micro-batches of %d rows%s, median of %d\n",
-              absl::GetFlag(FLAGS_config).c_str(), params / 1e6, device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(),
-              micro, o.activation_checkpointing ? ", activation checkpointing" : "", reps);
+  std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s x %d rank(s), %s, micro-batches of %d rows%s, "
+              "median of %d\n",
+              absl::GetFlag(FLAGS_config).c_str(), params / 1e6, device_name.c_str(), env->world_size,
+              absl::GetFlag(FLAGS_dtype).c_str(), micro, o.activation_checkpointing ? ", activation checkpointing" : "",
+              reps);
   std::printf("| batch x tokens | GRPO step ms (fwd+bwd+AdamW) | training tokens/s | no-grad log-probs ms | log-prob tokens/s |\n"
               "| --- | --- | --- | --- | --- |\n");
   for (absl::string_view shape : absl::StrSplit(absl::GetFlag(FLAGS_shapes), ',')) {
@@ -129,6 +182,20 @@ int main(int argc, char** argv) {
                   step * 1e3, b * l / step, logp * 1e3, b * l / logp);
     }
     std::fflush(stdout);
+  }
+  if (channel != nullptr) {
+    if (absl::Status s = channel->Send("collectives", ""); !s.ok()) {
+      std::cerr << s << "\n";
+      return 1;
+    }
+    const auto [reduce, broadcast] = TimeCollectives(channel->collective(), params, Weights(*model), reps);
+    const double n = env->world_size, reduce_bytes = 4.0 * static_cast<double>(params);
+    std::printf("\n| %d ranks | bytes | median ms | algorithm GB/s | bus GB/s |\n| --- | --- | --- | --- | --- |\n",
+                env->world_size);
+    std::printf("| all-reduce (float32 gradients) | %.0f MB | %.2f | %.1f | %.1f |\n", reduce_bytes / 1e6,
+                reduce * 1e3, reduce_bytes / reduce / 1e9, reduce_bytes / reduce / 1e9 * 2 * (n - 1) / n);
+    std::printf("| broadcast (model weights, %s) | %.0f MB | %.2f | %.1f | %.1f |\n", absl::GetFlag(FLAGS_dtype).c_str(),
+                weight_bytes / 1e6, broadcast * 1e3, weight_bytes / broadcast / 1e9, weight_bytes / broadcast / 1e9);
   }
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 
@@ -177,6 +178,22 @@ std::vector<int64_t> RankSlice(const std::vector<int64_t>& rows, int rank, int w
   const size_t begin = n * static_cast<size_t>(rank) / static_cast<size_t>(world_size);
   const size_t end = n * static_cast<size_t>(rank + 1) / static_cast<size_t>(world_size);
   return std::vector<int64_t>(rows.begin() + begin, rows.begin() + end);
+}
+
+std::vector<std::vector<int64_t>> RankMicroBatches(const std::vector<std::vector<int64_t>>& micro_batches, int rank,
+                                                   int world_size) {
+  std::vector<int64_t> all;
+  size_t largest = 1;
+  for (const auto& mb : micro_batches) {
+    all.insert(all.end(), mb.begin(), mb.end());
+    largest = std::max(largest, mb.size());
+  }
+  const std::vector<int64_t> mine = RankSlice(all, rank, world_size);
+  std::vector<std::vector<int64_t>> out;
+  for (size_t i = 0; i < mine.size(); i += largest) {
+    out.emplace_back(mine.begin() + i, mine.begin() + std::min(mine.size(), i + largest));
+  }
+  return out;
 }
 
 }  // namespace spargo::learner

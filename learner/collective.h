@@ -68,6 +68,12 @@ absl::Status BroadcastBytes(Collective& collective, std::string* bytes, int root
 // Rows of `rows` that rank `rank` of `world_size` takes: the rank-th of world_size contiguous, near-equal slices.
 std::vector<int64_t> RankSlice(const std::vector<int64_t>& rows, int rank, int world_size);
 
+// A rank's share of a step's micro-batches: the rank's slice of all their rows (in order), cut into micro-batches
+// no larger than the largest given one. Every row goes to exactly one rank, and the ranks' row counts differ by at
+// most one, whatever the micro-batch size (micro-batches of one row are not left to one rank each).
+std::vector<std::vector<int64_t>> RankMicroBatches(const std::vector<std::vector<int64_t>>& micro_batches, int rank,
+                                                   int world_size);
+
 }  // namespace spargo::learner
 
 #endif  // SPARGO_LEARNER_COLLECTIVE_H_

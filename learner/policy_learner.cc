@@ -72,8 +72,7 @@ class LocalPolicyLearner final : public PolicyLearner {
     absl::Status share = CallCatching("training step", [&] {
       ClearGradients(params_);
       if (options_.dtype != torch::kFloat32) ClearGradients(master_);
-      for (const std::vector<int64_t>& all_rows : micro_batches) {
-        const std::vector<int64_t> rows = MyRows(all_rows);
+      for (const std::vector<int64_t>& rows : MyMicroBatches(micro_batches)) {
         if (rows.empty()) continue;
         MicroBatch mb = ForwardMicroBatch(*model_, batch, rows, options_.device, forward);
         torch::Tensor objective = MicroBatchObjective(loss, batch, mb, &result);
@@ -105,9 +104,8 @@ class LocalPolicyLearner final : public PolicyLearner {
                                          const std::vector<std::vector<int64_t>>& micro_batches,
                                          const ForwardOptions& forward) override {
     if (collective() == nullptr) return ModelLogProbs(*model_, options_.device, batch, micro_batches, forward);
-    std::vector<std::vector<int64_t>> mine;
-    for (const std::vector<int64_t>& rows : micro_batches) mine.push_back(MyRows(rows));
-    absl::StatusOr<torch::Tensor> part = ModelLogProbs(*model_, options_.device, batch, mine, forward);
+    absl::StatusOr<torch::Tensor> part =
+        ModelLogProbs(*model_, options_.device, batch, MyMicroBatches(micro_batches), forward);
     // [N, T-1] sums of the ranks' parts (zeros outside a rank's rows), then one more element counting failures.
     return CallCatching("log-probs", [&]() -> absl::StatusOr<torch::Tensor> {
       torch::Tensor sum = torch::zeros({batch.old_logprobs.numel() + 1}, torch::TensorOptions(options_.device));
@@ -160,9 +158,10 @@ class LocalPolicyLearner final : public PolicyLearner {
  private:
   Collective* collective() const { return options_.collective.get(); }
 
-  // This rank's rows of a micro-batch (all of them in a single process).
-  std::vector<int64_t> MyRows(const std::vector<int64_t>& rows) const {
-    return collective() == nullptr ? rows : RankSlice(rows, collective()->rank(), collective()->world_size());
+  // This rank's micro-batches (all of them in a single process).
+  std::vector<std::vector<int64_t>> MyMicroBatches(const std::vector<std::vector<int64_t>>& micro_batches) const {
+    return collective() == nullptr ? micro_batches
+                                   : RankMicroBatches(micro_batches, collective()->rank(), collective()->world_size());
   }
 
   // Rank 0 says whether it has weights to give (`ok`); if so, every rank takes rank 0's parameters, buffers and

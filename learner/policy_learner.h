@@ -11,8 +11,8 @@
 //  - The optimizer's state travels as bytes (torch's archive format, what checkpoints store as optimizer.pt).
 // Data parallelism: a local learner given a collective (learner/collective.h) is one replica of a data-parallel
 // group. Every rank then makes the same calls in the same order (learner/data_parallel.h keeps the other ranks in
-// step with rank 0); TrainStep and LogProbs take rank r's slice of every micro-batch (RankSlice), gradients are
-// summed over the ranks before clipping (the loss's denominators are the whole step's, so the sum is the one-rank
+// step with rank 0); TrainStep and LogProbs take rank r's share of the micro-batches' rows (RankMicroBatches),
+// gradients are summed over the ranks before clipping (the loss's denominators are the whole step's, so the sum is the one-rank
 // gradient), statistics are summed, and every rank applies the same update. LoadWeights and LoadOptimizerState
 // take rank 0's arguments (broadcast; the others' are ignored). A rank whose share of a step fails makes every
 // rank's step fail with no update.

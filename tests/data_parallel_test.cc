@@ -102,6 +102,18 @@ TEST(DataParallel, RankSliceCoversEveryRowOnce) {
   EXPECT_EQ(RankSlice({5}, 1, 2), (std::vector<int64_t>{5}));
 }
 
+TEST(DataParallel, RankMicroBatchesShareRowsEvenly) {
+  // Micro-batches of one row: each rank still gets half of them, never one rank all.
+  const std::vector<std::vector<int64_t>> ones = {{0}, {1}, {2}, {3}, {4}};
+  EXPECT_EQ(RankMicroBatches(ones, 0, 2), (std::vector<std::vector<int64_t>>{{0}, {1}}));
+  EXPECT_EQ(RankMicroBatches(ones, 1, 2), (std::vector<std::vector<int64_t>>{{2}, {3}, {4}}));
+  // No micro-batch grows beyond the largest given.
+  const std::vector<std::vector<int64_t>> threes = {{0, 1, 2}, {3, 4, 5}, {6}};
+  EXPECT_EQ(RankMicroBatches(threes, 0, 2), (std::vector<std::vector<int64_t>>{{0, 1, 2}}));
+  EXPECT_EQ(RankMicroBatches(threes, 1, 2), (std::vector<std::vector<int64_t>>{{3, 4, 5}, {6}}));
+  EXPECT_TRUE(RankMicroBatches({{7}}, 0, 2).empty());
+}
+
 TEST(DataParallel, EnvironmentNamesTheRanks) {
   for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
                         "SLURM_PROCID", "SLURM_LOCALID"}) {
@@ -167,7 +179,7 @@ TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
   ForwardOptions f;
   f.with_entropy = true;
   for (PolicyLearner* p : {dp.get(), single->get()}) ASSERT_TRUE(p->ResetOptimizer(oc).ok());
-  // Micro-batches of 3 and 1 rows: rank 1 takes nothing of the second.
+  // Micro-batches of 3 and 1 rows: each rank takes two rows, in micro-batches of at most 3.
   const auto micro = SplitRows({0, 1, 2, 3}, 3);
   for (int step = 0; step < 3; ++step) {
     const LossSpec& loss = step == 1 ? nll : grpo;
