@@ -15,6 +15,7 @@
 #include "model/parameter_groups.h"
 #include "model/weights_io.h"
 #include "learner/data_parallel.h"
+#include "learner/data_parallel_rollout.h"
 #include "learner/grpc_policy_learner.h"
 #include "rollout/grpc_rollout_client.h"
 #include "rollout/local_rollout_client.h"
@@ -70,6 +71,51 @@ absl::StatusOr<std::shared_ptr<model::CausalLm>> NewModel(const config::Experime
 }
 
 std::string DtypeName(torch::ScalarType t) { return t == torch::kBFloat16 ? "bfloat16" : "float32"; }
+
+// The in-process rollout of `c`: the policy itself when rollout.device and rollout.dtype are the learner's (and the
+// policy lives here), else a copy there starting from `initial`; agent episodes over the config's environments.
+struct InProcessRollout {
+  std::unique_ptr<rollout::LocalRolloutClient> client;
+  std::unique_ptr<agent::ToolBox> tools;
+};
+absl::StatusOr<InProcessRollout> NewInProcessRollout(const config::ExperimentConfig& c,
+                                                     std::shared_ptr<model::CausalLm> policy,
+                                                     const model::TensorMap& initial,
+                                                     const tokenizer::Tokenizer& tok) {
+  const config::LearnerConfig& l = c.learner();
+  const config::RolloutConfig& r = c.rollout();
+  SPARGO_ASSIGN_OR_RETURN(torch::Device learner_device, ParseDevice(l.device(), "learner.device"));
+  const torch::ScalarType learner_dtype = TorchDtype(l.dtype());
+  SPARGO_ASSIGN_OR_RETURN(torch::Device rollout_device,
+                          ParseDevice(r.device().empty() ? l.device() : r.device(), "rollout.device"));
+  const torch::ScalarType rollout_dtype =
+      r.dtype() == config::DTYPE_UNSPECIFIED ? learner_dtype : TorchDtype(r.dtype());
+  const std::string where = absl::StrCat("in process (", rollout_device.str(), ", ", DtypeName(rollout_dtype));
+  std::unique_ptr<rollout::LocalRolloutClient> local;
+  if (policy != nullptr && rollout_device == learner_device && rollout_dtype == learner_dtype) {
+    local = std::make_unique<rollout::LocalRolloutClient>(policy, true, where + ")");
+  } else {
+    SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> copy, NewModel(c, tok));
+    SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*copy, initial));
+    for (auto& p : copy->parameters()) p.set_requires_grad(false);
+    SPARGO_RETURN_IF_ERROR(MoveModel(*copy, rollout_device, rollout_dtype));
+    copy->eval();
+    local = std::make_unique<rollout::LocalRolloutClient>(copy, false, where + ", a copy of the policy)");
+  }
+  InProcessRollout out;
+  if (r.has_agent()) {
+    SPARGO_ASSIGN_OR_RETURN(out.tools, agent::ToolBoxFromConfig(r.agent(), "rollout.agent"));
+    const agent::ToolBox* tools = out.tools.get();
+    const tokenizer::Tokenizer* tokenizer = &tok;
+    const agent::EpisodeLimits limits = agent::LimitsFromConfig(r.agent());
+    const std::set<config::Domain> domains = agent::EpisodeDomains(r.agent());
+    local->set_episodes([=] { return std::make_unique<agent::ToolEpisodes>(tools, tokenizer, limits, domains); });
+    SPARGO_LOG(INFO) << "agent episodes in process: tools " << absl::StrJoin(tools->ToolNames(), ", ")
+                     << ", at most " << limits.max_turns << " tool turns";
+  }
+  out.client = std::move(local);
+  return out;
+}
 
 }  // namespace
 
@@ -127,14 +173,27 @@ absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::share
   SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
   po.collective = collective;
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<PolicyLearner> local, NewLocalPolicyLearner(run_model.model, po));
+  CommandHandlers handlers = LearnerCommandHandlers(local.get());
+  // Rank 0 samples on every rank when it samples in process (learner/data_parallel_rollout.h).
+  InProcessRollout rollout;
+  if (c.rollout().workers_size() == 0) {
+    SPARGO_ASSIGN_OR_RETURN(model::TensorMap initial, local->ModelWeights());
+    SPARGO_ASSIGN_OR_RETURN(rollout, NewInProcessRollout(c, local->model(), initial, *run_model.tokenizer));
+    const SpecialIds& ids = run_model.ids;
+    handlers.merge(RolloutCommandHandlers(rollout.client.get(), local.get(), collective.get(), ids.eos, ids.pad,
+                                          ids.vocab_limit));
+  }
   SPARGO_LOG(INFO) << "policy replica " << local->Describe() << ": following rank 0";
-  return FollowRankZero(*collective, LearnerCommandHandlers(local.get()));
+  return FollowRankZero(*collective, handlers);
 }
 
 absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& c,
                                                                  MetricsRegistry* metrics,
                                                                  std::shared_ptr<Collective> collective) {
   auto ctx = std::make_unique<TrainContext>();
+  // One channel carries the learner's and the rollout's commands to the other ranks, in one sequence.
+  const std::shared_ptr<CommandChannel> channel =
+      collective != nullptr && collective->world_size() > 1 ? std::make_shared<CommandChannel>(collective) : nullptr;
   ctx->config = c;
   ctx->metrics = metrics;
   SPARGO_ASSIGN_OR_RETURN(ctx->tasks, TaskMixture::FromConfig(c));
@@ -161,13 +220,11 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
   }();
   if (c.services().learner_address().empty()) {
     SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
-    po.collective = collective != nullptr && collective->world_size() > 1 ? collective : nullptr;
+    po.collective = channel != nullptr ? collective : nullptr;
     SPARGO_ASSIGN_OR_RETURN(ctx->policy, NewLocalPolicyLearner(policy_model, po));
-    if (po.collective != nullptr) {
-      ctx->policy = NewDataParallelPolicyLearner(std::move(ctx->policy), std::make_shared<CommandChannel>(collective));
-    }
+    if (channel != nullptr) ctx->policy = NewDataParallelPolicyLearner(std::move(ctx->policy), channel);
   } else {
-    if (collective != nullptr && collective->world_size() > 1) {
+    if (channel != nullptr) {
       return absl::InvalidArgumentError("services.learner_address: a data-parallel run trains in its own processes; "
                                         "leave the address empty or run one process");
     }
@@ -205,33 +262,14 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
     o.vocab_size = policy_model->vocab_size();
     SPARGO_ASSIGN_OR_RETURN(ctx->rollout, rollout::GrpcRolloutClient::Create(o, 0));
   } else {
-    SPARGO_ASSIGN_OR_RETURN(torch::Device rollout_device,
-                            ParseDevice(r.device().empty() ? l.device() : r.device(), "rollout.device"));
-    const torch::ScalarType rollout_dtype =
-        r.dtype() == config::DTYPE_UNSPECIFIED ? learner_dtype : TorchDtype(r.dtype());
-    const std::string where = absl::StrCat("in process (", rollout_device.str(), ", ", DtypeName(rollout_dtype));
-    std::unique_ptr<rollout::LocalRolloutClient> local;
-    if (ctx->policy->model() != nullptr && rollout_device == learner_device && rollout_dtype == learner_dtype) {
-      local = std::make_unique<rollout::LocalRolloutClient>(ctx->policy->model(), true, where + ")");
+    SPARGO_ASSIGN_OR_RETURN(InProcessRollout local,
+                            NewInProcessRollout(c, ctx->policy->model(), initial, ctx->codec->tokenizer()));
+    ctx->tools = std::move(local.tools);
+    if (channel != nullptr) {
+      ctx->rollout = NewDataParallelRollout(std::move(local.client), channel, policy_model->vocab_size());
     } else {
-      SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLm> copy, NewModel(c, **tok));
-      SPARGO_RETURN_IF_ERROR(model::CopyNamedTensors(*copy, initial));
-      for (auto& p : copy->parameters()) p.set_requires_grad(false);
-      SPARGO_RETURN_IF_ERROR(MoveModel(*copy, rollout_device, rollout_dtype));
-      copy->eval();
-      local = std::make_unique<rollout::LocalRolloutClient>(copy, false, where + ", a copy of the policy)");
+      ctx->rollout = std::move(local.client);
     }
-    if (r.has_agent()) {
-      SPARGO_ASSIGN_OR_RETURN(ctx->tools, agent::ToolBoxFromConfig(r.agent(), "rollout.agent"));
-      const agent::ToolBox* tools = ctx->tools.get();
-      const tokenizer::Tokenizer* tokenizer = &ctx->codec->tokenizer();
-      const agent::EpisodeLimits limits = agent::LimitsFromConfig(r.agent());
-      const std::set<config::Domain> domains = agent::EpisodeDomains(r.agent());
-      local->set_episodes([=] { return std::make_unique<agent::ToolEpisodes>(tools, tokenizer, limits, domains); });
-      SPARGO_LOG(INFO) << "agent episodes in process: tools " << absl::StrJoin(tools->ToolNames(), ", ")
-                       << ", at most " << limits.max_turns << " tool turns";
-    }
-    ctx->rollout = std::move(local);
   }
 
   if (!c.services().reward_address().empty()) {

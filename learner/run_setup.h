@@ -9,7 +9,8 @@
 //  - the rollout client: rollout.workers over gRPC, else in process (the policy itself when rollout.device and
 //    rollout.dtype are the learner's, else a copy there);
 //  - the reward client: services.reward_address over gRPC, else the config's pipelines in process.
-// In a data-parallel run (a collective of several ranks) the reference model and rollout live on rank 0.
+// In a data-parallel run (a collective of several ranks) the reference model lives on rank 0, and in-process
+// rollout samples on every rank (learner/data_parallel_rollout.h).
 // Errors name the config field ("learner.device = cuda:3: this machine has 1 CUDA device").
 #ifndef SPARGO_LEARNER_RUN_SETUP_H_
 #define SPARGO_LEARNER_RUN_SETUP_H_

@@ -135,44 +135,6 @@ int64_t TensorBytes(const model::TensorMap& tensors) {
   return bytes;
 }
 
-// SamplingOptions as the request's fields; ids are checked against the vocabulary before they are narrowed to the
-// proto's int32 (a wrapped id must not reach a worker as another valid id).
-absl::StatusOr<GenerateRequest> BaseRequest(const SamplingOptions& o, int64_t vocab_size) {
-  const auto in_vocab = [&](int64_t id) { return id >= 0 && id < vocab_size; };
-  if (o.group_size < 1) return absl::InvalidArgumentError(absl::StrCat("group_size = ", o.group_size, ": must be >= 1"));
-  if (o.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens = ", o.max_new_tokens, ": must be >= 1"));
-  }
-  if (o.vocab_limit < 0 || o.vocab_limit > vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("vocab_limit = ", o.vocab_limit, ": must be in 0..", vocab_size));
-  }
-  GenerateRequest r;
-  SamplingParams* s = r.mutable_sampling();
-  s->set_temperature(o.temperature);
-  s->set_top_p(o.top_p);
-  s->set_top_k(o.top_k);
-  s->set_max_new_tokens(o.max_new_tokens);
-  for (size_t i = 0; i < o.stop_ids.size(); ++i) {
-    if (!in_vocab(o.stop_ids[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop_ids[", i, "] = ", o.stop_ids[i], ": outside the vocabulary of ", vocab_size));
-    }
-    s->add_stop_token_ids(static_cast<int32_t>(o.stop_ids[i]));
-  }
-  if (o.eos_id >= 0) {
-    if (!in_vocab(o.eos_id)) {
-      return absl::InvalidArgumentError(absl::StrCat("eos_id = ", o.eos_id, ": outside the vocabulary of ", vocab_size));
-    }
-    s->add_stop_token_ids(static_cast<int32_t>(o.eos_id));
-  }
-  s->set_seed(o.seed);
-  s->set_counter(o.step);
-  s->set_vocab_limit(static_cast<int32_t>(o.vocab_limit));
-  r.set_policy_version(o.policy_version);
-  r.set_return_replay(o.record_choices);
-  r.set_return_sampling_mask(o.record_kept);
-  return r;
-}
 
 absl::Status CheckPromptIds(const std::vector<GroupRequest>& groups, int64_t vocab_size) {
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -310,7 +272,7 @@ absl::StatusOr<std::vector<SampleGroup>> GrpcRolloutClient::Impl::Generate(const
   }
   if (groups.empty()) return std::vector<SampleGroup>();
   Run run;
-  SPARGO_ASSIGN_OR_RETURN(run.base, BaseRequest(options, options_.vocab_size));
+  SPARGO_ASSIGN_OR_RETURN(run.base, GenerateRequestFor(options, options_.vocab_size));
   SPARGO_RETURN_IF_ERROR(CheckPromptIds(groups, options_.vocab_size));
   run.groups = &groups;
   run.group_size = options.group_size;

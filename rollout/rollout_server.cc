@@ -324,20 +324,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
               absl::StrCat("policy_version ", r.policy_version(), " requested; this worker serves ", version)};
     }
     const absl::Time start = absl::Now();
-    const SamplingParams& s = r.sampling();
-    SamplingOptions o;
-    o.max_new_tokens = s.max_new_tokens();
-    o.temperature = s.temperature();
-    o.top_k = s.top_k();
-    o.top_p = s.top_p() == 0 ? 1.0 : s.top_p();
-    o.stop_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
-    o.eos_id = options_.eos_id;
-    o.pad_id = options_.pad_id;
-    o.seed = s.seed();
-    o.vocab_limit = s.vocab_limit() > 0 ? s.vocab_limit() : options_.vocab_limit;
-    o.record_choices = r.return_replay();
-    o.record_kept = r.return_sampling_mask();
-    o.step = s.counter();
+    SamplingOptions o = SamplingOptionsFromRequest(r, options_.eos_id, options_.pad_id, options_.vocab_limit);
     o.policy_version = version;
     std::unique_ptr<Episodes> episodes = options_.episodes ? options_.episodes() : nullptr;
     o.episodes = episodes.get();

@@ -192,4 +192,61 @@ absl::StatusOr<SampleRecord> SampleFromProto(const Sample& p, const GroupRequest
   return s;
 }
 
+absl::StatusOr<GenerateRequest> GenerateRequestFor(const SamplingOptions& o, int64_t vocab_size) {
+  const auto in_vocab = [&](int64_t id) { return id >= 0 && id < vocab_size; };
+  if (o.group_size < 1) return absl::InvalidArgumentError(absl::StrCat("group_size = ", o.group_size, ": must be >= 1"));
+  if (o.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens = ", o.max_new_tokens, ": must be >= 1"));
+  }
+  if (o.vocab_limit < 0 || o.vocab_limit > vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("vocab_limit = ", o.vocab_limit, ": must be in 0..", vocab_size));
+  }
+  GenerateRequest r;
+  SamplingParams* s = r.mutable_sampling();
+  s->set_temperature(o.temperature);
+  s->set_top_p(o.top_p);
+  s->set_top_k(o.top_k);
+  s->set_max_new_tokens(o.max_new_tokens);
+  for (size_t i = 0; i < o.stop_ids.size(); ++i) {
+    if (!in_vocab(o.stop_ids[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_ids[", i, "] = ", o.stop_ids[i], ": outside the vocabulary of ", vocab_size));
+    }
+    s->add_stop_token_ids(static_cast<int32_t>(o.stop_ids[i]));
+  }
+  if (o.eos_id >= 0) {
+    if (!in_vocab(o.eos_id)) {
+      return absl::InvalidArgumentError(absl::StrCat("eos_id = ", o.eos_id, ": outside the vocabulary of ", vocab_size));
+    }
+    s->add_stop_token_ids(static_cast<int32_t>(o.eos_id));
+  }
+  s->set_seed(o.seed);
+  s->set_counter(o.step);
+  s->set_vocab_limit(static_cast<int32_t>(o.vocab_limit));
+  r.set_policy_version(o.policy_version);
+  r.set_return_replay(o.record_choices);
+  r.set_return_sampling_mask(o.record_kept);
+  return r;
+}
+
+SamplingOptions SamplingOptionsFromRequest(const GenerateRequest& r, int64_t eos_id, int64_t pad_id,
+                                           int64_t vocab_limit) {
+  const SamplingParams& s = r.sampling();
+  SamplingOptions o;
+  o.max_new_tokens = s.max_new_tokens();
+  o.temperature = s.temperature();
+  o.top_k = s.top_k();
+  o.top_p = s.top_p() == 0 ? 1.0 : s.top_p();
+  o.stop_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+  o.eos_id = eos_id;
+  o.pad_id = pad_id;
+  o.seed = s.seed();
+  o.vocab_limit = s.vocab_limit() > 0 ? s.vocab_limit() : vocab_limit;
+  o.record_choices = r.return_replay();
+  o.record_kept = r.return_sampling_mask();
+  o.step = s.counter();
+  o.policy_version = r.policy_version();
+  return o;
+}
+
 }  // namespace spargo::rollout

@@ -1,5 +1,6 @@
 // Conversions between the sample record (rollout/sample.h) and RolloutService's messages (rollout.proto), used by
-// the rollout server and the gRPC rollout client:
+// the rollout server, the gRPC rollout client and data-parallel rollout:
+//  - GenerateRequestFor / SamplingOptionsFromRequest: sampling options as a request's fields and back.
 //  - GroupRequestToProto / GroupRequestFromProto: a group's prompt, id, domain, tools and sample key.
 //  - SampleToProto: token ids, the sampler's log-probs, finish reason, replay records ("topk_l<i>" [N, k] as
 //    IndexerTopk, "routes_l<i>" [N, e] as MoeRoutes) and the kept sets (CSR as kept_counts / kept_token_ids).
@@ -10,10 +11,20 @@
 #define SPARGO_ROLLOUT_SAMPLE_PROTO_H_
 
 #include "absl/status/statusor.h"
+#include "rollout/group_sampler.h"
 #include "rollout/sample.h"
 #include "spargo/rollout.pb.h"
 
 namespace spargo::rollout {
+
+// The sampling fields of a request (parameters, policy version, replay flags; no groups). Ids are checked against
+// the vocabulary before they are narrowed to the proto's int32 (a wrapped id must not reach a worker as another
+// valid id): INVALID_ARGUMENT naming the field.
+absl::StatusOr<GenerateRequest> GenerateRequestFor(const SamplingOptions& options, int64_t vocab_size);
+// The reverse, with the sampler's own end-of-sequence and padding ids and its vocabulary limit (used when the request
+// names none). The request's EOS arrives among the stop ids.
+SamplingOptions SamplingOptionsFromRequest(const GenerateRequest& request, int64_t eos_id, int64_t pad_id,
+                                           int64_t vocab_limit);
 
 void GroupRequestToProto(const GroupRequest& request, int group_size, PromptGroupRequest* out);
 // `index`: the group's position in its request (the default sample key).

@@ -2,7 +2,8 @@
 //  - in one process, two ranks on two threads: rank 0 drives (learner/data_parallel.h), rank 1 follows; GRPO and
 //    token-NLL steps give the statistics, log-probs and weights of one rank taking the whole batch (to float32
 //    rounding), on both ranks, although rank 1 started from other weights; rank 0's weights and optimizer state
-//    reach rank 1; a follower whose rank 0 vanishes stops with an error;
+//    reach rank 1; sampling on both ranks gives the samples of one process; a follower whose rank 0 vanishes stops
+//    with an error;
 //  - end to end, `spargo train` started as two processes with torchrun's variables: one GRPO step gives the weights
 //    of the one-process run, and each run's checkpoint resumes on the other world size.
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "learner/collective.h"
 #include "learner/data_parallel.h"
+#include "learner/data_parallel_rollout.h"
 #include "learner/policy_forward.h"
 #include "learner/policy_learner.h"
 #include "model/safetensors.h"
@@ -49,23 +51,31 @@ std::vector<std::shared_ptr<Collective>> JoinThreads(int world) {
   return out;
 }
 
-// Rank 1 of a two-rank group on its own thread: a learner over a model drawn from `seed`, following rank 0.
+// Rank 1 of a two-rank group on its own thread: a learner over a model drawn from `seed` and an in-process
+// rollout on the same model, following rank 0.
 struct Follower {
   std::unique_ptr<PolicyLearner> learner;
+  std::unique_ptr<rollout::LocalRolloutClient> rollout;
   absl::Status loop = absl::UnknownError("not run");
   std::thread thread;
 
+  // The model is drawn here, on the caller's thread: torch's seeded generator is global to the process.
   void Start(std::shared_ptr<Collective> collective, uint64_t seed) {
-    thread = std::thread([this, collective, seed] {
+    std::shared_ptr<model::CausalLm> model = TinyModel(seed);
+    thread = std::thread([this, collective, model] {
       PolicyLearnerOptions o;
       o.collective = collective;
-      auto l = NewLocalPolicyLearner(TinyModel(seed), o);
+      auto l = NewLocalPolicyLearner(model, o);
       if (!l.ok()) {
         loop = l.status();
         return;
       }
       learner = std::move(*l);
-      loop = FollowRankZero(*collective, LearnerCommandHandlers(learner.get()));
+      rollout = std::make_unique<rollout::LocalRolloutClient>(learner->model(), true, "rank 1");
+      CommandHandlers handlers = LearnerCommandHandlers(learner.get());
+      handlers.merge(RolloutCommandHandlers(rollout.get(), learner.get(), collective.get(), /*eos_id=*/1,
+                                            /*pad_id=*/0, /*vocab_limit=*/0));
+      loop = FollowRankZero(*collective, handlers);
     });
   }
 };
@@ -157,19 +167,20 @@ TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
   ASSERT_NE(group[0], nullptr);
   ASSERT_NE(group[1], nullptr);
   Follower follower;
+  std::shared_ptr<model::CausalLm> model0 = TinyModel(5), model_single = TinyModel(5);
+  const model::TensorMap fresh = Parameters(*TinyModel(7));
+  const SequenceBatch batch = FixtureBatch();
+  const LossSpec grpo = FixtureGrpoSpec(batch);
   follower.Start(group[1], /*seed=*/99);  // other weights: rank 0's must replace them
   PolicyLearnerOptions o;
   o.collective = group[0];
-  auto local0 = NewLocalPolicyLearner(TinyModel(5), o);
+  auto local0 = NewLocalPolicyLearner(model0, o);
   ASSERT_TRUE(local0.ok()) << local0.status();
   std::unique_ptr<PolicyLearner> dp =
       NewDataParallelPolicyLearner(std::move(*local0), std::make_shared<CommandChannel>(group[0]));
-  auto single = NewLocalPolicyLearner(TinyModel(5), PolicyLearnerOptions());
+  auto single = NewLocalPolicyLearner(model_single, PolicyLearnerOptions());
   ASSERT_TRUE(single.ok());
   EXPECT_THAT(dp->Describe(), ::testing::HasSubstr("rank 0 of 2"));
-
-  const SequenceBatch batch = FixtureBatch();
-  const LossSpec grpo = FixtureGrpoSpec(batch);
   LossSpec nll;
   nll.normaliser = batch.loss_mask.sum().item<double>();
   nll.rows_total = 4;
@@ -198,7 +209,6 @@ TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
   ExpectClose(*dp->MasterWeights(), *(*single)->MasterWeights(), 1e-5);
 
   // Rank 0's weights and optimizer state reach rank 1: the next step is still the single learner's.
-  const model::TensorMap fresh = Parameters(*TinyModel(7));
   auto state = (*single)->OptimizerState();
   ASSERT_TRUE(state.ok());
   for (PolicyLearner* p : {dp.get(), single->get()}) {
@@ -215,6 +225,76 @@ TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
   EXPECT_TRUE(follower.loop.ok()) << follower.loop;
   ASSERT_NE(follower.learner, nullptr);
   ExpectClose(*follower.learner->MasterWeights(), expected, 1e-5);
+}
+
+std::vector<rollout::GroupRequest> Prompts(int n) {
+  std::vector<rollout::GroupRequest> prompts;
+  for (int i = 0; i < n; ++i) {
+    rollout::GroupRequest r;
+    r.prompt_id = "p" + std::to_string(i);
+    r.sample_key = 100 + i;
+    for (int t = 0; t < 3 + i % 3; ++t) r.prompt_ids.push_back((7 * i + 11 * t + 5) % 36 + 2);
+    prompts.push_back(r);
+  }
+  return prompts;
+}
+
+TEST(DataParallel, TwoRanksSampleWhatOneRankSamples) {
+  auto group = JoinThreads(2);
+  ASSERT_NE(group[0], nullptr);
+  ASSERT_NE(group[1], nullptr);
+  Follower follower;
+  std::shared_ptr<model::CausalLm> model0 = TinyModel(5), model_single = TinyModel(5);
+  follower.Start(group[1], /*seed=*/99);
+  PolicyLearnerOptions o;
+  o.collective = group[0];
+  auto local0 = NewLocalPolicyLearner(model0, o);
+  ASSERT_TRUE(local0.ok()) << local0.status();
+  auto channel = std::make_shared<CommandChannel>(group[0]);
+  std::unique_ptr<PolicyLearner> dp = NewDataParallelPolicyLearner(std::move(*local0), channel);
+  std::unique_ptr<rollout::RolloutClient> dp_rollout = NewDataParallelRollout(
+      std::make_unique<rollout::LocalRolloutClient>(model0, true, "rank 0"), channel, kFixtureVocab);
+  EXPECT_THAT(dp_rollout->Describe(), ::testing::HasSubstr("on each of 2 data-parallel ranks"));
+  rollout::LocalRolloutClient single(model_single, true, "one process");
+
+  rollout::SamplingOptions so;
+  so.group_size = 3;
+  so.max_new_tokens = 5;
+  so.top_k = 20;
+  so.eos_id = 1;
+  so.seed = 7;
+  so.step = 2;
+  so.record_choices = true;
+  so.record_kept = true;
+  const auto prompts = Prompts(5);  // rank 0 samples groups 0-1, rank 1 groups 2-4
+  auto got = dp_rollout->Generate(prompts, so);
+  auto want = single.Generate(prompts, so);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_EQ(got->size(), want->size());
+  for (size_t g = 0; g < want->size(); ++g) {
+    ASSERT_EQ((*got)[g].size(), 3u);
+    for (size_t j = 0; j < 3; ++j) {
+      const rollout::SampleRecord& a = (*got)[g][j];
+      const rollout::SampleRecord& b = (*want)[g][j];
+      EXPECT_EQ(a.prompt_id, b.prompt_id);
+      EXPECT_EQ(a.prompt_ids, b.prompt_ids);
+      EXPECT_EQ(a.completion_ids, b.completion_ids) << "group " << g << " sample " << j;
+      ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+      for (size_t t = 0; t < a.logprobs.size(); ++t) EXPECT_NEAR(a.logprobs[t], b.logprobs[t], 1e-5);
+      EXPECT_EQ(a.kept.ids, b.kept.ids);
+      EXPECT_EQ(a.finish, b.finish);
+    }
+  }
+  // A new version reaches the followers' rollout; a call at another version fails on every rank alike.
+  ASSERT_TRUE(dp_rollout->UpdateWeights(*dp->ModelWeights(), 1).ok());
+  EXPECT_EQ(dp_rollout->policy_version(), 1u);
+  so.policy_version = 1;
+  EXPECT_TRUE(dp_rollout->Generate(prompts, so).ok());
+  dp.reset();
+  follower.thread.join();
+  EXPECT_TRUE(follower.loop.ok()) << follower.loop;
+  EXPECT_EQ(follower.rollout->policy_version(), 1u);
 }
 
 TEST(DataParallel, AFollowerWhoseRankZeroVanishesStops) {
@@ -296,6 +376,9 @@ TEST(DataParallelRun, TwoProcessesTrainLikeOneAndResumeOnTheOtherWorldSize) {
   ProcessResult single = RunProcess(SpargoBinary(), with(TinyRunFlags(one), stop), "");
   ASSERT_EQ(single.exit_code, 0) << single.err;
   ASSERT_EQ(RunRanks(2, with(TinyRunFlags(two), stop), root + "/logs-two"), 0);
+  EXPECT_THAT(ReadFile(root + "/logs-two/rank0/stderr.txt"),
+              ::testing::AllOf(::testing::HasSubstr("rank 0 of 2 data-parallel ranks"),
+                               ::testing::HasSubstr("on each of 2 data-parallel ranks")));
   ExpectClose(CheckpointWeights(two, "grpo-000001"), CheckpointWeights(one, "grpo-000001"), 1e-4);
   // Each resumes where it stopped on the other world size and finishes.
   ASSERT_EQ(RunRanks(2, with(TinyRunFlags(one), {"--resume"}), root + "/logs-one-resumed"), 0);
