@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
   o.activation_checkpointing = absl::GetFlag(FLAGS_checkpointing);
   std::shared_ptr<learner::CommandChannel> channel;
   if (env->world_size > 1) {
+    if (const int threads = learner::RankThreads(*env); threads > 0) torch::set_num_threads(threads);
     learner::CollectiveOptions co;
     co.device = device;
     auto group = learner::JoinCollective(*env, co);

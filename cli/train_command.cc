@@ -98,6 +98,7 @@ int RunTrain(const CommandArgs& args) {
     return kExitUsage;
   }
   if (env->world_size > 1) {
+    if (cfg->threads() == 0) cfg->set_threads(learner::RankThreads(*env));
     absl::StatusOr<std::shared_ptr<learner::Collective>> group = JoinDataParallelGroup(*env, &*cfg);
     if (!group.ok()) {
       SPARGO_LOG(ERROR) << "rank " << env->rank << ": " << group.status().ToString();

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -109,10 +110,19 @@ absl::StatusOr<DistributedEnv> DistributedEnvFromEnvironment() {
   SPARGO_RETURN_IF_ERROR(ParseIntVar(rank_var, 0, env.world_size - 1, &env.rank));
   env.local_rank = env.rank;
   SPARGO_RETURN_IF_ERROR(ParseIntVar(local_var, 0, 65535, &env.local_rank));
+  env.local_world_size = env.world_size;
+  const char* local_size_var = torchrun ? "LOCAL_WORLD_SIZE" : "SLURM_NTASKS_PER_NODE";
+  SPARGO_RETURN_IF_ERROR(ParseIntVar(local_size_var, 1, env.world_size, &env.local_world_size));
   if (const char* addr = Env("MASTER_ADDR")) env.master_addr = addr;
   SPARGO_RETURN_IF_ERROR(ParseIntVar("MASTER_PORT", 1, 65535, &env.master_port));
   env.source = torchrun ? "torchrun" : "slurm";
   return env;
+}
+
+int RankThreads(const DistributedEnv& env) {
+  if (env.world_size <= 1 || Env("OMP_NUM_THREADS") != nullptr) return 0;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores / std::max(1, env.local_world_size));
 }
 
 absl::StatusOr<std::shared_ptr<Collective>> JoinCollective(const DistributedEnv& env,

@@ -26,10 +26,17 @@ struct DistributedEnv {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
+  int local_world_size = 1;  // ranks on this machine: LOCAL_WORLD_SIZE or SLURM_NTASKS_PER_NODE, else world_size
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source;  // "torchrun" or "slurm" ("" for a single process)
 };
+
+// Intra-op threads for one of `env`'s ranks when the config leaves them to libtorch: the machine's cores shared by the
+// ranks on it (each rank's libtorch would otherwise start one thread per core, and the ranks' thread pools would
+// fight over the cores: a sampler on the CPU then runs several times slower), unless OMP_NUM_THREADS is set.
+// 0: leave libtorch's default.
+int RankThreads(const DistributedEnv& env);
 
 // The environment's description of this process; world_size 1 (and no error) when none is given. Inconsistent
 // values (RANK >= WORLD_SIZE, a port out of range, a number that does not parse) are INVALID_ARGUMENT naming the

@@ -169,6 +169,7 @@ absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::Exper
 }
 
 absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::shared_ptr<Collective> collective) {
+  if (c.threads() > 0) torch::set_num_threads(c.threads());  // as rank 0's Train does
   SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
   SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
   po.collective = collective;

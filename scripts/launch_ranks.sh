@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts N copies of a command on this machine as the ranks of one data-parallel group, the way torchrun does:
-# each gets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR (127.0.0.1) and MASTER_PORT ($MASTER_PORT or a free port), and
+# each gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR (127.0.0.1) and MASTER_PORT ($MASTER_PORT or a free port), and
 # its output prefixed with "[rank R]". If any rank fails, the others are stopped; the exit code is the first failure's.
 #   scripts/launch_ranks.sh 2 build/cli/spargo train --config configs/h200_160m.txtpb
 # (Where torchrun is installed, `torchrun --nproc-per-node 2 --no-python build/cli/spargo train ...` does the same;
@@ -13,7 +13,7 @@ shift
 port="${MASTER_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 pids=()
 for ((r = 0; r < n; r++)); do
-  ( export RANK=$r LOCAL_RANK=$r WORLD_SIZE=$n MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
+  ( export RANK=$r LOCAL_RANK=$r WORLD_SIZE=$n LOCAL_WORLD_SIZE=$n MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
     exec "$@" 2>&1 | sed -u "s/^/[rank $r] /" ) &
   pids+=($!)
 done
