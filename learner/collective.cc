@@ -149,7 +149,8 @@ absl::StatusOr<std::shared_ptr<Collective>> JoinCollective(const DistributedEnv&
       const bool loopback = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
       backend = NewGlooBackend(group_store, env.rank, env.world_size, timeout, loopback ? "127.0.0.1" : "");
       if (backend == nullptr) {
-        return absl::UnimplementedError("this build has no Gloo (it needs the Gloo headers, libgloo-dev, at build time)");
+        return absl::UnimplementedError(
+            "this build has no Gloo (it needs the Gloo headers, libgloo-dev, at build time)");
       }
     } else {
       return absl::InvalidArgumentError(absl::StrCat("no process group for device ", options.device.str()));

@@ -131,7 +131,8 @@ CommandHandlers LearnerCommandHandlers(PolicyLearner* local) {
     std::string blob;
     SPARGO_RETURN_IF_ERROR(UnpackStep(payload, &header, &blob));
     SPARGO_ASSIGN_OR_RETURN(WireStep s, DecodeStep(header, blob, true, vocab));
-    absl::StatusOr<TrainStepResult> r = local->TrainStep(s.batch, s.micro_batches, s.forward, s.loss, s.optimizer, s.lr);
+    absl::StatusOr<TrainStepResult> r =
+        local->TrainStep(s.batch, s.micro_batches, s.forward, s.loss, s.optimizer, s.lr);
     if (!r.ok()) SPARGO_LOG(WARNING) << "training step failed on this rank: " << r.status();
     return absl::OkStatus();
   };

@@ -50,7 +50,9 @@ class DataParallelRollout final : public rollout::RolloutClient {
                                                              const rollout::SamplingOptions& options) override {
     Collective& c = channel_->collective();
     SPARGO_ASSIGN_OR_RETURN(rollout::GenerateRequest request, rollout::GenerateRequestFor(options, vocab_size_));
-    for (const rollout::GroupRequest& g : groups) rollout::GroupRequestToProto(g, options.group_size, request.add_groups());
+    for (const rollout::GroupRequest& g : groups) {
+      rollout::GroupRequestToProto(g, options.group_size, request.add_groups());
+    }
     SPARGO_RETURN_IF_ERROR(channel_->Send("rollout_generate", request.SerializeAsString()));
     std::vector<rollout::GroupRequest> mine;
     for (int64_t i : Share(groups.size(), 0, c.world_size())) mine.push_back(groups[i]);
@@ -65,7 +67,8 @@ class DataParallelRollout final : public rollout::RolloutClient {
       if (answers[r].empty()) return absl::DataLossError(absl::StrCat(at, ": no answer"));
       if (answers[r][0] == 'E') return absl::InternalError(absl::StrCat(at, ": ", answers[r].substr(1)));
       rollout::GenerateResponse response;
-      if (answers[r][0] != 'K' || !response.ParseFromArray(answers[r].data() + 1, static_cast<int>(answers[r].size() - 1))) {
+      const std::string& a = answers[r];
+      if (a[0] != 'K' || !response.ParseFromArray(a.data() + 1, static_cast<int>(a.size() - 1))) {
         return absl::DataLossError(absl::StrCat(at, ": the answer does not parse"));
       }
       if (response.groups_size() != static_cast<int>(share.size())) {
@@ -75,7 +78,8 @@ class DataParallelRollout final : public rollout::RolloutClient {
         const rollout::GroupRequest& asked = groups[share[i]];
         const rollout::GroupResult& got = response.groups(static_cast<int>(i));
         if (got.samples_size() != options.group_size) {
-          return absl::DataLossError(absl::StrCat(at, ": ", got.samples_size(), " samples for '", asked.prompt_id, "'"));
+          return absl::DataLossError(
+              absl::StrCat(at, ": ", got.samples_size(), " samples for '", asked.prompt_id, "'"));
         }
         rollout::SampleGroup group;
         for (int j = 0; j < got.samples_size(); ++j) {

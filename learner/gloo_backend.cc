@@ -10,28 +10,6 @@
 namespace spargo::learner {
 
 #if SPARGO_HAVE_GLOO
-namespace {
-
-class GlooBackend final : public ProcessGroupBackend {
- public:
-  explicit GlooBackend(c10::intrusive_ptr<c10d::ProcessGroupGloo> group) : group_(std::move(group)) {}
-  void AllReduceSum(at::Tensor& tensor) override {
-    std::vector<at::Tensor> tensors{tensor};
-    group_->allreduce(tensors)->wait();
-  }
-  void Broadcast(at::Tensor& tensor, int root) override {
-    std::vector<at::Tensor> tensors{tensor};
-    c10d::BroadcastOptions options;
-    options.rootRank = root;
-    group_->broadcast(tensors, options)->wait();
-  }
-
- private:
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
-};
-
-}  // namespace
-
 std::unique_ptr<ProcessGroupBackend> NewGlooBackend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                                     std::chrono::milliseconds timeout, const std::string& hostname) {
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -43,7 +21,8 @@ std::unique_ptr<ProcessGroupBackend> NewGlooBackend(const c10::intrusive_ptr<c10
   } else {
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   }
-  return std::make_unique<GlooBackend>(c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options));
+  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+  return std::make_unique<C10dBackend<c10d::ProcessGroupGloo>>(std::move(group));
 }
 
 #else

@@ -118,7 +118,8 @@ class LocalPolicyLearner final : public PolicyLearner {
       sum = sum.to(torch::kCPU);
       const double failed = sum[batch.old_logprobs.numel()].item<double>();
       if (failed > 0) {
-        return absl::InternalError(absl::StrCat(static_cast<int>(failed), " data-parallel rank(s) failed their log-probs",
+        return absl::InternalError(absl::StrCat(static_cast<int>(failed),
+                                                " data-parallel rank(s) failed their log-probs",
                                                 part.ok() ? "" : absl::StrCat(": ", part.status().message())));
       }
       return sum.narrow(0, 0, batch.old_logprobs.numel()).reshape(batch.old_logprobs.sizes()).clone();
@@ -255,7 +256,8 @@ class LocalPolicyLearner final : public PolicyLearner {
       ClearGradients(master_);
       ClearGradients(params_);
       return absl::InternalError(absl::StrCat(static_cast<int>(v[13]), " data-parallel rank(s) failed their share of ",
-                                              "the step; no update", share.ok() ? "" : absl::StrCat(": ", share.message())));
+                                              "the step; no update",
+                                              share.ok() ? "" : absl::StrCat(": ", share.message())));
     }
     return absl::OkStatus();
   }

@@ -5,6 +5,7 @@
 #define SPARGO_LEARNER_PROCESS_GROUP_BACKEND_H_
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -20,6 +21,27 @@ class ProcessGroupBackend {
   // One contiguous tensor per call (Gloo's multi-tensor form means several devices, not several buffers).
   virtual void AllReduceSum(at::Tensor& tensor) = 0;
   virtual void Broadcast(at::Tensor& tensor, int root) = 0;
+};
+
+// A c10d process group (ProcessGroupGloo, ProcessGroupNCCL) as a backend. For NCCL, wait() orders the current
+// stream after the collective, and the tensors are then used on that stream.
+template <typename Group>
+class C10dBackend final : public ProcessGroupBackend {
+ public:
+  explicit C10dBackend(c10::intrusive_ptr<Group> group) : group_(std::move(group)) {}
+  void AllReduceSum(at::Tensor& tensor) override {
+    std::vector<at::Tensor> tensors{tensor};
+    group_->allreduce(tensors)->wait();
+  }
+  void Broadcast(at::Tensor& tensor, int root) override {
+    std::vector<at::Tensor> tensors{tensor};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    group_->broadcast(tensors, options)->wait();
+  }
+
+ private:
+  c10::intrusive_ptr<Group> group_;
 };
 
 // Null when this build has no Gloo. `hostname` is the address the rank's Gloo device binds ("" = the machine's
