@@ -184,6 +184,16 @@ absl::Status BroadcastBytes(Collective& collective, std::string* bytes, int root
   return absl::OkStatus();
 }
 
+absl::Status GatherBytes(Collective& collective, const std::string& mine, std::vector<std::string>* all) {
+  all->assign(collective.world_size(), "");
+  for (int r = 0; r < collective.world_size(); ++r) {
+    std::string bytes = r == collective.rank() ? mine : std::string();
+    SPARGO_RETURN_IF_ERROR(BroadcastBytes(collective, &bytes, r));
+    (*all)[r] = std::move(bytes);
+  }
+  return absl::OkStatus();
+}
+
 std::vector<int64_t> RankSlice(const std::vector<int64_t>& rows, int rank, int world_size) {
   const size_t n = rows.size();
   const size_t begin = n * static_cast<size_t>(rank) / static_cast<size_t>(world_size);

@@ -71,6 +71,8 @@ absl::StatusOr<std::shared_ptr<Collective>> JoinCollective(const DistributedEnv&
 
 // `bytes` on every rank becomes rank `root`'s (two broadcasts: the length, then the bytes).
 absl::Status BroadcastBytes(Collective& collective, std::string* bytes, int root);
+// Every rank's `mine` reaches every rank: (*all)[r] is rank r's (one BroadcastBytes per rank).
+absl::Status GatherBytes(Collective& collective, const std::string& mine, std::vector<std::string>* all);
 
 // Rows of `rows` that rank `rank` of `world_size` takes: the rank-th of world_size contiguous, near-equal slices.
 std::vector<int64_t> RankSlice(const std::vector<int64_t>& rows, int rank, int world_size);

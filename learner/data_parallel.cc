@@ -74,7 +74,10 @@ class DataParallelPolicyLearner final : public PolicyLearner {
     SPARGO_RETURN_IF_ERROR(channel_->Send("reset_optimizer", config.SerializeAsString()));
     return local_->ResetOptimizer(config);
   }
-  absl::StatusOr<std::string> OptimizerState() override { return local_->OptimizerState(); }
+  absl::StatusOr<std::string> OptimizerState() override {
+    SPARGO_RETURN_IF_ERROR(channel_->Send("optimizer_state", ""));
+    return local_->OptimizerState();
+  }
   absl::Status LoadOptimizerState(const std::string& bytes) override {
     SPARGO_RETURN_IF_ERROR(channel_->Send("load_optimizer_state", ""));
     return local_->LoadOptimizerState(bytes);
@@ -149,6 +152,12 @@ CommandHandlers LearnerCommandHandlers(PolicyLearner* local) {
     config::OptimizerConfig c;
     if (!c.ParseFromString(payload)) return absl::DataLossError("reset_optimizer: the optimizer config does not parse");
     return local->ResetOptimizer(c);
+  };
+  h["optimizer_state"] = [local](const std::string&) -> absl::Status {
+    // Rank 0 gets the whole state (this rank contributes its share when the state is sharded).
+    absl::StatusOr<std::string> s = local->OptimizerState();
+    if (!s.ok()) SPARGO_LOG(WARNING) << "optimizer state: " << s.status();
+    return absl::OkStatus();
   };
   h["load_optimizer_state"] = [local](const std::string&) { return local->LoadOptimizerState(""); };
   h["load_weights"] = [local](const std::string&) -> absl::Status {

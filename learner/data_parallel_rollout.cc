@@ -28,18 +28,6 @@ std::string Answer(const absl::StatusOr<std::vector<rollout::SampleGroup>>& grou
   return "K" + response.SerializeAsString();
 }
 
-// Every rank's answer in turn, each broadcast from its rank (rank 0's own is `mine`). Every rank calls this.
-absl::Status ExchangeAnswers(Collective& c, const std::string& mine, std::vector<std::string>* all) {
-  all->assign(c.world_size(), "");
-  (*all)[0] = mine;
-  for (int r = 1; r < c.world_size(); ++r) {
-    std::string bytes = r == c.rank() ? mine : std::string();
-    SPARGO_RETURN_IF_ERROR(BroadcastBytes(c, &bytes, r));
-    (*all)[r] = std::move(bytes);
-  }
-  return absl::OkStatus();
-}
-
 class DataParallelRollout final : public rollout::RolloutClient {
  public:
   DataParallelRollout(std::unique_ptr<rollout::LocalRolloutClient> local, std::shared_ptr<CommandChannel> channel,
@@ -58,7 +46,7 @@ class DataParallelRollout final : public rollout::RolloutClient {
     for (int64_t i : Share(groups.size(), 0, c.world_size())) mine.push_back(groups[i]);
     absl::StatusOr<std::vector<rollout::SampleGroup>> own = local_->Generate(mine, options);
     std::vector<std::string> answers;
-    SPARGO_RETURN_IF_ERROR(ExchangeAnswers(c, "", &answers));
+    SPARGO_RETURN_IF_ERROR(GatherBytes(c, "", &answers));
     if (!own.ok()) return own.status();
     std::vector<rollout::SampleGroup> out = *std::move(own);
     for (int r = 1; r < c.world_size(); ++r) {
@@ -139,7 +127,7 @@ CommandHandlers RolloutCommandHandlers(rollout::LocalRolloutClient* local, const
       groups = local->Generate(mine, o);
     }
     std::vector<std::string> answers;
-    return ExchangeAnswers(*collective, Answer(groups, request.policy_version()), &answers);
+    return GatherBytes(*collective, Answer(groups, request.policy_version()), &answers);
   };
   h["rollout_weights"] = [=](const std::string& payload) -> absl::Status {
     uint64_t version = 0;

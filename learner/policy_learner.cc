@@ -1,5 +1,9 @@
 #include "learner/policy_learner.h"
 
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "learner/optimizer.h"
@@ -8,6 +12,18 @@
 
 namespace spargo::learner {
 namespace {
+
+// The key of a parameter's state in an optimizer's state map: libtorch 1.13 keys by the TensorImpl's address as
+// text, later versions by the address.
+using StateKeyType = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+template <typename Key = StateKeyType>  // a template, so that only the branch of this libtorch's key is compiled
+Key StateKey(const torch::optim::Optimizer&, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
 
 class LocalPolicyLearner final : public PolicyLearner {
  public:
@@ -33,8 +49,10 @@ class LocalPolicyLearner final : public PolicyLearner {
                                                             : p.value().detach().to(torch::kFloat32).clone());
       }
     }));
+    if (collective() == nullptr) return absl::OkStatus();
+    if (options_.shard_optimizer_state) AssignOwners();
     // Replicas start from rank 0's weights whatever each rank loaded or drew.
-    return collective() == nullptr ? absl::OkStatus() : SyncFromRankZero(true);
+    return SyncFromRankZero(true);
   }
 
   std::string Describe() const override {
@@ -47,10 +65,13 @@ class LocalPolicyLearner final : public PolicyLearner {
   std::shared_ptr<model::CausalLm> model() const override { return model_; }
 
   absl::Status ResetOptimizer(const config::OptimizerConfig& config) override {
-    return CallCatching("creating the optimizer", [&] { optimizer_ = MakeAdamW(master_, config); });
+    optimizer_config_ = config;
+    return CallCatching("creating the optimizer", [&] { optimizer_ = MakeAdamW(OptimizedMasters(), config); });
   }
   absl::StatusOr<std::string> OptimizerState() override {
     if (optimizer_ == nullptr) return absl::FailedPreconditionError("policy learner: no optimizer (ResetOptimizer)");
+    if (!owner_.empty()) return GatherShardedState();
+    if (collective() != nullptr && collective()->rank() != 0) return std::string();
     return SerializeOptimizer(*optimizer_);
   }
   absl::Status LoadOptimizerState(const std::string& bytes) override {
@@ -58,7 +79,22 @@ class LocalPolicyLearner final : public PolicyLearner {
     if (collective() == nullptr) return RestoreOptimizer(bytes, optimizer_.get());
     std::string state = collective()->rank() == 0 ? bytes : std::string();
     SPARGO_RETURN_IF_ERROR(BroadcastBytes(*collective(), &state, 0));
-    return RestoreOptimizer(state, optimizer_.get());
+    if (owner_.empty()) return RestoreOptimizer(state, optimizer_.get());
+    // The whole state into an optimizer over every master weight, then this rank's entries into its own.
+    std::unique_ptr<torch::optim::AdamW> full;
+    SPARGO_RETURN_IF_ERROR(CallCatching("loading the optimizer state", [&] {
+      full = MakeAdamW(master_, optimizer_config_);
+    }));
+    SPARGO_RETURN_IF_ERROR(RestoreOptimizer(state, full.get()));
+    optimizer_->state().clear();
+    for (size_t i = 0; i < master_.size(); ++i) {
+      if (owner_[i] != collective()->rank()) continue;
+      auto it = full->state().find(StateKey(*full, master_[i]));
+      if (it != full->state().end()) {
+        optimizer_->state()[StateKey(*optimizer_, master_[i])] = std::move(it->second);
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<TrainStepResult> TrainStep(const SequenceBatch& batch,
@@ -92,6 +128,13 @@ class LocalPolicyLearner final : public PolicyLearner {
       result.grad_norm = ClipGradients(master_, oc);
       SetLr(optimizer_.get(), lr);
       optimizer_->step();
+      // Sharded state: each rank stepped its own parameters; every rank takes every owner's new weights.
+      if (!owner_.empty()) {
+        torch::NoGradGuard no_grad;
+        for (size_t i = 0; i < master_.size(); ++i) {
+          SPARGO_RETURN_IF_ERROR(collective()->Broadcast({master_[i].detach()}, owner_[i]));
+        }
+      }
       if (options_.dtype != torch::kFloat32) {
         torch::NoGradGuard no_grad;
         for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(master_[i]);
@@ -158,6 +201,67 @@ class LocalPolicyLearner final : public PolicyLearner {
 
  private:
   Collective* collective() const { return options_.collective.get(); }
+
+
+  // Sharded state: parameter i's owner, every parameter to the rank with the fewest elements so far (the same
+  // answer on every rank).
+  void AssignOwners() {
+    std::vector<int64_t> load(collective()->world_size(), 0);
+    owner_.assign(master_.size(), 0);
+    for (size_t i = 0; i < master_.size(); ++i) {
+      owner_[i] = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+      load[owner_[i]] += master_[i].numel();
+    }
+  }
+
+  // The master weights this rank's optimizer updates: its own share when the state is sharded, else all.
+  std::vector<torch::Tensor> OptimizedMasters() const {
+    if (owner_.empty()) return master_;
+    std::vector<torch::Tensor> mine;
+    for (size_t i = 0; i < master_.size(); ++i) {
+      if (owner_[i] == collective()->rank()) mine.push_back(master_[i]);
+    }
+    return mine;
+  }
+
+  // Every rank's share of the AdamW state (safetensors: "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step")
+  // gathered on rank 0 into an optimizer over every master weight, saved in the single-process format.
+  absl::StatusOr<std::string> GatherShardedState() {
+    model::TensorMap mine;
+    SPARGO_RETURN_IF_ERROR(CallCatching("collecting the optimizer state", [&] {
+      for (size_t i = 0; i < master_.size(); ++i) {
+        if (owner_[i] != collective()->rank()) continue;
+        auto it = optimizer_->state().find(StateKey(*optimizer_, master_[i]));
+        if (it == optimizer_->state().end()) continue;
+        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+        mine[names_[i] + ".exp_avg"] = st.exp_avg().to(torch::kCPU).contiguous();
+        mine[names_[i] + ".exp_avg_sq"] = st.exp_avg_sq().to(torch::kCPU).contiguous();
+        mine[names_[i] + ".step"] = torch::full({1}, st.step(), torch::kLong);
+      }
+    }));
+    SPARGO_ASSIGN_OR_RETURN(std::string bytes, model::EncodeSafetensors(mine));
+    std::vector<std::string> all;
+    SPARGO_RETURN_IF_ERROR(GatherBytes(*collective(), bytes, &all));
+    if (collective()->rank() != 0) return std::string();
+    std::unique_ptr<torch::optim::AdamW> full;
+    SPARGO_RETURN_IF_ERROR(CallCatching("creating the optimizer", [&] { full = MakeAdamW(master_, optimizer_config_); }));
+    for (size_t r = 0; r < all.size(); ++r) {
+      SPARGO_ASSIGN_OR_RETURN(model::TensorMap part,
+                              model::DecodeSafetensors(all[r], absl::StrCat("rank ", r, "'s optimizer state")));
+      SPARGO_RETURN_IF_ERROR(CallCatching("assembling the optimizer state", [&] {
+        for (size_t i = 0; i < master_.size(); ++i) {
+          auto step = part.find(names_[i] + ".step");
+          if (step == part.end()) continue;
+          auto st = std::make_unique<torch::optim::AdamWParamState>();
+          st->step(step->second.item<int64_t>());
+          st->exp_avg(part.at(names_[i] + ".exp_avg").to(master_[i].device()));
+          st->exp_avg_sq(part.at(names_[i] + ".exp_avg_sq").to(master_[i].device()));
+          full->state()[StateKey(*full, master_[i])] = std::move(st);
+        }
+      }));
+    }
+    return SerializeOptimizer(*full);
+  }
 
   // This rank's micro-batches (all of them in a single process).
   std::vector<std::vector<int64_t>> MyMicroBatches(const std::vector<std::vector<int64_t>>& micro_batches) const {
@@ -267,6 +371,8 @@ class LocalPolicyLearner final : public PolicyLearner {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_, master_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  config::OptimizerConfig optimizer_config_;
+  std::vector<int> owner_;  // sharded optimizer state: each parameter's rank; empty otherwise
 };
 
 }  // namespace

@@ -14,8 +14,10 @@
 // step with rank 0); TrainStep and LogProbs take rank r's share of the micro-batches' rows (RankMicroBatches),
 // gradients are summed over the ranks before clipping (the loss's denominators are the whole step's, so the sum is the one-rank
 // gradient), statistics are summed, and every rank applies the same update. LoadWeights and LoadOptimizerState
-// take rank 0's arguments (broadcast; the others' are ignored). A rank whose share of a step fails makes every
-// rank's step fail with no update.
+// take rank 0's arguments (broadcast; the others' are ignored); OptimizerState returns the whole state on rank 0
+// (gathered from every rank when it is sharded: PolicyLearnerOptions::shard_optimizer_state) and "" elsewhere, in
+// the single-process format, so that a checkpoint resumes on any number of ranks. A rank whose share of a step
+// fails makes every rank's step fail with no update.
 // Implementations: NewLocalPolicyLearner (in this process), learner/data_parallel.h (rank 0 of a group) and
 // learner/grpc_policy_learner.h (a `spargo learner` service). Failures (a c10::Error from libtorch: out of memory, bad shapes; an RPC error) come back as statuses; a
 // failed step leaves the weights as they were when the failure happened before the optimizer step.
@@ -45,6 +47,9 @@ struct PolicyLearnerOptions {
   torch::ScalarType dtype = torch::kFloat32;  // kFloat32 or kBFloat16
   bool activation_checkpointing = false;      // DeepSeek-V3.2 models only
   std::shared_ptr<Collective> collective;     // null: a single process; else on `device`
+  // With a collective: each rank keeps the AdamW state of its share of the parameters only (ZeRO stage 1) and
+  // broadcasts the master weights it updated after every step.
+  bool shard_optimizer_state = false;
 };
 
 class PolicyLearner {

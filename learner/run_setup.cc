@@ -165,6 +165,7 @@ absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::Exper
   SPARGO_ASSIGN_OR_RETURN(po.device, ParseDevice(c.learner().device(), "learner.device"));
   po.dtype = TorchDtype(c.learner().dtype());
   po.activation_checkpointing = c.learner().activation_checkpointing();
+  po.shard_optimizer_state = c.learner().shard_optimizer_state();
   return po;
 }
 

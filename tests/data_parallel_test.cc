@@ -4,8 +4,10 @@
 //    rounding), on both ranks, although rank 1 started from other weights; rank 0's weights and optimizer state
 //    reach rank 1; sampling on both ranks gives the samples of one process; a follower whose rank 0 vanishes stops
 //    with an error;
-//  - end to end, `spargo train` started as two processes with torchrun's variables: one GRPO step gives the weights
-//    of the one-process run, and each run's checkpoint resumes on the other world size.
+//  - the same with the optimizer state sharded over the ranks (ZeRO-1), whose gathered state continues in one
+//    process;
+//  - end to end, `spargo train` started as two processes with torchrun's variables (optimizer state sharded): one
+//    GRPO step gives the weights of the one-process run, and each run's checkpoint resumes on the other world size.
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -60,11 +62,12 @@ struct Follower {
   std::thread thread;
 
   // The model is drawn here, on the caller's thread: torch's seeded generator is global to the process.
-  void Start(std::shared_ptr<Collective> collective, uint64_t seed) {
+  void Start(std::shared_ptr<Collective> collective, uint64_t seed, bool sharded = false) {
     std::shared_ptr<model::CausalLm> model = TinyModel(seed);
-    thread = std::thread([this, collective, model] {
+    thread = std::thread([this, collective, model, sharded] {
       PolicyLearnerOptions o;
       o.collective = collective;
+      o.shard_optimizer_state = sharded;
       auto l = NewLocalPolicyLearner(model, o);
       if (!l.ok()) {
         loop = l.status();
@@ -171,18 +174,20 @@ TEST(DataParallel, EnvironmentNamesTheRanks) {
   }
 }
 
-TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
+// Two ranks (rank 0 driving, rank 1 following on a thread) against one learner taking the whole batch.
+void ExpectTwoRanksTakeTheOneRankSteps(bool sharded) {
   auto group = JoinThreads(2);
   ASSERT_NE(group[0], nullptr);
   ASSERT_NE(group[1], nullptr);
   Follower follower;
-  std::shared_ptr<model::CausalLm> model0 = TinyModel(5), model_single = TinyModel(5);
+  std::shared_ptr<model::CausalLm> model0 = TinyModel(5), model_single = TinyModel(5), model_copy = TinyModel(5);
   const model::TensorMap fresh = Parameters(*TinyModel(7));
   const SequenceBatch batch = FixtureBatch();
   const LossSpec grpo = FixtureGrpoSpec(batch);
-  follower.Start(group[1], /*seed=*/99);  // other weights: rank 0's must replace them
+  follower.Start(group[1], /*seed=*/99, sharded);  // other weights: rank 0's must replace them
   PolicyLearnerOptions o;
   o.collective = group[0];
+  o.shard_optimizer_state = sharded;
   auto local0 = NewLocalPolicyLearner(model0, o);
   ASSERT_TRUE(local0.ok()) << local0.status();
   std::unique_ptr<PolicyLearner> dp =
@@ -226,14 +231,36 @@ TEST(DataParallel, TwoRanksTakeTheOneRankSteps) {
   }
   ASSERT_TRUE(dp->TrainStep(batch, micro, f, grpo, oc, oc.lr()).ok());
   ASSERT_TRUE((*single)->TrainStep(batch, micro, f, grpo, oc, oc.lr()).ok());
-  const model::TensorMap expected = *(*single)->MasterWeights();
+  model::TensorMap expected = *(*single)->MasterWeights();
   ExpectClose(*dp->MasterWeights(), expected, 1e-5);
+
+  // The group's optimizer state (gathered from both ranks when sharded) continues in one process as the single
+  // learner's own does.
+  auto gathered = dp->OptimizerState();
+  ASSERT_TRUE(gathered.ok()) << gathered.status();
+  auto resumed = NewLocalPolicyLearner(model_copy, PolicyLearnerOptions());
+  ASSERT_TRUE(resumed.ok());
+  ASSERT_TRUE((*resumed)->LoadWeights(*dp->MasterWeights()).ok());
+  ASSERT_TRUE((*resumed)->ResetOptimizer(oc).ok());
+  ASSERT_TRUE((*resumed)->LoadOptimizerState(*gathered).ok());
+  for (PolicyLearner* p : {dp.get(), single->get(), resumed->get()}) {
+    ASSERT_TRUE(p->TrainStep(batch, micro, f, grpo, oc, oc.lr()).ok());
+  }
+  expected = *(*single)->MasterWeights();
+  ExpectClose(*dp->MasterWeights(), expected, 1e-5);
+  ExpectClose(*(*resumed)->MasterWeights(), expected, 1e-5);
 
   dp.reset();  // sends "shutdown"
   follower.thread.join();
   EXPECT_TRUE(follower.loop.ok()) << follower.loop;
   ASSERT_NE(follower.learner, nullptr);
   ExpectClose(*follower.learner->MasterWeights(), expected, 1e-5);
+}
+
+TEST(DataParallel, TwoRanksTakeTheOneRankSteps) { ExpectTwoRanksTakeTheOneRankSteps(/*sharded=*/false); }
+
+TEST(DataParallel, TwoRanksWithShardedOptimizerStateTakeTheOneRankSteps) {
+  ExpectTwoRanksTakeTheOneRankSteps(/*sharded=*/true);
 }
 
 std::vector<rollout::GroupRequest> Prompts(int n) {
@@ -402,7 +429,8 @@ TEST(DataParallelRun, TwoProcessesTrainLikeOneAndResumeOnTheOtherWorldSize) {
   };
   ProcessResult single = RunProcess(SpargoBinary(), with(TinyRunFlags(one), stop), "");
   ASSERT_EQ(single.exit_code, 0) << single.err;
-  ASSERT_EQ(RunRanks(2, with(TinyRunFlags(two), stop), root + "/logs-two"), 0);
+  const std::vector<std::string> sharded = {"--set", "learner.shard_optimizer_state=true"};
+  ASSERT_EQ(RunRanks(2, with(with(TinyRunFlags(two), stop), sharded), root + "/logs-two"), 0);
   EXPECT_THAT(ReadFile(root + "/logs-two/rank0/stderr.txt"),
               ::testing::AllOf(::testing::HasSubstr("rank 0 of 2 data-parallel ranks"),
                                ::testing::HasSubstr("on each of 2 data-parallel ranks")));
@@ -410,7 +438,7 @@ TEST(DataParallelRun, TwoProcessesTrainLikeOneAndResumeOnTheOtherWorldSize) {
   const double steps = 1e-3 * (1 + 2 + 3) / 20 + 1e-4 * (1 + 2) / 5;
   ExpectSameRun(CheckpointWeights(two, "grpo-000001"), CheckpointWeights(one, "grpo-000001"), steps);
   // Each resumes where it stopped on the other world size and finishes.
-  ASSERT_EQ(RunRanks(2, with(TinyRunFlags(one), {"--resume"}), root + "/logs-one-resumed"), 0);
+  ASSERT_EQ(RunRanks(2, with(with(TinyRunFlags(one), {"--resume"}), sharded), root + "/logs-one-resumed"), 0);
   ProcessResult resumed = RunProcess(SpargoBinary(), with(TinyRunFlags(two), {"--resume"}), "");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   for (const std::string& run : {one, two}) {
