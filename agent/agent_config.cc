@@ -5,6 +5,7 @@
 #include "agent/code_runner.h"
 #include "agent/document_search.h"
 #include "agent/remote_environment.h"
+#include "agent/town_documents.h"
 
 namespace spargo::agent {
 
@@ -16,8 +17,13 @@ absl::Status ValidateAgentConfig(const config::AgentConfig& c, const std::string
   if (c.max_tool_calls() < 1) return bad("max_tool_calls", "must be >= 1");
   if (!(c.max_seconds() > 0)) return bad("max_seconds", "must be > 0");
   if (c.max_result_bytes() < 64) return bad("max_result_bytes", "must be >= 64");
-  if (!c.calculator() && !c.code_runner() && c.documents_jsonl().empty() && c.remote_size() == 0) {
-    return bad("", "names no environment (set calculator, documents_jsonl, code_runner or remote)");
+  if (!c.calculator() && !c.code_runner() && c.documents_jsonl().empty() && !c.builtin_documents() &&
+      c.remote_size() == 0) {
+    return bad("", "names no environment (set calculator, documents_jsonl, builtin_documents, code_runner or remote)");
+  }
+  if (c.builtin_documents() && !c.documents_jsonl().empty()) {
+    return bad("builtin_documents", "both collections would offer `search` and `open`: set documents_jsonl or "
+                                    "builtin_documents, not both");
   }
   return absl::OkStatus();
 }
@@ -36,6 +42,11 @@ absl::StatusOr<std::unique_ptr<ToolBox>> ToolBoxFromConfig(const config::AgentCo
   if (c.has_documents_jsonl()) {
     absl::StatusOr<std::unique_ptr<DocumentSearch>> docs = DocumentSearch::FromJsonl(c.documents_jsonl());
     if (!docs.ok()) return bad("documents_jsonl", std::string(docs.status().message()));
+    if (absl::Status s = box->Add(std::move(*docs)); !s.ok()) return s;
+  }
+  if (c.builtin_documents()) {
+    absl::StatusOr<std::unique_ptr<DocumentSearch>> docs = DocumentSearch::FromDocuments(TownDocuments());
+    if (!docs.ok()) return bad("builtin_documents", std::string(docs.status().message()));
     if (absl::Status s = box->Add(std::move(*docs)); !s.ok()) return s;
   }
   if (c.code_runner()) {

@@ -16,6 +16,13 @@ std::vector<int64_t> Slice(const std::vector<int64_t>& ids, int64_t from, int64_
 
 }  // namespace
 
+std::string ToolTurnText(const std::vector<std::string>& results, bool thinking) {
+  std::string text = "\n\n<function_results>";
+  for (const std::string& r : results) absl::StrAppend(&text, "\n<result>", r, "</result>");
+  absl::StrAppend(&text, "\n</function_results>\n\n", thinking ? chat::kThinkStart : chat::kThinkEnd);
+  return text;
+}
+
 ToolEpisodes::ToolEpisodes(const ToolBox* tools, const tokenizer::Tokenizer* tokenizer, EpisodeLimits limits,
                            std::set<config::Domain> domains)
     : tools_(tools), tokenizer_(tokenizer), limits_(limits), domains_(std::move(domains)) {}
@@ -67,15 +74,14 @@ std::optional<std::vector<int64_t>> ToolEpisodes::EndOfTurn(rollout::SampleRecor
     sample->episode_end = "deadline";
     return std::nullopt;
   }
-  std::string results = "\n\n<function_results>";
+  std::vector<std::string> results;
   for (const chat::ToolCall& call : message->tool_calls) {
     ToolResult r = tools_->Call(call, deadline);
-    absl::StrAppend(&results, "\n<result>", r.text, "</result>");
+    results.push_back(r.text);
     sample->tool_trace.push_back(rollout::ToolStep{call, std::move(r.text), r.error});
   }
-  absl::StrAppend(&results, "\n</function_results>\n\n", state.thinking ? chat::kThinkStart : chat::kThinkEnd);
   ++state.turns;
-  return tokenizer_->Encode(results);
+  return tokenizer_->Encode(ToolTurnText(results, state.thinking));
 }
 
 }  // namespace spargo::agent

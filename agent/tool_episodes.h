@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -31,6 +32,10 @@
 #include "tokenizer/tokenizer.h"
 
 namespace spargo::agent {
+
+// The tool turn the driver inserts after a turn whose calls gave `results` (in call order): the chat format's
+// "\n\n<function_results>\n<result>r1</result>...\n</function_results>\n\n" then "<think>" (thinking) or "</think>".
+std::string ToolTurnText(const std::vector<std::string>& results, bool thinking);
 
 struct EpisodeLimits {
   int max_turns = 8;        // tool turns (results inserted) per episode

@@ -12,6 +12,10 @@ extern const absl::string_view kDefaultConfig;
 // configs/reward_pipelines.txtpb: the built-in reward pipelines of `spargo score` (only `rewards` is set).
 extern const absl::string_view kBuiltinRewardPipelines;
 
+// configs/cpu_mixed.txtpb: reasoning, agent and alignment tasks in one GRPO stage on CPU
+// (`spargo train --config embedded:cpu_mixed`).
+extern const absl::string_view kCpuMixedConfig;
+
 }  // namespace spargo::configs
 
 #endif  // SPARGO_CONFIGS_EMBEDDED_CONFIGS_H_

@@ -42,6 +42,8 @@ absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(
   config::ExperimentConfig cfg;
   if (path.empty()) {
     SPARGO_RETURN_IF_ERROR(ParseTextProto(configs::kDefaultConfig, "configs/default.txtpb (embedded)", &cfg));
+  } else if (path == "embedded:cpu_mixed") {
+    SPARGO_RETURN_IF_ERROR(ParseTextProto(configs::kCpuMixedConfig, "configs/cpu_mixed.txtpb (embedded)", &cfg));
   } else {
     SPARGO_RETURN_IF_ERROR(LoadTextProtoFile(path, &cfg));
   }

@@ -1,5 +1,6 @@
 // Loading and validating the experiment configuration.
-// The config comes from FILE (--config) or, without one, from the embedded default (configs/default.txtpb);
+// The config comes from FILE (--config), from "embedded:cpu_mixed" (configs/cpu_mixed.txtpb, compiled in) or,
+// without one, from the embedded default (configs/default.txtpb);
 // each override "path.to.field=value" (--set) is applied in order. Validation checks cross-field rules and names
 // the field: "rollout.group_size = 1: GRPO needs at least 2 samples per prompt".
 #ifndef SPARGO_LEARNER_EXPERIMENT_CONFIG_H_

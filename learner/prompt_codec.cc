@@ -92,4 +92,20 @@ absl::StatusOr<std::vector<int64_t>> PromptCodec::EncodeAnswer(const TaskPrompt&
   return ids;
 }
 
+absl::StatusOr<std::vector<int64_t>> PromptCodec::EncodeDemonstration(const TaskPrompt& task,
+                                                                       std::vector<uint8_t>* env_mask) const {
+  if (task.demonstration.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("task '", task.id, "' of ", task.source, " has no demonstration"));
+  }
+  std::vector<int64_t> ids;
+  env_mask->clear();
+  for (const DemoSegment& segment : task.demonstration) {
+    std::vector<int64_t> part = tokenizer_->Encode(segment.text);
+    if (!segment.environment) part.push_back(ids_.eos);
+    ids.insert(ids.end(), part.begin(), part.end());
+    env_mask->insert(env_mask->end(), part.size(), segment.environment ? 1 : 0);
+  }
+  return ids;
+}
+
 }  // namespace spargo::learner

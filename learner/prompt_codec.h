@@ -10,6 +10,8 @@
 //    keeps its tool calls for the reward to find in the text, with the parser's message in `parse_error`.
 //  - Warm-up targets: the reference answer put into a template ("{answer}" replaced; "\boxed{{answer}}" for boxed
 //    maths answers) as the assistant's reply ("</think>" first in thinking mode), EOS last.
+//  - Demonstrations (TaskPrompt::demonstration): each model segment's tokens then EOS, each environment
+//    segment's tokens marked 1 in the environment mask (kept out of the loss, as in an agent episode).
 #ifndef SPARGO_LEARNER_PROMPT_CODEC_H_
 #define SPARGO_LEARNER_PROMPT_CODEC_H_
 
@@ -48,6 +50,10 @@ class PromptCodec {
   absl::StatusOr<DecodedCompletion> DecodeCompletion(const rollout::SampleRecord& sample,
                                                      config::PromptFormat format) const;
   absl::StatusOr<std::vector<int64_t>> EncodeAnswer(const TaskPrompt& task, absl::string_view answer_template) const;
+  // The task's demonstration; `env_mask` gets one entry per returned id (1: an environment token).
+  // INVALID_ARGUMENT naming the task when it has none.
+  absl::StatusOr<std::vector<int64_t>> EncodeDemonstration(const TaskPrompt& task,
+                                                           std::vector<uint8_t>* env_mask) const;
 
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
   const SpecialIds& ids() const { return ids_; }

@@ -61,6 +61,20 @@ SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompt
   return b;
 }
 
+SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompts,
+                                 const std::vector<std::vector<int64_t>>& completions,
+                                 const std::vector<std::vector<uint8_t>>& env_masks, int64_t pad_id) {
+  TORCH_CHECK(env_masks.size() == prompts.size(), "BuildSequenceBatch: environment masks and prompts differ in count");
+  std::vector<const std::vector<int64_t>*> p, c;
+  std::vector<const std::vector<uint8_t>*> env;
+  for (const auto& x : prompts) p.push_back(&x);
+  for (const auto& x : completions) c.push_back(&x);
+  for (const auto& x : env_masks) env.push_back(&x);
+  SequenceBatch b = Pack(p, c, {}, env, pad_id);
+  b.replay.resize(prompts.size());
+  return b;
+}
+
 SequenceBatch BuildSequenceBatch(const std::vector<const rollout::SampleRecord*>& samples, int64_t pad_id) {
   std::vector<const std::vector<int64_t>*> p, c;
   std::vector<const std::vector<float>*> lp;

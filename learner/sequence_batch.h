@@ -36,6 +36,12 @@ struct SequenceBatch {
 SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompts,
                                  const std::vector<std::vector<int64_t>>& completions, int64_t pad_id);
 
+// Warm-up batches whose completions hold environment tokens: env_masks[i] (empty, or one entry per token of
+// completions[i]; 1: context, not a target).
+SequenceBatch BuildSequenceBatch(const std::vector<std::vector<int64_t>>& prompts,
+                                 const std::vector<std::vector<int64_t>>& completions,
+                                 const std::vector<std::vector<uint8_t>>& env_masks, int64_t pad_id);
+
 // GRPO batches from sample records (the sampler's log-probs, replay choices and kept sets).
 SequenceBatch BuildSequenceBatch(const std::vector<const rollout::SampleRecord*>& samples, int64_t pad_id);
 

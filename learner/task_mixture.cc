@@ -7,6 +7,7 @@
 #include "common/counter_rng.h"
 #include "common/status_macros.h"
 #include "learner/arithmetic_task.h"
+#include "learner/builtin_tasks.h"
 #include "learner/jsonl_task_source.h"
 
 namespace spargo::learner {
@@ -53,8 +54,17 @@ absl::StatusOr<TaskMixture> TaskMixture::FromConfig(const config::ExperimentConf
         out.sources_.push_back(std::move(task));
         break;
       }
+      case config::TaskSource::kBuiltin: {
+        const config::PromptFormat format =
+            t.prompt_format() == config::PROMPT_FORMAT_UNSPECIFIED ? config::CHAT : t.prompt_format();
+        SPARGO_ASSIGN_OR_RETURN(auto task,
+                                BuiltinTaskSource::Create(t.builtin(), name, t.domain(), format, where + ".builtin"));
+        out.sources_.push_back(std::move(task));
+        break;
+      }
       case config::TaskSource::SOURCE_NOT_SET:
-        return absl::InvalidArgumentError(where + ": no source set (e.g. arithmetic {} or jsonl { path: ... })");
+        return absl::InvalidArgumentError(
+            where + ": no source set (e.g. arithmetic {}, jsonl { path: ... } or builtin { kind: ... })");
     }
     out.weights_.push_back(t.weight());
   }

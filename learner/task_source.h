@@ -15,6 +15,13 @@
 
 namespace spargo::learner {
 
+// One part of a demonstrated reply (TaskPrompt::demonstration): a turn the model writes (the warm-up's targets;
+// EOS follows it) or what the environment answered (tool results, context only, as an agent episode inserts them).
+struct DemoSegment {
+  std::string text;
+  bool environment = false;
+};
+
 struct TaskPrompt {
   std::string id;                   // unique within its source (a JSONL line's "id"; "37+58=" for arithmetic)
   config::Domain domain = config::REASONING;
@@ -25,6 +32,9 @@ struct TaskPrompt {
   std::string language;             // target language of the reasoning (BCP 47), "" for none
   std::string tools_json;           // agent tasks: tool definitions (a JSON array), "" for none
   config::PromptFormat format = config::RAW;  // resolved: RAW, CHAT or THINKING
+  // The reply the supervised warm-up teaches, turn by turn (built-in tasks: tool calls and the real results);
+  // empty: the reference answer through learner.warmup.answer_template.
+  std::vector<DemoSegment> demonstration;
   std::string source;               // the task source's name
   int source_index = 0;             // index of the source in its mixture
   uint64_t draw = 0;                // the mixture's draw counter: unique within a stream (training prompts)

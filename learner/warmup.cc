@@ -15,20 +15,33 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* 
   std::vector<TaskPrompt> prompts = ctx.tasks.Next(ctx.config.seed(), kWarmupStream, w.batch_size(),
                                                    &*state->warmup_cursor);
   std::vector<std::vector<int64_t>> prompt_ids, answer_ids;
+  std::vector<std::vector<uint8_t>> env_masks;
   for (const TaskPrompt& p : prompts) {
     SPARGO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, ctx.codec->EncodePrompt(p));
-    SPARGO_ASSIGN_OR_RETURN(std::vector<int64_t> answer, ctx.codec->EncodeAnswer(p, w.answer_template()));
+    std::vector<uint8_t> env;
+    std::vector<int64_t> answer;
+    if (p.demonstration.empty()) {
+      SPARGO_ASSIGN_OR_RETURN(answer, ctx.codec->EncodeAnswer(p, w.answer_template()));
+    } else {
+      SPARGO_ASSIGN_OR_RETURN(answer, ctx.codec->EncodeDemonstration(p, &env));
+    }
     prompt_ids.push_back(std::move(ids));
     answer_ids.push_back(std::move(answer));
+    env_masks.push_back(std::move(env));
   }
   SequenceBatch batch;
   SPARGO_RETURN_IF_ERROR(CallCatching("warm-up batch", [&] {
-    batch = BuildSequenceBatch(prompt_ids, answer_ids, ctx.codec->ids().pad);
+    batch = BuildSequenceBatch(prompt_ids, answer_ids, env_masks, ctx.codec->ids().pad);
   }));
   const double answer_tokens = static_cast<double>(batch.completion_tokens);
   const int64_t rows = static_cast<int64_t>(prompts.size());
+  // Rows in order of length, so that micro-batches (each cut to its longest row) hold rows of similar lengths:
+  // short answers are not padded to the length of agent episodes. The loss is the same (sums over all rows).
   std::vector<int64_t> all(rows);
   for (int64_t i = 0; i < rows; ++i) all[i] = i;
+  std::stable_sort(all.begin(), all.end(), [&](int64_t a, int64_t b) {
+    return prompt_ids[a].size() + answer_ids[a].size() < prompt_ids[b].size() + answer_ids[b].size();
+  });
   ForwardOptions f;
   f.vocab_limit = ctx.codec->ids().vocab_limit;
   f.replay_choices = false;

@@ -1,5 +1,7 @@
 // Supervised warm-up on the task format: teacher forcing on prompt + reference answer + EOS (prompt_codec.h's
-// EncodeAnswer), cross-entropy on the answer tokens only, plus the model's auxiliary loss. Batches come from the
+// EncodeAnswer), or on the task's demonstration when it has one (EncodeDemonstration: multi-turn replies with tool
+// calls, the tool results kept out of the loss), cross-entropy on the reply's own tokens only, plus the model's
+// auxiliary loss. Batches come from the
 // warm-up task cursor (state->warmup_cursor), so a resumed warm-up continues with the same prompts.
 #ifndef SPARGO_LEARNER_WARMUP_H_
 #define SPARGO_LEARNER_WARMUP_H_

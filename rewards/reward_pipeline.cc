@@ -55,6 +55,7 @@ std::vector<SampleScore> RewardPipeline::ScoreGroup(const ScoreGroupInput& group
   ScoreGroupInput input = group;
   input.earlier_components.assign(n, {});
   for (const Component& c : components_) {
+    if (c.reference_pattern && !RE2::FullMatch(group.reference_answer, *c.reference_pattern)) continue;
     std::vector<SampleScore> part = c.function->ScoreGroup(input);
     for (size_t i = 0; i < n; ++i) {
       SampleScore& s = out[i];
@@ -98,7 +99,9 @@ bool RewardPipeline::may_block() const {
 
 std::vector<std::string> RewardPipeline::ComponentNames() const {
   std::vector<std::string> names;
-  for (const Component& c : components_) names.push_back(c.name);
+  for (const Component& c : components_) {
+    if (std::find(names.begin(), names.end(), c.name) == names.end()) names.push_back(c.name);
+  }
   return names;
 }
 
@@ -196,10 +199,20 @@ absl::StatusOr<RewardPipelines> RewardPipelines::FromConfig(const config::Experi
           return absl::InvalidArgumentError(cwhere + ": no reward function set (e.g. numeric_answer {})");
       }
       std::string name = c.has_name() ? c.name() : fn->name();
-      for (const auto& other : components) {
-        if (other.name == name) return absl::InvalidArgumentError(cwhere + ": second component named '" + name + "'");
+      std::shared_ptr<const RE2> pattern;
+      if (!c.reference_pattern().empty()) {
+        pattern = std::make_shared<const RE2>(c.reference_pattern(), RE2::Quiet);
+        if (!pattern->ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(cwhere, ".reference_pattern: ", pattern->error()));
+        }
       }
-      components.push_back({name, c.weight(), std::move(fn)});
+      for (const auto& other : components) {
+        if (other.name == name && (!pattern || !other.reference_pattern)) {
+          return absl::InvalidArgumentError(cwhere + ": second component named '" + name +
+                                            "' (components may share a name only when each has a reference_pattern)");
+        }
+      }
+      components.push_back({name, c.weight(), std::move(fn), std::move(pattern)});
     }
     std::vector<RewardPipeline::Gate> gates;
     for (int j = 0; j < p.gates_size(); ++j) {

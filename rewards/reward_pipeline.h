@@ -4,7 +4,9 @@
 // total), then clipping to [clip_min, clip_max]. A sample's status is the most severe of its components'
 // (error > timeout > parse failure > ok); components that are not applicable do not count, components that
 // timed out or failed add no value (the status says the sample's score is incomplete), and a gate whose
-// component has no value does not fire. Prompts of a domain without a pipeline are an error.
+// component has no value does not fire. Prompts of a domain without a pipeline are an error. A component with a
+// reference pattern scores only groups whose reference answer matches it as a whole (others: not applicable);
+// two components may share a name when both have one (e.g. "outcome" for maths and for programs).
 #ifndef SPARGO_REWARDS_REWARD_PIPELINE_H_
 #define SPARGO_REWARDS_REWARD_PIPELINE_H_
 
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "re2/re2.h"
 #include "rewards/reward_function.h"
 #include "spargo/config.pb.h"
 
@@ -26,6 +29,7 @@ class RewardPipeline {
     std::string name;
     double weight;
     std::unique_ptr<RewardFunction> function;
+    std::shared_ptr<const RE2> reference_pattern;  // null: every group
   };
   struct Gate {
     std::string component;

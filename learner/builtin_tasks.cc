@@ -1,0 +1,239 @@
+#include "learner/builtin_tasks.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "agent/calculator.h"
+#include "agent/tool_episodes.h"
+#include "agent/town_documents.h"
+#include "chat/dsml.h"
+#include "common/counter_rng.h"
+#include "nlohmann/json.hpp"
+#include "re2/re2.h"
+
+namespace spargo::learner {
+namespace {
+
+using Kind = config::BuiltinTasks::Kind;
+
+constexpr uint64_t kHeldoutSalt = 0x6275696c74696eULL;
+constexpr uint64_t kHeldoutStream = 0x686f6c64;
+
+constexpr const char* kNames[] = {"Ann", "Bob", "Cy", "Dee"};
+constexpr const char* kItems[] = {"pens", "cats", "cups", "hats"};
+constexpr int kMaxOperand = 9;  // word problems: operands 1..9
+constexpr int kMaxConstant = 30;  // programs: n+k, n-k, n*k with k 1..30
+constexpr const char kProgramOps[] = "+-*";
+constexpr const char* kWords[] = {
+    "cat",  "dog",  "sun",  "map",  "cup",  "pen",  "box",  "hat",  "key",  "bag",  "car",  "bus",  "egg",
+    "fox",  "owl",  "jam",  "ink",  "net",  "oak",  "pie",  "rug",  "sea",  "tea",  "van",  "web",  "yak",
+    "zip",  "arm",  "bed",  "cow",  "day",  "ear",  "fig",  "gum",  "hen",  "ice",  "jar",  "kid",  "lid",
+    "mud",  "nut",  "ox",   "pig",  "ram",  "sky",  "toy",  "urn",  "vet",  "wax",  "yam",  "bee",  "ant",
+    "bat",  "elk",  "emu",  "gnu",  "koi",  "ape",  "eel",  "cod",  "jay",  "pup",  "cub",  "kit"};
+constexpr int kWordCount = sizeof(kWords) / sizeof(kWords[0]);
+constexpr int kInstructionTemplates = 3;
+
+uint64_t SpaceOf(Kind kind) {
+  switch (kind) {
+    case config::BuiltinTasks::WORD_PROBLEMS: return 2ULL * kMaxOperand * kMaxOperand * 4 * 4;
+    case config::BuiltinTasks::PROGRAMS: return 3ULL * kMaxConstant;
+    case config::BuiltinTasks::CALCULATOR: return 900ULL * 90;  // a in 100..999, b in 10..99
+    case config::BuiltinTasks::DOCUMENT_SEARCH: return agent::kTownCount;
+    case config::BuiltinTasks::INSTRUCTIONS: return static_cast<uint64_t>(kInstructionTemplates) * kWordCount;
+    default: return 0;
+  }
+}
+
+// The model's turn that calls one tool with string arguments, as DeepSeek-V3.2's chat format writes it
+// (chat/dsv32_format.cc, RenderToolCalls).
+std::string ToolCallTurn(const std::string& tool, const std::vector<std::pair<std::string, std::string>>& args) {
+  std::vector<std::string> params;
+  for (const auto& [key, value] : args) {
+    params.push_back(absl::StrCat("<", chat::kDsmlToken, "parameter name=\"", key, "\" string=\"true\">", value, "</",
+                                  chat::kDsmlToken, "parameter>"));
+  }
+  return absl::StrCat("\n\n<", chat::kDsmlToken, "function_calls>\n<", chat::kDsmlToken, "invoke name=\"", tool,
+                      "\">\n", absl::StrJoin(params, "\n"), "\n</", chat::kDsmlToken, "invoke>\n</",
+                      chat::kDsmlToken, "function_calls>");
+}
+
+// The demonstration of a one-call episode: the call, the environment's answer to it, the final answer.
+std::vector<DemoSegment> ToolDemo(const agent::Environment& env, const std::string& tool, const std::string& key,
+                                  const std::string& value, std::string* result) {
+  chat::ToolCall call;
+  call.name = tool;
+  call.arguments[key] = value;
+  *result = env.Call(call, absl::Now() + absl::Seconds(10)).text;
+  return {DemoSegment{ToolCallTurn(tool, {{key, value}}), false},
+          DemoSegment{agent::ToolTurnText({*result}, /*thinking=*/false), true}};
+}
+
+std::string Upper(std::string s) {
+  absl::AsciiStrToUpper(&s);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(const config::BuiltinTasks& c,
+                                                                              std::string name,
+                                                                              config::Domain domain,
+                                                                              config::PromptFormat format,
+                                                                              const std::string& where) {
+  if (SpaceOf(c.kind()) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ".kind: set one of WORD_PROBLEMS, PROGRAMS, CALCULATOR, DOCUMENT_SEARCH, INSTRUCTIONS"));
+  }
+  if (!(c.heldout_fraction() > 0 && c.heldout_fraction() < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".heldout_fraction = ", c.heldout_fraction(), ": must be in (0, 1)"));
+  }
+  if (format != config::CHAT) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": built-in tasks come in the CHAT prompt format only (",
+                                                   config::PromptFormat_Name(format), " asked)"));
+  }
+  std::unique_ptr<agent::DocumentSearch> towns;
+  if (c.kind() == config::BuiltinTasks::DOCUMENT_SEARCH) {
+    absl::StatusOr<std::unique_ptr<agent::DocumentSearch>> docs =
+        agent::DocumentSearch::FromDocuments(agent::TownDocuments());
+    if (!docs.ok()) return absl::InternalError(absl::StrCat(where, ": ", docs.status().message()));
+    towns = std::move(*docs);
+  }
+  return std::unique_ptr<BuiltinTaskSource>(new BuiltinTaskSource(c, std::move(name), domain, std::move(towns)));
+}
+
+uint64_t BuiltinTaskSource::size() const { return SpaceOf(config_.kind()); }
+
+std::vector<uint64_t> BuiltinTaskSource::ProblemKey(uint64_t i) const {
+  if (config_.kind() != config::BuiltinTasks::WORD_PROBLEMS) return {i};
+  // (template, a, b), the names and items around them aside; "loses" problems keep the larger number first.
+  const uint64_t t = i % 2, a = (i / 2) % kMaxOperand + 1, b = (i / (2 * kMaxOperand)) % kMaxOperand + 1;
+  return t == 0 ? std::vector<uint64_t>{t, a, b} : std::vector<uint64_t>{t, std::max(a, b), std::min(a, b)};
+}
+
+bool BuiltinTaskSource::IsHeldout(uint64_t i) const {
+  const std::vector<uint64_t> key = ProblemKey(i);
+  const uint64_t packed = key.size() == 1 ? key[0] : key[0] + 2 * (key[1] + 1000 * key[2]);
+  CounterRng rng(kHeldoutSalt, {static_cast<uint64_t>(config_.kind()), packed});
+  return rng.Uniform() < config_.heldout_fraction();
+}
+
+TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
+  TaskPrompt p;
+  p.id = absl::StrCat(absl::AsciiStrToLower(config::BuiltinTasks::Kind_Name(config_.kind())), "-", i);
+  p.domain = domain_;
+  p.format = config::CHAT;
+  p.source = name_;
+  switch (config_.kind()) {
+    case config::BuiltinTasks::WORD_PROBLEMS: {
+      const uint64_t t = i % 2, a = (i / 2) % kMaxOperand + 1, b = (i / (2 * kMaxOperand)) % kMaxOperand + 1;
+      const char* who = kNames[(i / (2 * kMaxOperand * kMaxOperand)) % 4];
+      const char* item = kItems[(i / (8 * kMaxOperand * kMaxOperand)) % 4];
+      if (t == 0) {
+        p.prompt = absl::StrCat(who, " has ", a, " ", item, " and gets ", b, " more. How many ", item, " now?");
+        p.reference_answer = absl::StrCat(a + b);
+      } else {
+        const uint64_t hi = std::max(a, b), lo = std::min(a, b);
+        p.prompt = absl::StrCat(who, " has ", hi, " ", item, " and loses ", lo, ". How many ", item, " left?");
+        p.reference_answer = absl::StrCat(hi - lo);
+      }
+      p.demonstration = {DemoSegment{absl::StrCat("\\boxed{", p.reference_answer, "}"), false}};
+      break;
+    }
+    case config::BuiltinTasks::PROGRAMS: {
+      const char op = kProgramOps[i % 3];
+      const int64_t k = static_cast<int64_t>(i / 3) % kMaxConstant + 1;
+      p.prompt = absl::StrCat("Write a Python program that reads n and prints n", std::string(1, op), k, ".");
+      auto f = [&](int64_t n) { return op == '+' ? n + k : op == '-' ? n - k : n * k; };
+      nlohmann::ordered_json tests = nlohmann::ordered_json::array();
+      for (int64_t n : {3, 10}) {
+        tests.push_back({{"stdin", absl::StrCat(n, "\n")}, {"stdout", absl::StrCat(f(n), "\n")}});
+      }
+      p.reference_answer =
+          nlohmann::ordered_json{{"language", "python"}, {"tests", tests}, {"time_limit_s", 2}, {"memory_mb", 256}}
+              .dump();
+      p.demonstration = {
+          DemoSegment{absl::StrCat("```python\nprint(int(input())", std::string(1, op), k, ")\n```"), false}};
+      break;
+    }
+    case config::BuiltinTasks::CALCULATOR: {
+      const uint64_t a = 100 + i % 900, b = 10 + i / 900;
+      const std::string expression = absl::StrCat(a, "*", b);
+      p.prompt = absl::StrCat("What is ", expression, "?");
+      std::string result;
+      p.demonstration = ToolDemo(agent::Calculator(), "calculator", "expression", expression, &result);
+      p.demonstration.push_back(DemoSegment{result, false});
+      p.reference_answer =
+          nlohmann::ordered_json{{"answer", result}, {"calls", {{{"name", "calculator"}}}}}.dump();
+      break;
+    }
+    case config::BuiltinTasks::DOCUMENT_SEARCH: {
+      const agent::Town town = agent::TownAt(static_cast<int>(i));
+      p.prompt = absl::StrCat("What is the population of ", town.name, "?");
+      std::string result;
+      p.demonstration = ToolDemo(*towns_, "search", "query", town.name, &result);
+      p.demonstration.push_back(DemoSegment{absl::StrCat(town.population), false});
+      p.reference_answer =
+          nlohmann::ordered_json{{"answer", absl::StrCat(town.population)}, {"calls", {{{"name", "search"}}}}}.dump();
+      break;
+    }
+    case config::BuiltinTasks::INSTRUCTIONS: {
+      const uint64_t t = i % kInstructionTemplates;
+      const std::string word = kWords[i / kInstructionTemplates];
+      std::string reply, criterion;
+      if (t == 0) {
+        p.prompt = absl::StrCat("Write ", word, " in capital letters.");
+        reply = Upper(word);
+        criterion = absl::StrCat("The reply is the word ", word, " in capital letters");
+      } else if (t == 1) {
+        p.prompt = absl::StrCat("Write ", word, " twice.");
+        reply = absl::StrCat(word, " ", word);
+        criterion = absl::StrCat("The reply is the word ", word, " written twice, separated by a space");
+      } else {
+        std::vector<std::string> letters;
+        for (char ch : word) letters.emplace_back(1, ch);
+        p.prompt = absl::StrCat("Spell ", word, " with dashes.");
+        reply = absl::StrJoin(letters, "-");
+        criterion = absl::StrCat("The reply spells ", word, " letter by letter with a dash between letters");
+      }
+      p.rubric = nlohmann::ordered_json::array({{{"criterion", criterion}, {"category", "essential"}},
+                                                {{"criterion", "The reply holds nothing else"},
+                                                 {"category", "important"}}})
+                     .dump();
+      p.reference_answer = RE2::QuoteMeta(reply);
+      p.demonstration = {DemoSegment{reply, false}};
+      break;
+    }
+    default:
+      break;
+  }
+  return p;
+}
+
+TaskPrompt BuiltinTaskSource::Draw(uint64_t seed, uint64_t stream, uint64_t k) const {
+  CounterRng rng(seed, {stream, k});
+  uint64_t i = 0;
+  do {
+    i = rng.Below(size());
+  } while (IsHeldout(i));  // terminates: heldout_fraction < 1 and every kind has training problems
+  return Make(i);
+}
+
+absl::StatusOr<std::vector<TaskPrompt>> BuiltinTaskSource::Heldout(int n) const {
+  CounterRng rng(kHeldoutSalt, {kHeldoutStream, static_cast<uint64_t>(config_.kind())});
+  std::set<std::vector<uint64_t>> seen;
+  std::vector<TaskPrompt> out;
+  const int64_t max_attempts = 1000 * static_cast<int64_t>(n) + 10000;
+  for (int64_t attempt = 0; attempt < max_attempts && static_cast<int>(out.size()) < n; ++attempt) {
+    const uint64_t i = rng.Below(size());
+    if (!IsHeldout(i) || !seen.insert(ProblemKey(i)).second) continue;
+    out.push_back(Make(i));
+  }
+  return out;
+}
+
+}  // namespace spargo::learner
