@@ -1,12 +1,14 @@
 #include "learner/run_setup.h"
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "agent/agent_config.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -14,6 +16,7 @@
 #include "model/model_factory.h"
 #include "model/parameter_groups.h"
 #include "model/weights_io.h"
+#include "nlohmann/json.hpp"
 #include "learner/data_parallel.h"
 #include "learner/data_parallel_rollout.h"
 #include "learner/grpc_policy_learner.h"
@@ -171,6 +174,14 @@ absl::StatusOr<PolicyLearnerOptions> PolicyLearnerOptionsFor(const config::Exper
 
 absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::shared_ptr<Collective> collective) {
   if (c.threads() > 0) torch::set_num_threads(c.threads());  // as rank 0's Train does
+  SPARGO_ASSIGN_OR_RETURN(const std::string run_dir, collective->Await("run_dir"));
+  const std::string records_dir = run_dir + "/ranks";
+  std::error_code ec;
+  std::filesystem::create_directories(records_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", records_dir, ": ", ec.message()));
+  const std::string records_path = absl::StrCat(records_dir, "/rank", collective->rank(), ".jsonl");
+  auto records = std::make_shared<std::ofstream>(records_path, std::ios::app);
+  if (!*records) return absl::InternalError(absl::StrCat("cannot write ", records_path));
   SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
   SPARGO_ASSIGN_OR_RETURN(PolicyLearnerOptions po, PolicyLearnerOptionsFor(c));
   po.collective = collective;
@@ -185,7 +196,21 @@ absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::share
     handlers.merge(RolloutCommandHandlers(rollout.client.get(), local.get(), collective.get(), ids.eos, ids.pad,
                                           ids.vocab_limit));
   }
-  SPARGO_LOG(INFO) << "policy replica " << local->Describe() << ": following rank 0";
+  // Every command's wall time, one JSON line each.
+  for (auto& [name, handler] : handlers) {
+    handler = [name = name, inner = std::move(handler), records, rank = collective->rank()](const std::string& p) {
+      const absl::Time start = absl::Now();
+      absl::Status s = inner(p);
+      nlohmann::json line = {{"rank", rank},
+                             {"command", name},
+                             {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
+                             {"payload_bytes", p.size()},
+                             {"ok", s.ok()}};
+      *records << line.dump() << "\n" << std::flush;
+      return s;
+    };
+  }
+  SPARGO_LOG(INFO) << "policy replica " << local->Describe() << ": following rank 0; records in " << records_path;
   return FollowRankZero(*collective, handlers);
 }
 

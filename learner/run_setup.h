@@ -31,7 +31,8 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
                                                                  std::shared_ptr<Collective> collective = nullptr);
 
 // A data-parallel rank other than 0: builds the same policy replica as rank 0 (config's model on learner.device)
-// and runs rank 0's learner commands until rank 0 ends the run.
+// and runs rank 0's learner and rollout commands until rank 0 ends the run, recording each command (its name,
+// seconds, rows or groups) as a JSON line in <run directory>/ranks/rank<N>.jsonl (rank 0 names the directory).
 absl::Status FollowDataParallelRun(const config::ExperimentConfig& config, std::shared_ptr<Collective> collective);
 
 // The run's tokenizer and a policy model as the config describes it (seeded fresh weights or pretrained_dir, on

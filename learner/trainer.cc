@@ -311,6 +311,8 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<RunDir> run_dir, RunDir::Open(dir, options.resume));
   SPARGO_RETURN_IF_ERROR(run_dir->WriteConfig(ToTextProto(config)));
   PrintLine(absl::StrFormat("run directory: %s", run_dir->path()));
+  // The other data-parallel ranks write their own records there (FollowDataParallelRun).
+  if (options.collective != nullptr) SPARGO_RETURN_IF_ERROR(options.collective->Post("run_dir", run_dir->path()));
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx, BuildTrainContext(config, &metrics, options.collective));
   Driver driver(ctx.get(), run_dir.get(), options);
   return driver.Run();

@@ -431,6 +431,11 @@ TEST(DataParallelRun, TwoProcessesTrainLikeOneAndResumeOnTheOtherWorldSize) {
   ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<std::string> sharded = {"--set", "learner.shard_optimizer_state=true"};
   ASSERT_EQ(RunRanks(2, with(with(TinyRunFlags(two), stop), sharded), root + "/logs-two"), 0);
+  // Rank 1 recorded its share of the warm-up and the updates, its sampling and the checkpoints' optimizer state.
+  const std::string records = ReadFile(two + "/ranks/rank1.jsonl");
+  for (const char* command : {"\"train_step\"", "\"rollout_generate\"", "\"optimizer_state\""}) {
+    EXPECT_THAT(records, ::testing::HasSubstr(command));
+  }
   EXPECT_THAT(ReadFile(root + "/logs-two/rank0/stderr.txt"),
               ::testing::AllOf(::testing::HasSubstr("rank 0 of 2 data-parallel ranks"),
                                ::testing::HasSubstr("on each of 2 data-parallel ranks")));
