@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Data parallelism on a machine with several GPUs (after `bash bench/gpu_grpo_run.sh build OUT_DIR`):
 #   bash bench/gpu_dp_run.sh bench OUT_DIR   # spargo_learner_bench on 1 GPU and on all GPUs (the same rows per GPU),
-#                                            # then the group's all-reduce and weight-broadcast bandwidth
+#                                            # then the group's all-reduce and weight-broadcast bandwidth;
+#                                            # $SPARGO_BENCH_FLAGS go to the multi-GPU runs
 #   bash bench/gpu_dp_run.sh check OUT_DIR   # the same warm-up steps on 1 GPU and on 2 GPUs (NCCL): the checkpoints'
-#                                            # master weights agree to bf16-gradient rounding
+#                                            # master weights agree to bf16-gradient rounding; $SPARGO_DP_FLAGS (e.g.
+#                                            # "--set learner.shard_optimizer_state=true") go to the 2-GPU run
 #   bash bench/gpu_dp_run.sh grpo OUT_DIR [STEPS] [extra flags]
 #                                            # configs/h200_160m.txtpb on all GPUs (scripts/launch_ranks.sh), as
 #                                            # gpu_grpo_run.sh's grpo mode runs it on one
@@ -23,8 +25,9 @@ case "$mode" in
       b="${shape%x*}"; l="${shape#*x}"
       build-gpu/bench/spargo_learner_bench --config 160m --device cuda --dtype bfloat16 --shapes "$shape" \
         --micro_batch_rows 4 --reps 5 2>&1 | tee -a "$out/dp_bench_1.txt"
+      # shellcheck disable=SC2086
       launch "$gpus" build-gpu/bench/spargo_learner_bench --config 160m --device cuda --dtype bfloat16 \
-        --shapes "$((b * gpus))x$l" --micro_batch_rows 4 --reps 5 2>&1 | tee -a "$out/dp_bench_$gpus.txt"
+        --shapes "$((b * gpus))x$l" --micro_batch_rows 4 --reps 5 ${SPARGO_BENCH_FLAGS:-} 2>&1 | tee -a "$out/dp_bench_$gpus.txt"
     done
     ;;
   check)
@@ -35,7 +38,8 @@ case "$mode" in
     rm -rf runs/dp1 runs/dp2
     build-gpu/cli/spargo train --run-dir runs/dp1 "${flags[@]}" > "$out/check_1gpu.txt" 2>&1
     echo "1 GPU: exit $?"
-    launch 2 build-gpu/cli/spargo train --run-dir runs/dp2 "${flags[@]}" > "$out/check_2gpu.txt" 2>&1
+    # shellcheck disable=SC2086
+    launch 2 build-gpu/cli/spargo train --run-dir runs/dp2 "${flags[@]}" ${SPARGO_DP_FLAGS:-} > "$out/check_2gpu.txt" 2>&1
     echo "2 GPUs: exit $?"
     python3 - <<'PY' | tee "$out/check.txt"
 from safetensors.torch import load_file

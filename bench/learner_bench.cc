@@ -33,6 +33,7 @@ ABSL_FLAG(std::string, shapes, "1x4096,4x4096", "Comma-separated BxL shapes.");
 ABSL_FLAG(int32_t, micro_batch_rows, 1, "Rows per forward/backward pass (0: all rows at once).");
 ABSL_FLAG(bool, checkpointing, false, "Activation checkpointing per layer.");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
+ABSL_FLAG(bool, shard_optimizer_state, false, "Data-parallel: each rank keeps its share of the AdamW state (ZeRO-1).");
 
 namespace spargo {
 namespace {
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     o.collective = *group;
+    o.shard_optimizer_state = absl::GetFlag(FLAGS_shard_optimizer_state);
     channel = std::make_shared<learner::CommandChannel>(*group);
   }
   auto policy = learner::NewLocalPolicyLearner(model, o);
@@ -130,11 +132,11 @@ int main(int argc, char** argv) {
     std::cerr << s << "\n";
     return 1;
   }
-  std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s x %d rank(s), %s, micro-batches of %d rows%s, "
+  std::printf("PolicyLearner, DeepSeek-V3.2 %s (%.1fM parameters), %s x %d rank(s), %s, micro-batches of %d rows%s%s, "
               "median of %d\n",
               absl::GetFlag(FLAGS_config).c_str(), params / 1e6, device_name.c_str(), env->world_size,
               absl::GetFlag(FLAGS_dtype).c_str(), micro, o.activation_checkpointing ? ", activation checkpointing" : "",
-              reps);
+              o.shard_optimizer_state ? ", optimizer state sharded" : "", reps);
   std::printf("| batch x tokens | GRPO step ms (fwd+bwd+AdamW) | training tokens/s | no-grad log-probs ms | log-prob tokens/s |\n"
               "| --- | --- | --- | --- | --- |\n");
   for (absl::string_view shape : absl::StrSplit(absl::GetFlag(FLAGS_shapes), ',')) {
