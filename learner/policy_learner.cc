@@ -1,6 +1,7 @@
 #include "learner/policy_learner.h"
 
 #include <algorithm>
+#include <sstream>
 #include <type_traits>
 #include <utility>
 
@@ -19,7 +20,9 @@ using StateKeyType = std::decay_t<decltype(std::declval<torch::optim::Optimizer&
 template <typename Key = StateKeyType>  // a template, so that only the branch of this libtorch's key is compiled
 Key StateKey(const torch::optim::Optimizer&, const torch::Tensor& p) {
   if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    std::ostringstream text;  // what libtorch 1.13 writes: the address through operator<<
+    text << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return text.str();
   } else {
     return static_cast<Key>(p.unsafeGetTensorImpl());
   }
