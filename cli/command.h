@@ -41,6 +41,7 @@ int RunLogits(const CommandArgs& args);
 int RunGenerate(const CommandArgs& args);
 int RunRollout(const CommandArgs& args);
 int RunLearner(const CommandArgs& args);
+int RunHealth(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

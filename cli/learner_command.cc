@@ -1,9 +1,10 @@
 // `spargo learner`: serves the policy of an experiment config over gRPC (LearnerService, learner/learner_service.h)
 // until SIGINT or SIGTERM, so that a training run (`spargo train` with services.learner_address) trains it on this
 // process's device. The model comes from the config (model.pretrained_dir or a fresh model of its shapes) on
-// learner.device in learner.dtype; the run gives it its initial weights when it connects. Address, TLS, bearer
-// token and message limit come from the config's `services` (default 127.0.0.1:50153); --listen overrides the
-// address.
+// learner.device in learner.dtype; the run gives it its initial weights when it connects. Address, TLS, bearer token
+// and message limit come from the config's `services` (default 127.0.0.1:50153); --listen overrides the address. An
+// address beyond loopback needs the token or TLS, or --trusted-network (it refuses to start otherwise, exit code 2:
+// ListenAllowed in cli/shared_flags.h).
 #include <csignal>
 #include <iostream>
 
@@ -28,6 +29,9 @@ int RunLearner(const CommandArgs& args) {
     std::cerr << "spargo learner: invalid configuration:\n" << cfg.status().message() << "\n";
     return kExitUsage;
   }
+  const std::string address =
+      absl::GetFlag(FLAGS_listen).empty() ? cfg->services().learner() : absl::GetFlag(FLAGS_listen);
+  if (!ListenAllowed("learner", address, cfg->services())) return kExitUsage;
   const sigset_t signals = BlockStopSignals();
   if (cfg->threads() > 0) torch::set_num_threads(cfg->threads());  // as `spargo train` does: the same arithmetic
   absl::StatusOr<learner::RunModel> model = learner::CreateRunModel(*cfg);
@@ -43,7 +47,7 @@ int RunLearner(const CommandArgs& args) {
   const std::string describe = (*policy)->Describe();
   learner::LearnerServerOptions options;
   options.endpoints = cfg->services();
-  options.address = absl::GetFlag(FLAGS_listen).empty() ? cfg->services().learner() : absl::GetFlag(FLAGS_listen);
+  options.address = address;
   absl::StatusOr<std::unique_ptr<learner::LearnerServer>> server =
       learner::LearnerServer::Start(std::move(*policy), options);
   if (!server.ok()) {

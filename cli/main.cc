@@ -50,7 +50,10 @@ const std::vector<Command>& Commands() {
        &RunRollout},
       {"learner", "Serve a policy learner over gRPC (LearnerService) for `spargo train` until SIGINT or SIGTERM.",
        "spargo learner [--config FILE.txtpb] [--set path=value]... [--listen HOST:PORT]",
-       {"cli/learner_command.cc", "cli/shared_flags.cc:config,listen"}, true, &RunLearner},
+       {"cli/learner_command.cc", "cli/shared_flags.cc:config,listen,trusted_network"}, true, &RunLearner},
+      {"health", "Ask spargo servers whether they serve (grpc.health.v1); optionally wait until they do.",
+       "spargo health [--config FILE.txtpb] [--set services.field=value]... [--wait-seconds N] HOST:PORT...",
+       {"cli/health_command.cc", "cli/shared_flags.cc:config"}, true, &RunHealth},
   };
   return kCommands;
 }

@@ -1,7 +1,9 @@
-// `spargo reward`: serves RewardService over gRPC with the reward pipelines (LoadRewardConfig) until SIGINT or
-// SIGTERM, then drains calls in flight (up to 10 s). Address, TLS, bearer token and message limit come from the
-// config's `services` (default 127.0.0.1:50152, plaintext, no token); --listen overrides the address. With
-// metrics.port set, Prometheus metrics are served at http://metrics.host:metrics.port/metrics.
+// `spargo reward`: serves RewardService over gRPC with the reward pipelines (LoadRewardConfig) until SIGINT or SIGTERM,
+// then drains calls in flight (up to 10 s). Address, TLS, bearer token and message limit come from the config's
+// `services` (default 127.0.0.1:50152, plaintext, no token); --listen overrides the address. An address beyond loopback
+// needs the token or TLS, or --trusted-network (it refuses to start otherwise, exit code 2: ListenAllowed in
+// cli/shared_flags.h). With metrics.port set, Prometheus metrics are served at
+// http://metrics.host:metrics.port/metrics.
 #include <csignal>
 #include <iostream>
 
@@ -32,6 +34,7 @@ int RunReward(const CommandArgs& args) {
     return kExitUsage;
   }
 
+  if (!ListenAllowed("reward", options.address, options.endpoints)) return kExitUsage;
   const sigset_t signals = BlockStopSignals();
   MetricsRegistry registry;
   MetricsServer metrics(&registry);

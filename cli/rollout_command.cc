@@ -1,11 +1,12 @@
-// `spargo rollout`: serves RolloutService over gRPC (rollout/rollout_server.h) until SIGINT or SIGTERM, then
-// drains calls in flight (up to 10 s). The model is the checkpoint folder --model DIR (config.json and
-// safetensors, e.g. a training run's checkpoint) or, without it, a fresh model as the experiment config describes
-// (seeded by its `seed`), waiting for UpdateWeights. With rollout.agent set, samples of the agent's domains run as
-// episodes whose tool calls this worker's environments answer (the tokenizer: --tokenizer, the model folder's
-// tokenizer.json, or the config's). Address, TLS, bearer token and message limit come from the
-// config's `services` (default 127.0.0.1:50151); --listen overrides the address. --tokenizer limits sampling to
-// the tokenizer's ids. With metrics.port set, Prometheus metrics are served too.
+// `spargo rollout`: serves RolloutService over gRPC (rollout/rollout_server.h) until SIGINT or SIGTERM, then drains
+// calls in flight (up to 10 s). The model is the checkpoint folder --model DIR (config.json and safetensors, e.g. a
+// training run's checkpoint) or, without it, a fresh model as the experiment config describes (seeded by its `seed`),
+// waiting for UpdateWeights. With rollout.agent set, samples of the agent's domains run as episodes whose tool calls
+// this worker's environments answer (the tokenizer: --tokenizer, the model folder's tokenizer.json, or the config's).
+// Address, TLS, bearer token and message limit come from the config's `services` (default 127.0.0.1:50151); --listen
+// overrides the address. An address beyond loopback needs the token or TLS, or --trusted-network (it refuses to start
+// otherwise, exit code 2: ListenAllowed in cli/shared_flags.h). --tokenizer limits sampling to the tokenizer's ids.
+// With metrics.port set, Prometheus metrics are served too.
 #include <filesystem>
 #include <iostream>
 
@@ -92,6 +93,7 @@ int RunRollout(const CommandArgs& args) {
     std::cerr << "spargo rollout: --max-groups and --max-group-size must be >= 1\n";
     return kExitUsage;
   }
+  if (!ListenAllowed("rollout", options.address, options.endpoints)) return kExitUsage;
   if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
     absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok =
         tokenizer::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));

@@ -4,6 +4,8 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/listen_policy.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
@@ -13,6 +15,9 @@ ABSL_FLAG(std::string, config, "",
           "Experiment config in protobuf text format (default: the command's embedded default).");
 ABSL_FLAG(std::string, listen, "", "Address to serve on (default: the config's services address of this service).");
 ABSL_FLAG(int32_t, max_groups, 1024, "Most groups accepted in one request.");
+ABSL_FLAG(bool, trusted_network, false,
+          "Allow listening beyond loopback (0.0.0.0, a host name) without services.token_file or TLS: only for "
+          "networks that no untrusted host can reach.");
 
 namespace spargo::cli {
 
@@ -57,6 +62,14 @@ int WaitForStopSignal(const sigset_t& signals) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   return signal_number;
+}
+
+bool ListenAllowed(const char* command, const std::string& address, const config::ServiceEndpoints& endpoints) {
+  const absl::Status s = CheckListenExposure(absl::StrCat("spargo ", command), address, endpoints,
+                                             absl::GetFlag(FLAGS_trusted_network));
+  if (s.ok()) return true;
+  std::cerr << s.message() << "\n";
+  return false;
 }
 
 bool StartMetricsIfConfigured(const config::ExperimentConfig& config, MetricsServer* server) {

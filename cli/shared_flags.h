@@ -18,6 +18,7 @@
 ABSL_DECLARE_FLAG(std::string, config);
 ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(int32_t, max_groups);
+ABSL_DECLARE_FLAG(bool, trusted_network);
 
 namespace spargo::cli {
 
@@ -38,6 +39,11 @@ std::optional<RewardSetup> LoadRewardSetup(const char* command, const CommandArg
 // that every thread inherits the mask), then WaitForStopSignal takes one synchronously and returns its number.
 sigset_t BlockStopSignals();
 int WaitForStopSignal(const sigset_t& signals);
+
+// For the serving commands, before they bind: CheckListenExposure (common/listen_policy.h) with --trusted-network.
+// False after printing "spargo COMMAND: refusing to listen on ..." (what to set) to stderr; the caller then exits
+// with kExitUsage.
+bool ListenAllowed(const char* command, const std::string& address, const config::ServiceEndpoints& endpoints);
 
 // Starts `server` on config.metrics() when its port is not 0 (logging the address); false after logging why it
 // could not.

@@ -26,6 +26,8 @@ PACKAGES=(
   python3-grpcio python3-protobuf          # the example out-of-process reward plugin (Python) and its test
   python3                                  # the sandboxed code runner's Python (code_tests reward)
   openssl                                  # tests: a throwaway TLS certificate for the services
+  slurmctld slurmd slurm-client munge      # tests: a one-node Slurm cluster for deploy/slurm (no systemd needed)
+  python3-yaml                             # tests: reading the Kubernetes manifests in deploy/k8s
 )
 
 missing=()
