@@ -44,13 +44,25 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ProbeChannel(const std::string& a
   return grpc::CreateCustomChannel(address, creds, args);
 }
 
+// A serialized HealthCheckRequest naming `service` (field 1, a string); empty for the whole server.
+std::string CheckRequestFor(const std::string& service) {
+  if (service.empty()) return "";
+  std::string bytes = "\x0a";
+  for (uint64_t n = service.size(); ; n >>= 7) {  // the length as a varint
+    bytes.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+    if (n < 0x80) break;
+  }
+  return bytes + service;
+}
+
 absl::StatusOr<ServingStatus> CheckOn(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
-                                      const std::string& token, absl::Duration timeout) {
+                                      const std::string& token, absl::Duration timeout,
+                                      const std::string& service = "") {
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   PrepareClientContext(absl::Now() + timeout, token, &context);
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1), reply;
+  grpc::Slice body(CheckRequestFor(service));
+  grpc::ByteBuffer request(&body, 1), reply;
   std::promise<grpc::Status> done;
   stub.UnaryCall(&context, kCheckMethod, grpc::StubOptions(), &request, &reply,
                  [&done](grpc::Status s) { done.set_value(std::move(s)); });
@@ -76,10 +88,10 @@ const char* Name(ServingStatus s) {
 }  // namespace
 
 absl::StatusOr<ServingStatus> CheckServing(const std::string& address, const config::ServiceEndpoints& endpoints,
-                                           absl::Duration timeout) {
+                                           absl::Duration timeout, const std::string& service) {
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, ProbeChannel(address, endpoints));
   SPARGO_ASSIGN_OR_RETURN(std::string token, ReadBearerToken(endpoints));
-  return CheckOn(channel, address, token, timeout);
+  return CheckOn(channel, address, token, timeout, service);
 }
 
 absl::Status WaitForServing(const std::string& address, const config::ServiceEndpoints& endpoints,

@@ -18,10 +18,11 @@ namespace spargo {
 // Serving status of a Health/Check answer (grpc.health.v1.HealthCheckResponse.ServingStatus).
 enum class ServingStatus { kUnknown = 0, kServing = 1, kNotServing = 2 };
 
-// One Health/Check call for the whole server (service "") with `timeout`. The call's failure (UNAVAILABLE when
-// nothing answers, DEADLINE_EXCEEDED, ...) is returned as a status naming `address`.
+// One Health/Check call for `service` ("": the whole server) with `timeout`. The call's failure (UNAVAILABLE when
+// nothing answers, NOT_FOUND for a service the server does not know, DEADLINE_EXCEEDED, ...) is returned as a
+// status naming `address`.
 absl::StatusOr<ServingStatus> CheckServing(const std::string& address, const config::ServiceEndpoints& endpoints,
-                                           absl::Duration timeout);
+                                           absl::Duration timeout, const std::string& service = "");
 
 // Polls CheckServing until `address` answers SERVING (OK) or `limit` passes (DEADLINE_EXCEEDED with the last
 // answer). A zero limit makes exactly one call.

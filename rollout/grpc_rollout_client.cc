@@ -1,10 +1,18 @@
 // GrpcRolloutClient (contract in the header). How it works:
-//  - Workers: one per resolved address, each with its own channel (short reconnect backoff, so that a restarted
-//    worker is seen within seconds) and a state guarded by Impl::mu_: healthy, the version it serves, calls in
-//    flight, a backoff (0.5 s doubling to 10 s) after a failure.
+//  - Routes (Generate): one gRPC channel per rollout.workers entry, for the current policy version: target
+//    "dns:///host:port" (or the entry's own "ipv4:..." list), round_robin load balancing, and gRPC's client-side
+//    health checking of the version's grpc.health.v1 name (rollout/version_health.h). gRPC resolves the name,
+//    connects to every address, and picks only workers whose health says they serve that version. A route is
+//    made again when the version changes (which also resolves the name again). The channel is READY when at least
+//    one of its workers serves the version.
+//  - Workers (weights): one per resolved address, each with its own channel (short reconnect backoff, so that a
+//    restarted worker is seen within seconds) and a state guarded by Impl::mu_: healthy, the version it serves, a
+//    backoff (0.5 s doubling to 10 s) after a failure. gRPC C++ does not expose the addresses its resolver found
+//    nor a pick of one backend, so the weight broadcast resolves names itself (getaddrinfo) to reach every worker.
 //  - Generate runs on threads it owns and joins before it returns: callers (one task per call of
-//    groups_per_request groups, retried in place on another worker) and a maintainer that resolves names when due
-//    and hands workers needing a Health probe (and then weights) to a small pool. Nothing runs between calls.
+//    groups_per_request groups, retried in place on another route or backend) and a maintainer that resolves names
+//    when due and hands workers needing a Health probe (and then weights) to a small pool. Nothing runs between
+//    calls.
 //  - The driver's thread waits until every call is answered or one error ends the Generate; the error cancels
 //    the calls in flight.
 #include "rollout/grpc_rollout_client.h"
@@ -25,6 +33,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
@@ -32,6 +41,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "rollout/sample_proto.h"
+#include "rollout/version_health.h"
 #include "rollout/weight_stream.h"
 #include "spargo/rollout.grpc.pb.h"
 
@@ -45,6 +55,7 @@ constexpr absl::Duration kResolveRetry = absl::Seconds(1);   // ... or this ofte
 constexpr absl::Duration kHealthDeadline = absl::Seconds(5);  // at most (endpoints.deadline_seconds when shorter)
 constexpr absl::Duration kWeightDeadlineFloor = absl::Seconds(60);
 constexpr absl::Duration kMaintenanceTick = absl::Milliseconds(200);
+constexpr absl::Duration kRouteTick = absl::Milliseconds(50);  // how often a caller looks for a READY route
 constexpr int kCallsPerWorker = 2;  // calls in flight per worker: one generating, one queued behind it
 constexpr int kMaxCallThreads = 64;
 constexpr int kMaxWeightThreads = 16;
@@ -63,12 +74,20 @@ bool IsAuthError(absl::StatusCode code) {
 // Errors a retry on another worker cannot help.
 bool IsFinal(absl::StatusCode code) { return code == absl::StatusCode::kInvalidArgument || IsAuthError(code); }
 
-// A rollout.workers entry: a gRPC target used as it is ("ipv4:...", "ipv6:...", "unix:..."), or a host and port
-// to resolve into one worker per address.
+// A rollout.workers entry: a gRPC target used as it is ("ipv4:...", "ipv6:...", "unix:..."; a comma-separated
+// list of addresses after the scheme stands for one worker per address), or a host and port to resolve into one
+// worker per address.
 struct Entry {
   std::string text;
   std::string host;  // empty: `text` is the target
   int port = 0;
+
+  // The target of the entry's load-balanced channel.
+  std::string BalancedTarget() const {
+    if (host.empty()) return text;
+    const bool ipv6 = host.find(':') != std::string::npos;
+    return absl::StrCat("dns:///", ipv6 ? "[" : "", host, ipv6 ? "]" : "", ":", port);
+  }
 };
 
 absl::StatusOr<Entry> ParseEntry(const std::string& text, size_t index) {
@@ -102,7 +121,14 @@ absl::StatusOr<Entry> ParseEntry(const std::string& text, size_t index) {
 // The gRPC targets an entry stands for: "ipv4:10.0.0.7:50151" / "ipv6:[fd00::7]:50151" for each address its
 // host resolves to (IPv4 and IPv6), or the entry itself. UNAVAILABLE when the name does not resolve.
 absl::StatusOr<std::vector<std::string>> ResolveEntry(const Entry& e) {
-  if (e.host.empty()) return std::vector<std::string>{e.text};
+  if (e.host.empty()) {  // "ipv4:a:1,b:2" is "ipv4:a:1" and "ipv4:b:2"
+    const size_t colon = e.text.find(':');
+    std::vector<std::string> targets;
+    for (absl::string_view address : absl::StrSplit(e.text.substr(colon + 1), ',', absl::SkipEmpty())) {
+      targets.push_back(absl::StrCat(e.text.substr(0, colon + 1), address));
+    }
+    return targets;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -156,7 +182,7 @@ struct Worker {
   std::unique_ptr<RolloutService::Stub> stub;
   bool healthy = false;    // answered its last Health, Generate or weight update
   bool failing = false;    // set aside after a failure (logged once until it answers again)
-  bool check_due = true;   // must answer Health before it serves (new, or a new Generate began)
+  bool check_due = true;   // Health is due (new, or a new Generate began): it may need the current weights
   bool busy = false;       // a Health probe or weight update runs
   bool gone = false;       // its name no longer resolves to it
   uint64_t version = 0;    // the policy version it serves, when healthy
@@ -164,8 +190,16 @@ struct Worker {
   std::string note;        // why it does not serve, for messages
   absl::Time retry_at = absl::InfinitePast();
   absl::Duration backoff = absl::ZeroDuration();
+};
+
+// The load-balanced channel of one rollout.workers entry for one policy version. `in_flight` is guarded by
+// GrpcRolloutClient::Impl::mu_.
+struct Route {
+  const Entry* entry = nullptr;
+  uint64_t version = 0;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<RolloutService::Stub> stub;
   int in_flight = 0;
-  int64_t calls = 0;
 };
 
 }  // namespace
@@ -224,9 +258,10 @@ class GrpcRolloutClient::Impl {
   void RunCall(Run* run, const std::vector<int>& members);
   absl::StatusOr<std::vector<SampleGroup>> CheckAnswer(const Run& run, const std::vector<int>& members,
                                                        const GenerateResponse& response) const;
-  std::shared_ptr<Worker> PickWorker(const std::set<std::string>& avoid) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeRoutes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // for version_, unless they exist
+  std::shared_ptr<Route> AwaitRoute(Run* run, const std::set<const Route*>& tried)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Usable(const Worker& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool DispatchPossible() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Pending() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // a worker's probe or weight update is under way
   void FailRun(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NoWorkerMessage() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -240,6 +275,7 @@ class GrpcRolloutClient::Impl {
   void SetAside(Worker* w, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetryLater(Worker* w, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // doubles the backoff
   void Recovered(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  grpc::ChannelArguments ChannelArgs() const;
   std::shared_ptr<grpc::Channel> NewChannel(const Entry& entry, const std::string& target) const;
 
   const GrpcRolloutOptions options_;
@@ -249,6 +285,7 @@ class GrpcRolloutClient::Impl {
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by target
+  std::vector<std::shared_ptr<Route>> routes_ ABSL_GUARDED_BY(mu_);  // one per entry, for one version
   std::set<std::string> unresolved_ ABSL_GUARDED_BY(mu_);  // entries whose failure to resolve was logged
   absl::Time last_resolve_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool resolving_ ABSL_GUARDED_BY(mu_) = false;
@@ -291,6 +328,7 @@ absl::StatusOr<std::vector<SampleGroup>> GrpcRolloutClient::Impl::Generate(const
   {
     absl::MutexLock lock(&mu_);
     run_ = &run;
+    MakeRoutes();
     for (auto& [target, w] : workers_) w->check_due = true;  // a worker may have restarted since the last step
     workers = static_cast<int>(std::max(workers_.size(), entries_.size()));
     threads = std::min({static_cast<int>(calls.size()), kCallsPerWorker * workers, kMaxCallThreads});
@@ -320,37 +358,32 @@ absl::StatusOr<std::vector<SampleGroup>> GrpcRolloutClient::Impl::Generate(const
 void GrpcRolloutClient::Impl::RunCall(Run* run, const std::vector<int>& members) {
   GenerateRequest request = run->base;
   for (int g : members) GroupRequestToProto((*run->groups)[g], run->group_size, request.add_groups());
-  std::set<std::string> tried;
+  std::set<const Route*> tried;
   for (int attempt = 1;; ++attempt) {
-    std::shared_ptr<Worker> w;
+    std::shared_ptr<Route> route;
     grpc::ClientContext context;
     {
       absl::MutexLock lock(&mu_);
-      const absl::Condition dispatch_possible(this, &Impl::DispatchPossible);
-      bool waited =
-          mu_.AwaitWithDeadline(dispatch_possible, absl::Now() + absl::Seconds(options_.worker_wait_seconds));
-      // A worker whose Health answer (or weight update) is still awaited may yet serve: its answer has a deadline.
-      while (!waited && Pending()) waited = mu_.AwaitWithTimeout(dispatch_possible, kMaintenanceTick);
-      if (!waited) FailRun(absl::UnavailableError(NoWorkerMessage()));
-      if (!run->failure.ok()) break;
-      w = PickWorker(tried);
-      ++w->in_flight;
-      ++w->calls;
+      route = AwaitRoute(run, tried);
+      if (route == nullptr) break;  // the Generate failed
+      ++route->in_flight;
       PrepareClientContext(absl::Now() + absl::Seconds(options_.generate_deadline_seconds), token_, &context);
       run->active.insert(&context);
     }
     GenerateResponse response;
-    const grpc::Status answered = w->stub->Generate(&context, request, &response);
+    const grpc::Status answered = route->stub->Generate(&context, request, &response);
+    // The backend gRPC picked: "ipv4:10.0.0.7:50151", the target of its Worker.
+    const std::string peer = context.peer();
     absl::StatusOr<std::vector<SampleGroup>> checked =
         answered.ok() ? CheckAnswer(*run, members, response)
                       : absl::StatusOr<std::vector<SampleGroup>>(FromGrpc(answered, "Generate"));
     absl::MutexLock lock(&mu_);
     run->active.erase(&context);
-    --w->in_flight;
+    --route->in_flight;
     if (!run->failure.ok()) break;  // cancelled: another call ended the Generate
+    const auto worker = workers_.find(peer);
     if (checked.ok()) {
-      Recovered(w.get());
-      w->backoff = absl::ZeroDuration();
+      if (worker != workers_.end()) Recovered(worker->second.get());
       for (size_t i = 0; i < members.size(); ++i) {
         if (run->accepted[members[i]]) continue;  // never twice
         run->accepted[members[i]] = true;
@@ -359,19 +392,22 @@ void GrpcRolloutClient::Impl::RunCall(Run* run, const std::vector<int>& members)
       break;
     }
     ++stats_.failed_calls;
-    const absl::Status failed = Annotate(checked.status(), absl::StrCat("rollout worker ", w->target));
+    const absl::Status failed = Annotate(
+        checked.status(), absl::StrCat("rollout worker ", peer.empty() ? route->entry->text : peer));
     if (IsFinal(failed.code())) {
       FailRun(failed);
       break;
     }
-    SetAside(w.get(), checked.status());
+    // Probed again (and given weights) after its backoff; gRPC's health checking keeps it out meanwhile when it
+    // is gone or serves another version.
+    if (worker != workers_.end()) SetAside(worker->second.get(), checked.status());
     if (attempt >= options_.max_attempts) {
       FailRun(Annotate(failed, absl::StrCat("group '", (*run->groups)[members[0]].prompt_id, "' failed ", attempt,
                                             " attempts (rollout.max_attempts); the last")));
       break;
     }
     stats_.retried_groups += static_cast<int64_t>(members.size());
-    tried.insert(w->target);
+    tried.insert(route.get());
   }
   absl::MutexLock lock(&mu_);
   --run->calls_left;
@@ -421,22 +457,48 @@ bool GrpcRolloutClient::Impl::Pending() const {
   return false;
 }
 
-bool GrpcRolloutClient::Impl::DispatchPossible() const {
-  if (run_ == nullptr || !run_->failure.ok()) return true;
-  for (const auto& [target, w] : workers_) {
-    if (Usable(*w)) return true;
+void GrpcRolloutClient::Impl::MakeRoutes() {
+  if (!routes_.empty() && routes_.front()->version == version_) return;
+  routes_.clear();
+  for (const Entry& e : entries_) {
+    auto route = std::make_shared<Route>();
+    route->entry = &e;
+    route->version = version_;
+    grpc::ChannelArguments args = ChannelArgs();
+    args.SetServiceConfigJSON(absl::StrCat(R"({"loadBalancingConfig": [{"round_robin": {}}], )",
+                                           R"("healthCheckConfig": {"serviceName": ")",
+                                           PolicyVersionHealthName(version_), R"("}})"));
+    args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);  // ours, not one from DNS TXT records
+    args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);  // a worker that left is noticed in seconds
+    route->channel = grpc::CreateCustomChannel(e.BalancedTarget(), credentials_, args);
+    route->stub = RolloutService::NewStub(route->channel);
+    routes_.push_back(std::move(route));
   }
-  return false;
 }
 
-// The usable worker with the fewest calls in flight (then the fewest calls so far), preferring one not in `avoid`.
-std::shared_ptr<Worker> GrpcRolloutClient::Impl::PickWorker(const std::set<std::string>& avoid) const {
-  std::shared_ptr<Worker> best;
-  const auto key = [&](const Worker& w) { return std::make_tuple(avoid.count(w.target), w.in_flight, w.calls); };
-  for (const auto& [target, w] : workers_) {
-    if (Usable(*w) && (best == nullptr || key(*w) < key(*best))) best = w;
+// A route whose channel is READY (one of its workers serves the version), preferring one not tried and then the
+// fewest calls in flight. Waits up to worker_wait_seconds, and longer while a probe, a weight update or a
+// connection is under way (each has its own deadline); then fails the Generate UNAVAILABLE and returns null.
+std::shared_ptr<Route> GrpcRolloutClient::Impl::AwaitRoute(Run* run, const std::set<const Route*>& tried) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(options_.worker_wait_seconds);
+  const auto failed = +[](Run* r) { return !r->failure.ok(); };
+  while (run->failure.ok()) {
+    std::shared_ptr<Route> best;
+    bool connecting = false;
+    const auto key = [&](const Route& r) { return std::make_pair(tried.count(&r), r.in_flight); };
+    for (const std::shared_ptr<Route>& r : routes_) {
+      const grpc_connectivity_state state = r->channel->GetState(/*try_to_connect=*/true);
+      connecting = connecting || state == GRPC_CHANNEL_CONNECTING || state == GRPC_CHANNEL_IDLE;
+      if (state == GRPC_CHANNEL_READY && (best == nullptr || key(*r) < key(*best))) best = r;
+    }
+    if (best != nullptr) return best;
+    if (absl::Now() >= give_up && !Pending() && !connecting) {
+      FailRun(absl::UnavailableError(NoWorkerMessage()));
+      break;
+    }
+    mu_.AwaitWithTimeout(absl::Condition(failed, run), kRouteTick);
   }
-  return best;
+  return nullptr;
 }
 
 void GrpcRolloutClient::Impl::FailRun(const absl::Status& status) {
@@ -458,14 +520,19 @@ std::string GrpcRolloutClient::Impl::NoWorkerMessage() const {
 
 // ---- Workers ----
 
-std::shared_ptr<grpc::Channel> GrpcRolloutClient::Impl::NewChannel(const Entry& entry,
-                                                                   const std::string& target) const {
+grpc::ChannelArguments GrpcRolloutClient::Impl::ChannelArgs() const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options_.endpoints.max_message_bytes());
   args.SetMaxSendMessageSize(options_.endpoints.max_message_bytes());
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kMinReconnectMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinReconnectMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectMs);
+  return args;
+}
+
+std::shared_ptr<grpc::Channel> GrpcRolloutClient::Impl::NewChannel(const Entry& entry,
+                                                                   const std::string& target) const {
+  grpc::ChannelArguments args = ChannelArgs();
   // TLS checks the server's certificate against the configured name, not the address it resolved to.
   if (!entry.host.empty()) args.SetSslTargetNameOverride(entry.host);
   return grpc::CreateCustomChannel(target, credentials_, args);

@@ -1,18 +1,26 @@
 // RolloutClient over gRPC (disaggregated mode): rollout workers (`spargo rollout`, rollout/rollout_server.h) at
-// the addresses of `rollout.workers`. An entry "host:port" whose host resolves to several addresses (a Kubernetes
-// headless service) stands for one worker per address; names are resolved again as workers come and go (every
-// 30 s during a Generate, every second while no worker is usable); a name that does not resolve is logged, not fatal.
-//  - Generate: the groups are cut into Generate calls of at most groups_per_request groups, spread over the
-//    workers that serve the requested policy version (fewest calls in flight first), run concurrently, each with
-//    the generate deadline. A call that fails (worker gone, deadline passed, another version, an answer that does
-//    not check out) is retried on another worker, up to max_attempts per group; the worker is set aside until
-//    it answers Health again. Each group's answer is accepted once (a ledger by request position; the answer
-//    must carry the group's prompt id): a repeated answer is dropped, so no group is ever counted twice. When no worker serves the version, Generate waits up to
-//    worker_wait_seconds (a worker that comes back is first given the current weights), then fails UNAVAILABLE.
-//    A request the workers refuse as INVALID_ARGUMENT, and a worker refusing the token (UNAUTHENTICATED,
-//    PERMISSION_DENIED), fail Generate at once (retrying cannot help). Every worker answers Health (a short
-//    deadline) before it serves in a Generate, so a worker that restarted between steps is noticed and given the
-//    current weights first. Ids are checked against vocab_size before they are sent (INVALID_ARGUMENT).
+// the addresses of `rollout.workers`. An entry is "host:port" (a name that may resolve to several addresses, as a
+// Kubernetes headless service does: one worker per address) or a gRPC target used as it is ("ipv4:a:p,b:p",
+// "ipv6:...", "unix:...").
+//  - Generate: the groups are cut into Generate calls of at most groups_per_request groups, run concurrently, each
+//    with the generate deadline. Each entry has one gRPC channel for the current policy version ("dns:///host:port"
+//    or the entry's target): gRPC's own name resolution, round_robin load balancing over the addresses, and its
+//    client-side health checking of the version's grpc.health.v1 name (rollout/version_health.h), so that only
+//    workers serving the requested version get calls. Calls go to the READY entry with the fewest calls in flight.
+//    A call that fails (worker gone, deadline passed, another version, an answer that does not check out) is
+//    retried, on another entry when one is READY (round_robin moves on to another address within one), up to
+//    max_attempts per group. Each group's answer is accepted once (a ledger by request position; the answer must
+//    carry the group's prompt id): a repeated answer is dropped, so no group is ever counted twice. When no worker
+//    serves the version, Generate waits up to worker_wait_seconds (and while a probe, weight update or connection
+//    is under way), then fails UNAVAILABLE naming each worker's state. A request the workers refuse as
+//    INVALID_ARGUMENT, and a worker refusing the token (UNAUTHENTICATED, PERMISSION_DENIED), fail Generate at once
+//    (retrying cannot help). Ids are checked against vocab_size before they are sent (INVALID_ARGUMENT).
+//  - Workers behind: gRPC C++ exposes neither the addresses its resolver found nor a pick of one backend, so for
+//    the weights the client resolves names itself (getaddrinfo; again every 30 s during a Generate, every second
+//    while no worker is usable; a name that does not resolve is logged, not fatal) and keeps one channel per
+//    address. At each Generate every worker answers RolloutService.Health (a short deadline); one at another
+//    version (restarted, or it missed an update) is given the current weights, after which its health reports the
+//    version and gRPC's balancing starts using it. A worker whose call failed is probed again after a backoff.
 //  - UpdateWeights: streams the weights (chunked, CRC-checked: rollout/weight_stream.h) to every worker
 //    concurrently under the new version and this process's run id (workers refuse an older version of the
 //    same run: FAILED_PRECONDITION); a worker that does not take them serves no groups until it does (it is

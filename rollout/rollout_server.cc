@@ -16,6 +16,7 @@
 #include "model/weights_io.h"
 #include "rollout/group_sampler.h"
 #include "rollout/sample_proto.h"
+#include "rollout/version_health.h"
 #include "rollout/weight_stream.h"
 #include "spargo/rollout.grpc.pb.h"
 
@@ -108,6 +109,13 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     metrics_->Declare("spargo_rollout_policy_version", T::kGauge, "Policy version of the served weights.")
         .IgnoreError();
     metrics_->SetGauge("spargo_rollout_policy_version", static_cast<double>(version_)).IgnoreError();
+  }
+
+  // Reports the served version on the server's grpc.health.v1 service from now on (rollout/version_health.h).
+  void ReportVersionTo(grpc::HealthCheckServiceInterface* health) {
+    std::lock_guard<std::mutex> lock(run_mu_);
+    health_ = health;
+    if (health_ != nullptr) health_->SetServingStatus(PolicyVersionHealthName(version_.load()), true);
   }
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context, const GenerateRequest* request,
@@ -256,7 +264,11 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
   void Serve(uint64_t run_id, uint64_t version) {
     std::lock_guard<std::mutex> lock(run_mu_);
     serving_run_ = run_id;
-    version_ = version;
+    const uint64_t before = version_.exchange(version);
+    if (health_ != nullptr && before != version) {
+      health_->SetServingStatus(PolicyVersionHealthName(version), true);
+      health_->SetServingStatus(PolicyVersionHealthName(before), false);
+    }
     if (metrics_ != nullptr) {
       metrics_->SetGauge("spargo_rollout_policy_version", static_cast<double>(version)).IgnoreError();
     }
@@ -387,6 +399,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
   std::atomic<uint64_t> version_;   // written under run_mu_ (generation thread)
   mutable std::mutex run_mu_;
   std::optional<uint64_t> serving_run_;  // the run id of the last update; none for the starting weights
+  grpc::HealthCheckServiceInterface* health_ = nullptr;  // guarded by run_mu_; owned by the grpc::Server
   std::atomic<int> active_{0};
   InflightLimiter generate_limiter_;  // Generate calls queued or running
   InflightLimiter update_limiter_;    // bytes declared by UpdateWeights streams in flight
@@ -409,6 +422,7 @@ absl::StatusOr<std::unique_ptr<RolloutServer>> RolloutServer::Start(std::shared_
   SPARGO_ASSIGN_OR_RETURN(server->server_,
                           StartServiceServer("rollout service", options.address, options.endpoints, token,
                                              server->service_.get(), &server->port_, refused));
+  server->service_->ReportVersionTo(server->server_->GetHealthCheckService());
   return server;
 }
 

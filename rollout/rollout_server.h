@@ -17,7 +17,9 @@
 //    another learner and is accepted. On commit the tensors replace the model's weights between two Generate
 //    calls, all or nothing (names, shapes and finiteness checked first), and the served policy_version becomes
 //    the stream's.
-//  - Health: serving, policy version, model name, requests in flight; grpc.health.v1 too.
+//  - Health: serving, policy version, model name, requests in flight. The standard grpc.health.v1 service also
+//    reports SERVING for the whole server and for the served policy version's name (rollout/version_health.h), so
+//    that clients' gRPC health checking picks only workers at the version they ask for.
 //  - TLS, bearer token (checked before a request is read) and message limits as for the reward service
 //    (common/service_security.h). No exception leaves a handler: one becomes INTERNAL naming the method.
 //  - Metrics (when a registry is given): requests by method and code, generated tokens, generation seconds,

@@ -13,9 +13,15 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/health_check.h"
+#include "common/metrics_registry.h"
 #include "model/dsv32_model.h"
 #include "rollout/local_rollout_client.h"
 #include "rollout/rollout_server.h"
+#include "rollout/version_health.h"
 #include "spargo/rollout.grpc.pb.h"
 #include "tests/test_util.h"
 
@@ -51,12 +57,13 @@ model::TensorMap WeightsOf(model::CausalLm& m) {
 }
 
 std::unique_ptr<RolloutServer> StartWorker(std::shared_ptr<model::CausalLm> model, int port = 0,
-                                           const config::ServiceEndpoints& endpoints = {}, uint64_t version = 0) {
+                                           const config::ServiceEndpoints& endpoints = {}, uint64_t version = 0,
+                                           MetricsRegistry* metrics = nullptr) {
   RolloutServerOptions options;
   options.address = "127.0.0.1:" + std::to_string(port);
   options.endpoints = endpoints;
   options.policy_version = version;
-  absl::StatusOr<std::unique_ptr<RolloutServer>> server = RolloutServer::Start(std::move(model), options, nullptr);
+  absl::StatusOr<std::unique_ptr<RolloutServer>> server = RolloutServer::Start(std::move(model), options, metrics);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? *std::move(server) : nullptr;
 }
@@ -366,11 +373,14 @@ class LyingWorker final : public RolloutService::Service {
 TEST(GrpcRolloutClient, RetriesAnswersThatDoNotCheckOut) {
   LyingWorker liar;
   int liar_port = 0;
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &liar_port);
   builder.RegisterService(&liar);
   std::unique_ptr<grpc::Server> liar_server = builder.BuildAndStart();
   ASSERT_TRUE(liar_server != nullptr && liar_port != 0);
+  // It claims version 0 where clients' health checking looks (rollout/version_health.h).
+  liar_server->GetHealthCheckService()->SetServingStatus(PolicyVersionHealthName(0), true);
 
   // Alone, it exhausts max_attempts: the last error says what was wrong with its answer.
   GrpcRolloutOptions options = ClientOptions({Loopback(liar_port)});
@@ -395,6 +405,67 @@ TEST(GrpcRolloutClient, RetriesAnswersThatDoNotCheckOut) {
   ExpectSameSamples(*got, Reference(model, prompts, Sampling()));
   EXPECT_EQ(client->stats().retried_groups, liar.calls.load() - lies_before);
   liar_server->Shutdown();
+}
+
+// Generate calls a worker answered OK, from its metrics.
+int AnsweredGenerates(const MetricsRegistry& metrics) {
+  for (absl::string_view line : absl::StrSplit(metrics.RenderText(), '\n')) {
+    if (!absl::StartsWith(line, "spargo_rollout_requests_total{") || !absl::StrContains(line, "\"Generate\"") ||
+        !absl::StrContains(line, "\"OK\"")) {
+      continue;
+    }
+    double value = 0;
+    EXPECT_TRUE(absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) << line;
+    return static_cast<int>(value);
+  }
+  return 0;
+}
+
+absl::StatusOr<ServingStatus> VersionHealth(int port, uint64_t version) {
+  return CheckServing(Loopback(port), {}, absl::Seconds(30), PolicyVersionHealthName(version));
+}
+
+TEST(GrpcRolloutClient, GrpcBalancesAnEntrysWorkersByTheVersionTheirHealthReports) {
+  MetricsRegistry metrics_a, metrics_b, metrics_c;
+  auto model = Fixture();
+  auto a = StartWorker(Fixture(), 0, {}, 0, &metrics_a);
+  auto b = StartWorker(Fixture(), 0, {}, 0, &metrics_b);
+  auto c = StartWorker(Fixture(), 0, {}, /*version=*/5, &metrics_c);
+  ASSERT_TRUE(a && b && c);
+  // Each worker's standard health service names the version it serves, and no other.
+  EXPECT_EQ(*VersionHealth(c->port(), 5), ServingStatus::kServing);
+  EXPECT_EQ(VersionHealth(c->port(), 0).status().code(), absl::StatusCode::kNotFound);
+
+  // One entry, three addresses: gRPC's round_robin spreads the calls over the two workers at version 0; the one
+  // at version 5 gets none.
+  const std::string entry =
+      absl::StrCat("ipv4:127.0.0.1:", a->port(), ",127.0.0.1:", b->port(), ",127.0.0.1:", c->port());
+  auto client = NewClient(ClientOptions({entry}));
+  ASSERT_TRUE(client);
+  const std::vector<GroupRequest> prompts = Prompts(8);
+  absl::StatusOr<std::vector<SampleGroup>> got = client->Generate(prompts, Sampling());
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameSamples(*got, Reference(model, prompts, Sampling()));
+  EXPECT_GT(AnsweredGenerates(metrics_a), 0);
+  EXPECT_GT(AnsweredGenerates(metrics_b), 0);
+  EXPECT_EQ(AnsweredGenerates(metrics_c), 0);
+  EXPECT_EQ(AnsweredGenerates(metrics_a) + AnsweredGenerates(metrics_b), 8);
+  EXPECT_EQ(client->stats().retried_groups, 0);
+
+  // The weights reach every address of the entry; then all three serve version 1, and health says so.
+  ASSERT_TRUE(client->UpdateWeights(WeightsOf(*model), 1).ok());
+  for (const auto* w : {a.get(), b.get(), c.get()}) {
+    EXPECT_EQ(HealthOf(w->port()).policy_version(), 1u);
+    EXPECT_EQ(*VersionHealth(w->port(), 1), ServingStatus::kServing);
+  }
+  EXPECT_EQ(*VersionHealth(a->port(), 0), ServingStatus::kNotServing);
+  EXPECT_EQ(*VersionHealth(c->port(), 5), ServingStatus::kNotServing);
+  const std::vector<GroupRequest> more = Prompts(9);
+  got = client->Generate(more, Sampling(1));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameSamples(*got, Reference(model, more, Sampling(1)));
+  EXPECT_GT(AnsweredGenerates(metrics_c), 0);
+  EXPECT_EQ(AnsweredGenerates(metrics_a) + AnsweredGenerates(metrics_b) + AnsweredGenerates(metrics_c), 8 + 9);
 }
 
 TEST(GrpcRolloutClient, LocalhostResolvesToEveryAddressAndSkipsDeadOnes) {
