@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/component_sequence.h"
 
 namespace spargo::tokenizer {
 namespace {
@@ -41,25 +42,9 @@ bool IsValidUtf8(const std::string& s) { return Utf8Lossy(s) == s; }
 
 }  // namespace
 
-absl::Status Decoder::AddSteps(const json& j, const std::string& where, int depth, std::vector<Step>* steps,
-                               double* growth) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError(where + ": expected an object with a string \"type\"");
-  }
+absl::Status Decoder::AddStep(const json& j, const std::string& where, std::vector<Step>* steps,
+                              double* growth) {
   const std::string type = j["type"];
-  if (type == "Sequence") {
-    if (depth >= kMaxDepth) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Sequences nested more than ", kMaxDepth, " deep"));
-    }
-    if (!j.contains("decoders") || !j["decoders"].is_array()) {
-      return absl::InvalidArgumentError(where + ": Sequence without a \"decoders\" array");
-    }
-    for (size_t i = 0; i < j["decoders"].size(); ++i) {
-      SPARGO_RETURN_IF_ERROR(
-          AddSteps(j["decoders"][i], absl::StrCat(where, ".decoders[", i, "]"), depth + 1, steps, growth));
-    }
-    return absl::OkStatus();
-  }
   if (steps->size() >= static_cast<size_t>(kMaxSteps)) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", kMaxSteps, " decoders in all"));
   }
@@ -139,7 +124,9 @@ absl::StatusOr<Decoder> Decoder::FromJson(const json& j, const std::string& wher
   if (j.is_null()) return d;
   d.none_ = false;
   double growth = 1;
-  SPARGO_RETURN_IF_ERROR(AddSteps(j, where, 0, &d.steps_, &growth));
+  SPARGO_RETURN_IF_ERROR(ForEachComponent(j, where, "decoders", kMaxDepth, [&](const json& c, const std::string& at) {
+    return AddStep(c, at, &d.steps_, &growth);
+  }));
   return d;
 }
 

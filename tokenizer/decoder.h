@@ -41,8 +41,8 @@ class Decoder {
     int start = 0, stop = 0;                   // Strip
     bool prepend = true;                       // Metaspace: prepend_scheme != never
   };
-  static absl::Status AddSteps(const nlohmann::json& j, const std::string& where, int depth, std::vector<Step>* steps,
-                               double* growth);
+  static absl::Status AddStep(const nlohmann::json& j, const std::string& where, std::vector<Step>* steps,
+                              double* growth);
 
   std::vector<Step> steps_;
   bool none_ = true;

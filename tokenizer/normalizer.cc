@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/component_sequence.h"
 
 namespace spargo::tokenizer {
 namespace {
@@ -83,25 +84,9 @@ bool IsCombiningMark(char32_t cp) {
 
 }  // namespace
 
-absl::Status Normalizer::AddSteps(const json& j, const std::string& where, int depth, std::vector<Step>* steps,
-                                  double* growth) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError(where + ": expected an object with a string \"type\"");
-  }
+absl::Status Normalizer::AddStep(const json& j, const std::string& where, std::vector<Step>* steps,
+                                 double* growth) {
   const std::string type = j["type"];
-  if (type == "Sequence") {
-    if (depth >= kMaxDepth) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Sequences nested more than ", kMaxDepth, " deep"));
-    }
-    if (!j.contains("normalizers") || !j["normalizers"].is_array()) {
-      return absl::InvalidArgumentError(where + ": Sequence without a \"normalizers\" array");
-    }
-    for (size_t i = 0; i < j["normalizers"].size(); ++i) {
-      SPARGO_RETURN_IF_ERROR(
-          AddSteps(j["normalizers"][i], absl::StrCat(where, ".normalizers[", i, "]"), depth + 1, steps, growth));
-    }
-    return absl::OkStatus();
-  }
   if (steps->size() >= static_cast<size_t>(kMaxSteps)) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", kMaxSteps, " normalizers in all"));
   }
@@ -165,7 +150,9 @@ absl::StatusOr<Normalizer> Normalizer::FromJson(const json& j, const std::string
   Normalizer n;
   if (j.is_null()) return n;
   double growth = 1;
-  SPARGO_RETURN_IF_ERROR(AddSteps(j, where, 0, &n.steps_, &growth));
+  SPARGO_RETURN_IF_ERROR(ForEachComponent(j, where, "normalizers", kMaxDepth, [&](const json& c, const std::string& at) {
+    return AddStep(c, at, &n.steps_, &growth);
+  }));
   return n;
 }
 

@@ -43,8 +43,7 @@ class Normalizer {
     std::string text;                           // Prepend: the prefix; Replace: the replacement
     std::shared_ptr<const OnigRegex> pattern;   // Replace
   };
-  static absl::Status AddSteps(const nlohmann::json& j, const std::string& where, int depth,
-                               std::vector<Step>* steps, double* growth);
+  static absl::Status AddStep(const nlohmann::json& j, const std::string& where, std::vector<Step>* steps, double* growth);
   static void Apply(const Step& step, const std::string& in, std::string* out);
 
   std::vector<Step> steps_;

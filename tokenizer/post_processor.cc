@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "tokenizer/component_sequence.h"
 
 namespace spargo::tokenizer {
 namespace {
@@ -17,24 +18,8 @@ bool ValidId(const json& v) { return v.is_number_integer() && v.get<int64_t>() >
 
 }  // namespace
 
-absl::Status PostProcessor::AddSteps(const json& j, const std::string& where, int depth,
-                                     std::vector<std::vector<int64_t>>* steps) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError(where + ": expected an object with a string \"type\"");
-  }
+absl::Status PostProcessor::AddStep(const json& j, const std::string& where, std::vector<std::vector<int64_t>>* steps) {
   const std::string type = j["type"];
-  if (type == "Sequence") {
-    if (depth >= kMaxDepth) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Sequences nested more than ", kMaxDepth, " deep"));
-    }
-    if (!j.contains("processors") || !j["processors"].is_array()) {
-      return absl::InvalidArgumentError(where + ": Sequence without a \"processors\" array");
-    }
-    for (size_t i = 0; i < j["processors"].size(); ++i) {
-      SPARGO_RETURN_IF_ERROR(AddSteps(j["processors"][i], absl::StrCat(where, ".processors[", i, "]"), depth + 1, steps));
-    }
-    return absl::OkStatus();
-  }
   if (steps->size() >= 64) return absl::InvalidArgumentError(where + ": more than 64 post-processors in all");
   if (type == "ByteLevel") return absl::OkStatus();  // offsets only
   if (type == "RobertaProcessing" || type == "BertProcessing") {
@@ -98,7 +83,9 @@ absl::Status PostProcessor::AddSteps(const json& j, const std::string& where, in
 absl::StatusOr<PostProcessor> PostProcessor::FromJson(const json& j, const std::string& where) {
   PostProcessor p;
   if (j.is_null()) return p;
-  SPARGO_RETURN_IF_ERROR(AddSteps(j, where, 0, &p.steps_));
+  SPARGO_RETURN_IF_ERROR(ForEachComponent(j, where, "processors", kMaxDepth, [&](const json& c, const std::string& at) {
+    return AddStep(c, at, &p.steps_);
+  }));
   return p;
 }
 

@@ -27,8 +27,7 @@ class PostProcessor {
  private:
   // One step's output: items of the template, an id each; kSequence stands for the text's ids.
   static constexpr int64_t kSequence = -1;
-  static absl::Status AddSteps(const nlohmann::json& j, const std::string& where, int depth,
-                               std::vector<std::vector<int64_t>>* steps);
+  static absl::Status AddStep(const nlohmann::json& j, const std::string& where, std::vector<std::vector<int64_t>>* steps);
   std::vector<std::vector<int64_t>> steps_;  // each: the single template, flattened
 };
 

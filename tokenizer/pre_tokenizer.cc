@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/component_sequence.h"
 
 namespace spargo::tokenizer {
 namespace {
@@ -90,25 +91,9 @@ void SplitSpan(const std::string& buffer, Span span, const OnigRegex& regex, Pre
 
 }  // namespace
 
-absl::Status PreTokenizer::AddSteps(const json& j, const std::string& where, int depth, std::vector<Step>* steps,
-                                    std::string* byte_level_at) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError(where + ": expected an object with a string \"type\"");
-  }
+absl::Status PreTokenizer::AddStep(const json& j, const std::string& where, std::vector<Step>* steps,
+                                   std::string* byte_level_at) {
   const std::string type = j["type"];
-  if (type == "Sequence") {
-    if (depth >= kMaxDepth) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Sequences nested more than ", kMaxDepth, " deep"));
-    }
-    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) {
-      return absl::InvalidArgumentError(where + ": Sequence without a \"pretokenizers\" array");
-    }
-    for (size_t i = 0; i < j["pretokenizers"].size(); ++i) {
-      SPARGO_RETURN_IF_ERROR(AddSteps(j["pretokenizers"][i], absl::StrCat(where, ".pretokenizers[", i, "]"),
-                                      depth + 1, steps, byte_level_at));
-    }
-    return absl::OkStatus();
-  }
   if (steps->size() >= static_cast<size_t>(kMaxSteps)) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", kMaxSteps, " pre-tokenizers in all"));
   }
@@ -197,7 +182,9 @@ absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const json& j, const std::st
   PreTokenizer p;
   if (j.is_null()) return p;
   std::string byte_level_at;
-  SPARGO_RETURN_IF_ERROR(AddSteps(j, where, 0, &p.steps_, &byte_level_at));
+  SPARGO_RETURN_IF_ERROR(ForEachComponent(j, where, "pretokenizers", kMaxDepth, [&](const json& c, const std::string& at) {
+    return AddStep(c, at, &p.steps_, &byte_level_at);
+  }));
   if (!p.steps_.empty() && p.steps_.back().kind == Kind::kByteLevel) {
     p.steps_.back().map_bytes = false;
     p.byte_level_output_ = true;

@@ -64,8 +64,7 @@ class PreTokenizer {
     int prepend = 0;                // Metaspace: 0 never, 1 first, 2 always
     bool split = true;              // Metaspace
   };
-  static absl::Status AddSteps(const nlohmann::json& j, const std::string& where, int depth,
-                               std::vector<Step>* steps, std::string* byte_level_at);
+  static absl::Status AddStep(const nlohmann::json& j, const std::string& where, std::vector<Step>* steps, std::string* byte_level_at);
 
   std::vector<Step> steps_;
   bool byte_level_output_ = false;
