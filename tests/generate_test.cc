@@ -1,6 +1,7 @@
 // `spargo generate` end to end on the dsv32-tiny-a checkpoint: greedy decoding with the cache equals greedy
 // decoding by repeated full forwards; sampling is reproducible by seed; the chat format is applied and parsed;
-// bad requests are refused.
+// a `spargo rollout` process gives the in-process samples (--server); bad requests are refused.
+#include <csignal>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -93,6 +94,54 @@ TEST(GenerateCommand, RunsOnCuda) {
   }
 }
 
+TEST(GenerateCommand, ARolloutServiceGivesTheInProcessSamples) {
+  const std::string dir = testing::NewTempDir("generate_server");
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  const int pid =
+      testing::StartProcess(SpargoBinary(), {"rollout", "--model", FixtureDir(), "--listen", address}, dir);
+  testing::ProcessGuard guard(pid);
+  ASSERT_TRUE(testing::WaitForHealthy(address, testing::kServerStartLimit, testing::ProcessProbe(pid, dir)));
+
+  // Ids, and text through the byte tokenizer: the same samples, token ids and log-probs as in process.
+  const std::vector<std::vector<std::string>> prompts = {{"--prompt-ids", "5,6,7,8"},
+                                                         {"--prompt", "12+30=", "--tokenizer", "byte"}};
+  for (const std::vector<std::string>& prompt : prompts) {
+    std::vector<std::string> sampling = {"--samples", "3", "--temperature", "1", "--seed", "9",
+                                         "--max-new-tokens", "7", "--json"};
+    sampling.insert(sampling.end(), prompt.begin(), prompt.end());
+    std::vector<std::string> here = {"generate", "--model", FixtureDir()}, there = {"generate", "--server", address};
+    here.insert(here.end(), sampling.begin(), sampling.end());
+    there.insert(there.end(), sampling.begin(), sampling.end());
+    auto a = RunProcess(SpargoBinary(), here);
+    auto b = RunProcess(SpargoBinary(), there);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    const std::vector<nlohmann::json> want = JsonLines(a.out), got = JsonLines(b.out);
+    ASSERT_EQ(got.size(), 3u);
+    ASSERT_EQ(want.size(), 3u);
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i]["token_ids"], want[i]["token_ids"]) << i;
+      EXPECT_EQ(got[i].contains("text"), prompt[0] == "--prompt") << i;
+      EXPECT_EQ(got[i].value("text", ""), want[i].value("text", "")) << i;
+      ASSERT_EQ(got[i]["logprobs"].size(), want[i]["logprobs"].size());
+      for (size_t t = 0; t < want[i]["logprobs"].size(); ++t) {
+        EXPECT_NEAR(got[i]["logprobs"][t].get<double>(), want[i]["logprobs"][t].get<double>(), 1e-5);
+      }
+    }
+  }
+  // The server's refusal names the field; exit code 1.
+  auto refused = RunProcess(SpargoBinary(), {"generate", "--server", address, "--prompt-ids", "5,6,999"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("prompt_token_ids[2] = 999"));
+  // Nobody listening: a failure within the deadline, naming the address.
+  const std::string nobody = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  auto absent = RunProcess(SpargoBinary(), {"generate", "--server", nobody, "--prompt-ids", "5", "--timeout-seconds", "5"});
+  EXPECT_EQ(absent.exit_code, 1);
+  EXPECT_THAT(absent.err, HasSubstr(nobody));
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(testing::WaitProcess(pid), 0);
+}
+
 TEST(GenerateCommand, RefusesBadRequests) {
   const std::string model = FixtureDir();
   const std::pair<std::vector<std::string>, std::string> bad[] = {
@@ -102,6 +151,12 @@ TEST(GenerateCommand, RefusesBadRequests) {
       {{"generate", "--model", model, "--tokenizer", "byte", "--prompt", "x", "--samples", "0"}, "--samples"},
       {{"generate", "--model", model, "--tokenizer", "byte", "--prompt", "x", "--max-new-tokens", "600"}, "exceeds"},
       {{"generate", "--model", model + "/nope", "--tokenizer", "byte", "--prompt", "x"}, "config.json"},
+      {{"generate", "--model", model, "--server", "127.0.0.1:1", "--prompt-ids", "1"}, "one of --model"},
+      {{"generate", "--model", model, "--prompt-ids", "1", "--prompt", "x"}, "one of --prompt"},
+      {{"generate", "--model", model, "--prompt-ids", "1,x"}, "'x' (item 1)"},
+      {{"generate", "--model", model, "--prompt-ids", "1,400"}, "outside the model's vocabulary of 320"},
+      {{"generate", "--server", "127.0.0.1:1", "--prompt", "x"}, "--tokenizer FILE|byte"},
+      {{"generate", "--server", "127.0.0.1:1", "--prompt-ids", "1", "--chat", "chat"}, "--chat needs a text"},
   };
   for (const auto& [args, message] : bad) {
     auto r = RunProcess(SpargoBinary(), args);
