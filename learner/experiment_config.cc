@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
+#include "learner/memory_estimate.h"
 #include "learner/task_mixture.h"
 #include "model/model_factory.h"
 #include "model/parameter_groups.h"
@@ -50,6 +51,7 @@ absl::StatusOr<config::ExperimentConfig> LoadExperimentConfig(
   if (edit) edit(&cfg);
   for (const std::string& o : overrides) SPARGO_RETURN_IF_ERROR(ApplyFieldOverride(o, &cfg));
   SPARGO_RETURN_IF_ERROR(ValidateExperimentConfig(cfg));
+  SPARGO_RETURN_IF_ERROR(CheckRunMemory(cfg));  // before anything is allocated (learner/memory_estimate.h)
   return cfg;
 }
 

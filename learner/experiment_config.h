@@ -2,7 +2,8 @@
 // The config comes from FILE (--config), from "embedded:cpu_mixed" (configs/cpu_mixed.txtpb, compiled in) or,
 // without one, from the embedded default (configs/default.txtpb);
 // each override "path.to.field=value" (--set) is applied in order. Validation checks cross-field rules and names
-// the field: "rollout.group_size = 1: GRPO needs at least 2 samples per prompt".
+// the field: "rollout.group_size = 1: GRPO needs at least 2 samples per prompt". Loading then checks the run's
+// memory estimate against its devices (learner/memory_estimate.h): RESOURCE_EXHAUSTED before anything is allocated.
 #ifndef SPARGO_LEARNER_EXPERIMENT_CONFIG_H_
 #define SPARGO_LEARNER_EXPERIMENT_CONFIG_H_
 

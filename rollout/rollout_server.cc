@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "model/weights_io.h"
+#include "rollout/generate_request_check.h"
 #include "rollout/group_sampler.h"
 #include "rollout/sample_proto.h"
 #include "rollout/version_health.h"
@@ -39,8 +40,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 grpc::Status ToGrpcStatus(const absl::Status& s) { return ToGrpc(s); }
 grpc::Status ToGrpcStatus(const grpc::Status& s) { return s; }
-
-grpc::Status Invalid(const std::string& message) { return {grpc::StatusCode::INVALID_ARGUMENT, message}; }
 
 // Runs `fn` (returning grpc::Status); an exception becomes INTERNAL naming `where`, so none leaves a reactor.
 template <typename Fn>
@@ -124,7 +123,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     std::shared_ptr<InflightLimiter::Share> share;
     grpc::Status status = GrpcCatching("Generate", [&] {
       grpc::Status s = CheckBearerToken(*context, token_);
-      if (s.ok()) s = Validate(*request);
+      if (s.ok()) s = ToGrpc(CheckGenerateRequest(*request, RequestLimits()));
       if (s.ok()) s = generate_limiter_.Admit(static_cast<int64_t>(request->ByteSizeLong()), "Generate", &share);
       return s;
     });
@@ -274,52 +273,17 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     }
   }
 
-  grpc::Status Validate(const GenerateRequest& r) const {
-    const int64_t limit = options_.endpoints.max_message_bytes();
-    if (limit > 0 && static_cast<int64_t>(r.ByteSizeLong()) > limit) {
-      return Invalid(absl::StrCat("request of ", r.ByteSizeLong(), " bytes exceeds the limit of ", limit));
-    }
-    const RolloutLimits& l = options_.limits;
-    if (r.groups_size() == 0 || r.groups_size() > l.max_groups) {
-      return Invalid(absl::StrCat("groups: ", r.groups_size(), " groups; 1 to ", l.max_groups, " accepted"));
-    }
-    const SamplingParams& s = r.sampling();
-    if (s.max_new_tokens() < 1 || s.max_new_tokens() > l.max_new_tokens) {
-      return Invalid(absl::StrCat("sampling.max_new_tokens = ", s.max_new_tokens(), ": must be in 1..", l.max_new_tokens));
-    }
-    if (!(s.temperature() == 0 || (s.temperature() >= 1e-3 && s.temperature() <= 100))) {
-      return Invalid(absl::StrCat("sampling.temperature = ", s.temperature(), ": must be 0 (greedy) or in [0.001, 100]"));
-    }
-    if (!(s.top_p() >= 0 && s.top_p() <= 1)) return Invalid(absl::StrCat("sampling.top_p = ", s.top_p(), ": must be in [0, 1]"));
-    if (s.top_k() < 0) return Invalid(absl::StrCat("sampling.top_k = ", s.top_k(), ": must be >= 0"));
-    const int64_t vocab = model_->vocab_size();
-    if (s.vocab_limit() < 0 || s.vocab_limit() > vocab) {
-      return Invalid(absl::StrCat("sampling.vocab_limit = ", s.vocab_limit(), ": must be in 0..", vocab));
-    }
-    for (int i = 0; i < s.stop_token_ids_size(); ++i) {
-      if (s.stop_token_ids(i) < 0 || s.stop_token_ids(i) >= vocab) {
-        return Invalid(absl::StrCat("sampling.stop_token_ids[", i, "] = ", s.stop_token_ids(i), ": not in [0, ", vocab, ")"));
-      }
-    }
-    for (int g = 0; g < r.groups_size(); ++g) {
-      const PromptGroupRequest& group = r.groups(g);
-      const std::string at = absl::StrCat("groups[", g, "]");
-      if (group.group_size() < 1 || group.group_size() > l.max_group_size) {
-        return Invalid(absl::StrCat(at, ".group_size = ", group.group_size(), ": must be in 1..", l.max_group_size));
-      }
-      if (group.prompt_token_ids_size() == 0) return Invalid(at + ".prompt_token_ids: empty");
-      if (group.prompt_token_ids_size() + int64_t{s.max_new_tokens()} > model_->max_seq_len()) {
-        return Invalid(absl::StrCat(at, ".prompt_token_ids: ", group.prompt_token_ids_size(), " tokens plus ",
-                                    s.max_new_tokens(), " new exceed the model's ", model_->max_seq_len(), " positions"));
-      }
-      for (int i = 0; i < group.prompt_token_ids_size(); ++i) {
-        if (group.prompt_token_ids(i) < 0 || group.prompt_token_ids(i) >= vocab) {
-          return Invalid(absl::StrCat(at, ".prompt_token_ids[", i, "] = ", group.prompt_token_ids(i), ": not in [0, ",
-                                      vocab, ")"));
-        }
-      }
-    }
-    return grpc::Status::OK;
+  // What a Generate request is held to (rollout/generate_request_check.h): the options' limits and the served
+  // model's shapes.
+  GenerateLimits RequestLimits() const {
+    GenerateLimits g;
+    g.max_request_bytes = options_.endpoints.max_message_bytes();
+    g.max_groups = options_.limits.max_groups;
+    g.max_group_size = options_.limits.max_group_size;
+    g.max_new_tokens = options_.limits.max_new_tokens;
+    g.vocab_size = model_->vocab_size();
+    g.max_seq_len = model_->max_seq_len();
+    return g;
   }
 
   // On the generation thread.

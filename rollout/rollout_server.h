@@ -1,7 +1,7 @@
 // The RolloutService gRPC server (proto/spargo/rollout.proto) over one model, on the callback API.
 //  - Generate: the whole request is validated first (bearer token, size, group count and sizes, prompt ids
-//    within the vocabulary, prompt plus max_new_tokens within the model's positions, sampling parameters):
-//    INVALID_ARGUMENT naming the group and field. A request for another policy_version than the one served
+//    within the vocabulary, prompt plus max_new_tokens within the model's positions, sampling parameters;
+//    rollout/generate_request_check.h): INVALID_ARGUMENT naming the group and field. A request for another policy_version than the one served
 //    (0 accepts any) gets FAILED_PRECONDITION. Requests run one at a time on a generation thread (the model is
 //    not re-entrant; a group's samples share one prefill); at most limits.max_queued_requests calls and
 //    limits.max_inflight_request_bytes of requests wait or run at once (RESOURCE_EXHAUSTED beyond). Work whose

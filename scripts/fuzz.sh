@@ -37,14 +37,14 @@ done
 declare -A MAX_LEN=(
   [score_json_fuzzer]=8192 [agent_answer_fuzzer]=4096 [dsml_fuzzer]=4096 [completion_parser_fuzzer]=4096
   [rubric_fuzzer]=4096 [tokenizer_fuzzer]=65536 [text_proto_fuzzer]=8192 [reward_request_fuzzer]=8192
-  [safetensors_fuzzer]=16384 [weight_assembler_fuzzer]=8192 [sample_proto_fuzzer]=4096
-  [experiment_config_fuzzer]=8192)
+  [generate_request_fuzzer]=4096 [safetensors_fuzzer]=16384 [weight_assembler_fuzzer]=8192
+  [sample_proto_fuzzer]=4096 [experiment_config_fuzzer]=8192)
 # Largest single allocation (MB) before libFuzzer calls it a crash. The weight assembler gets at most max_len bytes
 # of data, so a large allocation there is memory promised to a client ahead of its data (issue: a 30-byte chunk
 # declaring a 32 GiB tensor).
 declare -A MALLOC_LIMIT=([weight_assembler_fuzzer]=16)
 ALL=(score_json_fuzzer agent_answer_fuzzer dsml_fuzzer completion_parser_fuzzer rubric_fuzzer tokenizer_fuzzer
-     text_proto_fuzzer reward_request_fuzzer)
+     text_proto_fuzzer reward_request_fuzzer generate_request_fuzzer)
 [[ $torch == ON ]] && ALL+=(safetensors_fuzzer weight_assembler_fuzzer sample_proto_fuzzer)
 [[ $learner == ON ]] && ALL+=(experiment_config_fuzzer)
 if ((list)); then printf '%s\n' "${ALL[@]}"; exit 0; fi
