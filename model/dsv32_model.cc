@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "kernels/lightning_indexer.h"
 #include "model/activation_checkpoint.h"
 #include "model/indexer_loss.h"
 #include "model/safetensors.h"
@@ -50,6 +51,14 @@ torch::Tensor RopeHalf(const torch::Tensor& x, const torch::Tensor& cos, const t
   torch::Tensor x1 = x.index({"...", Slice(0, half)}), x2 = x.index({"...", Slice(half, torch::indexing::None)});
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
+
+// The indexer's per-head weights w [B, T, Hi] in fp32: weights_proj(x) * Hi^-0.5 (no activation).
+torch::Tensor IndexerHeadWeights(const torch::Tensor& x, const torch::Tensor& weights_proj, int64_t n_heads) {
+  return Linear(x, weights_proj).to(torch::kFloat32) * std::pow(static_cast<double>(n_heads), -0.5);
+}
+
+// Selection without the scores: the fused indexer top-k kernel, where it exists (CUDA builds, CUDA tensors).
+bool UseFusedIndexerTopk(const torch::Tensor& x) { return x.is_cuda() && kernels::IndexerTopkHasCudaKernel(); }
 
 }  // namespace
 
@@ -149,19 +158,15 @@ torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, con
 
 torch::Tensor Dsv32Model::IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
                                         const torch::Tensor& k_index) {
-  const Dsv32Config& c = config_;
-  torch::Tensor scores =
-      torch::relu(torch::einsum("bthd,bsd->bths", {q_index.to(torch::kFloat32), k_index.to(torch::kFloat32)}) *
-                  std::pow(static_cast<double>(c.index_head_dim), -0.5));  // [B, T, Hi, S]
-  torch::Tensor w = Linear(x, l.weights_proj).to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5);
-  return torch::einsum("bth,bths->bts", {w, scores});                       // [B, T, S]
+  return kernels::IndexerScoresReference(q_index, k_index,
+                                         IndexerHeadWeights(x, l.weights_proj, config_.index_n_heads));  // [B, T, S]
 }
 
 torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::Tensor& allowed) const {
-  torch::Tensor index = scores.detach().masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  // Ties (ReLU zeros, masked keys) are broken as torch's topk breaks them, as HF's port does; a full forward and
-  // a cached decode may break them differently, which is why the learner replays the sampler's selections.
-  return std::get<1>(index.topk(std::min(config_.index_topk, index.size(-1)), -1));
+  // One rule on every device, the fused kernel's: higher score first, the lower key index among equal scores
+  // (ReLU zeros tie often); -1 in the slots past the allowed count. A full forward and a cached decode compute the
+  // scores in other orders, so near-ties may still differ: the learner replays the sampler's selections.
+  return kernels::SelectTopk(scores, allowed, config_.index_topk);
 }
 
 torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
@@ -193,16 +198,24 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   if (training != IndexerTraining::kOff) {
     const torch::Tensor xd = x.detach(), qrd = qr.detach();
     index_scores = IndexerScores(l, xd, IndexerQuery(l, qrd, cos, sin), IndexerKey(l, xd, cos, sin));
-  } else if (replay == nullptr) {
+  } else if ((replay == nullptr && !UseFusedIndexerTopk(x)) || options.index_scores_out != nullptr) {
     torch::NoGradGuard no_grad;
     index_scores = IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin));
   }
-  torch::Tensor topk;
+  if (options.index_scores_out != nullptr) {
+    options.index_scores_out->push_back(
+        index_scores.detach().masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
+  }
+  torch::Tensor topk;  // [B, T, min(index_topk, T)], -1 in unused slots
   if (replay != nullptr) {  // the sampler's selections; -1 marks unused slots
     TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t, "replayed top-k must be [B, T, k]");
     topk = *replay;
-  } else {
+  } else if (index_scores.defined()) {
     topk = TopkAllowed(index_scores, causal);
+  } else {  // selection only, on CUDA: fused scores and top-k, no [B, T, T] scores
+    torch::NoGradGuard no_grad;
+    topk = kernels::IndexerTopk(IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin),
+                                IndexerHeadWeights(x, l.weights_proj, c.index_n_heads), /*q_offset=*/0, c.index_topk);
   }
   torch::Tensor allowed = causal.expand({b, t, t});
   if (training != IndexerTraining::kDenseWarmup) {  // the warm-up attends densely
@@ -255,18 +268,26 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor scores = (torch::einsum("btnc,bsc->bnts", {q_latent, keys_latent}) +
                           torch::einsum("btnr,bsr->bnts", {q_rope, keys_rope})) *
                          c.softmax_scale();                                                 // [B, H, T, S]
-  torch::Tensor topk = TopkAllowed(
-      IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), cache->index_k_[layer].index({Slice(), Slice(0, s)})),
-      allowed);
-  torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kBool)).scatter(-1, topk, true).logical_and(allowed);
+  torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
+  torch::Tensor index_keys = cache->index_k_[layer].index({Slice(), Slice(0, s)});          // [B, S, Di]
+  torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
+  if (UseFusedIndexerTopk(x)) {
+    // `allowed` is a prefix of the keys in every row (Append builds it so): its last key is the count minus one.
+    torch::Tensor key_limit = allowed.sum(-1) - 1;                                           // [B, T]
+    topk = kernels::IndexerTopk(index_q, index_keys, IndexerHeadWeights(x, l.weights_proj, c.index_n_heads),
+                                key_limit, c.index_topk);
+  } else {
+    topk = TopkAllowed(IndexerScores(l, x, index_q, index_keys), allowed);
+  }
+  torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kInt32))
+                               .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32))
+                               .gt(0)
+                               .logical_and(allowed);                                         // [B, T, S]
   scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
   torch::Tensor out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys_latent});         // [B, T, H, kv_lora]
   torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
-  if (topk_out != nullptr) {
-    torch::Tensor usable = allowed.gather(-1, topk);
-    *topk_out = topk.masked_fill(usable.logical_not(), -1);
-  }
+  if (topk_out != nullptr) *topk_out = topk;
   return Linear(out, l.o_proj);
 }
 

@@ -54,6 +54,10 @@ struct Dsv32ForwardOptions {
   IndexerTraining indexer_training = IndexerTraining::kOff;
   // [B, T] bool: the queries whose indexer loss counts (e.g. not padding); undefined: all.
   torch::Tensor loss_queries;
+  // When set, each layer's indexer scores [B, T, T] float32 (keys a query may not see: -inf) are appended, in layer
+  // order, for inspection (e.g. telling tied selections apart); the selection then takes the libtorch path. Not
+  // with activation checkpointing (the recomputation would append them again).
+  std::vector<torch::Tensor>* index_scores_out = nullptr;
 };
 
 // What a forward pass selected: per layer top-k key positions [B, T, k] int64 (-1 where fewer than k are valid)
@@ -190,8 +194,9 @@ class Dsv32Model : public CausalLm {
   // The indexer's scores I[t, s]: [B, T, S] float32 (no mask applied).
   torch::Tensor IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
                               const torch::Tensor& k_index);
-  // Top-k key positions [B, T, k] among `allowed` keys [B or 1, T, S] (selected, not-allowed slots included when
-  // fewer than k are allowed).
+  // Top-k key positions [B, T, min(index_topk, S)] among `allowed` keys [B or 1, T, S]: higher score first, the lower
+  // key index among equal scores (kernels/lightning_indexer.h, on every device); -1 in the slots past the allowed
+  // count.
   torch::Tensor TopkAllowed(const torch::Tensor& scores, const torch::Tensor& allowed) const;
   // x: [B, T, hidden]. `replay`/`routes` ([B, T, num_experts_per_tok]) are used by MoE layers only.
   torch::Tensor Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes);

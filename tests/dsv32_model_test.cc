@@ -1,6 +1,7 @@
-// The DeepSeek-V3.2 model against HF transformers' reference (fixture dsv32-tiny-a): logits within 1e-4 and the
-// indexer's top-k sets equal; config parsing and checkpoint loading errors; DSA equals dense MLA when index_topk
-// covers the sequence.
+// The DeepSeek-V3.2 model against HF transformers' reference (fixture dsv32-tiny-a): logits within 1e-4 with the
+// reference's selections, and the indexer's top-k equal to the reference's up to ties (HF breaks them arbitrarily,
+// spargo by the lower key index); config parsing and checkpoint loading errors; DSA equals dense MLA when
+// index_topk covers the sequence.
 #include <iostream>
 #include <set>
 
@@ -18,36 +19,91 @@ using ::testing::HasSubstr;
 
 std::string FixtureDir() { return testing::FixturesDir() + "/dsv32-tiny-a"; }
 
+// The reference's top-k [B, T, k] as spargo writes selections: slots past the query (masked keys HF picked among
+// ties) become -1.
+torch::Tensor ReferenceTopk(const TensorMap& ref, int layer) {
+  const torch::Tensor t = ref.at("topk_l" + std::to_string(layer)).to(torch::kInt64);
+  return t.masked_fill(t.gt(torch::arange(t.size(1)).view({1, -1, 1})), -1);
+}
+
+// The key sets per query of a selection [B, T, k] (-1 slots left out).
+std::vector<std::vector<std::set<int64_t>>> KeySets(const torch::Tensor& topk) {
+  const torch::Tensor t = topk.to(torch::kInt64).contiguous();
+  auto a = t.accessor<int64_t, 3>();
+  std::vector<std::vector<std::set<int64_t>>> sets(t.size(0), std::vector<std::set<int64_t>>(t.size(1)));
+  for (int64_t b = 0; b < t.size(0); ++b) {
+    for (int64_t q = 0; q < t.size(1); ++q) {
+      for (int64_t j = 0; j < t.size(2); ++j) {
+        if (a[b][q][j] >= 0) sets[b][q].insert(a[b][q][j]);
+      }
+    }
+  }
+  return sets;
+}
+
+// HF breaks ties among equal indexer scores (ReLU zeros) arbitrarily (the fixture's README); spargo takes the
+// lower key index on every device. So spargo's selections must pick the same scores as the reference's, query by
+// query (the keys may differ only among equal scores), with index_topk keys or every earlier key; a row checked in
+// a layer only while its earlier layers selected exactly the reference's keys (after a tie broken otherwise, the
+// row's later inputs are not HF's). Returns, per batch row, whether every query of every layer selected exactly
+// the reference's keys.
+std::vector<bool> ExpectTheReferencesSelectionsUpToTies(Dsv32Model& model, const TensorMap& ref) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> scores;
+  Dsv32ForwardOptions options;
+  options.index_scores_out = &scores;
+  const Dsv32Output out = model.ForwardDetailed(ref.at("input_ids"), options);
+  EXPECT_EQ(scores.size(), 2u);
+  EXPECT_EQ(out.selections.topk.size(), 2u);
+  std::vector<bool> same(ref.at("input_ids").size(0), true);
+  for (size_t layer = 0; layer < scores.size() && layer < out.selections.topk.size(); ++layer) {
+    const auto got = KeySets(out.selections.topk[layer]);
+    const auto want = KeySets(ReferenceTopk(ref, static_cast<int>(layer)));
+    const torch::Tensor sc = scores[layer].contiguous();
+    auto score = sc.accessor<float, 3>();
+    for (size_t b = 0; b < want.size(); ++b) {
+      if (!same[b]) continue;
+      for (size_t q = 0; q < want[b].size(); ++q) {
+        std::multiset<float> got_scores, want_scores;
+        for (int64_t k : got[b][q]) got_scores.insert(score[b][q][k]);
+        for (int64_t k : want[b][q]) want_scores.insert(score[b][q][k]);
+        EXPECT_EQ(got_scores, want_scores) << "layer " << layer << " row " << b << " query " << q;
+        EXPECT_EQ(static_cast<int64_t>(got[b][q].size()), std::min<int64_t>(q + 1, 12));
+        for (int64_t k : got[b][q]) EXPECT_LE(k, static_cast<int64_t>(q));  // causal
+        same[b] = same[b] && got[b][q] == want[b][q];
+      }
+    }
+  }
+  return same;
+}
+
 TEST(Dsv32Model, MatchesTheReferenceLogitsAndTopk) {
   absl::StatusOr<std::shared_ptr<Dsv32Model>> model = LoadDsv32Model(FixtureDir());
   ASSERT_TRUE(model.ok()) << model.status();
   absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   torch::NoGradGuard no_grad;
-  Dsv32Output out = (*model)->ForwardDetailed(ref->at("input_ids"));
   const torch::Tensor& expected = ref->at("logits");
-  ASSERT_EQ(out.logits.sizes(), expected.sizes());
-  const double max_diff = (out.logits - expected).abs().max().item<double>();
+  // With the reference's selections, the logits are HF's.
+  std::vector<torch::Tensor> replay = {ReferenceTopk(*ref, 0), ReferenceTopk(*ref, 1)};
+  Dsv32ForwardOptions options;
+  options.topk_replay = &replay;
+  const torch::Tensor replayed = (*model)->ForwardDetailed(ref->at("input_ids"), options).logits;
+  ASSERT_EQ(replayed.sizes(), expected.sizes());
+  const double max_diff = (replayed - expected).abs().max().item<double>();
   EXPECT_LT(max_diff, 1e-4);
-  std::cout << "max |logit - reference| = " << max_diff << "\n";
-  ASSERT_EQ(out.selections.topk.size(), 2u);
-  for (int layer = 0; layer < 2; ++layer) {
-    const torch::Tensor want = ref->at("topk_l" + std::to_string(layer)).to(torch::kInt64);
-    const torch::Tensor& got = out.selections.topk[layer];
-    ASSERT_EQ(got.sizes(), want.sizes());
-    for (int64_t b = 0; b < want.size(0); ++b) {
-      for (int64_t t = 0; t < want.size(1); ++t) {
-        std::set<int64_t> w, g;
-        for (int64_t j = 0; j < want.size(2); ++j) {
-          const int64_t s = want.index({b, t, j}).item<int64_t>();
-          if (s <= t) w.insert(s);  // slots past t were masked keys, chosen arbitrarily among ties
-          const int64_t s2 = got.index({b, t, j}).item<int64_t>();
-          if (s2 >= 0) g.insert(s2);
-        }
-        EXPECT_EQ(g, w) << "layer " << layer << " row " << b << " query " << t;
-        EXPECT_EQ(static_cast<int64_t>(g.size()), std::min<int64_t>(t + 1, 12));
-      }
-    }
+  std::cout << "with the reference's selections: max |logit - reference| = " << max_diff << "\n";
+
+  // With its own: the same scores selected, and HF's logits in every row where no tie was broken otherwise (row 0
+  // of the fixture; row 1 has one query in layer 0 whose twelfth key is one of several zero scores).
+  const std::vector<bool> same = ExpectTheReferencesSelectionsUpToTies(**model, *ref);
+  const torch::Tensor own = (*model)->Forward(ref->at("input_ids"));
+  ASSERT_TRUE(same[0]);
+  for (size_t b = 0; b < same.size(); ++b) {
+    if (!same[b]) continue;
+    const double diff = (own[b] - expected[b]).abs().max().item<double>();
+    EXPECT_LT(diff, 1e-4) << "row " << b;
+    std::cout << "row " << b << ", own selections: max |logit - reference| = " << diff << "\n";
   }
 }
 
@@ -86,14 +142,19 @@ TEST(Dsv32Model, GreedyContinuationWithTheCacheMatchesTheReference) {
   std::unique_ptr<DecodeCache> cache = (*model)->NewCache(prompt.size(0), want.size(1));
   torch::Tensor logits = (*model)->Decode(prompt, cache.get());
   // The prefill through the cache (MQA mode) gives the full forward's logits.
-  EXPECT_LT((logits - ref->at("logits")).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((logits - (*model)->Forward(prompt)).abs().max().item<double>(), 1e-4);
   torch::Tensor ids = prompt;
   for (int64_t i = 0; i < steps; ++i) {
     torch::Tensor next = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);  // [B, 1]
     ids = torch::cat({ids, next}, 1);
     logits = (*model)->Decode(next, cache.get());
   }
-  EXPECT_TRUE(torch::equal(ids, want)) << ids << "\n" << want;
+  // HF's continuation, in the rows whose selections broke no tie otherwise (see MatchesTheReferenceLogitsAndTopk).
+  const std::vector<bool> same = ExpectTheReferencesSelectionsUpToTies(**model, *ref);
+  ASSERT_TRUE(same[0]);
+  for (size_t b = 0; b < same.size(); ++b) {
+    if (same[b]) EXPECT_TRUE(torch::equal(ids[b], want[b])) << "row " << b << "\n" << ids[b] << "\n" << want[b];
+  }
   EXPECT_EQ(cache->length(), want.size(1) - 1 + 1);
 }
 
@@ -215,13 +276,26 @@ TEST(LogitsCommand, ReproducesTheReferenceFile) {
       want = want.masked_fill(want.gt(torch::arange(12).view({1, 12, 1})), -1);
       EXPECT_TRUE(torch::equal(got, std::get<0>(want.sort(-1)))) << run.device << " " << name;
     }
-    if (run.device == "cpu") {
-      EXPECT_LT(diff, run.logit_tolerance);
-      EXPECT_TRUE(torch::equal(out->at("greedy_ids"), ref->at("greedy_ids")));
+    // HF breaks ties among equal indexer scores arbitrarily, spargo by the lower key index on every device: the
+    // rows that selected the reference's keys everywhere have its logits and greedy tokens (Dsv32Model.
+    // MatchesTheReferenceLogitsAndTopk checks that the other rows differ only among tied scores). In bfloat16,
+    // near-ties move too; Dsv32Model.CudaMatchesTheReferenceWithReplayedSelections checks those numerics.
+    if (run.dtype == "float32") {
+      int rows = 0;
+      for (int64_t b = 0; b < ref->at("logits").size(0); ++b) {
+        bool same = true;
+        for (int layer = 0; layer < 2; ++layer) {
+          const std::string name = "topk_l" + std::to_string(layer);
+          same = same && KeySets(out->at(name))[b] == KeySets(ReferenceTopk(*ref, layer))[b];
+        }
+        if (!same) continue;
+        ++rows;
+        EXPECT_LT((out->at("logits")[b] - ref->at("logits")[b]).abs().max().item<double>(), run.logit_tolerance)
+            << run.device << " row " << b;
+        EXPECT_TRUE(torch::equal(out->at("greedy_ids")[b], ref->at("greedy_ids")[b])) << run.device << " row " << b;
+      }
+      EXPECT_GE(rows, 1) << run.device;
     }
-    // On CUDA, torch's topk breaks ties among equal indexer scores (ReLU zeros) differently from the CPU reference,
-    // so later queries may select other tied keys; Dsv32Model.CudaMatchesTheReferenceWithReplayedSelections checks
-    // the CUDA numerics with the reference's selections.
   }
   auto bad = testing::RunProcess(testing::SpargoBinary(),
                                  {"logits", "--model", dir, "--input", dir + "/in.safetensors", "--output", dir + "/x"}, "");
