@@ -8,10 +8,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/calculator.h"
+#include "agent/code_runner.h"
 #include "agent/tool_episodes.h"
 #include "agent/town_documents.h"
 #include "chat/dsml.h"
 #include "common/counter_rng.h"
+#include "common/logging.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
 
@@ -61,14 +63,18 @@ std::string ToolCallTurn(const std::string& tool, const std::vector<std::pair<st
                       chat::kDsmlToken, "function_calls>");
 }
 
-// The demonstration of a one-call episode: the call, the environment's answer to it, the final answer.
-std::vector<DemoSegment> ToolDemo(const agent::Environment& env, const std::string& tool, const std::string& key,
-                                  const std::string& value, std::string* result) {
+// The demonstration of a one-call episode, without its final answer: the call and the environment's answer to it.
+std::vector<DemoSegment> ToolDemo(const agent::Environment& env, const std::string& tool,
+                                  const std::vector<std::pair<std::string, std::string>>& args, std::string* result) {
   chat::ToolCall call;
   call.name = tool;
-  call.arguments[key] = value;
-  *result = env.Call(call, absl::Now() + absl::Seconds(10)).text;
-  return {DemoSegment{ToolCallTurn(tool, {{key, value}}), false},
+  for (const auto& [key, value] : args) call.arguments[key] = value;
+  const agent::ToolResult answer = env.Call(call, absl::Now() + absl::Seconds(60));
+  if (answer.error) {
+    SPARGO_LOG(WARNING) << "built-in task demonstration: " << tool << " failed: " << answer.text;
+  }
+  *result = answer.text;
+  return {DemoSegment{ToolCallTurn(tool, args), false},
           DemoSegment{agent::ToolTurnText({*result}, /*thinking=*/false), true}};
 }
 
@@ -96,6 +102,10 @@ absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(con
     return absl::InvalidArgumentError(absl::StrCat(where, ": built-in tasks come in the CHAT prompt format only (",
                                                    config::PromptFormat_Name(format), " asked)"));
   }
+  std::unique_ptr<agent::CodeRunner> code_runner;
+  if (c.kind() == config::BuiltinTasks::PROGRAMS && domain == config::AGENT) {
+    code_runner = std::make_unique<agent::CodeRunner>();
+  }
   std::unique_ptr<agent::DocumentSearch> towns;
   if (c.kind() == config::BuiltinTasks::DOCUMENT_SEARCH) {
     absl::StatusOr<std::unique_ptr<agent::DocumentSearch>> docs =
@@ -103,7 +113,8 @@ absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(con
     if (!docs.ok()) return absl::InternalError(absl::StrCat(where, ": ", docs.status().message()));
     towns = std::move(*docs);
   }
-  return std::unique_ptr<BuiltinTaskSource>(new BuiltinTaskSource(c, std::move(name), domain, std::move(towns)));
+  return std::unique_ptr<BuiltinTaskSource>(
+      new BuiltinTaskSource(c, std::move(name), domain, std::move(towns), std::move(code_runner)));
 }
 
 uint64_t BuiltinTaskSource::size() const { return SpaceOf(config_.kind()); }
@@ -147,6 +158,7 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
     case config::BuiltinTasks::PROGRAMS: {
       const char op = kProgramOps[i % 3];
       const int64_t k = static_cast<int64_t>(i / 3) % kMaxConstant + 1;
+      const std::string code = absl::StrCat("print(int(input())", std::string(1, op), k, ")");
       p.prompt = absl::StrCat("Write a Python program that reads n and prints n", std::string(1, op), k, ".");
       auto f = [&](int64_t n) { return op == '+' ? n + k : op == '-' ? n - k : n * k; };
       nlohmann::ordered_json tests = nlohmann::ordered_json::array();
@@ -156,8 +168,24 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
       p.reference_answer =
           nlohmann::ordered_json{{"language", "python"}, {"tests", tests}, {"time_limit_s", 2}, {"memory_mb", 256}}
               .dump();
-      p.demonstration = {
-          DemoSegment{absl::StrCat("```python\nprint(int(input())", std::string(1, op), k, ")\n```"), false}};
+      const std::string answer = absl::StrCat("```python\n", code, "\n```");
+      if (domain_ != config::AGENT) {
+        p.demonstration = {DemoSegment{answer, false}};
+        break;
+      }
+      // The agent's version: the program is tried with run_code before it is given.
+      p.prompt += " Test it first.";
+      std::string result;
+      {
+        absl::MutexLock lock(&code_mu_);
+        auto [at, fresh] = code_demos_.try_emplace(i);
+        if (fresh) {
+          at->second = ToolDemo(*code_runner_, "run_code", {{"language", "python"}, {"code", code}, {"stdin", "3\n"}},
+                                &result);
+        }
+        p.demonstration = at->second;
+      }
+      p.demonstration.push_back(DemoSegment{answer, false});
       break;
     }
     case config::BuiltinTasks::CALCULATOR: {
@@ -165,7 +193,7 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
       const std::string expression = absl::StrCat(a, "*", b);
       p.prompt = absl::StrCat("What is ", expression, "?");
       std::string result;
-      p.demonstration = ToolDemo(agent::Calculator(), "calculator", "expression", expression, &result);
+      p.demonstration = ToolDemo(agent::Calculator(), "calculator", {{"expression", expression}}, &result);
       p.demonstration.push_back(DemoSegment{result, false});
       p.reference_answer =
           nlohmann::ordered_json{{"answer", result}, {"calls", {{{"name", "calculator"}}}}}.dump();
@@ -175,7 +203,7 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
       const agent::Town town = agent::TownAt(static_cast<int>(i));
       p.prompt = absl::StrCat("What is the population of ", town.name, "?");
       std::string result;
-      p.demonstration = ToolDemo(*towns_, "search", "query", town.name, &result);
+      p.demonstration = ToolDemo(*towns_, "search", {{"query", town.name}}, &result);
       p.demonstration.push_back(DemoSegment{absl::StrCat(town.population), false});
       p.reference_answer =
           nlohmann::ordered_json{{"answer", absl::StrCat(town.population)}, {"calls", {{{"name", "search"}}}}}.dump();

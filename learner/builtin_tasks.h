@@ -7,7 +7,10 @@
 // the built-in town documents of agent/town_documents.h) and the final answer.
 //   WORD_PROBLEMS   "Ann has 3 pens and gets 5 more. How many pens now?" -> "\boxed{8}"; reference "8".
 //   PROGRAMS        "Write a Python program that reads n and prints n+7." -> a fenced program; reference: the
-//                   code_tests JSON with two tests.
+//                   code_tests JSON with two tests. In the AGENT domain the prompt adds "Test it first." (a whole
+//                   episode must fit in 544 byte tokens) and the demonstration calls run_code on n=3 (the sandboxed
+//                   code runner, agent/code_runner.h; run once per problem, then remembered) before it gives the
+//                   program.
 //   CALCULATOR      "What is 347*29?" -> calculator(expression="347*29"), then "10063"; reference: agent_answer
 //                   JSON {"answer": "10063", "calls": [{"name": "calculator"}]}.
 //   DOCUMENT_SEARCH "What is the population of Corawick?" -> search(query="Corawick"), then the number;
@@ -18,10 +21,14 @@
 #ifndef SPARGO_LEARNER_BUILTIN_TASKS_H_
 #define SPARGO_LEARNER_BUILTIN_TASKS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/code_runner.h"
 #include "agent/document_search.h"
 #include "learner/task_source.h"
 
@@ -45,8 +52,12 @@ class BuiltinTaskSource : public TaskSource {
 
  private:
   BuiltinTaskSource(const config::BuiltinTasks& config, std::string name, config::Domain domain,
-                    std::unique_ptr<agent::DocumentSearch> towns)
-      : config_(config), name_(std::move(name)), domain_(domain), towns_(std::move(towns)) {}
+                    std::unique_ptr<agent::DocumentSearch> towns, std::unique_ptr<agent::CodeRunner> code_runner)
+      : config_(config),
+        name_(std::move(name)),
+        domain_(domain),
+        towns_(std::move(towns)),
+        code_runner_(std::move(code_runner)) {}
   // The problem task i poses (what held-out splits are keyed on).
   std::vector<uint64_t> ProblemKey(uint64_t i) const;
 
@@ -54,6 +65,9 @@ class BuiltinTaskSource : public TaskSource {
   std::string name_;
   config::Domain domain_;
   std::unique_ptr<agent::DocumentSearch> towns_;  // DOCUMENT_SEARCH: the environment that answers the demos
+  std::unique_ptr<agent::CodeRunner> code_runner_;  // PROGRAMS in the AGENT domain: likewise
+  mutable absl::Mutex code_mu_;
+  mutable std::map<uint64_t, std::vector<DemoSegment>> code_demos_ ABSL_GUARDED_BY(code_mu_);  // by task index
 };
 
 }  // namespace spargo::learner

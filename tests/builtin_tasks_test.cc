@@ -76,6 +76,24 @@ TEST(BuiltinTasks, ProgramsAndInstructionsByIndex) {
   EXPECT_THAT(inst->Make(5).rubric, HasSubstr("letter by letter"));
 }
 
+// In the agent domain a program is tried with run_code (the real sandboxed runner) before it is given.
+TEST(BuiltinTasks, AgentProgramsAreTriedWithRunCodeFirst) {
+  auto programs = Source(config::BuiltinTasks::PROGRAMS, config::AGENT);
+  TaskPrompt p = programs->Make(4);  // n-2
+  EXPECT_EQ(p.prompt, "Write a Python program that reads n and prints n-2. Test it first.");
+  ASSERT_EQ(p.demonstration.size(), 3u);
+  EXPECT_FALSE(p.demonstration[0].environment);
+  EXPECT_THAT(p.demonstration[0].text, HasSubstr("invoke name=\"run_code\""));
+  EXPECT_THAT(p.demonstration[0].text, HasSubstr("print(int(input())-2)"));
+  EXPECT_TRUE(p.demonstration[1].environment);
+  EXPECT_THAT(p.demonstration[1].text, HasSubstr("exited 0"));  // what the sandbox really did with n=3
+  EXPECT_THAT(p.demonstration[1].text, HasSubstr("1\n"));
+  EXPECT_EQ(p.demonstration[2].text, "```python\nprint(int(input())-2)\n```");
+  EXPECT_FALSE(p.demonstration[2].environment);
+  EXPECT_EQ(p.reference_answer, Source(config::BuiltinTasks::PROGRAMS, config::REASONING)->Make(4).reference_answer);
+  EXPECT_EQ(Joined(programs->Make(4)), Joined(p));  // remembered, not run again
+}
+
 // The demonstration is what DeepSeek-V3.2's chat format writes for the same conversation, cut into the model's
 // turns (EOS follows each) and the environment's tool turn.
 TEST(BuiltinTasks, CalculatorDemonstrationIsTheChatFormatsEpisode) {
@@ -284,6 +302,12 @@ TEST(BuiltinTasks, MixedConfigScoresDemonstrationsAsCorrect) {
             1.0);
   // The right number without the call is not enough.
   EXPECT_EQ(ScoreOne(*pipelines, calc->Make(905), "1155", std::vector<chat::ToolCall>{}).components.at("outcome"),
+            0.0);
+  // The agent's programs are graded by their tests, routed by the reference's shape.
+  auto coding = Source(config::BuiltinTasks::PROGRAMS, config::AGENT);
+  EXPECT_EQ(ScoreOne(*pipelines, coding->Make(4), coding->Make(4).demonstration.back().text).components.at("outcome"),
+            1.0);
+  EXPECT_EQ(ScoreOne(*pipelines, coding->Make(4), "```python\nprint(int(input())+2)\n```").components.at("outcome"),
             0.0);
   auto inst = Source(config::BuiltinTasks::INSTRUCTIONS, config::ALIGNMENT);
   EXPECT_EQ(ScoreOne(*pipelines, inst->Make(0), "CAT").components.at("outcome"), 1.0);
