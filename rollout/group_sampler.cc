@@ -48,19 +48,22 @@ absl::Status Validate(const model::CausalLm& model, const std::vector<GroupReque
   return absl::OkStatus();
 }
 
+// On the CPU, whatever device the logits came from.
 struct SampledRows {
   torch::Tensor tokens;    // [N] int64
   torch::Tensor logprobs;  // [N] float32
   torch::Tensor kept;      // [N, V] bool: the truncation's kept ids; undefined when nothing was truncated
 };
 
-// Samples one token per row of `logits` [N, V].
+// Samples one token per row of `logits` [N, V] float32, on the logits' device: only the rows' uniforms go there
+// (drawn on the CPU from each row's counter RNG, so a draw does not depend on the device or the batch) and only
+// the tokens, their log-probs and the recorded kept sets come back.
 SampledRows SampleRows(torch::Tensor logits, const SamplingOptions& o, const std::vector<CounterRng*>& rngs) {
   if (o.vocab_limit > 0 && o.vocab_limit < logits.size(1)) logits = logits.narrow(1, 0, o.vocab_limit);
   if (o.temperature == 0) {
     torch::Tensor logp = torch::log_softmax(logits, -1);
     torch::Tensor tokens = logits.argmax(-1);  // [N]
-    return {tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), {}};
+    return {tokens.cpu(), logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu(), {}};
   }
   torch::Tensor scaled = logits.to(torch::kDouble) / o.temperature;  // [N, V]
   const double inf = std::numeric_limits<double>::infinity();
@@ -79,14 +82,14 @@ SampledRows SampleRows(torch::Tensor logits, const SamplingOptions& o, const std
   torch::Tensor logp = torch::log_softmax(scaled, -1);  // [N, V]
   torch::Tensor cdf = logp.exp().cumsum(-1);                                               // [N, V]
   const int64_t n = logits.size(0);
-  torch::Tensor u = torch::empty({n, 1}, torch::kDouble);
-  torch::Tensor total = cdf.select(1, cdf.size(1) - 1).contiguous();  // [N], 1 up to rounding
-  auto acc = u.accessor<double, 2>();
-  auto tot = total.accessor<double, 1>();
-  for (int64_t i = 0; i < n; ++i) acc[i][0] = rngs[i]->Uniform() * tot[i];
+  torch::Tensor uniform = torch::empty({n, 1}, torch::kDouble);  // [N, 1]
+  auto acc = uniform.accessor<double, 2>();
+  for (int64_t i = 0; i < n; ++i) acc[i][0] = rngs[i]->Uniform();
+  // Scaled by each row's total (1 up to rounding), so that the draw always falls inside the cdf.
+  torch::Tensor u = uniform.to(cdf.device()) * cdf.narrow(1, cdf.size(1) - 1, 1);            // [N, 1]
   torch::Tensor tokens = torch::searchsorted(cdf, u).squeeze(-1).clamp_max(logits.size(1) - 1);  // [N]
-  SampledRows out{tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat), {}};
-  if (truncated && o.record_kept) out.kept = torch::isfinite(scaled);  // [N, V]
+  SampledRows out{tokens.cpu(), logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat).cpu(), {}};
+  if (truncated && o.record_kept) out.kept = torch::isfinite(scaled).cpu();  // [N, V]
   return out;
 }
 
@@ -111,7 +114,7 @@ bool SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
   const int64_t p = static_cast<int64_t>(members.size());
   const int64_t g = o.group_size;
   const int64_t len = static_cast<int64_t>(prompts[members[0]].prompt_ids.size());
-  // The model runs where its weights are; sampling (and the counter RNG) stays on the CPU.
+  // The model runs where its weights are, and so does sampling; the counter RNG and the bookkeeping stay on the CPU.
   const std::vector<torch::Tensor> params = model.parameters();
   const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
   torch::Tensor ids = torch::empty({p, len}, torch::kLong);  // [P, T]
@@ -134,8 +137,7 @@ bool SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
   if (o.stop && o.stop()) return false;
   std::unique_ptr<model::DecodeCache> cache = model.NewCache(p, len + o.max_new_tokens);
   if (o.record_choices) cache->RecordChoices();
-  torch::Tensor logits =
-      model.Decode(ids.to(device), cache.get()).select(1, len - 1).to(torch::kCPU, torch::kFloat);  // [P, V]
+  torch::Tensor logits = model.Decode(ids.to(device), cache.get()).select(1, len - 1).to(torch::kFloat);  // [P, V]
   cache->ExpandBatch(g);
   logits = logits.repeat_interleave(g, 0);  // [P*G, V]
 
@@ -201,7 +203,7 @@ bool SampleBucket(model::CausalLm& model, const std::vector<GroupRequest>& promp
     }
     if (all_done || step + 1 == o.max_new_tokens) break;
     if (o.stop && o.stop()) return false;
-    logits = model.Decode(tokens.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kCPU, torch::kFloat);
+    logits = model.Decode(tokens.unsqueeze(1).to(device), cache.get()).select(1, 0).to(torch::kFloat);
   }
   for (int64_t r = 0; r < p * g; ++r) {
     if (done[r]) continue;
