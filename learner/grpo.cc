@@ -7,6 +7,8 @@
 
 namespace spargo::learner {
 
+torch::Tensor KlK3(const torch::Tensor& d) { return torch::expm1(d) - d; }
+
 torch::Tensor GroupAdvantages(const torch::Tensor& rewards, config::GrpoConfig::AdvantageEstimator estimator,
                               double eps) {
   TORCH_CHECK(rewards.dim() == 2, "GroupAdvantages: rewards must be [P, G]");
@@ -96,11 +98,11 @@ torch::Tensor KlEstimate(const torch::Tensor& logp, const torch::Tensor& ref_log
     case KlEstimator::kK2:
       return 0.5 * d * d;
     case KlEstimator::kUnbiasedK3:
-      return ratio * (torch::exp(d) - d - 1.0);
+      return ratio * KlK3(d);
     case KlEstimator::kK3:
       break;
   }
-  return torch::exp(d) - d - 1.0;
+  return KlK3(d);
 }
 
 // 0-dim tensors gathered on the tensors' device and copied to the host once.

@@ -12,7 +12,7 @@
 //      own under TIS):
 //        M_i = 0 if A_i < 0 and (1/|o_i|) sum_t m (old_logp - logp) > delta, else 1;  |o_i| = sum_t m (at least 1)
 //      KL (ref_logp given; d = ref_logp - logp):
-//        k1 = -d = logp - ref_logp;  k2 = 0.5 d^2;  k3 = exp(d) - d - 1;
+//        k1 = -d = logp - ref_logp;  k2 = 0.5 d^2;  k3 = exp(d) - d - 1 (KlK3: computed as expm1(d) - d, >= 0);
 //        unbiased k3 (DeepSeek-V3.2) = exp(logp - old_logp) * k3, gradient through both factors
 //      beta_i = kl_coef_rows[i] when given, else kl_coef
 //      x = M_i w pg + beta_i kl - entropy_coef * entropy
@@ -40,6 +40,10 @@ namespace spargo::learner {
 
 torch::Tensor GroupAdvantages(const torch::Tensor& rewards, config::GrpoConfig::AdvantageEstimator estimator,
                               double eps);
+
+// k3 = exp(d) - d - 1 per element of d = ref_logp - logp, as expm1(d) - d: accurate for small d (no cancellation
+// against the 1) and never below 0 after rounding (a correctly rounded expm1(d) is >= d), as k3 is exactly.
+torch::Tensor KlK3(const torch::Tensor& d);
 
 enum class LossAggregation { kTokenMean, kSeqMeanTokenMean, kSeqMeanTokenSum };
 enum class KlEstimator { kK1, kK2, kK3, kUnbiasedK3 };

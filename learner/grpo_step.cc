@@ -379,7 +379,7 @@ class GrpoStepRunner {
                                                      SplitRows(AllRows(), gc_.micro_batch_rows()), f));
     SPARGO_RETURN_IF_ERROR(CallCatching("per-domain KL", [&] {
       torch::Tensor d = ref_logp_ - batch_.old_logprobs;                         // [N, T-1]
-      torch::Tensor k3 = (torch::exp(d) - d - 1) * batch_.loss_mask;            // [N, T-1]
+      torch::Tensor k3 = KlK3(d) * batch_.loss_mask;                            // [N, T-1]
       torch::Tensor per_row = k3.sum(1).to(torch::kDouble), tokens = batch_.loss_mask.sum(1).to(torch::kDouble);
       auto kl_acc = per_row.accessor<double, 1>();  // [N]
       auto n_acc = tokens.accessor<double, 1>();    // [N]

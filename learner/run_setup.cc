@@ -225,7 +225,7 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
   ctx->metrics = metrics;
   SPARGO_ASSIGN_OR_RETURN(ctx->tasks, TaskMixture::FromConfig(c));
   const config::LearnerConfig& l = c.learner();
-  SPARGO_ASSIGN_OR_RETURN(torch::Device learner_device, ParseDevice(l.device(), "learner.device"));
+  SPARGO_RETURN_IF_ERROR(ParseDevice(l.device(), "learner.device").status());  // a bad device fails here, early
   const torch::ScalarType learner_dtype = TorchDtype(l.dtype());
   SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
   const std::string& tokenizer_spec = run_model.tokenizer_spec;
