@@ -191,8 +191,9 @@ std::vector<SampleScore> RubricJudgeReward::ScoreGroup(const ScoreGroupInput& gr
       std::vector<absl::string_view> responses;
       for (int i : task.samples) responses.push_back(AnswerPart(group.completions[i].text));
       request.prompt = ListwisePrompt(group.prompt, *rubric, responses);
-      accept = [&](const std::string& text) {
-        absl::StatusOr<std::vector<double>> v = ParseListwiseVerdict(text, static_cast<int>(responses.size()));
+      // `accept` runs after this block: it keeps the count, not a reference to `responses`.
+      accept = [&verdict, count = static_cast<int>(responses.size())](const std::string& text) {
+        absl::StatusOr<std::vector<double>> v = ParseListwiseVerdict(text, count);
         if (!v.ok()) return v.status();
         verdict = *v;
         return absl::OkStatus();
