@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -57,6 +58,18 @@ const char* StageName(int stage) {
     case kStageExec: return "starting the program";
   }
   return "preparing the program";
+}
+
+// This process's resident set in bytes (/proc/self/statm); 0 when it cannot be read.
+int64_t ResidentBytes() {
+  const int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[128] = {0};
+  const ssize_t got = read(fd, text, sizeof(text) - 1);
+  close(fd);
+  long long size_pages = 0, resident_pages = 0;
+  if (got <= 0 || std::sscanf(text, "%lld %lld", &size_pages, &resident_pages) != 2) return 0;
+  return static_cast<int64_t>(resident_pages) * sysconf(_SC_PAGESIZE);
 }
 
 // Everything the child needs, prepared before fork.
@@ -561,6 +574,9 @@ absl::StatusOr<Result> Workspace::Run(const Request& request) {
     plan.rebind_dirs.push_back(path_);
   }
 
+  // fork copies this process's page tables, and the child's peak resident set (wait4's ru_maxrss) starts from this
+  // process's resident set and survives exec: only a peak above it is the program's own.
+  const int64_t forked_rss = ResidentBytes();
   const double start = MonotonicSeconds();
   const pid_t pid = fork();
   if (pid < 0) {
@@ -651,7 +667,7 @@ absl::StatusOr<Result> Workspace::Run(const Request& request) {
     result.outcome = Outcome::kFileSizeLimit;
   } else if (failed && (Contains(err, "MemoryError") || Contains(err, "std::bad_alloc") ||
                         Contains(err, "Cannot allocate memory") || Contains(err, "out of memory") ||
-                        result.max_rss_bytes >= lim.memory_bytes / 10 * 9)) {
+                        (result.max_rss_bytes >= lim.memory_bytes / 10 * 9 && result.max_rss_bytes > forked_rss))) {
     result.outcome = Outcome::kMemoryLimit;
   } else if (result.signal != 0) {
     result.outcome = Outcome::kSignaled;

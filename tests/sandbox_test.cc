@@ -93,6 +93,17 @@ TEST(Sandbox, ReportsTheExitCode) {
   EXPECT_EQ(out.Describe(), "exited 3");
 }
 
+// The child's peak resident set (ru_maxrss) starts from the forking process's: a large service (a model in memory)
+// must not see every failing program reported as out of memory.
+TEST(Sandbox, ALargeCallerDoesNotMakeAFailureAMemoryLimit) {
+  auto sandbox = NewSandbox();
+  std::vector<char> ballast(size_t{320} << 20, 1);  // resident: above the 256 MiB limit's 90%
+  const Result out = MustRun(*sandbox, Shell("exit 3"));
+  EXPECT_EQ(out.Describe(), "exited 3");
+  EXPECT_EQ(out.outcome, Outcome::kExited);
+  EXPECT_EQ(ballast[ballast.size() / 2], 1);
+}
+
 TEST(Sandbox, ACrashIsASignal) {
   auto sandbox = NewSandbox();
   const Result out = MustRun(*sandbox, Python("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"));
