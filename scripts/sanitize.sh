@@ -28,6 +28,7 @@ cmake --build "$BUILD" --target spargo_tests spargo -- -j"$(nproc)"
 # Reward plugins are dlopen()ed by the instrumented binaries: they must find the ASan runtime already loaded
 # (it is, in the executable). Leaks are checked at exit of every process.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=0:${ASAN_OPTIONS:-}"
+export LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:${LSAN_OPTIONS:-}"  # third-party leaks only
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 if (($#)); then
   "$BUILD/tests/spargo_tests" --gtest_filter="$1"
