@@ -37,13 +37,21 @@ constexpr LogLevel kDEBUG = LogLevel::kDebug;
 constexpr LogLevel kINFO = LogLevel::kInfo;
 constexpr LogLevel kWARNING = LogLevel::kWarning;
 constexpr LogLevel kERROR = LogLevel::kError;
+
+// Turns the streamed expression into void, so that SPARGO_LOG is a single expression: `&` binds more loosely than
+// `<<` and more tightly than `?:`.
+struct Voidify {
+  void operator&(std::ostream&) {}
+};
 }  // namespace log_internal
 
 }  // namespace spargo
 
+// An expression, not an `if`, so that `if (x) SPARGO_LOG(INFO) << ...; else ...` binds as written.
 #define SPARGO_LOG(severity)                                                        \
-  if (::spargo::log_internal::k##severity < ::spargo::GetLogLevel()) {              \
-  } else                                                                            \
-    ::spargo::LogMessage(::spargo::log_internal::k##severity, __FILE__, __LINE__).stream()
+  (::spargo::log_internal::k##severity < ::spargo::GetLogLevel())                   \
+      ? (void)0                                                                     \
+      : ::spargo::log_internal::Voidify() &                                         \
+            ::spargo::LogMessage(::spargo::log_internal::k##severity, __FILE__, __LINE__).stream()
 
 #endif  // SPARGO_COMMON_LOGGING_H_
