@@ -6,6 +6,8 @@
 //  - NewCache / Decode: incremental evaluation for generation; Decode appends tokens to the cache and returns
 //    their logits. All sequences of one cache advance together (equal lengths). A cache can record the choices
 //    of the tokens it is fed (RecordChoices / Choices).
+//  - KvFieldDims / DecodePaged: incremental evaluation over a paged cache (model/kv_pages.h) in which every sequence
+//    has its own length and its own blocks; the rollout engine's path. Models without it return no fields.
 // Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
 #ifndef SPARGO_MODEL_CAUSAL_LM_H_
 #define SPARGO_MODEL_CAUSAL_LM_H_
@@ -16,6 +18,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "model/kv_pages.h"
 
 namespace spargo::model {
 
@@ -59,6 +63,18 @@ class CausalLm : public torch::nn::Module {
   virtual std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const = 0;
   // input_ids: [B, T_new] -> logits [B, T_new, V]; call under torch::NoGradGuard.
   virtual torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) = 0;
+  // The width of each per-token cache field of one layer (e.g. {kv_lora_rank, qk_rope_head_dim, index_head_dim});
+  // empty when the model has no paged path. A pool for the model has num_kv_layers() x KvFieldDims() fields.
+  virtual std::vector<int64_t> KvFieldDims() const { return {}; }
+  virtual int64_t num_kv_layers() const { return 0; }
+  // Appends the first rows.new_tokens[b] tokens of row b of input_ids [B, T] (the rest is padding) at positions
+  // rows.lengths[b].. of that row's blocks; logits [B, T, V] float32 (padding positions hold meaningless values).
+  // `record`, when given, receives the choices of the call's tokens by name (as TokenChoices) as [B, T, width]
+  // int64, -1 padded to the model's full width. Call under torch::NoGradGuard.
+  virtual torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                    TokenChoices* record) {
+    TORCH_CHECK(false, "this model has no paged decoding");
+  }
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_seq_len() const = 0;
 };

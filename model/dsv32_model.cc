@@ -240,7 +240,7 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
 
 torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
                                           const torch::Tensor& sin, const NewTokens& tokens,
-                                          const torch::Tensor& allowed, Dsv32Cache* cache, torch::Tensor* topk_out) {
+                                          const torch::Tensor& allowed, KvAccess& kv, torch::Tensor* topk_out) {
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, s = allowed.size(-1);
@@ -256,11 +256,12 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   // Write the new (non-padding) tokens' entries at their positions.
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
-  cache->latent_[layer].index_put_({rows, at}, latent.index({valid}).to(cache->latent_[layer].scalar_type()));
-  cache->k_rope_[layer].index_put_({rows, at}, k_rope.index({valid}).to(cache->k_rope_[layer].scalar_type()));
-  cache->index_k_[layer].index_put_({rows, at}, index_k.index({valid}).to(cache->index_k_[layer].scalar_type()));
-  torch::Tensor keys_latent = cache->latent_[layer].index({Slice(), Slice(0, s)});         // [B, S, kv_lora]
-  torch::Tensor keys_rope = cache->k_rope_[layer].index({Slice(), Slice(0, s)});           // [B, S, rope]
+  const int64_t li = static_cast<int64_t>(layer);
+  kv.Write(li, kLatent, rows, at, latent.index({valid}));
+  kv.Write(li, kKRope, rows, at, k_rope.index({valid}));
+  kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
+  torch::Tensor keys_latent = kv.Read(li, kLatent, s);                                     // [B, S, kv_lora]
+  torch::Tensor keys_rope = kv.Read(li, kKRope, s);                                        // [B, S, rope]
   // Absorb kv_b_proj: its key part into the queries, its value part after attention.
   torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, c.kv_lora_rank});
   torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)}), w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});
@@ -269,7 +270,7 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
                           torch::einsum("btnr,bsr->bnts", {q_rope, keys_rope})) *
                          c.softmax_scale();                                                 // [B, H, T, S]
   torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
-  torch::Tensor index_keys = cache->index_k_[layer].index({Slice(), Slice(0, s)});          // [B, S, Di]
+  torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                      // [B, S, Di]
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
   if (UseFusedIndexerTopk(x)) {
     // `allowed` is a prefix of the keys in every row (Append builds it so): its last key is the count minus one.
@@ -530,6 +531,27 @@ torch::Tensor Dsv32Model::Decode(const torch::Tensor& input_ids, DecodeCache* ca
   return Append(input_ids, torch::full({input_ids.size(0)}, input_ids.size(1), input_ids.options()), c);
 }
 
+namespace {
+
+// KvAccess over Dsv32Cache's contiguous per-row tensors ([B, max_len, dim] per layer and field).
+class ContiguousKv : public KvAccess {
+ public:
+  explicit ContiguousKv(std::array<std::vector<torch::Tensor>*, 3> fields) : fields_(fields) {}
+  void Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
+             const torch::Tensor& values) override {
+    torch::Tensor& f = (*fields_[field])[layer];
+    f.index_put_({rows, at}, values.to(f.scalar_type()));
+  }
+  torch::Tensor Read(int64_t layer, int64_t field, int64_t s) override {
+    return (*fields_[field])[layer].narrow(1, 0, s);
+  }
+
+ private:
+  std::array<std::vector<torch::Tensor>*, 3> fields_;
+};
+
+}  // namespace
+
 torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
                                  Dsv32Selections* record) {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T_new]");
@@ -539,42 +561,93 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
               "new_tokens must give 0..T_new tokens per row");
   torch::Tensor after = cache->lengths_ + new_tokens.to(cache->lengths_.device());
   TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
+  ContiguousKv kv({&cache->latent_, &cache->k_rope_, &cache->index_k_});
+  Dsv32Selections local;
+  Dsv32Selections* keep = record != nullptr ? record : (cache->recording_ ? &local : nullptr);
+  NewTokens tokens;
+  torch::Tensor logits = AppendThrough(input_ids, cache->lengths_, new_tokens.to(cache->lengths_.device()), kv, keep,
+                                       &tokens);
+  if (cache->recording_) {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      // Early tokens select fewer than index_topk keys: pad with -1 to the record's width.
+      const torch::Tensor& topk = keep->topk[i];
+      const int64_t k = std::min<int64_t>(topk.size(-1), cache->index_topk_);
+      torch::Tensor selected = topk.index({tokens.valid});  // [M, k]
+      torch::Tensor padded = torch::full({selected.size(0), cache->index_topk_}, -1, selected.options());
+      padded.narrow(1, 0, k).copy_(selected.narrow(1, 0, k));
+      cache->topk_record_[i].index_put_({tokens.rows, tokens.at}, padded);
+      if (keep->routes[i].defined()) {
+        cache->route_record_[i].index_put_({tokens.rows, tokens.at}, keep->routes[i].index({tokens.valid}));
+      }
+    }
+  }
+  cache->lengths_ = after;
+  return logits;
+}
+
+std::vector<int64_t> Dsv32Model::KvFieldDims() const {
+  return {config_.kv_lora_rank, config_.qk_rope_head_dim, config_.index_head_dim};
+}
+
+torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                      TokenChoices* record) {
+  TORCH_CHECK(input_ids.dim() == 2 && rows.lengths.numel() == input_ids.size(0) &&
+                  rows.new_tokens.numel() == input_ids.size(0) && rows.block_table.size(0) == input_ids.size(0),
+              "DecodePaged: input_ids [B, T], lengths [B], new_tokens [B] and block_table [B, *] disagree");
+  TORCH_CHECK(pool->num_layers() == config_.num_hidden_layers && pool->field_dims() == KvFieldDims(),
+              "DecodePaged: the pool was not made for this model");
+  PagedKv kv(pool, rows.block_table);
+  Dsv32Selections selections;
+  NewTokens tokens;
+  torch::Tensor logits = AppendThrough(input_ids, rows.lengths, rows.new_tokens, kv,
+                                       record != nullptr ? &selections : nullptr, &tokens);
+  if (record != nullptr) {
+    record->clear();
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const torch::Tensor& topk = selections.topk[i];  // [B, T, min(index_topk, S)]
+      torch::Tensor padded = torch::full({topk.size(0), topk.size(1), config_.index_topk}, -1, topk.options());
+      const int64_t k = std::min<int64_t>(topk.size(-1), config_.index_topk);
+      padded.narrow(2, 0, k).copy_(topk.narrow(2, 0, k));
+      (*record)["topk_l" + std::to_string(i)] = padded;
+      if (selections.routes[i].defined()) (*record)["routes_l" + std::to_string(i)] = selections.routes[i];
+    }
+  }
+  return logits;
+}
+
+torch::Tensor Dsv32Model::AppendThrough(const torch::Tensor& input_ids, const torch::Tensor& lengths,
+                                        const torch::Tensor& new_tokens, KvAccess& kv, Dsv32Selections* record,
+                                        NewTokens* tokens_out) {
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  torch::Tensor after = lengths + new_tokens;
   // Token j of row b sits at position lengths[b] + j and is written to the cache when j < new_tokens[b];
-  // padding tokens (positions clamped into the cache) write nothing and see no keys past their row's end.
+  // padding tokens (positions clamped into the model's range) write nothing and see no keys past their row's end.
   const torch::TensorOptions ids_options = input_ids.options().dtype(torch::kInt64);
-  torch::Tensor positions = (cache->lengths_.unsqueeze(1) + torch::arange(t, ids_options).unsqueeze(0)).clamp_max(cache->max_len_ - 1);
+  torch::Tensor positions =
+      (lengths.unsqueeze(1) + torch::arange(t, ids_options).unsqueeze(0)).clamp_max(config_.max_position_embeddings - 1);
   const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
   torch::Tensor keys = torch::arange(s, ids_options).view({1, 1, s});
   torch::Tensor allowed = keys.le(positions.unsqueeze(-1)).logical_and(keys.lt(after.view({b, 1, 1})));  // [B, T, S]
-  torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.to(input_ids.device()).unsqueeze(1));                        // [B, T]
+  torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.unsqueeze(1));         // [B, T]
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (record != nullptr) *record = {};
-  const bool keep = record != nullptr || cache->recording_;
   // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices.
   const NewTokens tokens{valid, torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid),
                          positions.masked_select(valid)};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
-    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, allowed, cache,
-                            keep ? &topk : nullptr);
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr, keep ? &routes : nullptr);
+    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, allowed, kv,
+                            record != nullptr ? &topk : nullptr);
+    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
+                record != nullptr ? &routes : nullptr);
     if (record != nullptr) {
       record->topk.push_back(topk);
       record->routes.push_back(routes);
     }
-    if (cache->recording_) {
-      // Early tokens select fewer than index_topk keys: pad with -1 to the record's width.
-      const int64_t k = std::min<int64_t>(topk.size(-1), cache->index_topk_);
-      torch::Tensor selected = topk.index({valid});  // [M, k]
-      torch::Tensor padded = torch::full({selected.size(0), cache->index_topk_}, -1, selected.options());
-      padded.narrow(1, 0, k).copy_(selected.narrow(1, 0, k));
-      cache->topk_record_[i].index_put_({tokens.rows, tokens.at}, padded);
-      if (routes.defined()) cache->route_record_[i].index_put_({tokens.rows, tokens.at}, routes.index({valid}));
-    }
   }
-  cache->lengths_ = after;
+  if (tokens_out != nullptr) *tokens_out = tokens;
   return Linear(RmsNorm(x, norm_, config_.rms_norm_eps), lm_head_).to(torch::kFloat32);
 }
 

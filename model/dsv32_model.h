@@ -123,6 +123,12 @@ class Dsv32Model : public CausalLm {
   // new tokens' selections ([B, T_new, ...] per layer).
   torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
                        Dsv32Selections* record = nullptr);
+  // Fields per layer: the normalised latent (kv_lora_rank), the roped shared key (qk_rope_head_dim), the indexer
+  // key (index_head_dim). Choices recorded: "topk_l<i>" [B, T, index_topk], "routes_l<i>" [B, T, experts_per_tok].
+  std::vector<int64_t> KvFieldDims() const override;
+  int64_t num_kv_layers() const override { return config_.num_hidden_layers; }
+  torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                            TokenChoices* record) override;
   // Moves the weights to `device` in `dtype`; router correction biases stay float32 (they decide routing).
   void To(torch::Device device, torch::ScalarType dtype);
   // Per-layer activation checkpointing (model/activation_checkpoint.h) of the full forward (ForwardDetailed, hence
@@ -184,10 +190,18 @@ class Dsv32Model : public CausalLm {
   struct NewTokens {
     torch::Tensor valid, rows, at;
   };
+  // The cache fields' order in KvAccess (model/kv_pages.h).
+  enum KvField : int64_t { kLatent = 0, kKRope = 1, kIndexK = 2 };
+  // The incremental evaluation behind Append and DecodePaged: the first new_tokens[b] tokens of row b of input_ids
+  // [B, T] go to positions lengths[b].. ([B] int64 each) through `kv`; logits [B, T, V] float32. `record`, when
+  // given, receives the tokens' selections (topk [B, T, min(index_topk, S)]); `tokens_out` the call's NewTokens.
+  torch::Tensor AppendThrough(const torch::Tensor& input_ids, const torch::Tensor& lengths,
+                              const torch::Tensor& new_tokens, KvAccess& kv, Dsv32Selections* record,
+                              NewTokens* tokens_out);
   // New tokens against the cache (MQA mode); allowed keys [B, T_new, S].
   torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
                                 const torch::Tensor& sin, const NewTokens& tokens, const torch::Tensor& allowed,
-                                Dsv32Cache* cache, torch::Tensor* topk);
+                                KvAccess& kv, torch::Tensor* topk);
   torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
                              const torch::Tensor& sin);
   torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);

@@ -1,6 +1,7 @@
 #include "model/tiny_transformer.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "kernels/causal_attention.h"
@@ -45,6 +46,22 @@ torch::Tensor TinyBlock::Forward(const torch::Tensor& x, torch::Tensor* k_cache,
     v = v_cache->narrow(2, 0, offset + t);
   }
   torch::Tensor attn = kernels::CausalAttention(q, k, v, k_cache != nullptr ? offset : 0);  // [B, H, T, Dh]
+  torch::Tensor h = x + proj_->forward(attn.transpose(1, 2).reshape({b, t, c}));
+  return h + fc2_->forward(torch::gelu(fc1_->forward(ln2_->forward(h))));
+}
+
+torch::Tensor TinyBlock::ForwardPaged(const torch::Tensor& x, int64_t layer, KvAccess& kv, const torch::Tensor& valid,
+                                      const torch::Tensor& rows, const torch::Tensor& at, const torch::Tensor& allowed) {
+  const int64_t b = x.size(0), t = x.size(1), c = x.size(2), dh = c / num_heads_, s = allowed.size(-1);
+  torch::Tensor qkv = qkv_->forward(ln1_->forward(x)).view({b, t, 3, c});  // [B, T, 3, C]
+  kv.Write(layer, 0, rows, at, qkv.select(2, 1).index({valid}));
+  kv.Write(layer, 1, rows, at, qkv.select(2, 2).index({valid}));
+  torch::Tensor q = qkv.select(2, 0).reshape({b, t, num_heads_, dh}).transpose(1, 2);           // [B, H, T, Dh]
+  torch::Tensor k = kv.Read(layer, 0, s).reshape({b, s, num_heads_, dh}).transpose(1, 2);      // [B, H, S, Dh]
+  torch::Tensor v = kv.Read(layer, 1, s).reshape({b, s, num_heads_, dh}).transpose(1, 2);      // [B, H, S, Dh]
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(dh));  // [B, H, T, S]
+  scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
+  torch::Tensor attn = torch::matmul(torch::softmax(scores, -1), v);                            // [B, H, T, Dh]
   torch::Tensor h = x + proj_->forward(attn.transpose(1, 2).reshape({b, t, c}));
   return h + fc2_->forward(torch::gelu(fc1_->forward(ln2_->forward(h))));
 }
@@ -117,6 +134,35 @@ torch::Tensor TinyTransformer::Decode(const torch::Tensor& input_ids, DecodeCach
   torch::Tensor logits = Run(input_ids, &tiny->k, &tiny->v, tiny->len);
   tiny->len += input_ids.size(1);
   return logits;
+}
+
+torch::Tensor TinyTransformer::DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                           TokenChoices* record) {
+  TORCH_CHECK(input_ids.dim() == 2 && rows.lengths.numel() == input_ids.size(0) &&
+                  rows.new_tokens.numel() == input_ids.size(0) && rows.block_table.size(0) == input_ids.size(0),
+              "TinyTransformer::DecodePaged: input_ids [B, T], lengths [B], new_tokens [B] and block_table [B, *] "
+              "disagree");
+  TORCH_CHECK(pool->num_layers() == options_.num_layers && pool->field_dims() == KvFieldDims(),
+              "TinyTransformer::DecodePaged: the pool was not made for this model");
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const torch::TensorOptions ids = input_ids.options().dtype(torch::kLong);
+  torch::Tensor after = rows.lengths + rows.new_tokens;                                        // [B]
+  TORCH_CHECK(after.max().item<int64_t>() <= options_.max_seq_len, "TinyTransformer::DecodePaged: a sequence exceeds ",
+              "max_seq_len ", options_.max_seq_len);
+  torch::Tensor positions = rows.lengths.unsqueeze(1) + torch::arange(t, ids).unsqueeze(0);      // [B, T]
+  const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
+  torch::Tensor keys = torch::arange(s, ids).view({1, 1, s});
+  torch::Tensor allowed = keys.le(positions.unsqueeze(-1)).logical_and(keys.lt(after.view({b, 1, 1})));  // [B, T, S]
+  torch::Tensor valid = torch::arange(t, ids).unsqueeze(0).lt(rows.new_tokens.unsqueeze(1));             // [B, T]
+  torch::Tensor row_ids = torch::arange(b, ids).unsqueeze(1).expand({b, t}).masked_select(valid);        // [M]
+  torch::Tensor at = positions.masked_select(valid);                                                    // [M]
+  torch::Tensor x = tok_emb_->forward(input_ids) + pos_emb_->forward(positions.clamp_max(options_.max_seq_len - 1));
+  PagedKv kv(pool, rows.block_table);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    x = blocks_[i]->ForwardPaged(x, static_cast<int64_t>(i), kv, valid, row_ids, at, allowed);
+  }
+  if (record != nullptr) record->clear();
+  return lm_head_->forward(ln_f_->forward(x)).to(torch::kFloat32);  // [B, T, V]
 }
 
 }  // namespace spargo::model

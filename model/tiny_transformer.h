@@ -1,6 +1,7 @@
 // A small dense causal transformer for CPU runs and tests: token + learned position embeddings, pre-LayerNorm
 // blocks (multi-head causal attention, GELU MLP), final LayerNorm, untied LM head.
-// Decode keeps per-layer K/V caches [B, H, max_len, D/H].
+// Decode keeps per-layer K/V caches [B, H, max_len, D/H]; DecodePaged keeps K and V ([hidden] per token each) in a
+// paged pool (model/kv_pages.h).
 #ifndef SPARGO_MODEL_TINY_TRANSFORMER_H_
 #define SPARGO_MODEL_TINY_TRANSFORMER_H_
 
@@ -28,6 +29,10 @@ class TinyBlock : public torch::nn::Module {
   explicit TinyBlock(const TinyTransformerOptions& options);
   // x: [B, T, C]; k_cache/v_cache: [B, H, max_len, Dh] or undefined (full causal forward from position 0).
   torch::Tensor Forward(const torch::Tensor& x, torch::Tensor* k_cache, torch::Tensor* v_cache, int64_t offset);
+  // x: [B, T, C]; the valid tokens' K and V ([M, C], rows/at [M]) are written as fields 0 and 1 of `layer`, then
+  // every query attends to its `allowed` [B, T, S] keys.
+  torch::Tensor ForwardPaged(const torch::Tensor& x, int64_t layer, KvAccess& kv, const torch::Tensor& valid,
+                             const torch::Tensor& rows, const torch::Tensor& at, const torch::Tensor& allowed);
 
  private:
   int64_t num_heads_;
@@ -42,6 +47,10 @@ class TinyTransformer : public CausalLm {
   torch::Tensor Forward(const torch::Tensor& input_ids) override;
   std::unique_ptr<DecodeCache> NewCache(int64_t batch, int64_t max_len) const override;
   torch::Tensor Decode(const torch::Tensor& input_ids, DecodeCache* cache) override;
+  std::vector<int64_t> KvFieldDims() const override { return {options_.hidden_size, options_.hidden_size}; }
+  int64_t num_kv_layers() const override { return options_.num_layers; }
+  torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                            TokenChoices* record) override;
   int64_t vocab_size() const override { return options_.vocab_size; }
   int64_t max_seq_len() const override { return options_.max_seq_len; }
 

@@ -1,0 +1,48 @@
+#include "model/kv_pages.h"
+
+#include <utility>
+
+namespace spargo::model {
+
+KvPool::KvPool(int64_t num_layers, std::vector<int64_t> field_dims, int64_t num_blocks, int64_t block_size,
+               torch::TensorOptions options)
+    : num_layers_(num_layers), field_dims_(std::move(field_dims)), num_blocks_(num_blocks), block_size_(block_size) {
+  TORCH_CHECK(num_layers > 0 && num_blocks > 0 && block_size > 0 && !field_dims_.empty(),
+              "KvPool: layers, blocks, block size and fields must be positive");
+  // Zeros, not empty: a padded read multiplies unread entries by zero probabilities, and NaN garbage would leak.
+  for (int64_t l = 0; l < num_layers; ++l) {
+    for (int64_t dim : field_dims_) fields_.push_back(torch::zeros({num_blocks, block_size, dim}, options));
+  }
+}
+
+void KvPool::CopyBlock(int64_t src, int64_t dst) {
+  TORCH_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_, "KvPool::CopyBlock: block out of range");
+  for (torch::Tensor& f : fields_) f[dst].copy_(f[src]);
+}
+
+int64_t KvPool::BytesPerBlock(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t block_size,
+                              torch::ScalarType dtype) {
+  int64_t width = 0;
+  for (int64_t d : field_dims) width += d;
+  return num_layers * width * block_size * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+void PagedKv::Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
+                    const torch::Tensor& values) {
+  torch::Tensor& f = pool_->field(layer, field);  // [N, bs, dim]
+  const int64_t bs = pool_->block_size();
+  torch::Tensor slots = block_table_.index({rows, at.div(bs, "floor")}) * bs + at.remainder(bs);  // [M]
+  f.view({-1, f.size(2)}).index_put_({slots}, values.to(f.scalar_type()));
+}
+
+torch::Tensor PagedKv::Read(int64_t layer, int64_t field, int64_t s) {
+  const torch::Tensor& f = pool_->field(layer, field);  // [N, bs, dim]
+  const int64_t bs = pool_->block_size(), b = block_table_.size(0);
+  const int64_t blocks = (s + bs - 1) / bs;
+  TORCH_CHECK(blocks <= block_table_.size(1), "PagedKv::Read: ", s, " positions need ", blocks,
+              " blocks; the table has ", block_table_.size(1));
+  torch::Tensor ids = block_table_.narrow(1, 0, blocks).reshape({-1});          // [B * blocks]
+  return f.index_select(0, ids).view({b, blocks * bs, f.size(2)}).narrow(1, 0, s);  // [B, s, dim]
+}
+
+}  // namespace spargo::model
