@@ -1,12 +1,13 @@
-// Generates G completions per prompt from a CausalLm, with the sampler's log-probabilities.
-// Prompts of equal token length are batched together; each batch runs ONE prefill over its distinct prompts and
-// expands the cache G-fold, then decodes all samples step by step until each has produced EOS or max_new_tokens.
-// Sampling is counter-based: the uniform number behind token t of sample g of prompt p at call `step` depends only
-// on (seed, step, prompt key, g, t), so a resumed run draws the same tokens, and batching prompts differently
-// changes nothing but the rounding of the log-probs.
+// Generates G completions per prompt from a CausalLm, with the sampler's log-probabilities: the options of one
+// generation call, and SampleGroups, which runs one call on a rollout engine (rollout/engine.h) of its own, sized
+// for exactly that call (every prompt fed once, its G samples sharing the prompt's cache blocks, rows joining and
+// leaving the batch as they finish). Services that serve many calls keep one engine instead.
+// Sampling is counter-based (rollout/token_sampler.h): the uniform number behind completion token t of sample g of
+// the prompt keyed k at call `step` depends only on (seed, step, k, g, t), so a resumed run draws the same tokens,
+// and batching prompts differently changes nothing but the rounding of the log-probs.
 // temperature 0 decodes greedily (log-probs are then those of the untempered distribution); otherwise it must be in
 // [1e-3, 100] (smaller ones overflow logits / T into NaN log-probs).
-// The model runs on the device of its parameters (CPU or CUDA); sampling happens on the CPU.
+// The model runs on the device of its parameters (CPU or CUDA), and so does sampling.
 // Output: one rollout::SampleRecord (rollout/sample.h) per sample, with the prompt's ids and the request's id,
 // domain and sample key; the reward fields are left for the reward phase.
 #ifndef SPARGO_ROLLOUT_GROUP_SAMPLER_H_

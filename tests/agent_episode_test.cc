@@ -74,6 +74,31 @@ class ScriptedLm : public model::CausalLm {
     }
     return logits;
   }
+  // The paged path keeps each token id (as a float) in the pool's one field and replays the history from it.
+  std::vector<int64_t> KvFieldDims() const override { return {1}; }
+  int64_t num_kv_layers() const override { return 1; }
+  torch::Tensor DecodePaged(const torch::Tensor& input_ids, const model::PagedRows& rows, model::KvPool* pool,
+                            model::TokenChoices* record) override {
+    const int64_t b = input_ids.size(0), t = input_ids.size(1);
+    model::PagedKv kv(pool, rows.block_table);
+    torch::Tensor valid = torch::arange(t).unsqueeze(0).lt(rows.new_tokens.unsqueeze(1));                 // [B, T]
+    torch::Tensor positions = rows.lengths.unsqueeze(1) + torch::arange(t).unsqueeze(0);                 // [B, T]
+    kv.Write(0, 0, torch::arange(b).unsqueeze(1).expand({b, t}).masked_select(valid), positions.masked_select(valid),
+             input_ids.masked_select(valid).to(torch::kFloat).unsqueeze(1));
+    torch::Tensor after = rows.lengths + rows.new_tokens;
+    torch::Tensor stored = kv.Read(0, 0, std::max<int64_t>(after.max().item<int64_t>(), 1)).squeeze(-1);  // [B, S]
+    torch::Tensor logits = torch::zeros({b, t, vocab_});  // [B, T, V]
+    for (int64_t i = 0; i < b; ++i) {
+      const int64_t length = rows.lengths[i].item<int64_t>();
+      std::vector<int64_t> history;
+      for (int64_t p = 0; p < length; ++p) history.push_back(static_cast<int64_t>(stored[i][p].item<float>()));
+      for (int64_t j = 0; j < rows.new_tokens[i].item<int64_t>(); ++j) {
+        history.push_back(input_ids[i][j].item<int64_t>());
+        logits[i][j][Next(history)] = 100.0f;
+      }
+    }
+    return logits;
+  }
   int64_t vocab_size() const override { return vocab_; }
   int64_t max_seq_len() const override { return 4096; }
 

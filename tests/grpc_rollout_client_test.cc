@@ -137,7 +137,8 @@ void ExpectSameSamples(const std::vector<SampleGroup>& got, const std::vector<Sa
       EXPECT_EQ(a.finish, b.finish);
       EXPECT_EQ(a.policy_version, b.policy_version);
       ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
-      for (size_t t = 0; t < b.logprobs.size(); ++t) EXPECT_NEAR(a.logprobs[t], b.logprobs[t], 1e-5);
+      // Another batch composition rounds differently.
+      for (size_t t = 0; t < b.logprobs.size(); ++t) EXPECT_NEAR(a.logprobs[t], b.logprobs[t], 1e-4);
       ASSERT_EQ(a.choices.size(), b.choices.size());
       for (const auto& [name, t] : b.choices) {
         ASSERT_EQ(a.choices.count(name), 1u) << name;

@@ -1,0 +1,623 @@
+#include "rollout/engine.h"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "rollout/token_sampler.h"
+
+namespace spargo::rollout {
+namespace {
+
+constexpr double kMinTemperature = 1e-3;
+constexpr double kMaxTemperature = 100;
+
+absl::Status Validate(const model::CausalLm& model, const std::vector<GroupRequest>& prompts,
+                      const SamplingOptions& o) {
+  if (o.group_size <= 0) return absl::InvalidArgumentError(absl::StrCat("group_size ", o.group_size, " <= 0"));
+  if (o.max_new_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", o.max_new_tokens, " <= 0"));
+  }
+  // 0 decodes greedily; a positive temperature so small that logits / T overflow would give NaN log-probs.
+  if (!(o.temperature == 0 || (o.temperature >= kMinTemperature && o.temperature <= kMaxTemperature))) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature ", o.temperature, " is not 0 (greedy) or in [",
+                                                   kMinTemperature, ", ", kMaxTemperature, "]"));
+  }
+  if (o.vocab_limit < 0) return absl::InvalidArgumentError(absl::StrCat("vocab_limit ", o.vocab_limit, " < 0"));
+  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k ", o.top_k, " < 0"));
+  if (!(o.top_p >= 0 && o.top_p <= 1)) return absl::InvalidArgumentError(absl::StrCat("top_p ", o.top_p, " not in [0, 1]"));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& ids = prompts[i].prompt_ids;
+    if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
+    if (static_cast<int64_t>(ids.size()) + o.max_new_tokens > model.max_seq_len()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has ", ids.size(), " tokens; with ",
+                                                     o.max_new_tokens, " new tokens it exceeds the model's ",
+                                                     model.max_seq_len()));
+    }
+    for (int64_t id : ids) {
+      if (id < 0 || id >= model.vocab_size()) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has token id ", id, " outside [0, ",
+                                                       model.vocab_size(), ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks one request may take: its prompt's, and for each sample the blocks from the prompt's last (partial,
+// copied on write) one up to the last position a sample feeds (prompt + max_new_tokens - 1).
+int64_t RequestWorstCase(int64_t prompt, int64_t group, int64_t max_new, int64_t bs) {
+  return CeilDiv(prompt, bs) + group * std::max<int64_t>(0, CeilDiv(prompt + max_new - 1, bs) - prompt / bs);
+}
+
+// Appends row r's kept ids (kept [N, V] bool) to `out`.
+void AppendKept(const torch::Tensor& kept, int64_t r, KeptTokens* out) {
+  if (out->offsets.empty()) out->offsets.push_back(0);
+  torch::Tensor ids = kept[r].nonzero().view({-1}).to(torch::kInt32);  // [K]
+  const int32_t* data = ids.data_ptr<int32_t>();
+  out->ids.insert(out->ids.end(), data, data + ids.numel());
+  out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
+}
+
+// An empty kept set for a token the sampler did not draw (an environment token).
+void AppendNoKept(KeptTokens* out) {
+  if (out->offsets.empty()) out->offsets.push_back(0);
+  out->offsets.push_back(static_cast<int64_t>(out->ids.size()));
+}
+
+torch::TensorOptions CacheOptions(const model::CausalLm& model) {
+  for (const torch::Tensor& p : model.parameters()) {
+    if (p.is_floating_point()) return p.options().requires_grad(false);
+  }
+  return torch::TensorOptions().dtype(torch::kFloat);
+}
+
+}  // namespace
+
+// One Generate call.
+struct GenerationEngine::Call {
+  const SamplingOptions* options = nullptr;
+  TokenSampling sampling;
+  bool records_kept = false;  // kept sets are recorded (truncation on and asked for)
+  std::vector<SampleGroup>* out = nullptr;
+  int64_t remaining = 0;  // requests not finished
+  absl::Status status;
+  bool done = false;
+};
+
+// One prompt of a call.
+struct GenerationEngine::Request {
+  Call* call = nullptr;
+  size_t index = 0;
+  const GroupRequest* prompt = nullptr;
+  int64_t reserved = 0;  // blocks of its reservation not yet used
+  int64_t live = 0;      // sequences running
+  bool admitted = false;
+  std::vector<SampleRecord> samples;
+  std::list<std::unique_ptr<Request>>::iterator self;
+};
+
+// A prompt being fed (sample -1) or one sample.
+struct GenerationEngine::Sequence {
+  Request* request = nullptr;
+  int sample = -1;
+  std::vector<int64_t> blocks;  // the block table
+  int64_t cached = 0;           // tokens in the cache
+  std::vector<int64_t> pending;  // tokens to feed, in order
+  int64_t turn_start = 0;
+  bool finished = false;
+  std::map<std::string, std::vector<torch::Tensor>> choices;  // host chunks [n, width] of the fed tokens
+  uint64_t prefix_key = 0;  // the prompt's full blocks published or found so far: their chain key and count
+  int64_t prefix_blocks = 0;
+};
+
+absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model::CausalLm* model,
+                                                                           const EngineOptions& options) {
+  const std::vector<int64_t> dims = model->KvFieldDims();
+  if (dims.empty()) return absl::InvalidArgumentError("the model has no paged decoding; the engine cannot run it");
+  if (options.block_size <= 0 || options.max_rows <= 0 || options.prefill_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: block_size ", options.block_size, ", max_rows ",
+                                                   options.max_rows, " and prefill_tokens ", options.prefill_tokens,
+                                                   " must be positive"));
+  }
+  const torch::TensorOptions cache = CacheOptions(*model);
+  int64_t blocks = options.num_blocks;
+  if (blocks <= 0) {
+    const int64_t per_block = model::KvPool::BytesPerBlock(model->num_kv_layers(), dims, options.block_size,
+                                                           cache.dtype().toScalarType());
+    blocks = options.cache_bytes / per_block;
+    if (blocks <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("engine: a cache of ", options.cache_bytes,
+                                                     " bytes holds no block of ", per_block, " bytes"));
+    }
+  }
+  std::unique_ptr<model::KvPool> pool;
+  SPARGO_RETURN_IF_ERROR(CallCatching("engine cache", [&] {
+    pool = std::make_unique<model::KvPool>(model->num_kv_layers(), dims, blocks, options.block_size, cache);
+  }));
+  return std::unique_ptr<GenerationEngine>(new GenerationEngine(model, options, std::move(pool)));
+}
+
+int64_t GenerationEngine::WorstCaseBlocks(const std::vector<GroupRequest>& prompts, const SamplingOptions& options,
+                                          int64_t block_size) {
+  int64_t n = 0;
+  for (const GroupRequest& p : prompts) {
+    n += RequestWorstCase(static_cast<int64_t>(p.prompt_ids.size()), std::max(options.group_size, 0),
+                          std::max(options.max_new_tokens, 1), block_size);
+  }
+  return n;
+}
+
+GenerationEngine::GenerationEngine(model::CausalLm* model, const EngineOptions& options,
+                                   std::unique_ptr<model::KvPool> pool)
+    : model_(model),
+      options_(options),
+      pool_(std::move(pool)),
+      device_(pool_->field(0, 0).device()),
+      blocks_(pool_->num_blocks()) {}
+
+GenerationEngine::~GenerationEngine() = default;
+
+int64_t GenerationEngine::num_blocks() const { return pool_->num_blocks(); }
+
+EngineStats GenerationEngine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::vector<GroupRequest>& prompts,
+                                                                    const SamplingOptions& options) {
+  SPARGO_RETURN_IF_ERROR(Validate(*model_, prompts, options));
+  const int64_t bs = options_.block_size;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t need = RequestWorstCase(static_cast<int64_t>(prompts[i].prompt_ids.size()), options.group_size,
+                                          options.max_new_tokens, bs);
+    if (need > pool_->num_blocks()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "prompt ", i, " (", prompts[i].prompt_ids.size(), " tokens, ", options.group_size, " samples of up to ",
+          options.max_new_tokens, " tokens) needs up to ", need, " cache blocks of ", bs,
+          " tokens; the engine's cache has ", pool_->num_blocks()));
+    }
+  }
+  std::vector<SampleGroup> out(prompts.size());
+  Call call;
+  call.options = &options;
+  call.sampling = TokenSampling{options.temperature, options.top_k, options.top_p, options.vocab_limit,
+                                options.record_kept};
+  const bool truncates = options.temperature != 0 && ((options.top_k > 0 && options.top_k < model_->vocab_size()) ||
+                                                      (options.top_p > 0 && options.top_p < 1));
+  call.records_kept = options.record_kept && truncates;
+  call.out = &out;
+  call.remaining = static_cast<int64_t>(prompts.size());
+  std::unique_lock<std::mutex> lock(mu_);
+  if (prompts.empty()) return out;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = std::make_unique<Request>();
+    r->call = &call;
+    r->index = i;
+    r->prompt = &prompts[i];
+    Request* raw = r.get();
+    requests_.push_back(std::move(r));
+    raw->self = std::prev(requests_.end());
+    waiting_.push_back(raw);
+  }
+  while (!call.done) {
+    const bool work = admitted_ > 0 || (!waiting_.empty() && !exclusive_);
+    if (!driving_ && work) {
+      driving_ = true;
+      lock.unlock();
+      StepCatching();
+      lock.lock();
+      driving_ = false;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock);
+    }
+  }
+  if (!call.status.ok()) return call.status;
+  return out;
+}
+
+absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !exclusive_; });
+  exclusive_ = true;
+  cv_.wait(lock, [&] { return admitted_ == 0 && !driving_; });
+  driving_ = true;
+  lock.unlock();
+  absl::Status status = CallCatching("engine exclusive", fn);
+  blocks_.ClearPrefixes();
+  lock.lock();
+  driving_ = false;
+  exclusive_ = false;
+  cv_.notify_all();
+  return status;
+}
+
+void GenerationEngine::StepCatching() {
+  absl::Status status = CallCatching("generation", [&] {
+    torch::NoGradGuard no_grad;
+    Step();
+  });
+  if (!status.ok()) FailAll(status);
+}
+
+void GenerationEngine::FailAll(const absl::Status& status) {
+  // The pool's bookkeeping may be half-way through the failed step: every admitted request fails and the blocks
+  // start over (waiting requests keep their place).
+  running_.clear();
+  blocks_ = BlockManager(pool_->num_blocks());
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    Request* r = it->get();
+    if (!r->admitted) {
+      ++it;
+      continue;
+    }
+    r->call->status = status;
+    if (--r->call->remaining == 0) r->call->done = true;
+    --admitted_;
+    it = requests_.erase(it);
+  }
+  // A call with requests still waiting is failed as a whole: drop those too.
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    Request* r = *it;
+    if (r->call->status.ok()) {
+      ++it;
+      continue;
+    }
+    if (--r->call->remaining == 0) r->call->done = true;
+    requests_.erase(r->self);
+    it = waiting_.erase(it);
+  }
+  cv_.notify_all();
+}
+
+void GenerationEngine::CancelStopped() {
+  std::vector<Call*> calls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& r : requests_) {
+      if (r->call->options->stop && std::find(calls.begin(), calls.end(), r->call) == calls.end()) {
+        calls.push_back(r->call);
+      }
+    }
+  }
+  for (Call* call : calls) {
+    if (!call->options->stop()) continue;
+    for (auto& s : running_) {
+      if (s->request->call == call && !s->finished) {
+        for (int64_t b : s->blocks) blocks_.Unref(b);
+        s->blocks.clear();
+        s->finished = true;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    call->status = absl::CancelledError("sampling stopped: the caller gave up");
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      Request* r = it->get();
+      if (r->call != call) {
+        ++it;
+        continue;
+      }
+      if (r->admitted) {
+        blocks_.Unreserve(r->reserved);
+        --admitted_;
+      } else {
+        waiting_.remove(r);
+      }
+      it = requests_.erase(it);
+    }
+    call->remaining = 0;
+    call->done = true;
+  }
+  running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
+}
+
+void GenerationEngine::Admit() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (exclusive_) return;
+  const int64_t bs = options_.block_size;
+  while (!waiting_.empty()) {
+    Request* r = waiting_.front();
+    const SamplingOptions& o = *r->call->options;
+    const std::vector<int64_t>& prompt = r->prompt->prompt_ids;
+    const int64_t p = static_cast<int64_t>(prompt.size());
+    const int64_t need = RequestWorstCase(p, o.group_size, o.max_new_tokens, bs);
+    if (!blocks_.Reserve(need)) {
+      ++stats_.waits;
+      break;
+    }
+    waiting_.pop_front();
+    r->admitted = true;
+    r->reserved = need;
+    r->live = 1;
+    r->samples.resize(o.group_size);
+    ++admitted_;
+    auto s = std::make_unique<Sequence>();
+    s->request = r;
+    // Full blocks of the prompt already in the prefix cache (at least one token is left to feed: its logits start
+    // the samples).
+    if (options_.prefix_cache && !o.record_choices) {
+      while ((s->prefix_blocks + 1) * bs < p) {
+        absl::Span<const int64_t> tokens(prompt.data() + s->prefix_blocks * bs, bs);
+        const uint64_t key = BlockManager::ChainKey(s->prefix_key, tokens);
+        std::optional<int64_t> hit = blocks_.Lookup(key, s->prefix_key, tokens);
+        if (!hit.has_value()) break;
+        --r->reserved;
+        s->blocks.push_back(*hit);
+        s->prefix_key = key;
+        ++s->prefix_blocks;
+      }
+      s->cached = s->prefix_blocks * bs;
+      stats_.prefix_hit_tokens += s->cached;
+    }
+    s->pending.assign(prompt.begin() + s->cached, prompt.end());
+    running_.push_back(std::move(s));
+  }
+  stats_.max_running = std::max<int64_t>(stats_.max_running, static_cast<int64_t>(running_.size()));
+}
+
+void GenerationEngine::Step() {
+  CancelStopped();
+  Admit();
+  std::vector<Sequence*> decode, prefill;
+  std::vector<int64_t> decode_n, prefill_n;
+  int64_t budget = options_.prefill_tokens;
+  for (auto& s : running_) {
+    const int64_t n = static_cast<int64_t>(s->pending.size());
+    if (n == 0) continue;
+    if (n == 1) {
+      if (static_cast<int64_t>(decode.size()) < options_.max_rows) {
+        decode.push_back(s.get());
+        decode_n.push_back(1);
+      }
+    } else if (budget > 0 && static_cast<int64_t>(prefill.size()) < options_.max_rows) {
+      const int64_t take = std::min(n, budget);
+      budget -= take;
+      prefill.push_back(s.get());
+      prefill_n.push_back(take);
+    }
+  }
+  std::vector<std::pair<Sequence*, int64_t>> ready;
+  std::vector<torch::Tensor> lasts;
+  int64_t offset = 0;
+  for (auto [rows, counts] : {std::make_pair(&decode, &decode_n), std::make_pair(&prefill, &prefill_n)}) {
+    if (rows->empty()) continue;
+    torch::Tensor last;
+    std::vector<std::pair<Sequence*, int64_t>> fed;
+    Feed(*rows, *counts, &last, &fed);
+    for (auto& [s, row] : fed) ready.emplace_back(s, row + offset);
+    offset += last.size(0);
+    lasts.push_back(last);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.steps;
+    if (!decode.empty()) ++stats_.decode_calls;
+    if (!prefill.empty()) ++stats_.prefill_calls;
+    for (int64_t n : decode_n) stats_.decoded_tokens += n;
+    for (int64_t n : prefill_n) stats_.prefilled_tokens += n;
+  }
+  if (!ready.empty()) SampleReady(ready, lasts.size() == 1 ? lasts[0] : torch::cat(lasts, 0));
+  running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
+}
+
+void GenerationEngine::EnsureWritable(Sequence* s, int64_t from, int64_t to) {
+  const int64_t bs = options_.block_size;
+  for (int64_t i = from / bs; i <= (to - 1) / bs; ++i) {
+    if (i == static_cast<int64_t>(s->blocks.size())) {
+      s->blocks.push_back(blocks_.Allocate());
+      --s->request->reserved;
+    } else if (blocks_.refs(s->blocks[i]) > 1) {  // shared: copy before writing
+      const int64_t copy = blocks_.Allocate();
+      --s->request->reserved;
+      pool_->CopyBlock(s->blocks[i], copy);
+      blocks_.Unref(s->blocks[i]);
+      s->blocks[i] = copy;
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.copied_blocks;
+    }
+  }
+}
+
+void GenerationEngine::Feed(const std::vector<Sequence*>& rows, const std::vector<int64_t>& counts,
+                            torch::Tensor* last, std::vector<std::pair<Sequence*, int64_t>>* ready) {
+  const int64_t b = static_cast<int64_t>(rows.size());
+  const int64_t t = *std::max_element(counts.begin(), counts.end());
+  int64_t max_blocks = 1;
+  bool record = false;
+  for (int64_t i = 0; i < b; ++i) {
+    EnsureWritable(rows[i], rows[i]->cached, rows[i]->cached + counts[i]);
+    max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(rows[i]->blocks.size()));
+    record = record || rows[i]->request->call->options->record_choices;
+  }
+  torch::Tensor ids = torch::zeros({b, t}, torch::kLong);            // [B, T]
+  torch::Tensor lengths = torch::empty({b}, torch::kLong);           // [B]
+  torch::Tensor new_tokens = torch::empty({b}, torch::kLong);        // [B]
+  torch::Tensor table = torch::zeros({b, max_blocks}, torch::kLong);  // [B, max_blocks]
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto table_a = table.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const Sequence* s = rows[i];
+    for (int64_t j = 0; j < counts[i]; ++j) ids_a[i][j] = s->pending[j];
+    for (size_t k = 0; k < s->blocks.size(); ++k) table_a[i][k] = s->blocks[k];
+    lengths[i] = s->cached;
+    new_tokens[i] = counts[i];
+  }
+  model::PagedRows paged{table.to(device_), lengths.to(device_), new_tokens.to(device_)};
+  model::TokenChoices recorded;
+  torch::Tensor logits = model_->DecodePaged(ids.to(device_), paged, pool_.get(), record ? &recorded : nullptr);
+  torch::Tensor at = (new_tokens - 1).to(device_);                                        // [B]
+  *last = logits.index({torch::arange(b, at.options()), at});                            // [B, V]
+  std::map<std::string, torch::Tensor> host;
+  for (auto& [name, tensor] : recorded) host[name] = tensor.cpu();  // [B, T, width]
+  const int64_t bs = options_.block_size;
+  for (int64_t i = 0; i < b; ++i) {
+    Sequence* s = rows[i];
+    const int64_t n = counts[i];
+    if (s->request->call->options->record_choices) {
+      for (auto& [name, tensor] : host) s->choices[name].push_back(tensor[i].narrow(0, 0, n).clone());
+    }
+    s->cached += n;
+    s->pending.erase(s->pending.begin(), s->pending.begin() + n);
+    if (s->sample < 0 && options_.prefix_cache) {
+      // Publish the prompt's blocks that are now full.
+      const std::vector<int64_t>& prompt = s->request->prompt->prompt_ids;
+      const int64_t full = std::min<int64_t>(s->cached, static_cast<int64_t>(prompt.size())) / bs;
+      while (s->prefix_blocks < full) {
+        absl::Span<const int64_t> tokens(prompt.data() + s->prefix_blocks * bs, bs);
+        const uint64_t key = BlockManager::ChainKey(s->prefix_key, tokens);
+        blocks_.Publish(key, s->prefix_key, tokens, s->blocks[s->prefix_blocks]);
+        s->prefix_key = key;
+        ++s->prefix_blocks;
+      }
+    }
+    if (s->pending.empty()) ready->emplace_back(s, i);
+  }
+}
+
+void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_t>>& ready, const torch::Tensor& last) {
+  // One draw per call (its sampling options): a ready prompt draws its G samples' first tokens.
+  std::map<Call*, std::vector<std::pair<Sequence*, int64_t>>> by_call;
+  for (const auto& entry : ready) by_call[entry.first->request->call].push_back(entry);
+  for (auto& [call, entries] : by_call) {
+    const SamplingOptions& o = *call->options;
+    std::vector<int64_t> rows;
+    std::vector<double> uniforms;
+    for (auto& [s, row] : entries) {
+      const uint64_t key = s->request->prompt->sample_key;
+      if (s->sample < 0) {
+        for (int g = 0; g < o.group_size; ++g) {
+          rows.push_back(row);
+          uniforms.push_back(SampleUniform(o.seed, o.step, key, g, 0));
+        }
+      } else {
+        rows.push_back(row);
+        const auto t = static_cast<uint64_t>(s->request->samples[s->sample].completion_ids.size());
+        uniforms.push_back(SampleUniform(o.seed, o.step, key, static_cast<uint64_t>(s->sample), t));
+      }
+    }
+    torch::Tensor index = torch::tensor(rows, torch::kLong).to(last.device());
+    SampledRows drawn = SampleRows(last.index_select(0, index), call->sampling, uniforms);
+    auto tok = drawn.tokens.accessor<int64_t, 1>();
+    auto lp = drawn.logprobs.accessor<float, 1>();
+    int64_t k = 0;
+    for (auto& [s, row] : entries) {
+      if (s->sample >= 0) {
+        Accept(s, tok[k], lp[k], drawn.kept, k);
+        ++k;
+        continue;
+      }
+      // Fork: the samples share the prompt's blocks (each reference counted) and its recorded choices.
+      Request* r = s->request;
+      for (int g = 0; g < o.group_size; ++g, ++k) {
+        auto sample = std::make_unique<Sequence>();
+        sample->request = r;
+        sample->sample = g;
+        sample->blocks = s->blocks;
+        for (int64_t block : s->blocks) blocks_.Ref(block);
+        sample->cached = s->cached;
+        sample->choices = s->choices;
+        SampleRecord& rec = r->samples[g];
+        rec.prompt_id = r->prompt->prompt_id;
+        rec.index = g;
+        rec.domain = r->prompt->domain;
+        rec.prompt_ids = r->prompt->prompt_ids;
+        rec.policy_version = o.policy_version;
+        ++r->live;
+        Sequence* raw = sample.get();
+        running_.push_back(std::move(sample));
+        Accept(raw, tok[k], lp[k], drawn.kept, k);
+      }
+      Release(s);
+    }
+  }
+}
+
+void GenerationEngine::Accept(Sequence* s, int64_t token, float logprob, const torch::Tensor& kept, int64_t kept_row) {
+  Call* call = s->request->call;
+  const SamplingOptions& o = *call->options;
+  SampleRecord& rec = s->request->samples[s->sample];
+  rec.completion_ids.push_back(token);
+  rec.logprobs.push_back(logprob);
+  if (o.episodes != nullptr) rec.env_token_mask.push_back(0);
+  if (kept.defined()) AppendKept(kept, kept_row, &rec.kept);
+  const int64_t length = static_cast<int64_t>(rec.completion_ids.size());
+  const bool stop =
+      token == o.eos_id || std::find(o.stop_ids.begin(), o.stop_ids.end(), token) != o.stop_ids.end();
+  if (stop) {
+    std::optional<std::vector<int64_t>> insert;
+    if (o.episodes != nullptr) insert = o.episodes->EndOfTurn(&rec, s->turn_start);
+    if (insert.has_value() && !insert->empty()) {
+      if (length + static_cast<int64_t>(insert->size()) >= o.max_new_tokens) {
+        rec.episode_end = "length";  // no room left for the results and a reply
+        rec.finish = SampleFinish::kLength;
+        rec.final_turn_start = s->turn_start;
+        FinishSample(s);
+        return;
+      }
+      // The stop token and the environment's tokens are fed together; the latter are context, not samples.
+      s->pending.assign(1, token);
+      for (int64_t id : *insert) {
+        s->pending.push_back(id);
+        rec.completion_ids.push_back(id);
+        rec.logprobs.push_back(0.0f);
+        rec.env_token_mask.push_back(1);
+        if (call->records_kept) AppendNoKept(&rec.kept);
+      }
+      s->turn_start = static_cast<int64_t>(rec.completion_ids.size());
+      return;
+    }
+    rec.finish = SampleFinish::kStop;
+    rec.final_turn_start = s->turn_start;
+    FinishSample(s);
+    return;
+  }
+  if (length >= o.max_new_tokens) {
+    rec.finish = SampleFinish::kLength;
+    rec.final_turn_start = s->turn_start;
+    if (o.episodes != nullptr && rec.episode_end.empty()) rec.episode_end = "length";
+    FinishSample(s);
+    return;
+  }
+  s->pending.assign(1, token);
+}
+
+void GenerationEngine::FinishSample(Sequence* s) {
+  SampleRecord& rec = s->request->samples[s->sample];
+  if (s->request->call->options->record_choices) {
+    // Positions [0, prompt + completion - 1): every token fed (the last one sampled never is).
+    const int64_t length = static_cast<int64_t>(rec.prompt_ids.size() + rec.completion_ids.size()) - 1;
+    for (auto& [name, chunks] : s->choices) {
+      torch::Tensor all = torch::cat(chunks, 0);  // [fed, width]
+      rec.choices[name] = all.narrow(0, 0, std::min<int64_t>(length, all.size(0)));
+    }
+  }
+  Release(s);
+}
+
+void GenerationEngine::Release(Sequence* s) {
+  for (int64_t b : s->blocks) blocks_.Unref(b);
+  s->blocks.clear();
+  s->choices.clear();
+  s->finished = true;
+  if (--s->request->live == 0) FinishRequest(s->request);
+}
+
+void GenerationEngine::FinishRequest(Request* r) {
+  blocks_.Unreserve(r->reserved);
+  std::lock_guard<std::mutex> lock(mu_);
+  Call* call = r->call;
+  (*call->out)[r->index] = std::move(r->samples);
+  --admitted_;
+  requests_.erase(r->self);
+  if (--call->remaining == 0) call->done = true;
+}
+
+}  // namespace spargo::rollout

@@ -1,0 +1,126 @@
+// The rollout engine: generation for many requests at once over a paged latent cache.
+//  - Continuous batching: every step feeds, for each running sequence, either its next token (decode rows, one
+//    model call) or a chunk of the tokens it still has to feed (its prompt, or an agent episode's tool results:
+//    prefill rows, a second call limited to `prefill_tokens` tokens), then samples the sequences whose input is all
+//    fed. Requests join at any step; a finished sequence frees its blocks at once.
+//  - Paged cache (model/kv_pages.h, rollout/block_manager.h): blocks of `block_size` tokens of every layer's cache
+//    fields. A request's prompt is fed once; its G samples then share the prompt's blocks and copy a shared block
+//    only when they first write into it. Full prompt blocks are published in a prefix cache, so a later request
+//    with the same prompt prefix (a system prompt, the same question) starts after it. The prefix cache is
+//    skipped for requests that record choices (the prompt's recorded choices are not cached) and is forgotten
+//    when the weights change (Exclusive).
+//  - Memory budget: a request is admitted only when the pool can hold its worst case (prompt + G x max_new_tokens);
+//    otherwise it waits, first come first served. A request that could never fit is RESOURCE_EXHAUSTED at once.
+//  - Sampling (rollout/token_sampler.h) is counter-based per (seed, step, sample_key, sample, token): results do not
+//    depend on which requests shared a batch. Agent episodes (rollout/episode.h) run in the step, on the thread
+//    that drives it.
+//  - Threads: Generate is thread-safe and blocks until its requests are done; concurrent calls are served in the
+//    same batch. The thread of any waiting caller drives the steps (there is no thread of the engine's own), so a
+//    model is only ever run by one thread at a time. Exclusive runs a function (a weight update) with no request
+//    in flight: admission stops, the running requests finish, then the function runs alone.
+// The model must implement paged decoding (CausalLm::KvFieldDims non-empty).
+#ifndef SPARGO_ROLLOUT_ENGINE_H_
+#define SPARGO_ROLLOUT_ENGINE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/causal_lm.h"
+#include "rollout/block_manager.h"
+#include "rollout/group_sampler.h"
+#include "rollout/sample.h"
+
+namespace spargo::rollout {
+
+struct EngineOptions {
+  int64_t block_size = 16;
+  // The pool: num_blocks blocks, or when 0 as many as fit in cache_bytes. Both 0 only in OneShot sizing.
+  int64_t num_blocks = 0;
+  int64_t cache_bytes = 0;
+  int64_t max_rows = 512;         // sequences in one decode call
+  int64_t prefill_tokens = 2048;  // tokens fed per step over all prefill rows (chunked prefill)
+  bool prefix_cache = true;
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t decode_calls = 0, prefill_calls = 0;
+  int64_t decoded_tokens = 0, prefilled_tokens = 0;  // fed to the model
+  int64_t prefix_hit_tokens = 0;                     // prompt tokens found in the prefix cache, not fed
+  int64_t copied_blocks = 0;                         // copies on write of shared blocks
+  int64_t max_running = 0;                           // most sequences running at once
+  int64_t waits = 0;                                 // steps a request could not be admitted for lack of blocks
+};
+
+class GenerationEngine {
+ public:
+  // INVALID_ARGUMENT when the model has no paged path or the options are unusable (the pool is allocated here).
+  static absl::StatusOr<std::unique_ptr<GenerationEngine>> Create(model::CausalLm* model, const EngineOptions& options);
+  // The blocks `prompts` need at worst under `options` (what admission reserves), for sizing a pool.
+  static int64_t WorstCaseBlocks(const std::vector<GroupRequest>& prompts, const SamplingOptions& options,
+                                 int64_t block_size);
+  ~GenerationEngine();
+
+  // [num_prompts][group_size] samples in input order (as SampleGroups). INVALID_ARGUMENT for bad options or
+  // prompts; RESOURCE_EXHAUSTED for a prompt whose worst case exceeds the whole pool; CANCELLED when
+  // options.stop said so (checked every step).
+  absl::StatusOr<std::vector<SampleGroup>> Generate(const std::vector<GroupRequest>& prompts,
+                                                    const SamplingOptions& options);
+  // Runs fn with no request in flight and forgets the prefix cache afterwards.
+  absl::Status Exclusive(const std::function<absl::Status()>& fn);
+  EngineStats stats() const;
+  int64_t num_blocks() const;
+  int64_t block_size() const { return options_.block_size; }
+
+ private:
+  struct Call;
+  struct Request;
+  struct Sequence;
+  GenerationEngine(model::CausalLm* model, const EngineOptions& options, std::unique_ptr<model::KvPool> pool);
+
+  // One step; returns with mu_ unlocked. A model error fails every call in flight.
+  void StepCatching();
+  void Step();
+  void Admit();
+  void CancelStopped();
+  // Feeds the given counts of the sequences' pending tokens in one model call; the sequences left with nothing
+  // pending get their last logits row in *ready (index into `last`).
+  void Feed(const std::vector<Sequence*>& rows, const std::vector<int64_t>& counts, torch::Tensor* last,
+            std::vector<std::pair<Sequence*, int64_t>>* ready);
+  void SampleReady(const std::vector<std::pair<Sequence*, int64_t>>& ready, const torch::Tensor& last);
+  void Fork(Sequence* prompt, const torch::Tensor& token, const torch::Tensor& logprob, const torch::Tensor& kept,
+            int64_t first_row);
+  // Applies a sampled token to sample sequence `s`.
+  void Accept(Sequence* s, int64_t token, float logprob, const torch::Tensor& kept, int64_t kept_row);
+  void EnsureWritable(Sequence* s, int64_t from, int64_t to);
+  void Release(Sequence* s);
+  void FinishSample(Sequence* s);
+  void FinishRequest(Request* r);
+  void FailAll(const absl::Status& status);
+
+  model::CausalLm* model_;
+  EngineOptions options_;
+  std::unique_ptr<model::KvPool> pool_;
+  torch::Device device_;
+  BlockManager blocks_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool driving_ = false;
+  bool exclusive_ = false;
+  std::list<Request*> waiting_;            // guarded by mu_
+  int64_t admitted_ = 0;                   // requests admitted and not finished; guarded by mu_
+  std::list<std::unique_ptr<Sequence>> running_;  // the driver's
+  std::list<std::unique_ptr<Request>> requests_;  // every request not finished; guarded by mu_
+  EngineStats stats_;                      // guarded by mu_
+};
+
+}  // namespace spargo::rollout
+
+#endif  // SPARGO_ROLLOUT_ENGINE_H_

@@ -1,0 +1,321 @@
+// The rollout engine (rollout/engine.h) against independent references: the models' plain cached decode
+// (CausalLm::NewCache / Decode, one sequence at a time, with the very same uniforms) and full-forward log-probs.
+#include "rollout/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "model/dsv32_model.h"
+#include "model/tiny_transformer.h"
+#include "rollout/group_sampler.h"
+#include "rollout/token_sampler.h"
+#include "tests/test_util.h"
+
+namespace spargo::rollout {
+namespace {
+
+std::shared_ptr<model::Dsv32Model> RandomDsv32(uint64_t seed = 3) {
+  absl::StatusOr<model::Dsv32Config> c = model::LoadDsv32Config(testing::FixturesDir() + "/dsv32-tiny-a/config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  c->index_topk = 6;  // fewer keys than most positions: the selection matters
+  torch::manual_seed(seed);
+  auto m = std::make_shared<model::Dsv32Model>(*c);
+  torch::NoGradGuard no_grad;
+  for (auto& p : m->named_parameters(true)) {
+    if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.2);
+  }
+  return m;
+}
+
+std::shared_ptr<model::TinyTransformer> RandomTiny() {
+  torch::manual_seed(4);
+  model::TinyTransformerOptions o;
+  o.vocab_size = 50;
+  o.hidden_size = 32;
+  o.num_heads = 4;
+  o.intermediate_size = 64;
+  o.max_seq_len = 96;
+  o.init_std = 0.3;
+  return std::make_shared<model::TinyTransformer>(o);
+}
+
+std::vector<GroupRequest> Prompts(const std::vector<int>& lengths, int64_t vocab, uint64_t seed) {
+  std::vector<GroupRequest> out;
+  torch::manual_seed(seed);
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    GroupRequest r;
+    r.prompt_id = "p" + std::to_string(i);
+    r.sample_key = 100 + i;
+    torch::Tensor ids = torch::randint(2, vocab, {lengths[i]}, torch::kLong);
+    r.prompt_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + lengths[i]);
+    out.push_back(r);
+  }
+  return out;
+}
+
+struct Reference {
+  std::vector<int64_t> tokens;
+  std::vector<float> logprobs;
+};
+
+// Sample g of a prompt decoded alone through the model's own contiguous cache, drawing with the same uniforms.
+Reference Independent(model::CausalLm& m, const GroupRequest& prompt, int g, const SamplingOptions& o) {
+  torch::NoGradGuard no_grad;
+  const int64_t p = static_cast<int64_t>(prompt.prompt_ids.size());
+  std::unique_ptr<model::DecodeCache> cache = m.NewCache(1, p + o.max_new_tokens);
+  torch::Tensor logits = m.Decode(torch::tensor(prompt.prompt_ids, torch::kLong).view({1, p}), cache.get())
+                             .select(1, p - 1);  // [1, V]
+  Reference out;
+  const TokenSampling sampling{o.temperature, o.top_k, o.top_p, o.vocab_limit, false};
+  for (int t = 0; t < o.max_new_tokens; ++t) {
+    SampledRows drawn = SampleRows(logits, sampling, {SampleUniform(o.seed, o.step, prompt.sample_key, g, t)});
+    const int64_t token = drawn.tokens[0].item<int64_t>();
+    out.tokens.push_back(token);
+    out.logprobs.push_back(drawn.logprobs[0].item<float>());
+    if (token == o.eos_id) break;
+    logits = m.Decode(torch::tensor({token}, torch::kLong).view({1, 1}), cache.get()).select(1, 0);
+  }
+  return out;
+}
+
+void ExpectMatchesIndependent(model::CausalLm& m, const std::vector<GroupRequest>& prompts,
+                              const std::vector<SampleGroup>& groups, const SamplingOptions& o) {
+  ASSERT_EQ(groups.size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(static_cast<int>(groups[i].size()), o.group_size);
+    for (int g = 0; g < o.group_size; ++g) {
+      const SampleRecord& s = groups[i][g];
+      Reference ref = Independent(m, prompts[i], g, o);
+      EXPECT_EQ(s.completion_ids, ref.tokens) << "prompt " << i << " sample " << g;
+      ASSERT_EQ(s.logprobs.size(), ref.logprobs.size());
+      for (size_t t = 0; t < ref.logprobs.size(); ++t) EXPECT_NEAR(s.logprobs[t], ref.logprobs[t], 1e-4);
+      EXPECT_EQ(s.prompt_ids, prompts[i].prompt_ids);
+      EXPECT_EQ(s.index, g);
+    }
+  }
+}
+
+SamplingOptions Sampled(int group, int max_new) {
+  SamplingOptions o;
+  o.group_size = group;
+  o.max_new_tokens = max_new;
+  o.temperature = 1.0;
+  o.seed = 17;
+  o.step = 2;
+  o.eos_id = 1;
+  return o;
+}
+
+TEST(GenerationEngine, GreedyEqualsThePlainCachedDecodeWithRequestsJoiningMidBatch) {
+  auto m = RandomDsv32();
+  SamplingOptions o = Sampled(2, 12);
+  o.temperature = 0;
+  o.eos_id = -1;
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 256;
+  eo.prefill_tokens = 5;  // prompts enter in chunks, at different steps, while others decode
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<GroupRequest> prompts = Prompts({7, 3, 11, 1, 9}, m->vocab_size(), 1);
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectMatchesIndependent(*m, prompts, *out, o);
+  EngineStats stats = (*engine)->stats();
+  EXPECT_GT(stats.prefill_calls, 2);  // chunked
+  EXPECT_GT(stats.copied_blocks, 0);  // the samples wrote into their prompts' shared last blocks
+}
+
+TEST(GenerationEngine, SampledGroupsEqualIndependentGenerationOnBothModels) {
+  auto dsv32 = RandomDsv32();
+  auto tiny = RandomTiny();
+  for (model::CausalLm* m : std::vector<model::CausalLm*>{dsv32.get(), tiny.get()}) {
+    SamplingOptions o = Sampled(3, 10);
+    o.top_k = 20;
+    std::vector<GroupRequest> prompts = Prompts({5, 8, 13}, m->vocab_size(), 2);
+    absl::StatusOr<std::vector<SampleGroup>> out = SampleGroups(*m, prompts, o);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ExpectMatchesIndependent(*m, prompts, *out, o);
+  }
+}
+
+TEST(GenerationEngine, SampledLogProbsAreTheFullForwardsLogProbs) {
+  auto m = RandomDsv32();
+  SamplingOptions o = Sampled(2, 9);
+  std::vector<GroupRequest> prompts = Prompts({6, 10}, m->vocab_size(), 3);
+  absl::StatusOr<std::vector<SampleGroup>> out = SampleGroups(*m, prompts, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  torch::NoGradGuard no_grad;
+  for (const SampleGroup& group : *out) {
+    for (const SampleRecord& s : group) {
+      std::vector<int64_t> ids = s.prompt_ids;
+      ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end());
+      const int64_t p = static_cast<int64_t>(s.prompt_ids.size());
+      torch::Tensor logp = torch::log_softmax(m->Forward(torch::tensor(ids, torch::kLong).unsqueeze(0))[0], -1);
+      for (size_t t = 0; t < s.completion_ids.size(); ++t) {
+        EXPECT_NEAR(s.logprobs[t], logp[p - 1 + t][s.completion_ids[t]].item<float>(), 1e-4);
+      }
+    }
+  }
+}
+
+TEST(GenerationEngine, ASharedPromptPrefixIsReusedAcrossRequestsWithTheSameResults) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 128;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(2, 6);
+  std::vector<GroupRequest> first = Prompts({14}, m->vocab_size(), 4);
+  // A second request: the same 12-token system prefix, then its own question.
+  std::vector<GroupRequest> second = first;
+  second[0].prompt_ids.resize(12);
+  second[0].prompt_ids.insert(second[0].prompt_ids.end(), {5, 6, 7});
+  absl::StatusOr<std::vector<SampleGroup>> a = (*engine)->Generate(first, o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ((*engine)->stats().prefix_hit_tokens, 0);
+  absl::StatusOr<std::vector<SampleGroup>> b = (*engine)->Generate(second, o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*engine)->stats().prefix_hit_tokens, 12);  // three full blocks found, not fed again
+  ExpectMatchesIndependent(*m, second, *b, o);
+  // The same prompt again: all but the last (partial) block is found; the samples are those of the first call.
+  absl::StatusOr<std::vector<SampleGroup>> again = (*engine)->Generate(first, o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*engine)->stats().prefix_hit_tokens, 24);
+  for (int g = 0; g < 2; ++g) EXPECT_EQ((*again)[0][g].completion_ids, (*a)[0][g].completion_ids);
+  // New weights: the cached prefixes are forgotten.
+  ASSERT_TRUE((*engine)->Exclusive([] { return absl::OkStatus(); }).ok());
+  ASSERT_TRUE((*engine)->Generate(first, o).ok());
+  EXPECT_EQ((*engine)->stats().prefix_hit_tokens, 24);
+}
+
+TEST(GenerationEngine, MemoryPressureQueuesRequestsInsteadOfFailing) {
+  auto m = RandomDsv32();
+  SamplingOptions o = Sampled(2, 8);
+  std::vector<GroupRequest> prompts = Prompts({9, 6, 10, 7, 8, 5}, m->vocab_size(), 5);
+  EngineOptions eo;
+  eo.block_size = 4;
+  // Room for the largest single request only: the others wait for blocks.
+  eo.num_blocks = GenerationEngine::WorstCaseBlocks({prompts[2]}, o, eo.block_size);
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_GT((*engine)->stats().waits, 0);
+  ExpectMatchesIndependent(*m, prompts, *out, o);
+  // A prompt that could never fit is refused at once, naming it.
+  std::vector<GroupRequest> huge = Prompts({3, 60}, m->vocab_size(), 6);
+  absl::StatusOr<std::vector<SampleGroup>> refused = (*engine)->Generate(huge, o);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("prompt 1 (60 tokens"), std::string::npos) << refused.status();
+}
+
+TEST(GenerationEngine, ConcurrentCallsShareOneBatch) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.num_blocks = 256;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  constexpr int kCalls = 4;
+  std::vector<std::vector<GroupRequest>> prompts;
+  for (int c = 0; c < kCalls; ++c) prompts.push_back(Prompts({4 + c}, m->vocab_size(), 10 + c));
+  std::vector<SamplingOptions> options(kCalls, Sampled(2, 10));
+  std::atomic<int> started{0};
+  // The first call's stop hook (asked before every step) holds the first step until every call has been made, so
+  // the batch is the same however the threads are scheduled.
+  options[0].stop = [&] {
+    while (started.load() < kCalls) std::this_thread::yield();
+    return false;
+  };
+  std::vector<absl::StatusOr<std::vector<SampleGroup>>> results(kCalls, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kCalls; ++c) {
+    threads.emplace_back([&, c] {
+      if (c > 0) {
+        while (started.load() < 1) std::this_thread::yield();
+      }
+      ++started;
+      results[c] = (*engine)->Generate(prompts[c], options[c]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int c = 0; c < kCalls; ++c) {
+    ASSERT_TRUE(results[c].ok()) << results[c].status();
+    SamplingOptions plain = options[c];
+    plain.stop = nullptr;
+    ExpectMatchesIndependent(*m, prompts[c], *results[c], plain);
+  }
+  EXPECT_GT((*engine)->stats().max_running, 2);  // more than one call's sequences ran together
+}
+
+TEST(GenerationEngine, AStoppedCallEndsCancelledAndFreesItsBlocks) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 64;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(2, 20);
+  o.eos_id = -1;
+  int asked = 0;
+  o.stop = [&] { return ++asked > 5; };
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(Prompts({6}, m->vocab_size(), 7), o);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kCancelled);
+  // Every block is back: a request that needs the whole pool is admitted and served.
+  SamplingOptions big = Sampled(1, 60);
+  ASSERT_EQ(GenerationEngine::WorstCaseBlocks(Prompts({4}, m->vocab_size(), 8), big, 4), 16);
+  SamplingOptions full = Sampled(4, 60);
+  EXPECT_EQ(GenerationEngine::WorstCaseBlocks(Prompts({4}, m->vocab_size(), 8), full, 4), 61);
+  EXPECT_TRUE((*engine)->Generate(Prompts({4}, m->vocab_size(), 8), full).ok());
+}
+
+TEST(GenerationEngine, RecordedChoicesEqualTheContiguousCachesRecord) {
+  auto m = RandomDsv32();
+  SamplingOptions o = Sampled(2, 7);
+  o.temperature = 0;
+  o.eos_id = -1;
+  o.record_choices = true;
+  std::vector<GroupRequest> prompts = Prompts({9, 5}, m->vocab_size(), 9);
+  absl::StatusOr<std::vector<SampleGroup>> out = SampleGroups(*m, prompts, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const SampleRecord& s = (*out)[i][1];
+    std::vector<int64_t> ids = s.prompt_ids;
+    ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end() - 1);
+    const int64_t n = static_cast<int64_t>(ids.size());
+    std::unique_ptr<model::DecodeCache> cache = m->NewCache(1, n);
+    cache->RecordChoices();
+    m->Decode(torch::tensor(ids, torch::kLong).view({1, n}), cache.get());
+    model::TokenChoices expected = cache->Choices(0, n);
+    ASSERT_EQ(s.choices.size(), expected.size());
+    for (const auto& [name, tensor] : expected) {
+      ASSERT_EQ(s.choices.count(name), 1u) << name;
+      EXPECT_TRUE(torch::equal(s.choices.at(name), tensor)) << name;
+    }
+  }
+}
+
+TEST(GenerationEngine, RefusesUnusableOptionsAndBadRequests) {
+  auto m = RandomTiny();
+  EngineOptions eo;
+  eo.block_size = 0;
+  EXPECT_EQ(GenerationEngine::Create(m.get(), eo).status().code(), absl::StatusCode::kInvalidArgument);
+  eo = EngineOptions();
+  eo.cache_bytes = 10;
+  EXPECT_EQ(GenerationEngine::Create(m.get(), eo).status().code(), absl::StatusCode::kInvalidArgument);
+  eo.num_blocks = 8;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(1, 4);
+  o.top_p = 2;
+  absl::StatusOr<std::vector<SampleGroup>> bad = (*engine)->Generate(Prompts({3}, 50, 1), o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("top_p"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spargo::rollout
