@@ -2,14 +2,15 @@
 // The sampler (rollout/group_sampler.h) decodes every sample as usual; when a sample with an Episodes driver
 // ends a turn (samples EOS or a stop token), the driver reads the turn and either
 //  - returns the tokens to insert: the tool results and the opening of the model's next turn in the chat
-//    format; the sampler feeds them to the model one decode step at a time (so every sample of the batch keeps
-//    its place and the cache records the model's choices for them), marks them in SampleRecord::env_token_mask
+//    format; the engine feeds them to the model as one chunk (the cache records the model's choices for them, and
+//    the sample's random stream is keyed by completion index, so it does not shift), marks them in
+//    SampleRecord::env_token_mask
 //    (context for the loss, never targets; log-prob 0), then samples again; or
 //  - returns nothing: the episode is over (a final answer, a limit, a call that could not be parsed), with
 //    SampleRecord::episode_end saying why.
 // The driver records the trace (calls, results, errors) in the sample; the reward sees it (rollout/sample.h).
 // Tokens inserted count towards max_new_tokens; an insertion that would not fit ends the sample as kLength.
-// EndOfTurn is called from the sampler's thread, for one sample at a time, in row order.
+// EndOfTurn is called from the thread driving the engine's step, for one sample at a time.
 #ifndef SPARGO_ROLLOUT_EPISODE_H_
 #define SPARGO_ROLLOUT_EPISODE_H_
 
