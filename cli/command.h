@@ -42,6 +42,7 @@ int RunGenerate(const CommandArgs& args);
 int RunRollout(const CommandArgs& args);
 int RunLearner(const CommandArgs& args);
 int RunHealth(const CommandArgs& args);
+int RunPlot(const CommandArgs& args);
 
 }  // namespace spargo::cli
 

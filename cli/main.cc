@@ -56,6 +56,8 @@ const std::vector<Command>& Commands() {
       {"health", "Ask spargo servers whether they serve (grpc.health.v1); optionally wait until they do.",
        "spargo health [--config FILE.txtpb] [--set services.field=value]... [--wait-seconds N] HOST:PORT...",
        {"cli/health_command.cc", "cli/shared_flags.cc:config"}, true, &RunHealth},
+      {"plot", "Draw a run's per-domain training curves (metrics.jsonl) as RUN_DIR/curves.png with gnuplot.",
+       "spargo plot RUN_DIR [--out FILE.png]", {"cli/plot_command.cc"}, false, &RunPlot},
   };
   return kCommands;
 }

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "common/text_proto.h"
 #include "learner/checkpoint.h"
+#include "learner/curves.h"
 #include "learner/evaluator.h"
 #include "learner/grpo_step.h"
 #include "learner/run_dir.h"
@@ -315,7 +316,9 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
   if (options.collective != nullptr) SPARGO_RETURN_IF_ERROR(options.collective->Post("run_dir", run_dir->path()));
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx, BuildTrainContext(config, &metrics, options.collective));
   Driver driver(ctx.get(), run_dir.get(), options);
-  return driver.Run();
+  SPARGO_ASSIGN_OR_RETURN(nlohmann::json summary, driver.Run());
+  DrawRunCurvesAtEnd(run_dir->path());  // curves.png: a warning, never a failure, when gnuplot cannot draw it
+  return summary;
 }
 
 }  // namespace spargo::learner

@@ -28,6 +28,7 @@ PACKAGES=(
   openssl                                  # tests: a throwaway TLS certificate for the services
   slurmctld slurmd slurm-client munge      # tests: a one-node Slurm cluster for deploy/slurm (no systemd needed)
   python3-yaml                             # tests: reading the Kubernetes manifests in deploy/k8s
+  gnuplot-nox                              # the run's curves.png (spargo train at the end, spargo plot)
 )
 
 missing=()
