@@ -20,7 +20,7 @@ FROM debian:12
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libtorch1.13 libgloo0 libopenblas0-openmp libgrpc++1.51 libprotobuf32 libabsl20220623 libre2-9 libonig5 \
-      libicu72 libcpp-httplib0.11 python3 g++ ca-certificates \
+      libicu72 libcpp-httplib0.11 python3 g++ gnuplot-nox ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /home/spargo spargo
 COPY --from=build /src/build-docker/cli/spargo /usr/local/bin/spargo

@@ -42,7 +42,7 @@ FROM ${CUDA_RUNTIME_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51t64 libprotobuf32t64 libabsl20220623t64 libre2-10 libonig5 libicu74 libcpp-httplib0.14 \
-      python3 g++ ca-certificates \
+      python3 g++ gnuplot-nox ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /home/spargo spargo
 COPY --from=build /opt/torch /opt/torch
