@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "kernels/lightning_indexer.h"
+#include "kernels/sparse_mla.h"
 #include "model/activation_checkpoint.h"
 #include "model/indexer_loss.h"
 #include "model/safetensors.h"
@@ -59,6 +62,13 @@ torch::Tensor IndexerHeadWeights(const torch::Tensor& x, const torch::Tensor& we
 
 // Selection without the scores: the fused indexer top-k kernel, where it exists (CUDA builds, CUDA tensors).
 bool UseFusedIndexerTopk(const torch::Tensor& x) { return x.is_cuda() && kernels::IndexerTopkHasCudaKernel(); }
+
+// SPARGO_SPARSE_MLA=reference keeps the cached attention on the libtorch path on every device (checks, benchmarks).
+bool UseSparseMlaKernel(const torch::Tensor& q, const torch::Tensor& kv, int64_t dv) {
+  const char* force = std::getenv("SPARGO_SPARSE_MLA");
+  if (force != nullptr && std::string(force) == "reference") return false;
+  return kernels::SparseMlaForwardUsesKernel(q, kv, dv);
+}
 
 }  // namespace
 
@@ -239,56 +249,65 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
 }
 
 torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                                          const torch::Tensor& sin, const NewTokens& tokens,
-                                          const torch::Tensor& allowed, KvAccess& kv, torch::Tensor* topk_out) {
+                                          const torch::Tensor& sin, const NewTokens& tokens, int64_t s, KvAccess& kv,
+                                          torch::Tensor* topk_out) {
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, s = allowed.size(-1);
-  const int64_t nope = c.qk_nope_head_dim;
+  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
   torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
   torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
   torch::Tensor q_nope = q.index({"...", Slice(0, nope)});                                 // [B, T, H, nope]
   torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
                                          sin.unsqueeze(2));                                 // [B, T, H, rope]
   torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
-  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
-  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
+  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
+  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
   // Write the new (non-padding) tokens' entries at their positions.
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   const int64_t li = static_cast<int64_t>(layer);
-  kv.Write(li, kLatent, rows, at, latent.index({valid}));
-  kv.Write(li, kKRope, rows, at, k_rope.index({valid}));
+  kv.Write(li, kKv, rows, at, torch::cat({latent, k_rope}, -1).index({valid}));
   kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
-  torch::Tensor keys_latent = kv.Read(li, kLatent, s);                                     // [B, S, kv_lora]
-  torch::Tensor keys_rope = kv.Read(li, kKRope, s);                                        // [B, S, rope]
   // Absorb kv_b_proj: its key part into the queries, its value part after attention.
-  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, c.kv_lora_rank});
+  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, lora});
   torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)}), w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});
   torch::Tensor q_latent = torch::einsum("btnd,ndc->btnc", {q_nope, w_uk});                // [B, T, H, kv_lora]
-  torch::Tensor scores = (torch::einsum("btnc,bsc->bnts", {q_latent, keys_latent}) +
-                          torch::einsum("btnr,bsr->bnts", {q_rope, keys_rope})) *
-                         c.softmax_scale();                                                 // [B, H, T, S]
   torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
   torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                      // [B, S, Di]
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
+  torch::Tensor allowed;  // [B, T, S] on the libtorch paths
   if (UseFusedIndexerTopk(x)) {
-    // `allowed` is a prefix of the keys in every row (Append builds it so): its last key is the count minus one.
-    torch::Tensor key_limit = allowed.sum(-1) - 1;                                           // [B, T]
     topk = kernels::IndexerTopk(index_q, index_keys, IndexerHeadWeights(x, l.weights_proj, c.index_n_heads),
-                                key_limit, c.index_topk);
+                                tokens.key_limit, c.index_topk);
   } else {
+    allowed = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));
     topk = TopkAllowed(IndexerScores(l, x, index_q, index_keys), allowed);
   }
-  torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kInt32))
-                               .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32))
-                               .gt(0)
-                               .logical_and(allowed);                                         // [B, T, S]
-  scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
-  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
-  torch::Tensor out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys_latent});         // [B, T, H, kv_lora]
-  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
   if (topk_out != nullptr) *topk_out = topk;
+  torch::Tensor q_full = torch::cat({q_latent, q_rope}, -1);                               // [B, T, H, kv_lora + rope]
+  torch::Tensor out_latent;                                                                // [B, T, H, kv_lora]
+  torch::Tensor storage = kv.Storage(li, kKv);                                             // [N, kv_lora + rope]
+  if (UseSparseMlaKernel(q_full, storage, lora)) {
+    // The kernel reads the selected rows of the cache in place: no [B, H, T, S] scores.
+    torch::Tensor selected = kv.StorageRows(topk).view({b * t, -1});                        // [B*T, k]
+    out_latent = kernels::SparseMlaForward(q_full.reshape({b * t, nh, -1}), storage, selected, c.softmax_scale(), lora)
+                     .out.view({b, t, nh, lora});
+  } else {
+    if (!allowed.defined()) {
+      allowed = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));
+    }
+    torch::Tensor keys = kv.Read(li, kKv, s);                                              // [B, S, kv_lora + rope]
+    torch::Tensor scores = torch::einsum("btnc,bsc->bnts", {q_full, keys}) * c.softmax_scale();  // [B, H, T, S]
+    torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kInt32))
+                                 .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32))
+                                 .gt(0)
+                                 .logical_and(allowed);                                     // [B, T, S]
+    scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
+    torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
+    out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys.narrow(-1, 0, lora)});      // [B, T, H, kv_lora]
+  }
+  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
   return Linear(out, l.o_proj);
 }
 
@@ -482,8 +501,7 @@ Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, tor
       experts_per_tok_(c.num_experts_per_tok),
       moe_(c.moe_layer) {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    latent_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank}, options));
-    k_rope_.push_back(torch::zeros({batch, max_len, c.qk_rope_head_dim}, options));
+    kv_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank + c.qk_rope_head_dim}, options));
     index_k_.push_back(torch::zeros({batch, max_len, c.index_head_dim}, options));
   }
 }
@@ -491,7 +509,7 @@ Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, tor
 int64_t Dsv32Cache::length() const { return lengths_.numel() == 0 ? 0 : lengths_.max().item<int64_t>(); }
 
 void Dsv32Cache::ExpandBatch(int64_t repeats) {
-  for (auto* v : {&latent_, &k_rope_, &index_k_, &topk_record_, &route_record_}) {
+  for (auto* v : {&kv_, &index_k_, &topk_record_, &route_record_}) {
     for (torch::Tensor& t : *v) {
       if (t.defined()) t = t.repeat_interleave(repeats, 0);
     }
@@ -536,7 +554,7 @@ namespace {
 // KvAccess over Dsv32Cache's contiguous per-row tensors ([B, max_len, dim] per layer and field).
 class ContiguousKv : public KvAccess {
  public:
-  explicit ContiguousKv(std::array<std::vector<torch::Tensor>*, 3> fields) : fields_(fields) {}
+  explicit ContiguousKv(std::array<std::vector<torch::Tensor>*, 2> fields) : fields_(fields) {}
   void Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
              const torch::Tensor& values) override {
     torch::Tensor& f = (*fields_[field])[layer];
@@ -545,9 +563,19 @@ class ContiguousKv : public KvAccess {
   torch::Tensor Read(int64_t layer, int64_t field, int64_t s) override {
     return (*fields_[field])[layer].narrow(1, 0, s);
   }
+  torch::Tensor Storage(int64_t layer, int64_t field) override {
+    torch::Tensor& f = (*fields_[field])[layer];  // [B, L, dim]
+    return f.view({-1, f.size(2)});              // [B * L, dim]
+  }
+  torch::Tensor StorageRows(const torch::Tensor& positions) override {
+    const int64_t b = positions.size(0), len = (*fields_[0])[0].size(1);
+    torch::Tensor base = torch::arange(b, positions.options()).view({b, 1}) * len;  // [B, 1]
+    torch::Tensor p = positions.reshape({b, -1});
+    return (p + base).masked_fill(p.lt(0), -1).view(positions.sizes());
+  }
 
  private:
-  std::array<std::vector<torch::Tensor>*, 3> fields_;
+  std::array<std::vector<torch::Tensor>*, 2> fields_;
 };
 
 }  // namespace
@@ -561,7 +589,7 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
               "new_tokens must give 0..T_new tokens per row");
   torch::Tensor after = cache->lengths_ + new_tokens.to(cache->lengths_.device());
   TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
-  ContiguousKv kv({&cache->latent_, &cache->k_rope_, &cache->index_k_});
+  ContiguousKv kv({&cache->kv_, &cache->index_k_});
   Dsv32Selections local;
   Dsv32Selections* keep = record != nullptr ? record : (cache->recording_ ? &local : nullptr);
   NewTokens tokens;
@@ -586,7 +614,7 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
 }
 
 std::vector<int64_t> Dsv32Model::KvFieldDims() const {
-  return {config_.kv_lora_rank, config_.qk_rope_head_dim, config_.index_head_dim};
+  return {config_.kv_lora_rank + config_.qk_rope_head_dim, config_.index_head_dim};
 }
 
 torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
@@ -626,19 +654,18 @@ torch::Tensor Dsv32Model::AppendThrough(const torch::Tensor& input_ids, const to
   torch::Tensor positions =
       (lengths.unsqueeze(1) + torch::arange(t, ids_options).unsqueeze(0)).clamp_max(config_.max_position_embeddings - 1);
   const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
-  torch::Tensor keys = torch::arange(s, ids_options).view({1, 1, s});
-  torch::Tensor allowed = keys.le(positions.unsqueeze(-1)).logical_and(keys.lt(after.view({b, 1, 1})));  // [B, T, S]
   torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.unsqueeze(1));         // [B, T]
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (record != nullptr) *record = {};
-  // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices.
+  // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices. A token
+  // sees the keys up to its own position; padding sees its row's keys (and writes nothing).
   const NewTokens tokens{valid, torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid),
-                         positions.masked_select(valid)};
+                         positions.masked_select(valid), torch::minimum(positions, (after - 1).unsqueeze(1))};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
-    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, allowed, kv,
+    x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, s, kv,
                             record != nullptr ? &topk : nullptr);
     x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
                 record != nullptr ? &routes : nullptr);

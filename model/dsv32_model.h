@@ -14,10 +14,13 @@
 // Two evaluation paths that agree (to float rounding):
 //  - Forward / ForwardDetailed: the full causal forward in MHA mode (k_nope and v expanded per head), with
 //    autograd, for training and log-probs; rows of equal length.
-//  - NewCache / Decode / Append: incremental evaluation in MQA ("absorbed") mode: the cache holds, per layer and
-//    token, the normalised KV latent (kv_lora_rank), the roped shared key (qk_rope_head_dim) and the indexer key
-//    (index_head_dim); kv_b_proj's key part is folded into the queries and its value part applied after attention.
-//    Each cached sequence has its own length, so prompts of different lengths share one batch.
+//  - NewCache / Decode / Append / DecodePaged: incremental evaluation in MQA ("absorbed") mode: the cache holds, per
+//    layer and token, [normalised KV latent (kv_lora_rank) | roped shared key (qk_rope_head_dim)] as one row, and
+//    the indexer key (index_head_dim); kv_b_proj's key part is folded into the queries and its value part applied
+//    after attention. Each cached sequence has its own length, so prompts of different lengths share one batch.
+//    On CUDA in bfloat16 the attention over the selected keys is the sparse MLA kernel (kernels/sparse_mla.h),
+//    reading the cache in place, so no [B, H, T, S] tensor exists; elsewhere the libtorch path masks full scores
+//    (SPARGO_SPARSE_MLA=reference in the environment forces the latter on CUDA too, for checks and benchmarks).
 #ifndef SPARGO_MODEL_DSV32_MODEL_H_
 #define SPARGO_MODEL_DSV32_MODEL_H_
 
@@ -75,7 +78,7 @@ struct Dsv32Output {
   torch::Tensor indexer_loss;
 };
 
-// Per layer: latent [B, L, kv_lora], k_rope [B, L, rope], index_k [B, L, Di]; lengths [B] int64.
+// Per layer: kv [B, L, kv_lora + rope] ([latent | k_rope]), index_k [B, L, Di]; lengths [B] int64.
 class Dsv32Cache : public DecodeCache {
  public:
   Dsv32Cache(const Dsv32Config& config, int64_t batch, int64_t max_len, torch::TensorOptions options);
@@ -90,7 +93,7 @@ class Dsv32Cache : public DecodeCache {
  private:
   friend class Dsv32Model;
   int64_t max_len_;
-  std::vector<torch::Tensor> latent_, k_rope_, index_k_;
+  std::vector<torch::Tensor> kv_, index_k_;
   torch::Tensor lengths_;
   // While recording: per layer [B, max_len, index_topk] and (MoE layers) [B, max_len, experts_per_tok], -1 filled.
   bool recording_ = false;
@@ -123,8 +126,8 @@ class Dsv32Model : public CausalLm {
   // new tokens' selections ([B, T_new, ...] per layer).
   torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
                        Dsv32Selections* record = nullptr);
-  // Fields per layer: the normalised latent (kv_lora_rank), the roped shared key (qk_rope_head_dim), the indexer
-  // key (index_head_dim). Choices recorded: "topk_l<i>" [B, T, index_topk], "routes_l<i>" [B, T, experts_per_tok].
+  // Fields per layer: [normalised latent | roped shared key] (kv_lora_rank + qk_rope_head_dim), the indexer key
+  // (index_head_dim). Choices recorded: "topk_l<i>" [B, T, index_topk], "routes_l<i>" [B, T, experts_per_tok].
   std::vector<int64_t> KvFieldDims() const override;
   int64_t num_kv_layers() const override { return config_.num_hidden_layers; }
   torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
@@ -187,21 +190,22 @@ class Dsv32Model : public CausalLm {
                           torch::Tensor* indexer_loss);
   // Where an Append's tokens go, computed once per call: valid (non-padding) [B, T_new]; for the M valid ones,
   // their row and cache position [M].
+  // key_limit [B, T_new]: the last key position each token may see (its own position, or its row's last for padding).
   struct NewTokens {
-    torch::Tensor valid, rows, at;
+    torch::Tensor valid, rows, at, key_limit;
   };
   // The cache fields' order in KvAccess (model/kv_pages.h).
-  enum KvField : int64_t { kLatent = 0, kKRope = 1, kIndexK = 2 };
+  enum KvField : int64_t { kKv = 0, kIndexK = 1 };
   // The incremental evaluation behind Append and DecodePaged: the first new_tokens[b] tokens of row b of input_ids
   // [B, T] go to positions lengths[b].. ([B] int64 each) through `kv`; logits [B, T, V] float32. `record`, when
   // given, receives the tokens' selections (topk [B, T, min(index_topk, S)]); `tokens_out` the call's NewTokens.
   torch::Tensor AppendThrough(const torch::Tensor& input_ids, const torch::Tensor& lengths,
                               const torch::Tensor& new_tokens, KvAccess& kv, Dsv32Selections* record,
                               NewTokens* tokens_out);
-  // New tokens against the cache (MQA mode); allowed keys [B, T_new, S].
+  // New tokens against the cache (MQA mode) over keys [0, s).
   torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                                const torch::Tensor& sin, const NewTokens& tokens, const torch::Tensor& allowed,
-                                KvAccess& kv, torch::Tensor* topk);
+                                const torch::Tensor& sin, const NewTokens& tokens, int64_t s, KvAccess& kv,
+                                torch::Tensor* topk);
   torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
                              const torch::Tensor& sin);
   torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);

@@ -45,4 +45,17 @@ torch::Tensor PagedKv::Read(int64_t layer, int64_t field, int64_t s) {
   return f.index_select(0, ids).view({b, blocks * bs, f.size(2)}).narrow(1, 0, s);  // [B, s, dim]
 }
 
+torch::Tensor PagedKv::Storage(int64_t layer, int64_t field) {
+  torch::Tensor& f = pool_->field(layer, field);  // [N, bs, dim]
+  return f.view({-1, f.size(2)});                // [N * bs, dim]
+}
+
+torch::Tensor PagedKv::StorageRows(const torch::Tensor& positions) {
+  const int64_t bs = pool_->block_size(), b = positions.size(0);
+  torch::Tensor p = positions.reshape({b, -1});                                         // [B, P]
+  torch::Tensor safe = p.clamp_min(0);
+  torch::Tensor rows = block_table_.gather(1, safe.div(bs, "floor")) * bs + safe.remainder(bs);
+  return rows.masked_fill(p.lt(0), -1).view(positions.sizes());
+}
+
 }  // namespace spargo::model

@@ -58,6 +58,11 @@ class KvAccess {
                      const torch::Tensor& values) = 0;
   // Every row's entries at positions [0, s): [B, s, dim]. Positions a row does not hold yet are finite garbage.
   virtual torch::Tensor Read(int64_t layer, int64_t field, int64_t s) = 0;
+  // The field's whole storage as rows [N, dim] (a view, no copy), and where row b's position p lives in it:
+  // positions [B, ...] int64 -> [B, ...] int64 storage rows (negative positions stay -1). A kernel reads the entries
+  // in place through these (kernels/sparse_mla.h).
+  virtual torch::Tensor Storage(int64_t layer, int64_t field) = 0;
+  virtual torch::Tensor StorageRows(const torch::Tensor& positions) = 0;
 };
 
 // KvAccess over a pool through one call's block table.
@@ -67,6 +72,8 @@ class PagedKv : public KvAccess {
   void Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
              const torch::Tensor& values) override;
   torch::Tensor Read(int64_t layer, int64_t field, int64_t s) override;
+  torch::Tensor Storage(int64_t layer, int64_t field) override;
+  torch::Tensor StorageRows(const torch::Tensor& positions) override;
 
  private:
   KvPool* pool_;
