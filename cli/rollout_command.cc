@@ -7,8 +7,12 @@
 // overrides the address. An address beyond loopback needs the token or TLS, or --trusted-network (it refuses to start
 // otherwise, exit code 2: ListenAllowed in cli/shared_flags.h). --tokenizer limits sampling to the tokenizer's ids.
 // With metrics.port set, Prometheus metrics are served too.
+// All Generate calls run on one generation engine (rollout/engine.h), batched together: --cache-mib sizes its paged
+// cache (default: half the GPU's free memory once the model is loaded, 256 MiB on CPU), --block-size its blocks
+// (tokens), --max-batch-rows the sequences of one decode call and --prefill-tokens the prompt tokens fed per step.
 #include <filesystem>
 #include <iostream>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "agent/agent_config.h"
@@ -25,6 +29,12 @@
 #include "tokenizer/tokenizer.h"
 
 ABSL_FLAG(int32_t, max_group_size, 64, "Most samples per prompt group.");
+ABSL_FLAG(int64_t, cache_mib, 0,
+          "The generation engine's cache in MiB (0: half the GPU's free memory on CUDA, 256 MiB on CPU). A group "
+          "whose prompt and samples can never fit it is refused RESOURCE_EXHAUSTED; others wait for room.");
+ABSL_FLAG(int64_t, block_size, 16, "Tokens per block of the engine's paged cache.");
+ABSL_FLAG(int64_t, max_batch_rows, 512, "Most sequences the engine feeds in one decode call.");
+ABSL_FLAG(int64_t, prefill_tokens, 2048, "Most prompt tokens the engine feeds per step (chunked prefill).");
 
 namespace spargo::cli {
 namespace {
@@ -92,6 +102,24 @@ int RunRollout(const CommandArgs& args) {
   if (options.limits.max_groups < 1 || options.limits.max_group_size < 1) {
     std::cerr << "spargo rollout: --max-groups and --max-group-size must be >= 1\n";
     return kExitUsage;
+  }
+  const int64_t cache_mib = absl::GetFlag(FLAGS_cache_mib);
+  options.engine.block_size = absl::GetFlag(FLAGS_block_size);
+  options.engine.max_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.engine.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  // Beyond 2^40 MiB (1 EiB) the byte count would overflow.
+  if (cache_mib < 0 || cache_mib > (int64_t{1} << 40)) {
+    std::cerr << "spargo rollout: --cache-mib " << cache_mib << " is not in [0, 2^40] (0: the default)\n";
+    return kExitUsage;
+  }
+  options.engine.cache_bytes = cache_mib << 20;
+  for (const auto& [flag, value] : {std::pair<const char*, int64_t>{"--block-size", options.engine.block_size},
+                                    {"--max-batch-rows", options.engine.max_rows},
+                                    {"--prefill-tokens", options.engine.prefill_tokens}}) {
+    if (value < 1) {
+      std::cerr << "spargo rollout: " << flag << " " << value << " must be >= 1\n";
+      return kExitUsage;
+    }
   }
   if (!ListenAllowed("rollout", options.address, options.endpoints)) return kExitUsage;
   if (!absl::GetFlag(FLAGS_tokenizer).empty()) {

@@ -16,8 +16,15 @@ constexpr double kMinTemperature = 1e-3;
 constexpr double kMaxTemperature = 100;
 
 absl::Status Validate(const model::CausalLm& model, const std::vector<GroupRequest>& prompts,
-                      const SamplingOptions& o) {
-  if (o.group_size <= 0) return absl::InvalidArgumentError(absl::StrCat("group_size ", o.group_size, " <= 0"));
+                      const std::vector<int>& group_sizes, const SamplingOptions& o) {
+  if (group_sizes.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(group_sizes.size(), " group sizes for ", prompts.size(), " prompts"));
+  }
+  for (size_t i = 0; i < group_sizes.size(); ++i) {
+    if (group_sizes[i] <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("group_size ", group_sizes[i], " <= 0 (prompt ", i, ")"));
+    }
+  }
   if (o.max_new_tokens <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", o.max_new_tokens, " <= 0"));
   }
@@ -95,6 +102,7 @@ struct GenerationEngine::Request {
   Call* call = nullptr;
   size_t index = 0;
   const GroupRequest* prompt = nullptr;
+  int group_size = 0;
   int64_t reserved = 0;  // blocks of its reservation not yet used
   int64_t live = 0;      // sequences running
   bool admitted = false;
@@ -167,19 +175,30 @@ int64_t GenerationEngine::num_blocks() const { return pool_->num_blocks(); }
 
 EngineStats GenerationEngine::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  EngineStats s = stats_;
+  s.waiting_requests = static_cast<int64_t>(waiting_.size());
+  return s;
 }
 
 absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::vector<GroupRequest>& prompts,
                                                                     const SamplingOptions& options) {
-  SPARGO_RETURN_IF_ERROR(Validate(*model_, prompts, options));
+  if (options.group_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("group_size ", options.group_size, " <= 0"));
+  }
+  return Generate(prompts, std::vector<int>(prompts.size(), options.group_size), options);
+}
+
+absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::vector<GroupRequest>& prompts,
+                                                                    const std::vector<int>& group_sizes,
+                                                                    const SamplingOptions& options) {
+  SPARGO_RETURN_IF_ERROR(Validate(*model_, prompts, group_sizes, options));
   const int64_t bs = options_.block_size;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    const int64_t need = RequestWorstCase(static_cast<int64_t>(prompts[i].prompt_ids.size()), options.group_size,
+    const int64_t need = RequestWorstCase(static_cast<int64_t>(prompts[i].prompt_ids.size()), group_sizes[i],
                                           options.max_new_tokens, bs);
     if (need > pool_->num_blocks()) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "prompt ", i, " (", prompts[i].prompt_ids.size(), " tokens, ", options.group_size, " samples of up to ",
+          "prompt ", i, " (", prompts[i].prompt_ids.size(), " tokens, ", group_sizes[i], " samples of up to ",
           options.max_new_tokens, " tokens) needs up to ", need, " cache blocks of ", bs,
           " tokens; the engine's cache has ", pool_->num_blocks()));
     }
@@ -201,6 +220,7 @@ absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::v
     r->call = &call;
     r->index = i;
     r->prompt = &prompts[i];
+    r->group_size = group_sizes[i];
     Request* raw = r.get();
     requests_.push_back(std::move(r));
     raw->self = std::prev(requests_.end());
@@ -328,7 +348,7 @@ void GenerationEngine::Admit() {
     const SamplingOptions& o = *r->call->options;
     const std::vector<int64_t>& prompt = r->prompt->prompt_ids;
     const int64_t p = static_cast<int64_t>(prompt.size());
-    const int64_t need = RequestWorstCase(p, o.group_size, o.max_new_tokens, bs);
+    const int64_t need = RequestWorstCase(p, r->group_size, o.max_new_tokens, bs);
     if (!blocks_.Reserve(need)) {
       ++stats_.waits;
       break;
@@ -337,7 +357,7 @@ void GenerationEngine::Admit() {
     r->admitted = true;
     r->reserved = need;
     r->live = 1;
-    r->samples.resize(o.group_size);
+    r->samples.resize(r->group_size);
     ++admitted_;
     auto s = std::make_unique<Sequence>();
     s->request = r;
@@ -493,7 +513,7 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
     for (auto& [s, row] : entries) {
       const uint64_t key = s->request->prompt->sample_key;
       if (s->sample < 0) {
-        for (int g = 0; g < o.group_size; ++g) {
+        for (int g = 0; g < s->request->group_size; ++g) {
           rows.push_back(row);
           uniforms.push_back(SampleUniform(o.seed, o.step, key, g, 0));
         }
@@ -516,7 +536,7 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
       }
       // Fork: the samples share the prompt's blocks (each reference counted) and its recorded choices.
       Request* r = s->request;
-      for (int g = 0; g < o.group_size; ++g, ++k) {
+      for (int g = 0; g < r->group_size; ++g, ++k) {
         auto sample = std::make_unique<Sequence>();
         sample->request = r;
         sample->sample = g;

@@ -56,6 +56,7 @@ struct EngineStats {
   int64_t copied_blocks = 0;                         // copies on write of shared blocks
   int64_t max_running = 0;                           // most sequences running at once
   int64_t waits = 0;                                 // steps a request could not be admitted for lack of blocks
+  int64_t waiting_requests = 0;                      // now: requests not yet admitted (prompts of calls in Generate)
 };
 
 class GenerationEngine {
@@ -71,6 +72,11 @@ class GenerationEngine {
   // prompts; RESOURCE_EXHAUSTED for a prompt whose worst case exceeds the whole pool; CANCELLED when
   // options.stop said so (checked every step).
   absl::StatusOr<std::vector<SampleGroup>> Generate(const std::vector<GroupRequest>& prompts,
+                                                    const SamplingOptions& options);
+  // As above, with group_sizes[i] samples of prompt i (one entry per prompt; options.group_size is not used):
+  // groups of several sizes in one call, drawn as separate calls of each size would draw them.
+  absl::StatusOr<std::vector<SampleGroup>> Generate(const std::vector<GroupRequest>& prompts,
+                                                    const std::vector<int>& group_sizes,
                                                     const SamplingOptions& options);
   // Runs fn with no request in flight and forgets the prefix cache afterwards.
   absl::Status Exclusive(const std::function<absl::Status()>& fn);

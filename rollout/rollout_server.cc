@@ -1,10 +1,15 @@
 #include "rollout/rollout_server.h"
 
+#include <dlfcn.h>
+#include <malloc.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
 #include <limits>
-#include <map>
 #include <mutex>
 #include <optional>
 
@@ -74,7 +79,64 @@ WeightShapes ShapesOf(model::CausalLm& model, int64_t* float32_bytes) {
   return shapes;
 }
 
+// Calls run at once on the engine's batch: one thread each (a caller's thread drives the engine's steps).
+constexpr int kMaxGenerateThreads = 64;
+
+torch::Device DeviceOf(model::CausalLm& model) {
+  for (const torch::Tensor& p : model.parameters()) return p.device();
+  return torch::kCPU;
+}
+
+// The engine's figures as metrics: name, type, help, and the EngineStats field.
+struct EngineMetric {
+  const char* name;
+  MetricsRegistry::Type type;
+  const char* help;
+  int64_t EngineStats::*field;
+  const char* phase;  // the `phase` label, or null
+};
+const EngineMetric kEngineMetrics[] = {
+    {"spargo_rollout_engine_steps_total", MetricsRegistry::Type::kCounter, "Steps of the generation engine.",
+     &EngineStats::steps, nullptr},
+    {"spargo_rollout_fed_tokens_total", MetricsRegistry::Type::kCounter,
+     "Tokens fed to the model by the engine, by phase (prefill: prompts and tool results; decode).",
+     &EngineStats::prefilled_tokens, "prefill"},
+    {"spargo_rollout_fed_tokens_total", MetricsRegistry::Type::kCounter, "", &EngineStats::decoded_tokens, "decode"},
+    {"spargo_rollout_prefix_hit_tokens_total", MetricsRegistry::Type::kCounter,
+     "Prompt tokens found in the engine's prefix cache (not fed again).", &EngineStats::prefix_hit_tokens, nullptr},
+    {"spargo_rollout_copied_blocks_total", MetricsRegistry::Type::kCounter,
+     "Cache blocks copied on write (a sample's first write into its prompt's shared block).",
+     &EngineStats::copied_blocks, nullptr},
+    {"spargo_rollout_admission_waits_total", MetricsRegistry::Type::kCounter,
+     "Engine steps at which a waiting request could not be admitted for lack of cache blocks.", &EngineStats::waits,
+     nullptr},
+    {"spargo_rollout_max_running_sequences", MetricsRegistry::Type::kGauge,
+     "The most sequences (prompts being fed and samples) the engine has run in one batch.",
+     &EngineStats::max_running, nullptr},
+};
+
 }  // namespace
+
+int64_t DefaultCacheBytes(const torch::Device& device) {
+  if (!device.is_cuda()) return int64_t{256} << 20;
+  // The CUDA runtime a CUDA libtorch has loaded, asked without a build-time dependency on it.
+  using GetDevice = int (*)(int*);
+  using SetDevice = int (*)(int);
+  using MemGetInfo = int (*)(size_t*, size_t*);
+  auto get_device = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
+  auto set_device = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
+  auto mem_get_info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+  const int64_t fallback = int64_t{2} << 30;
+  if (get_device == nullptr || set_device == nullptr || mem_get_info == nullptr) return fallback;
+  int current = 0;
+  if (get_device(&current) != 0) return fallback;
+  const int index = device.has_index() ? device.index() : current;
+  if (index != current && set_device(index) != 0) return fallback;
+  size_t free_bytes = 0, total_bytes = 0;
+  const bool ok = mem_get_info(&free_bytes, &total_bytes) == 0;
+  if (index != current) set_device(current);
+  return ok && free_bytes > 0 ? static_cast<int64_t>(free_bytes / 2) : fallback;
+}
 
 #define SPARGO_RETURN_IF_ERROR_GRPC(expr)                       \
   do {                                                          \
@@ -84,9 +146,10 @@ WeightShapes ShapesOf(model::CausalLm& model, int64_t* float32_bytes) {
 
 class RolloutServer::Service final : public RolloutService::CallbackService {
  public:
-  Service(std::shared_ptr<model::CausalLm> model, const RolloutServerOptions& options, std::string token,
-          MetricsRegistry* metrics)
+  Service(std::shared_ptr<model::CausalLm> model, std::unique_ptr<GenerationEngine> engine,
+          const RolloutServerOptions& options, std::string token, MetricsRegistry* metrics)
       : model_(std::move(model)),
+        engine_(std::move(engine)),
         options_(options),
         token_(std::move(token)),
         metrics_(metrics),
@@ -98,7 +161,8 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
                               : 4 * static_cast<int64_t>(options.endpoints.max_message_bytes()),
                           options.limits.max_queued_requests),
         update_limiter_(2 * max_stream_bytes_, std::numeric_limits<int>::max()),
-        generator_(1) {
+        updater_(1),
+        generator_(std::clamp(options.limits.max_queued_requests, 1, kMaxGenerateThreads)) {
     if (metrics_ == nullptr) return;
     using T = MetricsRegistry::Type;
     metrics_->Declare("spargo_rollout_requests_total", T::kCounter, "Calls answered, by method and gRPC code.")
@@ -108,7 +172,15 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     metrics_->Declare("spargo_rollout_policy_version", T::kGauge, "Policy version of the served weights.")
         .IgnoreError();
     metrics_->SetGauge("spargo_rollout_policy_version", static_cast<double>(version_)).IgnoreError();
+    for (const EngineMetric& m : kEngineMetrics) {
+      if (*m.help != '\0') metrics_->Declare(m.name, m.type, m.help).IgnoreError();
+    }
+    metrics_->Declare("spargo_rollout_cache_blocks", T::kGauge, "Blocks of the engine's cache (each block_size tokens).")
+        .IgnoreError();
+    metrics_->SetGauge("spargo_rollout_cache_blocks", static_cast<double>(engine_->num_blocks())).IgnoreError();
   }
+
+  GenerationEngine* engine() const { return engine_.get(); }
 
   // Reports the served version on the server's grpc.health.v1 service from now on (rollout/version_health.h).
   void ReportVersionTo(grpc::HealthCheckServiceInterface* health) {
@@ -161,7 +233,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
   }
 
  private:
-  // Reads one UpdateWeights stream; applies it on the generation thread once committed.
+  // Reads one UpdateWeights stream; applies it once committed, with no Generate call in flight.
   class WeightReader final : public grpc::ServerReadReactor<WeightChunk> {
    public:
     WeightReader(Service* service, const grpc::CallbackServerContext& context, UpdateWeightsResponse* response)
@@ -210,15 +282,16 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
       absl::StatusOr<model::TensorMap> tensors = assembler_.Take();
       if (!tensors.ok()) return ToGrpc(tensors.status());
       auto shared = std::make_shared<model::TensorMap>(*std::move(tensors));
-      service_->generator_.Schedule([this, shared] {
-        const grpc::Status applied = GrpcCatching("UpdateWeights", [&] { return Apply(*shared); });
+      service_->updater_.Schedule([this, shared] {
+        const grpc::Status applied = service_->Exclusively(
+            [&] { return GrpcCatching("UpdateWeights", [&] { return Apply(*shared); }); });
         shared->clear();
         End(applied);
       });
       return grpc::Status::OK;
     }
 
-    // On the generation thread.
+    // Under Exclusively: no Generate call in flight.
     grpc::Status Apply(const model::TensorMap& tensors) {
       const uint64_t version = assembler_.policy_version();
       // Another stream may have landed since this one began.
@@ -286,14 +359,69 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     return g;
   }
 
-  // On the generation thread.
+  // Runs fn with no Generate call in flight: new calls wait (Enter) while the calls in flight finish, then fn runs
+  // under the engine's Exclusive. Only the updater thread calls it.
+  grpc::Status Exclusively(const std::function<grpc::Status()>& fn) {
+    {
+      std::unique_lock<std::mutex> lock(gate_mu_);
+      updating_ = true;
+      gate_cv_.wait(lock, [&] { return generating_ == 0; });
+    }
+    grpc::Status result;
+    const absl::Status ran = engine_->Exclusive([&] {
+      result = fn();
+      return absl::OkStatus();
+    });
+    {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      updating_ = false;
+    }
+    gate_cv_.notify_all();
+    return ran.ok() ? result : ToGrpc(ran);
+  }
+
+  // Counts a Generate call in flight unless a weight update is pending; waits for it otherwise. False (not counted)
+  // when `stop` says the caller gave up meanwhile.
+  bool Enter(const std::function<bool()>& stop) {
+    std::unique_lock<std::mutex> lock(gate_mu_);
+    while (updating_) {
+      if (stop()) return false;
+      gate_cv_.wait_for(lock, std::chrono::milliseconds(20));
+    }
+    ++generating_;
+    return true;
+  }
+  void Leave() {
+    bool idle = false;
+    {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      idle = --generating_ == 0;
+    }
+    gate_cv_.notify_all();
+    // The engine's steps ran on the threads of many calls, each allocating from its own malloc arena: memory they
+    // freed goes back to the system once nothing runs, instead of staying in every arena.
+    if (idle) malloc_trim(0);
+  }
+
+  // On a generator thread, between Enter and Leave.
   grpc::Status Run(const grpc::CallbackServerContext& context, const GenerateRequest& r, GenerateResponse* out) {
     const absl::Time deadline = absl::FromChrono(context.deadline());
     // (A passed deadline also marks the call cancelled: it is checked first.)
-    if (absl::Now() > deadline) {
-      return {grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed while the request waited"};
-    }
-    if (context.IsCancelled()) return {grpc::StatusCode::CANCELLED, "the call was cancelled while it waited"};
+    const auto gave_up = [&](absl::string_view when) -> grpc::Status {
+      if (absl::Now() > deadline) {
+        return {grpc::StatusCode::DEADLINE_EXCEEDED, absl::StrCat("the deadline passed ", when)};
+      }
+      return {grpc::StatusCode::CANCELLED, absl::StrCat("the call was cancelled ", when)};
+    };
+    // Work the caller has given up on stops between engine steps, so it does not hold the batch or the cache.
+    const std::function<bool()> stop = [&context, deadline] {
+      return context.IsCancelled() || absl::Now() > deadline;
+    };
+    if (stop() || !Enter(stop)) return gave_up("while the request waited");
+    struct Leaving {
+      Service* service;
+      ~Leaving() { service->Leave(); }
+    } leaving{this};
     const uint64_t version = version_.load();
     if (r.policy_version() != 0 && r.policy_version() != version) {
       return {grpc::StatusCode::FAILED_PRECONDITION,
@@ -304,33 +432,32 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     o.policy_version = version;
     std::unique_ptr<Episodes> episodes = options_.episodes ? options_.episodes() : nullptr;
     o.episodes = episodes.get();
-    // Work the caller has given up on stops between decode steps, so the next request does not wait for it.
-    o.stop = [&context, deadline] { return context.IsCancelled() || absl::Now() > deadline; };
-    // Groups of equal size are sampled together; a group's sample_key (default: its index in the request) keys
-    // its random stream.
-    std::map<int, std::vector<int>> by_size;
-    for (int g = 0; g < r.groups_size(); ++g) by_size[r.groups(g).group_size()].push_back(g);
-    for (int g = 0; g < r.groups_size(); ++g) out->add_groups()->set_prompt_id(r.groups(g).prompt_id());
+    o.stop = stop;
+    // Every group in one engine call, with its own size; a group's sample_key (default: its index in the request)
+    // keys its random stream.
+    std::vector<GroupRequest> prompts;
+    std::vector<int> sizes;
+    for (int g = 0; g < r.groups_size(); ++g) {
+      prompts.push_back(GroupRequestFromProto(r.groups(g), g));
+      sizes.push_back(r.groups(g).group_size());
+    }
+    absl::StatusOr<std::vector<SampleGroup>> samples = engine_->Generate(prompts, sizes, o);
+    ReportEngineStats();
+    if (absl::IsCancelled(samples.status())) return gave_up("before generation finished; it stopped");
+    if (absl::IsResourceExhausted(samples.status())) {
+      // The engine names the prompt by its index: the group's in the request.
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("groups: the request cannot fit this worker's cache even alone: ",
+                           samples.status().message(), " (spargo rollout --cache-mib sizes the cache)")};
+    }
+    if (!samples.ok()) return ToGrpc(samples.status());
     int64_t tokens = 0;
-    for (const auto& [size, members] : by_size) {
-      std::vector<GroupRequest> prompts;
-      for (int g : members) prompts.push_back(GroupRequestFromProto(r.groups(g), g));
-      o.group_size = size;
-      absl::StatusOr<std::vector<SampleGroup>> samples = SampleGroups(*model_, prompts, o);
-      if (absl::IsCancelled(samples.status())) {
-        if (absl::Now() > deadline) {
-          return {grpc::StatusCode::DEADLINE_EXCEEDED,
-                  absl::StrCat("the deadline passed; generation stopped after ", tokens, " tokens")};
-        }
-        return {grpc::StatusCode::CANCELLED, "the call was cancelled; generation stopped"};
-      }
-      if (!samples.ok()) return ToGrpc(samples.status());
-      for (size_t i = 0; i < members.size(); ++i) {
-        GroupResult* group = out->mutable_groups(members[i]);
-        for (const SampleRecord& x : (*samples)[i]) {
-          SampleToProto(x, group->add_samples());
-          tokens += static_cast<int64_t>(x.completion_ids.size());
-        }
+    for (int g = 0; g < r.groups_size(); ++g) {
+      GroupResult* group = out->add_groups();
+      group->set_prompt_id(r.groups(g).prompt_id());
+      for (const SampleRecord& x : (*samples)[g]) {
+        SampleToProto(x, group->add_samples());
+        tokens += static_cast<int64_t>(x.completion_ids.size());
       }
     }
     out->set_policy_version(version);
@@ -340,6 +467,23 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
           .IgnoreError();
     }
     return grpc::Status::OK;
+  }
+
+  // Adds what the engine did since the last report to the metrics.
+  void ReportEngineStats() {
+    if (metrics_ == nullptr) return;
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    const EngineStats now = engine_->stats();
+    for (const EngineMetric& m : kEngineMetrics) {
+      MetricLabels labels;
+      if (m.phase != nullptr) labels.emplace_back("phase", m.phase);
+      if (m.type == MetricsRegistry::Type::kGauge) {
+        metrics_->SetGauge(m.name, static_cast<double>(now.*m.field), labels).IgnoreError();
+      } else if (now.*m.field > reported_.*m.field) {
+        metrics_->AddCounter(m.name, static_cast<double>(now.*m.field - reported_.*m.field), labels).IgnoreError();
+      }
+    }
+    reported_ = now;
   }
 
   void Count(const char* method, const grpc::Status& status) const {
@@ -354,20 +498,29 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
   }
 
   std::shared_ptr<model::CausalLm> model_;
+  std::unique_ptr<GenerationEngine> engine_;  // outlives the threads below
   RolloutServerOptions options_;
   std::string token_;
   MetricsRegistry* metrics_;
   int64_t model_bytes_ = 0;   // the model's tensors in float32
   const WeightShapes expected_;
   const int64_t max_stream_bytes_;  // one UpdateWeights stream
-  std::atomic<uint64_t> version_;   // written under run_mu_ (generation thread)
+  std::atomic<uint64_t> version_;   // written under run_mu_ (updater thread, with no Generate call in flight)
   mutable std::mutex run_mu_;
   std::optional<uint64_t> serving_run_;  // the run id of the last update; none for the starting weights
   grpc::HealthCheckServiceInterface* health_ = nullptr;  // guarded by run_mu_; owned by the grpc::Server
   std::atomic<int> active_{0};
   InflightLimiter generate_limiter_;  // Generate calls queued or running
   InflightLimiter update_limiter_;    // bytes declared by UpdateWeights streams in flight
-  ThreadPool generator_;  // one thread: the model runs one request at a time (declared last: joined first)
+  std::mutex gate_mu_;               // Enter / Leave / Exclusively
+  std::condition_variable gate_cv_;
+  int generating_ = 0;               // Generate calls between Enter and Leave; guarded by gate_mu_
+  bool updating_ = false;            // a weight update waits or runs; guarded by gate_mu_
+  std::mutex stats_mu_;
+  EngineStats reported_;             // what the metrics hold; guarded by stats_mu_
+  // Declared last: joined first, before the engine goes.
+  ThreadPool updater_;    // one thread: weight updates, one at a time
+  ThreadPool generator_;  // Generate calls, each blocking its thread in the engine
 };
 
 absl::StatusOr<std::unique_ptr<RolloutServer>> RolloutServer::Start(std::shared_ptr<model::CausalLm> model,
@@ -375,8 +528,25 @@ absl::StatusOr<std::unique_ptr<RolloutServer>> RolloutServer::Start(std::shared_
                                                                     MetricsRegistry* metrics) {
   if (model == nullptr) return absl::InvalidArgumentError("rollout service: no model");
   SPARGO_ASSIGN_OR_RETURN(std::string token, ReadBearerToken(options.endpoints));
+  // Dozens of generator threads take turns driving the engine (one runs the model at a time): a few malloc arenas
+  // serve them, instead of one per thread keeping what it freed (glibc; the process's setting).
+  mallopt(M_ARENA_MAX, 4);
+  EngineOptions engine_options = options.engine;
+  if (engine_options.num_blocks < 0 || engine_options.cache_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("rollout service: engine cache of ", engine_options.num_blocks,
+                                                   " blocks / ", engine_options.cache_bytes,
+                                                   " bytes: neither may be negative"));
+  }
+  if (engine_options.num_blocks == 0 && engine_options.cache_bytes == 0) {
+    engine_options.cache_bytes = DefaultCacheBytes(DeviceOf(*model));
+  }
+  absl::StatusOr<std::unique_ptr<GenerationEngine>> engine = GenerationEngine::Create(model.get(), engine_options);
+  if (!engine.ok()) return Annotate(engine.status(), "rollout service");
+  SPARGO_LOG(INFO) << "rollout engine: " << (*engine)->num_blocks() << " cache blocks of " << engine_options.block_size
+                   << " tokens, up to " << engine_options.max_rows << " rows per step, " << engine_options.prefill_tokens
+                   << " prefill tokens per step";
   std::unique_ptr<RolloutServer> server(new RolloutServer());
-  server->service_ = std::make_unique<Service>(std::move(model), options, token, metrics);
+  server->service_ = std::make_unique<Service>(std::move(model), *std::move(engine), options, token, metrics);
   // Calls without the token are refused before their request is read; they are counted all the same.
   auto refused = [metrics](absl::string_view path) {
     if (metrics == nullptr) return;
@@ -390,9 +560,11 @@ absl::StatusOr<std::unique_ptr<RolloutServer>> RolloutServer::Start(std::shared_
   return server;
 }
 
+GenerationEngine* RolloutServer::engine() const { return service_->engine(); }
+
 RolloutServer::~RolloutServer() {
   if (server_ != nullptr && !shut_down_) Shutdown(absl::Seconds(5));
-  service_.reset();  // the generation thread finishes scheduled work first
+  service_.reset();  // the generator and updater threads finish scheduled work first
 }
 
 void RolloutServer::Shutdown(absl::Duration grace) {

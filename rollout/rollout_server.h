@@ -1,12 +1,17 @@
 // The RolloutService gRPC server (proto/spargo/rollout.proto) over one model, on the callback API.
 //  - Generate: the whole request is validated first (bearer token, size, group count and sizes, prompt ids
 //    within the vocabulary, prompt plus max_new_tokens within the model's positions, sampling parameters;
-//    rollout/generate_request_check.h): INVALID_ARGUMENT naming the group and field. A request for another policy_version than the one served
-//    (0 accepts any) gets FAILED_PRECONDITION. Requests run one at a time on a generation thread (the model is
-//    not re-entrant; a group's samples share one prefill); at most limits.max_queued_requests calls and
-//    limits.max_inflight_request_bytes of requests wait or run at once (RESOURCE_EXHAUSTED beyond). Work whose
+//    rollout/generate_request_check.h): INVALID_ARGUMENT naming the group and field. A request for another
+//    policy_version than the one served (0 accepts any) gets FAILED_PRECONDITION. All calls run on one
+//    GenerationEngine (rollout/engine.h) made at Start over a cache of options.engine's size: calls in flight
+//    are served together in one batch (continuous batching; a group's samples share its prompt's cache blocks),
+//    from a pool of min(limits.max_queued_requests, 64) threads (calls beyond wait for one), each call's groups of
+//    every size in one engine call. A request with a group that could never fit the cache (prompt + group_size x
+//    max_new_tokens) gets RESOURCE_EXHAUSTED at once; one that fits waits for room. At most
+//    limits.max_queued_requests calls and limits.max_inflight_request_bytes of requests wait or run at once
+//    (RESOURCE_EXHAUSTED beyond). Work whose
 //    caller has given up stops: a call whose deadline passed or that was cancelled, while queued or between two
-//    decode steps, ends DEADLINE_EXCEEDED / CANCELLED and the next request runs. Samples carry token ids, the
+//    engine steps, ends DEADLINE_EXCEEDED / CANCELLED and frees its cache blocks. Samples carry token ids, the
 //    sampler's log-probs and the finish reason; with return_replay also the model's choices for every token it
 //    was fed (indexer top-k per layer, MoE routes) for the learner to replay.
 //  - UpdateWeights: a stream of WeightChunks (rollout/weight_stream.h). Each tensor's name and size are checked
@@ -16,14 +21,17 @@
 //    served, from the run that sent it, is refused FAILED_PRECONDITION on its first chunk; another run id is
 //    another learner and is accepted. On commit the tensors replace the model's weights between two Generate
 //    calls, all or nothing (names, shapes and finiteness checked first), and the served policy_version becomes
-//    the stream's.
+//    the stream's. An update waits for the Generate calls in flight to finish while new calls wait for it, then
+//    runs under the engine's Exclusive (which forgets the prefix cache): every call is served by one version's
+//    weights, the one its samples are stamped with.
 //  - Health: serving, policy version, model name, requests in flight. The standard grpc.health.v1 service also
 //    reports SERVING for the whole server and for the served policy version's name (rollout/version_health.h), so
 //    that clients' gRPC health checking picks only workers at the version they ask for.
 //  - TLS, bearer token (checked before a request is read) and message limits as for the reward service
 //    (common/service_security.h). No exception leaves a handler: one becomes INTERNAL naming the method.
 //  - Metrics (when a registry is given): requests by method and code, generated tokens, generation seconds,
-//    policy version.
+//    policy version, and the engine's figures (EngineStats): steps, tokens fed by phase, prompt tokens found in the
+//    prefix cache, blocks copied on write, admission waits, the most sequences run at once, the cache's blocks.
 #ifndef SPARGO_ROLLOUT_ROLLOUT_SERVER_H_
 #define SPARGO_ROLLOUT_ROLLOUT_SERVER_H_
 
@@ -36,6 +44,7 @@
 #include "common/metrics_registry.h"
 #include "grpcpp/grpcpp.h"
 #include "model/causal_lm.h"
+#include "rollout/engine.h"
 #include "rollout/episode.h"
 #include "spargo/config.pb.h"
 
@@ -60,17 +69,27 @@ struct RolloutServerOptions {
   int64_t pad_id = 0;                       // fed to finished rows while others decode
   int64_t vocab_limit = 0;                  // when > 0, only ids below it are drawn (tokenizer's vocabulary)
   EpisodesFactory episodes;                 // when set, each Generate call runs agent episodes with a fresh driver
+  // The engine's cache and batch (rollout/engine.h). With num_blocks and cache_bytes both 0 the cache takes
+  // DefaultCacheBytes() of the model's device.
+  EngineOptions engine;
 };
+
+// The cache budget when none is given: on CUDA half the device's free memory (measured once the model is there;
+// 2 GiB where the CUDA runtime cannot be asked), on CPU 256 MiB.
+int64_t DefaultCacheBytes(const torch::Device& device);
 
 class RolloutServer {
  public:
   // Binds and starts serving; UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT for bad TLS or token
-  // files. `metrics` may be null. The model is used from the generation thread only.
+  // files or unusable engine options (naming the option). `metrics` may be null. The model is used from the
+  // engine only (one thread at a time), and weights change only under its Exclusive.
   static absl::StatusOr<std::unique_ptr<RolloutServer>> Start(std::shared_ptr<model::CausalLm> model,
                                                               const RolloutServerOptions& options,
                                                               MetricsRegistry* metrics);
   ~RolloutServer();
   int port() const { return port_; }
+  // The engine serving the calls: for in-process monitoring (stats) and tests.
+  GenerationEngine* engine() const;
   // Stops accepting calls, waits up to `grace` for calls in flight, then cancels the rest.
   void Shutdown(absl::Duration grace);
 

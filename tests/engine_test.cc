@@ -253,6 +253,33 @@ TEST(GenerationEngine, ConcurrentCallsShareOneBatch) {
   EXPECT_GT((*engine)->stats().max_running, 2);  // more than one call's sequences ran together
 }
 
+TEST(GenerationEngine, GroupsOfSeveralSizesInOneCallDrawAsCallsOfEachSize) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 256;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(/*group=*/99, 9);  // group_size is not used with per-prompt sizes
+  std::vector<GroupRequest> prompts = Prompts({6, 3, 9}, m->vocab_size(), 12);
+  const std::vector<int> sizes = {1, 3, 2};
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, sizes, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SamplingOptions alone = o;
+    alone.group_size = sizes[i];
+    ExpectMatchesIndependent(*m, {prompts[i]}, {(*out)[i]}, alone);
+  }
+  EXPECT_EQ((*engine)->stats().waiting_requests, 0);
+  absl::StatusOr<std::vector<SampleGroup>> bad = (*engine)->Generate(prompts, {1, 0, 2}, o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("group_size 0 <= 0 (prompt 1)"), std::string::npos) << bad.status();
+  bad = (*engine)->Generate(prompts, {1, 2}, o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("2 group sizes for 3 prompts"), std::string::npos) << bad.status();
+}
+
 TEST(GenerationEngine, AStoppedCallEndsCancelledAndFreesItsBlocks) {
   auto m = RandomDsv32();
   EngineOptions eo;
@@ -336,6 +363,8 @@ TEST(GenerationEngine, CudaSparseMlaKernelPathMatchesTheLibtorchPath) {
   c->qk_rope_head_dim = 32;
   c->v_head_dim = 64;
   c->index_topk = 64;
+  c->index_n_heads = 8;  // the indexer's kernel shapes too
+  c->index_head_dim = 64;
   torch::manual_seed(8);
   auto m = std::make_shared<model::Dsv32Model>(*c);
   {

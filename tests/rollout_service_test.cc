@@ -1,13 +1,16 @@
 // The RolloutService server (in process, and the `spargo rollout` binary) over loopback: generation equals the
 // in-process sampler, validation names the field, weight updates are all-or-nothing and version the policy,
-// bearer tokens are enforced, the binary serves until SIGTERM.
+// bearer tokens are enforced, the binary serves until SIGTERM; concurrent calls share the engine's batch, a call
+// whose deadline passes ends alone, and a group too large for the cache is refused.
 #include <signal.h>
 
 #include <limits>
+#include <thread>
 
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/metrics_registry.h"
 #include "grpcpp/grpcpp.h"
 #include "model/dsv32_model.h"
 #include "rollout/group_sampler.h"
@@ -269,6 +272,180 @@ TEST(RolloutServer, WeightUpdatesAreAllOrNothingAndVersioned) {
   ASSERT_TRUE(Call(*stub, request, &still, "secret").ok());
   EXPECT_EQ(still.policy_version(), 7u);
   EXPECT_EQ(Tokens(still.groups(0)), Tokens(after.groups(0)));
+}
+
+// Call c of the batching tests: two groups of sizes 2 and 3 (prompts and seed differ by call).
+GenerateRequest CallRequest(int c, int max_new_tokens) {
+  GenerateRequest r;
+  for (int g = 0; g < 2; ++g) {
+    auto* group = r.add_groups();
+    group->set_prompt_id("c" + std::to_string(c) + "g" + std::to_string(g));
+    for (int t = 0; t < 3 + c + g; ++t) group->add_prompt_token_ids(7 + 13 * c + 5 * g + t);
+    group->set_group_size(2 + g);
+  }
+  r.mutable_sampling()->set_max_new_tokens(max_new_tokens);
+  r.mutable_sampling()->set_temperature(1.0);
+  r.mutable_sampling()->set_seed(100 + c);
+  return r;
+}
+
+// Each group of `request` sampled alone in process (keyed by its index) equals the served one.
+void ExpectSampledAlone(model::CausalLm& model, const GenerateRequest& request, const GenerateResponse& response) {
+  ASSERT_EQ(response.groups_size(), request.groups_size());
+  for (int g = 0; g < request.groups_size(); ++g) {
+    const PromptGroupRequest& asked = request.groups(g);
+    SamplingOptions o;
+    o.group_size = asked.group_size();
+    o.max_new_tokens = request.sampling().max_new_tokens();
+    o.temperature = request.sampling().temperature();
+    o.seed = request.sampling().seed();
+    auto want = SampleGroups(
+        model, {Group(std::vector<int64_t>(asked.prompt_token_ids().begin(), asked.prompt_token_ids().end()), g)}, o);
+    ASSERT_TRUE(want.ok()) << want.status();
+    const GroupResult& got = response.groups(g);
+    EXPECT_EQ(got.prompt_id(), asked.prompt_id());
+    ASSERT_EQ(got.samples_size(), asked.group_size());
+    for (int j = 0; j < got.samples_size(); ++j) {
+      const Sample& s = got.samples(j);
+      EXPECT_EQ(Tokens(got)[j], (*want)[0][j].completion_ids) << asked.prompt_id() << " sample " << j;
+      ASSERT_EQ(s.logprobs_size(), static_cast<int>((*want)[0][j].logprobs.size()));
+      for (int t = 0; t < s.logprobs_size(); ++t) EXPECT_NEAR(s.logprobs(t), (*want)[0][j].logprobs[t], 1e-4);
+    }
+  }
+}
+
+// Waits until `requests` prompts wait in the engine for admission.
+absl::Status WaitForWaiting(GenerationEngine* engine, int64_t requests) {
+  const absl::Time limit = absl::Now() + absl::Seconds(60);
+  while (engine->stats().waiting_requests < requests) {
+    if (absl::Now() > limit) return absl::DeadlineExceededError("the calls did not reach the engine");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return absl::OkStatus();
+}
+
+// Holds the server's engine (Exclusive: nothing is admitted) while `send` starts calls, until `requests` prompts
+// wait in it: the calls then enter the engine's first step together, however the threads were scheduled.
+void HoldEngineUntilWaiting(GenerationEngine* engine, int64_t requests, const std::function<void()>& send) {
+  const absl::Status held = engine->Exclusive([&] {
+    send();
+    return WaitForWaiting(engine, requests);
+  });
+  EXPECT_TRUE(held.ok()) << held;
+}
+
+TEST(RolloutServer, ConcurrentCallsShareOneBatchAndEqualTheSampler) {
+  auto model = Fixture();
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.engine.num_blocks = 1024;
+  MetricsRegistry metrics;
+  auto server = RolloutServer::Start(model, options, &metrics);
+  ASSERT_TRUE(server.ok()) << server.status();
+  GenerationEngine* engine = (*server)->engine();
+  auto stub = Stub((*server)->port());
+  constexpr int kCalls = 4, kNewTokens = 6;
+  std::vector<GenerateRequest> requests;
+  for (int c = 0; c < kCalls; ++c) requests.push_back(CallRequest(c, kNewTokens));
+  std::vector<GenerateResponse> responses(kCalls);
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::thread> clients;
+  HoldEngineUntilWaiting(engine, 2 * kCalls, [&] {
+    for (int c = 0; c < kCalls; ++c) {
+      clients.emplace_back([&, c] { statuses[c] = Call(*stub, requests[c], &responses[c]); });
+    }
+  });
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kCalls; ++c) {
+    ASSERT_TRUE(statuses[c].ok()) << c << ": " << statuses[c].error_message();
+    ExpectSampledAlone(*model, requests[c], responses[c]);
+  }
+  // All 20 samples decoded side by side: one step per new token for the four calls together (one call alone
+  // takes as many).
+  const EngineStats stats = engine->stats();
+  EXPECT_EQ(stats.max_running, kCalls * (2 + 3));
+  EXPECT_EQ(stats.steps, kNewTokens);
+  EXPECT_LT(stats.steps, kCalls * kNewTokens);
+  const std::string text = metrics.RenderText();
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_max_running_sequences 20"));
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_engine_steps_total 6"));
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_cache_blocks 1024"));
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_fed_tokens_total{phase=\"decode\"}"));
+}
+
+TEST(RolloutServer, ACallWhoseDeadlinePassesEndsAloneAndTheOthersAreAnswered) {
+  auto model = Fixture();
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.engine.num_blocks = 4096;
+  auto server = RolloutServer::Start(model, options, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  GenerationEngine* engine = (*server)->engine();
+  auto stub = Stub((*server)->port());
+  // Minutes of work for the tiny model (64 groups of 64 samples of 480 tokens), given 3 seconds once it runs.
+  GenerateRequest large;
+  for (int i = 0; i < 64; ++i) {
+    auto* g = large.add_groups();
+    g->set_prompt_id("large" + std::to_string(i));
+    for (int t = 0; t < 8; ++t) g->add_prompt_token_ids(10 + i + t);
+    g->set_group_size(64);
+  }
+  large.mutable_sampling()->set_max_new_tokens(480);
+  large.mutable_sampling()->set_temperature(1.0);
+  const GenerateRequest small = CallRequest(0, 6);
+  grpc::Status large_status, small_status;
+  GenerateResponse large_response, small_response;
+  std::thread small_client, large_client;
+  // The small call waits first (admission is first come, first served), then the large one.
+  HoldEngineUntilWaiting(engine, 2 + 64, [&] {
+    small_client = std::thread([&] { small_status = Call(*stub, small, &small_response); });
+    EXPECT_TRUE(WaitForWaiting(engine, 2).ok());
+    large_client = std::thread([&] {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
+      large_status = stub->Generate(&context, large, &large_response);
+    });
+  });
+  small_client.join();
+  large_client.join();
+  ASSERT_TRUE(small_status.ok()) << small_status.error_message();
+  ExpectSampledAlone(*model, small, small_response);
+  EXPECT_EQ(large_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << large_status.error_message();
+  EXPECT_GT(engine->stats().max_running, 5);  // the large call's samples ran beside the small call's
+  // Its blocks are free again: the next call is answered.
+  GenerateResponse next;
+  ASSERT_TRUE(Call(*stub, CallRequest(1, 6), &next).ok());
+  ExpectSampledAlone(*model, CallRequest(1, 6), next);
+}
+
+TEST(RolloutServer, RefusesAGroupTheCacheCannotHoldAndUnusableEngineOptions) {
+  RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.engine.num_blocks = 8;
+  auto server = RolloutServer::Start(Fixture(), options, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Stub((*server)->port());
+  GenerateResponse response;
+  ASSERT_TRUE(Call(*stub, TwoGroups(), &response).ok());  // 3 + 4 blocks
+  GenerateRequest large = TwoGroups();
+  large.mutable_sampling()->set_max_new_tokens(100);  // group 1: 1 + 3 x 7 blocks
+  grpc::Status status = Call(*stub, large, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("cannot fit this worker's cache"));
+  EXPECT_THAT(status.error_message(), HasSubstr("the engine's cache has 8"));
+  for (auto change : std::vector<std::function<void(EngineOptions*)>>{
+           [](EngineOptions* e) { e->block_size = 0; }, [](EngineOptions* e) { e->max_rows = -1; },
+           [](EngineOptions* e) { e->num_blocks = -2; },
+           [](EngineOptions* e) {
+             e->num_blocks = 0;
+             e->cache_bytes = 100;  // not one block
+           }}) {
+    RolloutServerOptions bad = options;
+    change(&bad.engine);
+    auto refused = RolloutServer::Start(Fixture(), bad, nullptr);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("rollout service"));
+  }
 }
 
 TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
