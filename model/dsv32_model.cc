@@ -288,11 +288,11 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor q_full = torch::cat({q_latent, q_rope}, -1);                               // [B, T, H, kv_lora + rope]
   torch::Tensor out_latent;                                                                // [B, T, H, kv_lora]
   torch::Tensor storage = kv.Storage(li, kKv);                                             // [N, kv_lora + rope]
-  if (UseSparseMlaKernel(q_full, storage, lora)) {
+  torch::Tensor q_rows = q_full.reshape({b * t, nh, q_full.size(-1)});                     // [B*T, H, kv_lora + rope]
+  if (UseSparseMlaKernel(q_rows, storage, lora)) {
     // The kernel reads the selected rows of the cache in place: no [B, H, T, S] scores.
     torch::Tensor selected = kv.StorageRows(topk).view({b * t, -1});                        // [B*T, k]
-    out_latent = kernels::SparseMlaForward(q_full.reshape({b * t, nh, -1}), storage, selected, c.softmax_scale(), lora)
-                     .out.view({b, t, nh, lora});
+    out_latent = kernels::SparseMlaForward(q_rows, storage, selected, c.softmax_scale(), lora).out.view({b, t, nh, lora});
   } else {
     if (!allowed.defined()) {
       allowed = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));
