@@ -23,7 +23,7 @@ TEST(ParseAssistantCompletion, GivesBackEveryAssistantTurnOfTheFixture) {
   // shown: thinking mode) or "</think>" (reasoning dropped or chat mode), and ends with the end-of-sentence token.
   const std::string eos(kEndOfSentence), think_start(kThinkStart), think_end(kThinkEnd);
   std::vector<std::pair<ThinkingMode, std::string>> turns;
-  for (const std::string start : {std::string("<｜Assistant｜>"), std::string("</function_results>\n\n")}) {
+  for (const std::string& start : {std::string("<｜Assistant｜>"), std::string("</function_results>\n\n")}) {
     // (The system prompt's tool instructions quote the format too: start after the first user turn.)
     for (size_t at = text.find(start, text.find("<｜User｜>")); at != std::string::npos; at = text.find(start, at + 1)) {
       size_t begin = at + start.size();

@@ -153,7 +153,9 @@ TEST(Dsv32Model, GreedyContinuationWithTheCacheMatchesTheReference) {
   const std::vector<bool> same = ExpectTheReferencesSelectionsUpToTies(**model, *ref);
   ASSERT_TRUE(same[0]);
   for (size_t b = 0; b < same.size(); ++b) {
-    if (same[b]) EXPECT_TRUE(torch::equal(ids[b], want[b])) << "row " << b << "\n" << ids[b] << "\n" << want[b];
+    if (same[b]) {
+      EXPECT_TRUE(torch::equal(ids[b], want[b])) << "row " << b << "\n" << ids[b] << "\n" << want[b];
+    }
   }
   EXPECT_EQ(cache->length(), want.size(1) - 1 + 1);
 }
