@@ -17,11 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/peak_memory.h"
 #include "kernels/lightning_indexer.h"
-
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference on both columns: a smoke test).");
 ABSL_FLAG(std::string, sets, "deepseek,160m", "Shape sets: deepseek (Hi 64, Di 128, k 2048), 160m (Hi 8, Di 64, k 256).");
@@ -32,25 +29,7 @@ ABSL_FLAG(double, torch_limit_gib, 60, "Run the torch path only when its [T, Hi,
 namespace {
 
 using spargo::bench::MedianSeconds;
-
-// Peak bytes allocated by `fn` above what was allocated before it (CUDA builds on CUDA; else -1).
-template <typename Fn>
-double PeakGib(const torch::Device& device, Fn&& fn) {
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-  if (device.is_cuda()) {
-    namespace alloc = c10::cuda::CUDACachingAllocator;
-    torch::cuda::synchronize();
-    const auto before = alloc::getDeviceStats(device.index()).allocated_bytes[0].current;
-    alloc::resetPeakStats(device.index());
-    fn();
-    torch::cuda::synchronize();
-    const auto peak = alloc::getDeviceStats(device.index()).allocated_bytes[0].peak;
-    return static_cast<double>(peak - before) / (1ull << 30);
-  }
-#endif
-  fn();
-  return -1;
-}
+using spargo::bench::PeakGib;
 
 // The model's former selection path: scores materialised, masked, torch topk.
 torch::Tensor TorchPath(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w, int64_t topk) {

@@ -32,13 +32,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/peak_memory.h"
 #include "kernels/sparse_mla.h"
 
 #include <torch/version.h>
-
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference: a smoke test).");
 ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Lengths L = T = S.");
@@ -54,24 +51,7 @@ ABSL_FLAG(std::string, selection, "random", "random (every slot used) or causal 
 namespace {
 
 using spargo::bench::MedianSeconds;
-
-template <typename Fn>
-double PeakGib(const torch::Device& device, Fn&& fn) {
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-  if (device.is_cuda()) {
-    namespace alloc = c10::cuda::CUDACachingAllocator;
-    torch::cuda::synchronize();
-    const auto before = alloc::getDeviceStats(device.index()).allocated_bytes[0].current;
-    alloc::resetPeakStats(device.index());
-    fn();
-    torch::cuda::synchronize();
-    const auto peak = alloc::getDeviceStats(device.index()).allocated_bytes[0].peak;
-    return static_cast<double>(peak - before) / (1ull << 30);
-  }
-#endif
-  fn();
-  return -1;
-}
+using spargo::bench::PeakGib;
 
 std::vector<int64_t> ParseList(const std::string& text) {
   std::vector<int64_t> out;
