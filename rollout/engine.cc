@@ -1,6 +1,7 @@
 #include "rollout/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <string>
 #include <utility>
@@ -105,6 +106,7 @@ struct GenerationEngine::Request {
   int group_size = 0;
   int64_t reserved = 0;  // blocks of its reservation not yet used
   int64_t live = 0;      // sequences running
+  int64_t environments = 0;  // environment turns not yet applied
   bool admitted = false;
   std::vector<SampleRecord> samples;
   std::list<std::unique_ptr<Request>>::iterator self;
@@ -231,10 +233,12 @@ absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::v
     if (!driving_ && work) {
       driving_ = true;
       lock.unlock();
-      StepCatching();
+      const bool busy = StepCatching();
       lock.lock();
       driving_ = false;
       cv_.notify_all();
+      // Only environments running: wait for one to come back (or a new request), checking stops now and then.
+      if (!busy && !call.done) cv_.wait_for(lock, std::chrono::milliseconds(10));
     } else {
       cv_.wait(lock);
     }
@@ -259,17 +263,42 @@ absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn
   return status;
 }
 
-void GenerationEngine::StepCatching() {
+bool GenerationEngine::StepCatching() {
+  bool busy = true;
   absl::Status status = CallCatching("generation", [&] {
     torch::NoGradGuard no_grad;
-    Step();
+    busy = Step();
   });
   if (!status.ok()) FailAll(status);
+  return busy;
+}
+
+void GenerationEngine::WaitForEnvironments() {
+  std::unique_lock<std::mutex> lock(env_mu_);
+  env_cv_.wait(lock, [&] { return env_running_ == 0; });
+}
+
+bool GenerationEngine::ApplyEnvironmentResults() {
+  std::vector<EnvironmentResult> done;
+  {
+    std::lock_guard<std::mutex> lock(env_mu_);
+    done.swap(env_done_);
+  }
+  for (EnvironmentResult& r : done) {
+    --r.sequence->request->environments;
+    AfterTurn(r.sequence, r.token, std::move(r.insert));
+  }
+  return !done.empty();
 }
 
 void GenerationEngine::FailAll(const absl::Status& status) {
   // The pool's bookkeeping may be half-way through the failed step: every admitted request fails and the blocks
-  // start over (waiting requests keep their place).
+  // start over (waiting requests keep their place). Environment turns write into the samples: they finish first.
+  WaitForEnvironments();
+  {
+    std::lock_guard<std::mutex> lock(env_mu_);
+    env_done_.clear();
+  }
   running_.clear();
   blocks_ = BlockManager(pool_->num_blocks());
   std::lock_guard<std::mutex> lock(mu_);
@@ -310,6 +339,9 @@ void GenerationEngine::CancelStopped() {
   }
   for (Call* call : calls) {
     if (!call->options->stop()) continue;
+    bool environments = false;
+    for (const auto& s : running_) environments = environments || (s->request->call == call && s->request->environments > 0);
+    if (environments) continue;  // cancelled at a later step, once its environment turns are back
     for (auto& s : running_) {
       if (s->request->call == call && !s->finished) {
         for (int64_t b : s->blocks) blocks_.Unref(b);
@@ -383,7 +415,8 @@ void GenerationEngine::Admit() {
   stats_.max_running = std::max<int64_t>(stats_.max_running, static_cast<int64_t>(running_.size()));
 }
 
-void GenerationEngine::Step() {
+bool GenerationEngine::Step() {
+  const bool applied = ApplyEnvironmentResults();
   CancelStopped();
   Admit();
   std::vector<Sequence*> decode, prefill;
@@ -426,6 +459,7 @@ void GenerationEngine::Step() {
   }
   if (!ready.empty()) SampleReady(ready, lasts.size() == 1 ? lasts[0] : torch::cat(lasts, 0));
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
+  return applied || !decode.empty() || !prefill.empty();
 }
 
 void GenerationEngine::EnsureWritable(Sequence* s, int64_t from, int64_t to) {
@@ -572,31 +606,42 @@ void GenerationEngine::Accept(Sequence* s, int64_t token, float logprob, const t
   const bool stop =
       token == o.eos_id || std::find(o.stop_ids.begin(), o.stop_ids.end(), token) != o.stop_ids.end();
   if (stop) {
-    std::optional<std::vector<int64_t>> insert;
-    if (o.episodes != nullptr) insert = o.episodes->EndOfTurn(&rec, s->turn_start);
-    if (insert.has_value() && !insert->empty()) {
-      if (length + static_cast<int64_t>(insert->size()) >= o.max_new_tokens) {
-        rec.episode_end = "length";  // no room left for the results and a reply
-        rec.finish = SampleFinish::kLength;
-        rec.final_turn_start = s->turn_start;
-        FinishSample(s);
-        return;
-      }
-      // The stop token and the environment's tokens are fed together; the latter are context, not samples.
-      s->pending.assign(1, token);
-      for (int64_t id : *insert) {
-        s->pending.push_back(id);
-        rec.completion_ids.push_back(id);
-        rec.logprobs.push_back(0.0f);
-        rec.env_token_mask.push_back(1);
-        if (call->records_kept) AppendNoKept(&rec.kept);
-      }
-      s->turn_start = static_cast<int64_t>(rec.completion_ids.size());
+    if (o.episodes == nullptr) {
+      AfterTurn(s, token, std::nullopt);
       return;
     }
-    rec.finish = SampleFinish::kStop;
-    rec.final_turn_start = s->turn_start;
-    FinishSample(s);
+    if (options_.environment_threads <= 0) {
+      AfterTurn(s, token, o.episodes->EndOfTurn(&rec, s->turn_start));
+      return;
+    }
+    // The environment runs off the step; this sequence waits (nothing pending) while the others go on.
+    if (env_pool_ == nullptr) env_pool_ = std::make_unique<ThreadPool>(options_.environment_threads);
+    ++s->request->environments;
+    {
+      std::lock_guard<std::mutex> lock(env_mu_);
+      ++env_running_;
+    }
+    Episodes* episodes = o.episodes;
+    SampleRecord* record = &rec;
+    const int64_t turn_start = s->turn_start;
+    env_pool_->Schedule([this, s, token, episodes, record, turn_start] {
+      std::optional<std::vector<int64_t>> insert;
+      try {
+        insert = episodes->EndOfTurn(record, turn_start);
+      } catch (const std::exception& e) {  // drivers report failures as tool results; this is a last resort
+        record->episode_end = std::string("environment error: ") + e.what();
+      }
+      {
+        std::lock_guard<std::mutex> lock(env_mu_);
+        env_done_.push_back({s, token, std::move(insert)});
+        --env_running_;
+      }
+      env_cv_.notify_all();
+      {
+        std::lock_guard<std::mutex> lock(mu_);  // the driver may be waiting on cv_ for this
+      }
+      cv_.notify_all();
+    });
     return;
   }
   if (length >= o.max_new_tokens) {
@@ -607,6 +652,36 @@ void GenerationEngine::Accept(Sequence* s, int64_t token, float logprob, const t
     return;
   }
   s->pending.assign(1, token);
+}
+
+void GenerationEngine::AfterTurn(Sequence* s, int64_t token, std::optional<std::vector<int64_t>> insert) {
+  Call* call = s->request->call;
+  const SamplingOptions& o = *call->options;
+  SampleRecord& rec = s->request->samples[s->sample];
+  const int64_t length = static_cast<int64_t>(rec.completion_ids.size());
+  if (!insert.has_value() || insert->empty()) {
+    rec.finish = SampleFinish::kStop;
+    rec.final_turn_start = s->turn_start;
+    FinishSample(s);
+    return;
+  }
+  if (length + static_cast<int64_t>(insert->size()) >= o.max_new_tokens) {
+    rec.episode_end = "length";  // no room left for the results and a reply
+    rec.finish = SampleFinish::kLength;
+    rec.final_turn_start = s->turn_start;
+    FinishSample(s);
+    return;
+  }
+  // The stop token and the environment's tokens are fed together; the latter are context, not samples.
+  s->pending.assign(1, token);
+  for (int64_t id : *insert) {
+    s->pending.push_back(id);
+    rec.completion_ids.push_back(id);
+    rec.logprobs.push_back(0.0f);
+    rec.env_token_mask.push_back(1);
+    if (call->records_kept) AppendNoKept(&rec.kept);
+  }
+  s->turn_start = static_cast<int64_t>(rec.completion_ids.size());
 }
 
 void GenerationEngine::FinishSample(Sequence* s) {

@@ -12,8 +12,11 @@
 //  - Memory budget: a request is admitted only when the pool can hold its worst case (prompt + G x max_new_tokens);
 //    otherwise it waits, first come first served. A request that could never fit is RESOURCE_EXHAUSTED at once.
 //  - Sampling (rollout/token_sampler.h) is counter-based per (seed, step, sample_key, sample, token): results do not
-//    depend on which requests shared a batch. Agent episodes (rollout/episode.h) run in the step, on the thread
-//    that drives it.
+//    depend on which requests shared a batch.
+//  - Agent episodes (rollout/episode.h): a sample that ends a turn waits while its environment runs on one of
+//    `environment_threads` threads (tools, sandboxed programs), and the other sequences keep decoding; the result
+//    is applied at the next step. EndOfTurn may therefore run for several samples at once (0 threads: inline, on
+//    the driving thread, one at a time). A call is cancelled only once its environment turns in flight are back.
 //  - Threads: Generate is thread-safe and blocks until its requests are done; concurrent calls are served in the
 //    same batch. The thread of any waiting caller drives the steps (there is no thread of the engine's own), so a
 //    model is only ever run by one thread at a time. Exclusive runs a function (a weight update) with no request
@@ -28,9 +31,11 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/thread_pool.h"
 #include "model/causal_lm.h"
 #include "rollout/block_manager.h"
 #include "rollout/group_sampler.h"
@@ -46,6 +51,7 @@ struct EngineOptions {
   int64_t max_rows = 512;         // sequences in one decode call
   int64_t prefill_tokens = 2048;  // tokens fed per step over all prefill rows (chunked prefill)
   bool prefix_cache = true;
+  int environment_threads = 8;    // threads for agent environments' turns (0: inline)
 };
 
 struct EngineStats {
@@ -90,9 +96,10 @@ class GenerationEngine {
   struct Sequence;
   GenerationEngine(model::CausalLm* model, const EngineOptions& options, std::unique_ptr<model::KvPool> pool);
 
-  // One step; returns with mu_ unlocked. A model error fails every call in flight.
-  void StepCatching();
-  void Step();
+  // One step; returns with mu_ unlocked. A model error fails every call in flight. False when the step had
+  // nothing to do (every running sequence waits for its environment).
+  bool StepCatching();
+  bool Step();
   void Admit();
   void CancelStopped();
   // Feeds the given counts of the sequences' pending tokens in one model call; the sequences left with nothing
@@ -104,6 +111,12 @@ class GenerationEngine {
             int64_t first_row);
   // Applies a sampled token to sample sequence `s`.
   void Accept(Sequence* s, int64_t token, float logprob, const torch::Tensor& kept, int64_t kept_row);
+  // What follows a turn that ended with `token`: the environment's `insert` fed next, or the sample's end.
+  void AfterTurn(Sequence* s, int64_t token, std::optional<std::vector<int64_t>> insert);
+  // Applies the environment turns that came back; true when there were any.
+  bool ApplyEnvironmentResults();
+  // Blocks until no environment turn is running (before state they point into is dropped).
+  void WaitForEnvironments();
   void EnsureWritable(Sequence* s, int64_t from, int64_t to);
   void Release(Sequence* s);
   void FinishSample(Sequence* s);
@@ -125,6 +138,18 @@ class GenerationEngine {
   std::list<std::unique_ptr<Sequence>> running_;  // the driver's
   std::list<std::unique_ptr<Request>> requests_;  // every request not finished; guarded by mu_
   EngineStats stats_;                      // guarded by mu_
+
+  // Environment turns: run on env_pool_, their results queued here and applied by the driver.
+  struct EnvironmentResult {
+    Sequence* sequence;
+    int64_t token;
+    std::optional<std::vector<int64_t>> insert;
+  };
+  std::mutex env_mu_;
+  std::condition_variable env_cv_;
+  std::vector<EnvironmentResult> env_done_;  // guarded by env_mu_
+  int64_t env_running_ = 0;                  // guarded by env_mu_
+  std::unique_ptr<ThreadPool> env_pool_;     // made on first use; declared last, so joined first
 };
 
 }  // namespace spargo::rollout

@@ -10,7 +10,8 @@
 //    SampleRecord::episode_end saying why.
 // The driver records the trace (calls, results, errors) in the sample; the reward sees it (rollout/sample.h).
 // Tokens inserted count towards max_new_tokens; an insertion that would not fit ends the sample as kLength.
-// EndOfTurn is called from the thread driving the engine's step, for one sample at a time.
+// The engine runs EndOfTurn off its step, on a pool of threads (rollout/engine.h): for several samples of one call at
+// once, so a driver must be thread-safe across samples (each sample's turns come one after another).
 #ifndef SPARGO_ROLLOUT_EPISODE_H_
 #define SPARGO_ROLLOUT_EPISODE_H_
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "kernels/sparse_mla.h"
@@ -344,6 +345,86 @@ TEST(GenerationEngine, RefusesUnusableOptionsAndBadRequests) {
   absl::StatusOr<std::vector<SampleGroup>> bad = (*engine)->Generate(Prompts({3}, 50, 1), o);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("top_p"), std::string::npos);
+}
+
+// A model that always predicts the token after the one it was fed (mod V), so a greedy sample counts upwards.
+class CountingLm : public model::CausalLm {
+ public:
+  static constexpr int64_t kVocab = 64;
+  torch::Tensor Forward(const torch::Tensor& ids) override { return Logits(ids); }
+  std::unique_ptr<model::DecodeCache> NewCache(int64_t, int64_t) const override { return nullptr; }
+  torch::Tensor Decode(const torch::Tensor& ids, model::DecodeCache*) override { return Logits(ids); }
+  std::vector<int64_t> KvFieldDims() const override { return {1}; }
+  int64_t num_kv_layers() const override { return 1; }
+  torch::Tensor DecodePaged(const torch::Tensor& ids, const model::PagedRows&, model::KvPool*,
+                            model::TokenChoices*) override {
+    return Logits(ids);
+  }
+  int64_t vocab_size() const override { return kVocab; }
+  int64_t max_seq_len() const override { return 1024; }
+
+ private:
+  static torch::Tensor Logits(const torch::Tensor& ids) {
+    return torch::one_hot((ids + 1).remainder(kVocab), kVocab).to(torch::kFloat) * 50;  // [B, T, V]
+  }
+};
+
+// The episode of prompt "a" ends its first turn at once and its environment takes a while; prompt "b" has nothing
+// to call. The environment finishes only after it has seen the engine take further steps: were it run inside the
+// step, no step could happen and it would give up.
+class SlowEnvironment : public Episodes {
+ public:
+  explicit SlowEnvironment(std::atomic<int>* steps) : steps_(steps) {}
+  std::optional<std::vector<int64_t>> EndOfTurn(SampleRecord* sample, int64_t turn_start) override {
+    if (sample->prompt_id != "a" || turns_++ > 0) return std::nullopt;
+    const int start = steps_->load();
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (steps_->load() < start + 3 && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    saw_steps = steps_->load() >= start + 3;
+    return std::vector<int64_t>{40, 41};
+  }
+  bool saw_steps = false;
+
+ private:
+  std::atomic<int>* steps_;
+  int turns_ = 0;  // only sample "a" counts its turns
+};
+
+TEST(GenerationEngine, AnEnvironmentTurnRunsOffTheStepWhileOthersDecode) {
+  CountingLm m;
+  EngineOptions eo;
+  eo.num_blocks = 64;
+  auto engine = GenerationEngine::Create(&m, eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::atomic<int> steps{0};
+  SlowEnvironment environment(&steps);
+  SamplingOptions o;
+  o.max_new_tokens = 12;
+  o.temperature = 0;
+  o.eos_id = 10;
+  o.episodes = &environment;
+  o.stop = [&] {
+    ++steps;  // asked once per step
+    return false;
+  };
+  GroupRequest a, b;
+  a.prompt_id = "a";
+  a.prompt_ids = {3, 8};  // samples 9, 10 (end of turn)
+  b.prompt_id = "b";
+  b.prompt_ids = {20};    // counts 21, 22, ... and never reaches 10 within 12 tokens
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate({a, b}, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(environment.saw_steps) << "the environment held up the engine's steps";
+  const SampleRecord& sa = (*out)[0][0];
+  // 9, 10 sampled; 40, 41 from the environment (not trained on); then 42, 43, ... until 12 tokens.
+  EXPECT_EQ(sa.completion_ids, (std::vector<int64_t>{9, 10, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49}));
+  EXPECT_EQ(sa.env_token_mask, (std::vector<uint8_t>{0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(sa.logprobs[2], 0.0f);
+  EXPECT_EQ(sa.episode_end, "length");
+  const SampleRecord& sb = (*out)[1][0];
+  EXPECT_EQ(sb.completion_ids, (std::vector<int64_t>{21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}));
 }
 
 // On the H200: the 160M bench model's attention shapes (latent 256 + rope 32, 16 heads) in bfloat16, where the cached
