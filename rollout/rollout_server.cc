@@ -209,6 +209,7 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
       if (!done.ok()) response->Clear();
       Finish("Generate", reactor, done);
       --active_;
+      TrimWhenIdle();
     });
     return reactor;
   }
@@ -392,15 +393,21 @@ class RolloutServer::Service final : public RolloutService::CallbackService {
     return true;
   }
   void Leave() {
-    bool idle = false;
     {
       std::lock_guard<std::mutex> lock(gate_mu_);
-      idle = --generating_ == 0;
+      --generating_;
     }
     gate_cv_.notify_all();
-    // The engine's steps ran on the threads of many calls, each allocating from its own malloc arena: memory they
-    // freed goes back to the system once nothing runs, instead of staying in every arena.
-    if (idle) malloc_trim(0);
+  }
+  // The engine's steps ran on the threads of many calls, each allocating from its own malloc arena: memory they
+  // freed goes back to the system once nothing runs, instead of staying in every arena. Called after a call was
+  // answered and counted (trimming takes a while).
+  void TrimWhenIdle() {
+    {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      if (generating_ != 0) return;
+    }
+    malloc_trim(0);
   }
 
   // On a generator thread, between Enter and Leave.
