@@ -45,25 +45,13 @@ ABSL_FLAG(int32_t, block_size, 16, "Cache block size in tokens.");
 
 namespace {
 
+using spargo::bench::ParsePositiveList;
 using spargo::rollout::EngineOptions;
 using spargo::rollout::EngineStats;
 using spargo::rollout::GenerationEngine;
 using spargo::rollout::GroupRequest;
 using spargo::rollout::SampleGroup;
 using spargo::rollout::SamplingOptions;
-
-std::vector<int64_t> ParseList(const std::string& text) {
-  std::vector<int64_t> out;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v <= 0) {
-      std::cerr << "bad list entry '" << part << "' in '" << text << "'\n";
-      std::exit(2);
-    }
-    out.push_back(v);
-  }
-  return out;
-}
 
 std::vector<GroupRequest> RandomPrompts(int64_t n, int64_t length, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -133,7 +121,7 @@ int main(int argc, char** argv) {
   const torch::ScalarType dtype = absl::GetFlag(FLAGS_dtype) == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   torch::manual_seed(0);
   model::Dsv32Config config = bench::BenchConfig(name);
-  for (int64_t length : ParseList(absl::GetFlag(FLAGS_lengths))) {
+  for (int64_t length : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
     config.max_position_embeddings = std::max<int64_t>(config.max_position_embeddings, length + 1);
   }
   model::Dsv32Model m(config);
@@ -149,7 +137,7 @@ int main(int argc, char** argv) {
     if (mode == "decode") {
       const int fresh = absl::GetFlag(FLAGS_new_tokens);
       std::printf("\n| batch | prompt | new tokens | generate s | new tokens/s |\n| --- | --- | --- | --- | --- |\n");
-      for (int64_t b : ParseList(absl::GetFlag(FLAGS_batches))) {
+      for (int64_t b : ParsePositiveList(absl::GetFlag(FLAGS_batches))) {
         std::vector<GroupRequest> prompts = RandomPrompts(b, prompt, m.vocab_size(), 1);
         SamplingOptions o;
         o.max_new_tokens = fresh;
@@ -214,7 +202,7 @@ int main(int argc, char** argv) {
       PrintStats((*engine)->stats());
     } else if (mode == "prefill") {
       std::printf("\n| prompt | prefill s | prefill tokens/s | peak GiB besides weights (cache + activations) |\n| --- | --- | --- | --- |\n");
-      for (int64_t length : ParseList(absl::GetFlag(FLAGS_lengths))) {
+      for (int64_t length : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
         std::vector<GroupRequest> prompts = RandomPrompts(1, length, m.vocab_size(), 4);
         SamplingOptions o;
         o.max_new_tokens = 1;

@@ -52,15 +52,7 @@ namespace {
 
 using spargo::bench::MedianSeconds;
 using spargo::bench::PeakGib;
-
-std::vector<int64_t> ParseList(const std::string& text) {
-  std::vector<int64_t> out;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    int64_t v = 0;
-    if (absl::SimpleAtoi(part, &v) && v > 0) out.push_back(v);
-  }
-  return out;
-}
+using spargo::bench::ParsePositiveList;
 
 bool Contains(const std::vector<int64_t>& v, int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
@@ -83,7 +75,7 @@ int main(int argc, char** argv) {
   const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const int reps = absl::GetFlag(FLAGS_reps);
   const int64_t h = absl::GetFlag(FLAGS_heads), k = absl::GetFlag(FLAGS_topk), dqk = 576, dv = 512;
-  const std::vector<int64_t> backward_lengths = ParseList(absl::GetFlag(FLAGS_backward_lengths));
+  const std::vector<int64_t> backward_lengths = ParsePositiveList(absl::GetFlag(FLAGS_backward_lengths));
   const double scale = 1.0 / std::sqrt(192.0);
   const bool causal = absl::GetFlag(FLAGS_selection) == "causal";
   if (!causal && absl::GetFlag(FLAGS_selection) != "random") {
@@ -102,7 +94,7 @@ int main(int argc, char** argv) {
               "peak GiB | dense bwd ms | TFLOP/s | dense/sparse fwd | dense/sparse bwd |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
               "--- | --- |\n");
-  for (int64_t len : ParseList(absl::GetFlag(FLAGS_lengths))) {
+  for (int64_t len : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
     torch::NoGradGuard no_grad;
     torch::manual_seed(1);
     auto opts = torch::TensorOptions().device(device);
