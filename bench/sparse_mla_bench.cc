@@ -1,24 +1,27 @@
-// Sparse MLA attention (kernels/sparse_mla.h) at DeepSeek-V3.2's shapes against dense causal attention through
-// torch SDPA, measured in one run. Prints one table row per length L (T = S = L, batch 1):
-//   sparse forward: SparseMlaForward, q [L, H, 576], kv [L, 576] (one shared latent + rope row per token), Dv 512,
-//     indices [L, K = 2048] int32 drawn uniformly from [0, L) (--selection random: every slot used) or as a causal
-//     prefill selects them (--selection causal: query t uses min(t + 1, K) slots, keys 0..t, drawn uniformly when
-//     t >= K, the rest -1): 2 * H * (Dqk + Dv) FLOPs per used slot; its relative error against the libtorch
-//     reference on the first 64 queries;
+// Sparse MLA attention (kernels/sparse_mla.h) at DeepSeek-V3.2's shapes (or others: --heads, --topk, --dqk, --dv;
+// the 160M model: --heads 16 --topk 256 --dqk 288 --dv 256) against dense causal attention through torch SDPA,
+// measured in one run. Prints one table row per length L (T = S = L, batch 1):
+//   sparse forward: SparseMlaForward, q [L, H, Dqk = 576], kv [L, Dqk] (one shared latent + rope row per token),
+//     Dv 512, sm_scale --qk_head_dim^-0.5, indices [L, K = 2048] int32 drawn uniformly from [0, L) (--selection
+//     random: every slot used) or as a causal prefill selects them (--selection causal: query t uses min(t + 1, K)
+//     slots, keys 0..t, drawn uniformly when t >= K, the rest -1): 2 * H * (Dqk + Dv) FLOPs per used slot; its
+//     relative error against the libtorch reference on the first 64 queries;
 //     both products by wgmma (the default), and in a second column the variants with P V by mma.sync
 //     (SPARGO_SPARSE_MLA_KERNEL=wgmma_s) and with both by mma.sync (=mma);
 //   sparse backward: SparseMlaBackward (the CUDA kernel) with 2 * H * (3 Dqk + 2 Dv) FLOPs per used slot (scores
-//     recomputed, dP, dQ, dK, dV) and its relative errors (dq, dkv) against the reference on the first 64 queries
-//     (dkv restricted to those queries' contributions), at the lengths in --backward_lengths; the libtorch reference
-//     backward is timed up to --reference_max;
+//     recomputed, dP, dQ, dK, dV; H the real heads, though the kernels pad H to a multiple of 64) and its relative
+//     errors (dq, dkv) against the reference on the first 64 queries (dkv restricted to those queries'
+//     contributions), at the lengths in --backward_lengths; the libtorch reference backward is timed up to
+//     --reference_max;
 //   dense: at::scaled_dot_product_attention(is_causal) in MHA mode as DeepSeek's dense prefill computes the same
 //     layer: q, k [1, H, L, 192], v [1, H, L, 128] bf16 (whatever backend torch picks for those dims), L (L + 1) / 2
 //     causal pairs, 2 * H * (192 + 128) FLOPs per pair forward, 2 * H * (3 * 192 + 2 * 128) backward.
 // Times are medians of --reps after a warm-up; peak GiB is the CUDA allocator's peak above what was allocated before
 // the call (inputs excluded, outputs and workspace included).
-//   spargo_sparse_mla_bench [--device cuda|cpu] [--lengths 8192,32768,131072] [--heads 128] [--reps 5]
-//                           [--backward_lengths 8192] [--reference_max 8192] [--dense true] [--variants true]
-//                           [--selection random|causal]
+//   spargo_sparse_mla_bench [--device cuda|cpu] [--lengths 8192,32768,131072] [--heads 128] [--topk 2048]
+//                           [--dqk 576] [--dv 512] [--qk_head_dim 192] [--reps 5] [--backward_lengths 8192]
+//                           [--reference_max 8192] [--dense true] [--variants true] [--selection random|causal]
+// The dense column always uses 192/128 (DeepSeek's MHA dims) with --heads heads.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -42,6 +45,9 @@ ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Lengths L = T = S.");
 ABSL_FLAG(std::string, backward_lengths, "8192", "Lengths at which the sparse backward (reference) is timed.");
 ABSL_FLAG(int64_t, heads, 128, "Query heads H.");
 ABSL_FLAG(int64_t, topk, 2048, "Selected keys per query K.");
+ABSL_FLAG(int64_t, dqk, 576, "Latent + rope width Dqk of q and kv rows (the kernels: 576 or 288).");
+ABSL_FLAG(int64_t, dv, 512, "Value width Dv, the first Dv columns of kv (the kernels: 512 or 256).");
+ABSL_FLAG(int64_t, qk_head_dim, 192, "Per-head nope + rope width whose inverse square root is sm_scale.");
 ABSL_FLAG(int32_t, reps, 5, "Timed repetitions (median reported).");
 ABSL_FLAG(int64_t, reference_max, 8192, "Time the libtorch reference forward up to this length.");
 ABSL_FLAG(bool, dense, true, "Measure dense causal SDPA (torch 2 builds only).");
@@ -74,20 +80,26 @@ int main(int argc, char** argv) {
   }
   const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const int reps = absl::GetFlag(FLAGS_reps);
-  const int64_t h = absl::GetFlag(FLAGS_heads), k = absl::GetFlag(FLAGS_topk), dqk = 576, dv = 512;
+  const int64_t h = absl::GetFlag(FLAGS_heads), k = absl::GetFlag(FLAGS_topk), dqk = absl::GetFlag(FLAGS_dqk),
+                dv = absl::GetFlag(FLAGS_dv);
+  if (h < 1 || k < 1 || dv < 1 || dv > dqk || absl::GetFlag(FLAGS_qk_head_dim) < 1) {
+    std::cerr << "need --heads, --topk, --qk_head_dim >= 1 and 1 <= --dv <= --dqk\n";
+    return 2;
+  }
   const std::vector<int64_t> backward_lengths = ParsePositiveList(absl::GetFlag(FLAGS_backward_lengths));
-  const double scale = 1.0 / std::sqrt(192.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(absl::GetFlag(FLAGS_qk_head_dim)));
   const bool causal = absl::GetFlag(FLAGS_selection) == "causal";
   if (!causal && absl::GetFlag(FLAGS_selection) != "random") {
     std::cerr << "--selection must be random or causal\n";
     return 2;
   }
+  const char* backward_env = std::getenv("SPARGO_SPARSE_MLA_BACKWARD");
   std::printf("Sparse MLA (MQA, H %lld, Dqk %lld, Dv %lld, K %lld, bf16) vs dense causal SDPA (MHA, H %lld, 192/128, "
-              "bf16), batch 1, %s, kernel %s, %s selection, median of %d\n",
+              "bf16), batch 1, %s, kernel %s, %s selection, SPARGO_SPARSE_MLA_BACKWARD=%s, median of %d\n",
               static_cast<long long>(h), static_cast<long long>(dqk), static_cast<long long>(dv),
               static_cast<long long>(k), static_cast<long long>(h), device_name.c_str(),
               spargo::kernels::SparseMlaHasCudaKernel() ? "built" : "NOT built (reference)",
-              causal ? "causal" : "random", reps);
+              causal ? "causal" : "random", backward_env == nullptr ? "(unset)" : backward_env, reps);
   std::printf("| L | sparse fwd ms | TFLOP/s | peak GiB | rel err | variants wgmma_s / mma TFLOP/s | "
               "reference fwd ms | "
               "sparse bwd ms | TFLOP/s | peak GiB | rel err dq / dkv | reference bwd ms | dense fwd ms | TFLOP/s | "
@@ -151,7 +163,7 @@ int main(int argc, char** argv) {
         bwd_gib = PeakGib(device, [&] {
           spargo::kernels::SparseMlaBackward(q, kv, idx, fwd.out, fwd.lse, dout, scale, dv);
         });
-        const double bs = MedianSeconds(std::min(reps, 3), device, [&] {
+        const double bs = MedianSeconds(reps, device, [&] {
           spargo::kernels::SparseMlaBackward(q, kv, idx, fwd.out, fwd.lse, dout, scale, dv);
         });
         bwd_ms = bs * 1e3;
@@ -213,7 +225,7 @@ int main(int argc, char** argv) {
     std::printf("| %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
                 static_cast<long long>(len), Cell(fwd_ms, "%.2f").c_str(), Cell(fwd_tf, "%.1f").c_str(),
                 Cell(fwd_gib, "%.2f").c_str(), Cell(err, "%.1e").c_str(), variants.empty() ? "-" : variants.c_str(),
-                Cell(ref_ms, "%.1f").c_str(), Cell(bwd_ms, "%.1f").c_str(), Cell(bwd_tf, "%.1f").c_str(),
+                Cell(ref_ms, "%.1f").c_str(), Cell(bwd_ms, "%.2f").c_str(), Cell(bwd_tf, "%.1f").c_str(),
                 Cell(bwd_gib, "%.2f").c_str(), bwd_err.c_str(), Cell(ref_bwd_ms, "%.1f").c_str(),
                 Cell(dense_ms, "%.2f").c_str(), Cell(dense_tf, "%.1f").c_str(), Cell(dense_gib, "%.2f").c_str(),
                 Cell(dense_bwd_ms, "%.2f").c_str(), Cell(dense_bwd_tf, "%.1f").c_str(),

@@ -158,20 +158,20 @@ SparseMlaGrads SparseMlaBackwardCuda(const torch::Tensor& q_in, const torch::Ten
                                      const torch::Tensor& lse_in, const torch::Tensor& dout_in, double sm_scale) {
   namespace kc = spargo::kernels::cuda;
   c10::cuda::CUDAGuard guard(q_in.device());
-  torch::Tensor q = q_in.contiguous();                                   // [T, H, 576]
-  torch::Tensor kv = kv_in.contiguous();                                 // [S, 576]
+  torch::Tensor q = q_in.contiguous();                                   // [T, H, Dqk]
+  torch::Tensor kv = kv_in.contiguous();                                 // [S, Dqk]
   if (reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 != 0) q = q.clone();
   if (reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 != 0) kv = kv.clone();
   TORCH_CHECK(kv.size(0) < std::numeric_limits<int32_t>::max(), "SparseMlaBackward (CUDA): ", kv.size(0),
               " kv rows do not fit 31 bits");
   torch::Tensor indices = indices_in.to(torch::kInt32).contiguous();     // [T, K]
-  torch::Tensor out = out_in.to(torch::kBFloat16).contiguous();          // [T, H, 512]
-  torch::Tensor dout = dout_in.to(torch::kBFloat16).contiguous();        // [T, H, 512]
+  torch::Tensor out = out_in.to(torch::kBFloat16).contiguous();          // [T, H, Dv]
+  torch::Tensor dout = dout_in.to(torch::kBFloat16).contiguous();        // [T, H, Dv]
   torch::Tensor lse = lse_in.to(torch::kFloat32).contiguous();           // [T, H]
   const int64_t t = q.size(0), h = q.size(1);
   SparseMlaGrads g;
-  g.dq = torch::empty({t, h, q.size(2)}, q.options());                                  // [T, H, 576]
-  torch::Tensor dkv = torch::zeros({kv.size(0), kv.size(1)}, kv.options().dtype(torch::kFloat32));  // [S, 576]
+  g.dq = torch::empty({t, h, q.size(2)}, q.options());                                  // [T, H, Dqk]
+  torch::Tensor dkv = torch::zeros({kv.size(0), kv.size(1)}, kv.options().dtype(torch::kFloat32));  // [S, Dqk]
   if (t > 0 && h > 0) {
     kc::SparseMlaBackwardParams p;
     p.q = q.data_ptr();
@@ -187,6 +187,10 @@ SparseMlaGrads SparseMlaBackwardCuda(const torch::Tensor& q_in, const torch::Ten
     p.keys = kv.size(0);
     p.topk = indices.size(1);
     p.sm_scale = static_cast<float>(sm_scale);
+    p.dqk = q.size(2);
+    p.dv = out.size(2);
+    const char* choice = std::getenv("SPARGO_SPARSE_MLA_BACKWARD");
+    p.stages = choice != nullptr && std::string(choice) == "one_stage" ? 1 : 0;
     const char* err = kc::LaunchSparseMlaBackward(p, c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == nullptr, "SparseMlaBackward (CUDA): launch failed: ", err == nullptr ? "" : err);
   }

@@ -524,56 +524,93 @@ const char* LaunchVariant(const SparseMlaParams& p, cudaStream_t stream) {
 
 // ---- Backward ----
 //
-// One block of 256 threads per (query t, block of 64 heads), (Dqk, Dv) = (576, 512). Q [64, 576] and dO [64, 512]
-// of the block stay in shared memory; delta = dO . O and lse per head are computed first. Per tile of 64 selected
-// keys (gathered by cp.async, one stage: Q, dO and the tile fill the shared memory):
+// One block of 256 threads per (query t, block of 64 heads), templated over (Dqk, Dv) = (576, 512) or (288, 256).
+// Q [64, Dqk] and dO [64, Dv] of the block stay in shared memory (slab-major, swizzled as in the forward's Layout;
+// the last slab of Dqk = 288 holds 32 columns); delta = dO . O and lse per head are computed first. Per tile of 64
+// selected keys (gathered by cp.async; one stage at 576, where Q, dO and the tile fill the shared memory; two at 288,
+// so that tile i + 1 arrives while tile i is computed):
 //   1. S = Q K^T and dP = dO V^T [64 heads, 64 keys] (warp: 16 heads x 32 keys, mma.sync), P = exp(S - lse),
 //      dS = sm_scale * P (dP - delta); P and dS go to shared memory in bf16.
-//   2. dQ [64 heads, 576] += dS K: warp: 32 heads x 144 columns, 144 fp32 accumulators per thread, kept across tiles.
-//   3. dKV tile [64 keys, 576] = dS^T Q + (first 512 columns) P^T dO, one 64-column slab at a time (warp: 16 keys x
-//      32 columns), added to the fp32 dkv with float4 atomics (rows of unused slots skipped).
-// Tiles whose 64 slots are all unused are skipped. Not yet done: wgmma, a second K stage (loads are not overlapped
-// with compute), fewer than 64 heads per block.
+//   2. dQ [64 heads, Dqk] += dS K: Dqk / 144 column groups of 144 columns, 8 warps / (Dqk / 144) head groups, so a
+//      warp owns 64 / head groups heads x 144 columns (576: 32 x 144; 288: 16 x 144), 18 n-tiles of fp32 accumulators
+//      per m-tile, kept across tiles.
+//   3. dKV tile [64 keys, Dqk] = dS^T Q + (first Dv columns) P^T dO, one 64-column slab at a time (warp: 16 keys x
+//      32 columns; the warps whose 32 columns lie past Dqk skip the last half slab), added to the fp32 dkv with float4
+//      atomics (rows of unused slots skipped).
+// Tiles whose 64 slots are all unused are skipped. Heads past H are zero rows (P is 1 on used slots, but dS and dO
+// rows are 0, so they add nothing); when H is not a multiple of 64 (the 160M model's 16) the MMAs of m-tiles wholly
+// past H are skipped (kPartial), though the tile loads, P / dS stores and dKV atomics stay those of 64 heads.
+// Not yet done: wgmma; 4 queries x 16 heads per block (each query with its own key tile).
 namespace bwd {
 
-constexpr int kDqk = 576, kDv = 512, kChunks = kDqk / 8, kDoChunks = kDv / 8;
-constexpr int kQ = 0;                                  // bf16 [64 heads, 576], 9 slabs
-constexpr int kDo = kQ + 9 * 64 * 128;                 // bf16 [64 heads, 512], 8 slabs
-constexpr int kK = kDo + 8 * 64 * 128;                 // bf16 [64 keys, 576], 9 slabs
-constexpr int kP = kK + 9 * 64 * 128;                  // bf16 [64 heads, 64 keys]
-constexpr int kDs = kP + 64 * 128;                     // bf16 [64 heads, 64 keys]
-constexpr int kDelta = kDs + 64 * 128;                 // f32 [64]
-constexpr int kLse = kDelta + 64 * 4;                  // f32 [64], base 2
-constexpr int kKey = kLse + 64 * 4;                    // i32 [64] key index of each tile row, -1 unused
-constexpr int kTotal = kKey + 64 * 4;
+// Shared-memory layout (byte offsets from a 128-byte aligned base) and warp roles for head dims (kDqk, kDv) with
+// kStages key-tile buffers.
+template <int kDqk_, int kDv_, int kStages_>
+struct Config {
+  static constexpr int kDqk = kDqk_, kDv = kDv_, kStages = kStages_;
+  static_assert(kDqk % 144 == 0 && kDqk % 32 == 0 && kDv % 64 == 0 && kDv <= kDqk, "unsupported head dims");
+  static_assert(kStages == 1 || kStages == 2, "one or two key-tile stages");
+  static constexpr int kChunks = kDqk / 8;                // 16-byte chunks of a q / kv row
+  static constexpr int kDoChunks = kDv / 8;               // 16-byte chunks of a dO row
+  static constexpr int kSlabs = (kDqk + 63) / 64;         // 64-column slabs of a q / kv row
+  static constexpr bool kHalfSlab = kDqk % 64 != 0;       // the last slab holds columns 64 (kSlabs - 1) .. + 31 only
+  static constexpr int kDoSlabs = kDv / 64;               // 64-column slabs of a dO row (and of the value part)
+  static constexpr int kSlabBytes = 64 * 128;             // one slab of a 64-row tile
+  static constexpr int kTileBytes = kSlabs * kSlabBytes;  // a 64-row tile of Dqk columns
+  // dQ = dS K: warp (qh, qc) owns heads 16 kMt qh .. + 16 kMt - 1 and columns 144 qc .. + 143 (qh = warp %
+  // kHeadGroups, qc = warp / kHeadGroups; for a partial head block qh = warp / kColGroups, qc = warp % kColGroups).
+  static constexpr int kColGroups = kDqk / 144;
+  static_assert(kWarps % kColGroups == 0, "the dQ column groups must divide the warps");
+  static constexpr int kHeadGroups = kWarps / kColGroups;
+  static constexpr int kMt = kHeadsPerBlock / 16 / kHeadGroups;  // m-tiles of 16 heads per warp
+  static_assert(kMt >= 1 && kMt * 16 * kHeadGroups == kHeadsPerBlock, "dQ warp tiles must cover the 64 heads");
+  static constexpr int kQ = 0;                                 // bf16 [64 heads, Dqk]
+  static constexpr int kDo = kQ + kTileBytes;                  // bf16 [64 heads, Dv]
+  static constexpr int kK = kDo + kDoSlabs * kSlabBytes;       // bf16 [kStages][64 keys, Dqk]
+  static constexpr int kP = kK + kStages * kTileBytes;         // bf16 [64 heads, 64 keys]
+  static constexpr int kDs = kP + kSlabBytes;                  // bf16 [64 heads, 64 keys]
+  static constexpr int kDelta = kDs + kSlabBytes;              // f32 [64]
+  static constexpr int kLse = kDelta + kHeadsPerBlock * 4;     // f32 [64], base 2
+  static constexpr int kKey = kLse + kHeadsPerBlock * 4;       // i32 [kStages][64] key of each tile row, -1 unused
+  static constexpr int kTotal = kKey + kStages * kTileKeys * 4;
+  static_assert(kTotal <= 227 * 1024, "shared memory over the 227 KiB a block may have");
+};
 
+// kPartial (H not a multiple of 64): a head block may hold fewer than 64 heads (`live`); the zero rows past them
+// add nothing (their dS and dO are 0), so the MMAs of m-tiles wholly past `live` are skipped, and the warps are
+// assigned so that the live m-tiles spread over the 4 SM sub-partitions (warp w runs on w % 4).
+template <int kDqk, int kDv, int kStages, bool kPartial>
 __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMlaBackwardParams p) {
+  using C = Config<kDqk, kDv, kStages>;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = SmemAddr(smem);
-  float* delta_s = reinterpret_cast<float*>(smem + kDelta);
-  float* lse_s = reinterpret_cast<float*>(smem + kLse);
-  int* key_s = reinterpret_cast<int*>(smem + kKey);
+  float* delta_s = reinterpret_cast<float*>(smem + C::kDelta);
+  float* lse_s = reinterpret_cast<float*>(smem + C::kLse);
+  int* key_s = reinterpret_cast<int*>(smem + C::kKey);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
   const int head_blocks = static_cast<int>((p.heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
   const int64_t t = blockIdx.x / head_blocks;
   const int h0 = static_cast<int>(blockIdx.x % head_blocks) * kHeadsPerBlock;
-  const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (t * p.heads) * kDqk * 2;      // [H, 576]
-  const uint8_t* do_row = static_cast<const uint8_t*>(p.dout) + (t * p.heads) * kDv * 2;  // [H, 512]
+  const int live = static_cast<int>(p.heads - h0 < kHeadsPerBlock ? p.heads - h0 : kHeadsPerBlock);  // heads here
+  const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (t * p.heads) * kDqk * 2;      // [H, Dqk]
+  const uint8_t* do_row = static_cast<const uint8_t*>(p.dout) + (t * p.heads) * kDv * 2;  // [H, Dv]
   const __nv_bfloat16* o_row = static_cast<const __nv_bfloat16*>(p.out) + (t * p.heads) * kDv;
   const __nv_bfloat16* dor = reinterpret_cast<const __nv_bfloat16*>(do_row);
   const uint8_t* kv = static_cast<const uint8_t*>(p.kv);
   const int32_t* idx = p.indices + t * p.topk;
   const int ntiles = static_cast<int>((p.topk + kTileKeys - 1) / kTileKeys);
 
-  for (int c = tid; c < kHeadsPerBlock * kChunks; c += kThreads) {
-    const int r = c / kChunks, ch = c % kChunks;
+  for (int c = tid; c < kHeadsPerBlock * C::kChunks; c += kThreads) {
+    const int r = c / C::kChunks, ch = c % C::kChunks;
     const bool ok = h0 + r < p.heads;
-    CpAsync16(sbase + kQ + Swz(r, ch), ok ? q_row + static_cast<int64_t>(h0 + r) * kDqk * 2 + ch * 16 : q_row, ok);
+    CpAsync16(sbase + C::kQ + Swz(r, ch), ok ? q_row + static_cast<int64_t>(h0 + r) * kDqk * 2 + ch * 16 : q_row,
+              ok);
   }
-  for (int c = tid; c < kHeadsPerBlock * kDoChunks; c += kThreads) {
-    const int r = c / kDoChunks, ch = c % kDoChunks;
+  for (int c = tid; c < kHeadsPerBlock * C::kDoChunks; c += kThreads) {
+    const int r = c / C::kDoChunks, ch = c % C::kDoChunks;
     const bool ok = h0 + r < p.heads;
-    CpAsync16(sbase + kDo + Swz(r, ch), ok ? do_row + static_cast<int64_t>(h0 + r) * kDv * 2 + ch * 16 : do_row, ok);
+    CpAsync16(sbase + C::kDo + Swz(r, ch), ok ? do_row + static_cast<int64_t>(h0 + r) * kDv * 2 + ch * 16 : do_row,
+              ok);
   }
   CpAsyncCommit();
   // delta = dO . O and lse (base 2) per head: warp w owns heads 8w .. 8w + 7.
@@ -596,22 +633,44 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
     }
   }
 
+  // Tile loader: thread owns row tid / 4 of a tile and its chunks tid % 4, + 4, ...: one index per thread per tile.
   const int ld_row = tid >> 2, ld_part = tid & 3;
   auto index_at = [&](int tile) -> int32_t {
     const int64_t j = static_cast<int64_t>(tile) * kTileKeys + ld_row;
     return j < p.topk ? __ldg(idx + j) : -1;
   };
+  auto load_tile = [&](int stage, int32_t key) {
+    const bool ok = key >= 0 && key < p.keys;
+    const uint8_t* src = kv + (ok ? static_cast<int64_t>(key) * kDqk * 2 : 0);
+    const uint32_t dst = sbase + C::kK + stage * C::kTileBytes;
+#pragma unroll
+    for (int ch = ld_part; ch < C::kChunks; ch += 4) CpAsync16(dst + Swz(ld_row, ch), src + ch * 16, ok);
+    if (ld_part == 0) key_s[stage * kTileKeys + ld_row] = ok ? key : -1;
+  };
+  // One stage: `key` is this thread's key of tile it. Two stages: of tile it + 1 (tile 0 is loaded here).
   int32_t key = index_at(0);
+  bool cur_any = false;  // two stages: tile it has a used slot (and was loaded)
+  if constexpr (kStages == 2) {
+    load_tile(0, key);
+    CpAsyncCommit();
+    cur_any = __syncthreads_or(key >= 0 && key < p.keys) != 0;
+    key = ntiles > 1 ? index_at(1) : -1;
+  }
   const float scale2 = p.sm_scale * kLog2e;
-  const int hg = warp & 3, kh = warp >> 2;  // S / dP: 16 heads x 32 keys
-  const int qh = warp & 1, qc = warp >> 1;  // dQ: 32 heads x 144 columns
-  const int kk = warp & 3, kc = warp >> 2;  // dKV slab: 16 keys x 32 columns
+  // S / dP: 16 heads (hg) x 32 keys (kh); dQ: 16 kMt heads (qh) x 144 columns (qc); dKV slab: 16 keys (kk) x 32
+  // columns (kc). kPartial puts the low head groups on warps 0, 1, ... (distinct sub-partitions).
+  const int hg = kPartial ? warp >> 1 : warp & 3, kh = kPartial ? warp & 1 : warp >> 2;
+  const int qh = kPartial ? warp / C::kColGroups : warp % C::kHeadGroups;
+  const int qc = kPartial ? warp % C::kColGroups : warp / C::kHeadGroups;
+  const int kk = warp & 3, kc = warp >> 2;
+  const bool s_live = !kPartial || hg * 16 < live;                   // this warp's S / dP rows hold a head
+  const bool q_live = !kPartial || qh * C::kMt * 16 < live;          // this warp's dQ rows hold a head
   const int a_row = hg * 16 + (lane & 15), a_sub = lane >> 4;
   const int b_row = kh * 32 + ((lane >> 4) << 3) + (lane & 7), b_sub = (lane >> 3) & 1;
   const int t_row = ((lane >> 3) & 1) * 8 + (lane & 7);  // ldmatrix.trans B rows within a 16-row step
-  float dq[2][18][4];
+  float dq[C::kMt][18][4];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int mt = 0; mt < C::kMt; ++mt) {
 #pragma unroll
     for (int nt = 0; nt < 18; ++nt) {
 #pragma unroll
@@ -620,22 +679,36 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
   }
 
   for (int it = 0; it < ntiles; ++it) {
-    const bool ok = key >= 0 && key < p.keys;
-    // The barrier: the previous tile, P and dS are consumed; a tile without used slots contributes nothing.
-    if (__syncthreads_or(ok) == 0) {
-      key = it + 1 < ntiles ? index_at(it + 1) : -1;
-      continue;
-    }
-    {
-      const uint8_t* src = kv + (ok ? static_cast<int64_t>(key) * kDqk * 2 : 0);
-#pragma unroll
-      for (int ch = ld_part; ch < kChunks; ch += 4) CpAsync16(sbase + kK + Swz(ld_row, ch), src + ch * 16, ok);
-      if (ld_part == 0) key_s[ld_row] = ok ? key : -1;
+    int stage = 0;
+    if constexpr (kStages == 1) {
+      const bool ok = key >= 0 && key < p.keys;
+      // The barrier: the previous tile, P and dS are consumed; a tile without used slots contributes nothing.
+      if (__syncthreads_or(ok) == 0) {
+        key = it + 1 < ntiles ? index_at(it + 1) : -1;
+        continue;
+      }
+      load_tile(0, key);
       CpAsyncCommit();
       key = it + 1 < ntiles ? index_at(it + 1) : -1;
+      CpAsyncWait<0>();
+    } else {
+      stage = it & 1;
+      // The barrier: tile it - 1 is consumed (its stage, P and dS may be overwritten); and whether tile it + 1 has a
+      // used slot (only then is it loaded).
+      const bool next_any = __syncthreads_or(it + 1 < ntiles && key >= 0 && key < p.keys) != 0;
+      if (it + 1 < ntiles) {
+        if (next_any) load_tile(stage ^ 1, key);
+        key = it + 2 < ntiles ? index_at(it + 2) : -1;
+      }
+      CpAsyncCommit();  // possibly empty: keeps "all but the newest group" = tile it
+      const bool compute = cur_any;
+      cur_any = next_any;
+      if (!compute) continue;
+      CpAsyncWait<1>();
     }
-    CpAsyncWait<0>();
     __syncthreads();
+    const uint32_t kbase = sbase + C::kK + stage * C::kTileBytes;
+    const int* keys = key_s + stage * kTileKeys;
 
     // 1. S and dP for 16 heads (hg) x 32 keys (kh).
     float sa[4][4], dp[4][4];
@@ -644,32 +717,34 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
 #pragma unroll
       for (int j = 0; j < 4; ++j) sa[nt][j] = dp[nt][j] = 0.f;
     }
+    if (s_live) {  // else S = dP = 0: P = 1 on used slots, dS = 0
 #pragma unroll 2
-    for (int ks = 0; ks < kDqk / 16; ++ks) {
-      uint32_t a[4], b0[4], b1[4];
-      Ldsm4(a, sbase + kQ + Swz(a_row, 2 * ks + a_sub));
-      Ldsm4(b0, sbase + kK + Swz(b_row, 2 * ks + b_sub));
-      Ldsm4(b1, sbase + kK + Swz(b_row + 16, 2 * ks + b_sub));
-      Mma(sa[0], a, b0[0], b0[1]);
-      Mma(sa[1], a, b0[2], b0[3]);
-      Mma(sa[2], a, b1[0], b1[1]);
-      Mma(sa[3], a, b1[2], b1[3]);
-    }
+      for (int ks = 0; ks < kDqk / 16; ++ks) {
+        uint32_t a[4], b0[4], b1[4];
+        Ldsm4(a, sbase + C::kQ + Swz(a_row, 2 * ks + a_sub));
+        Ldsm4(b0, kbase + Swz(b_row, 2 * ks + b_sub));
+        Ldsm4(b1, kbase + Swz(b_row + 16, 2 * ks + b_sub));
+        Mma(sa[0], a, b0[0], b0[1]);
+        Mma(sa[1], a, b0[2], b0[3]);
+        Mma(sa[2], a, b1[0], b1[1]);
+        Mma(sa[3], a, b1[2], b1[3]);
+      }
 #pragma unroll 2
-    for (int ks = 0; ks < kDv / 16; ++ks) {
-      uint32_t a[4], b0[4], b1[4];
-      Ldsm4(a, sbase + kDo + Swz(a_row, 2 * ks + a_sub));
-      Ldsm4(b0, sbase + kK + Swz(b_row, 2 * ks + b_sub));
-      Ldsm4(b1, sbase + kK + Swz(b_row + 16, 2 * ks + b_sub));
-      Mma(dp[0], a, b0[0], b0[1]);
-      Mma(dp[1], a, b0[2], b0[3]);
-      Mma(dp[2], a, b1[0], b1[1]);
-      Mma(dp[3], a, b1[2], b1[3]);
+      for (int ks = 0; ks < kDv / 16; ++ks) {
+        uint32_t a[4], b0[4], b1[4];
+        Ldsm4(a, sbase + C::kDo + Swz(a_row, 2 * ks + a_sub));
+        Ldsm4(b0, kbase + Swz(b_row, 2 * ks + b_sub));
+        Ldsm4(b1, kbase + Swz(b_row + 16, 2 * ks + b_sub));
+        Mma(dp[0], a, b0[0], b0[1]);
+        Mma(dp[1], a, b0[2], b0[3]);
+        Mma(dp[2], a, b1[0], b1[1]);
+        Mma(dp[3], a, b1[2], b1[3]);
+      }
     }
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
       const int col = kh * 32 + nt * 8 + 2 * tq;
-      const bool v0 = key_s[col] >= 0, v1 = key_s[col + 1] >= 0;
+      const bool v0 = keys[col] >= 0, v1 = keys[col + 1] >= 0;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int row = hg * 16 + g + 8 * r;
@@ -679,28 +754,31 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
         const float d0 = p.sm_scale * p0 * (dp[nt][2 * r] - delta);
         const float d1 = p.sm_scale * p1 * (dp[nt][2 * r + 1] - delta);
         const uint32_t off = Swz(row, kh * 4 + nt) + 4 * tq;
-        *reinterpret_cast<uint32_t*>(smem + kP + off) = PackBf16(p0, p1);
-        *reinterpret_cast<uint32_t*>(smem + kDs + off) = PackBf16(d0, d1);
+        *reinterpret_cast<uint32_t*>(smem + C::kP + off) = PackBf16(p0, p1);
+        *reinterpret_cast<uint32_t*>(smem + C::kDs + off) = PackBf16(d0, d1);
       }
     }
     __syncthreads();
 
-    // 2. dQ [32 heads (qh), 144 columns (qc)] += dS K.
+    // 2. dQ [16 kMt heads (qh), 144 columns (qc)] += dS K.
+    if (q_live) {
 #pragma unroll
-    for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-      uint32_t a[2][4];
+      for (int ks = 0; ks < kTileKeys / 16; ++ks) {
+        uint32_t a[C::kMt][4];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        Ldsm4(a[mt], sbase + kDs + Swz(qh * 32 + mt * 16 + (lane & 15), 2 * ks + (lane >> 4)));
-      }
+        for (int mt = 0; mt < C::kMt; ++mt) {
+          Ldsm4(a[mt], sbase + C::kDs + Swz((qh * C::kMt + mt) * 16 + (lane & 15), 2 * ks + (lane >> 4)));
+        }
 #pragma unroll
-      for (int np = 0; np < 9; ++np) {
-        uint32_t b[4];
-        Ldsm4T(b, sbase + kK + Swz(ks * 16 + t_row, qc * 18 + np * 2 + (lane >> 4)));
+        for (int np = 0; np < 9; ++np) {
+          uint32_t b[4];
+          Ldsm4T(b, kbase + Swz(ks * 16 + t_row, qc * 18 + np * 2 + (lane >> 4)));
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          Mma(dq[mt][2 * np], a[mt], b[0], b[1]);
-          Mma(dq[mt][2 * np + 1], a[mt], b[2], b[3]);
+          for (int mt = 0; mt < C::kMt; ++mt) {
+            if (kPartial && mt > 0 && (qh * C::kMt + mt) * 16 >= live) continue;
+            Mma(dq[mt][2 * np], a[mt], b[0], b[1]);
+            Mma(dq[mt][2 * np + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -708,9 +786,12 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
     // 3. dKV, slab by slab: keys 16 kk .. + 15, columns 64 j + 32 kc .. + 31.
     const int a_key_chunk = 2 * kk + ((lane >> 3) & 1);             // ldmatrix.trans A: key chunk
     const int a_head = ((lane >> 4) << 3) + (lane & 7);             // ldmatrix.trans A: head row within a step
-    const int key0 = key_s[kk * 16 + g], key1 = key_s[kk * 16 + g + 8];
+    const int key0 = keys[kk * 16 + g], key1 = keys[kk * 16 + g + 8];
 #pragma unroll 1
-    for (int j = 0; j < 9; ++j) {
+    for (int j = 0; j < C::kSlabs; ++j) {
+      if constexpr (C::kHalfSlab) {
+        if (j == C::kSlabs - 1 && kc == 1) continue;  // columns past Dqk (warp-uniform)
+      }
       float acc[4][4];
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
@@ -719,18 +800,19 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
       }
 #pragma unroll
       for (int ks = 0; ks < kHeadsPerBlock / 16; ++ks) {
+        if (kPartial && ks > 0 && ks * 16 >= live) break;  // heads past `live`: dS = 0, dO = 0
         uint32_t a[4], b0[4], b1[4];
-        Ldsm4T(a, sbase + kDs + Swz(ks * 16 + a_head, a_key_chunk));
-        Ldsm4T(b0, sbase + kQ + Swz(ks * 16 + t_row, 8 * j + 4 * kc + (lane >> 4)));
-        Ldsm4T(b1, sbase + kQ + Swz(ks * 16 + t_row, 8 * j + 4 * kc + 2 + (lane >> 4)));
+        Ldsm4T(a, sbase + C::kDs + Swz(ks * 16 + a_head, a_key_chunk));
+        Ldsm4T(b0, sbase + C::kQ + Swz(ks * 16 + t_row, 8 * j + 4 * kc + (lane >> 4)));
+        Ldsm4T(b1, sbase + C::kQ + Swz(ks * 16 + t_row, 8 * j + 4 * kc + 2 + (lane >> 4)));
         Mma(acc[0], a, b0[0], b0[1]);
         Mma(acc[1], a, b0[2], b0[3]);
         Mma(acc[2], a, b1[0], b1[1]);
         Mma(acc[3], a, b1[2], b1[3]);
-        if (j < 8) {
-          Ldsm4T(a, sbase + kP + Swz(ks * 16 + a_head, a_key_chunk));
-          Ldsm4T(b0, sbase + kDo + Swz(ks * 16 + t_row, 8 * j + 4 * kc + (lane >> 4)));
-          Ldsm4T(b1, sbase + kDo + Swz(ks * 16 + t_row, 8 * j + 4 * kc + 2 + (lane >> 4)));
+        if (j < C::kDoSlabs) {
+          Ldsm4T(a, sbase + C::kP + Swz(ks * 16 + a_head, a_key_chunk));
+          Ldsm4T(b0, sbase + C::kDo + Swz(ks * 16 + t_row, 8 * j + 4 * kc + (lane >> 4)));
+          Ldsm4T(b1, sbase + C::kDo + Swz(ks * 16 + t_row, 8 * j + 4 * kc + 2 + (lane >> 4)));
           Mma(acc[0], a, b0[0], b0[1]);
           Mma(acc[1], a, b0[2], b0[3]);
           Mma(acc[2], a, b1[0], b1[1]);
@@ -755,10 +837,10 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
   // dq (dS carries sm_scale already).
   __nv_bfloat16* dq_row = static_cast<__nv_bfloat16*>(p.dq) + (t * p.heads) * kDqk;
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int mt = 0; mt < C::kMt; ++mt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int h = h0 + qh * 32 + mt * 16 + g + 8 * r;
+      const int h = h0 + (qh * C::kMt + mt) * 16 + g + 8 * r;
       if (h >= p.heads) continue;
 #pragma unroll
       for (int nt = 0; nt < 18; ++nt) {
@@ -768,6 +850,21 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaBackwardKernel(SparseMla
       }
     }
   }
+}
+
+template <int kDqk, int kDv, int kStages>
+const char* LaunchBackward(const SparseMlaBackwardParams& p, cudaStream_t stream) {
+  using C = Config<kDqk, kDv, kStages>;
+  auto kernel = p.heads % kHeadsPerBlock != 0 ? SparseMlaBackwardKernel<kDqk, kDv, kStages, true>
+                                              : SparseMlaBackwardKernel<kDqk, kDv, kStages, false>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kTotal);
+  if (err != cudaSuccess) return cudaGetErrorString(err);
+  const int64_t blocks = p.queries * ((p.heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
+  if (blocks == 0) return nullptr;
+  if (blocks > 0x7fffffff) return "too many (query, head block) pairs for one launch";
+  kernel<<<static_cast<unsigned>(blocks), kThreads, C::kTotal, stream>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
 }  // namespace bwd
@@ -783,19 +880,17 @@ const char* LaunchSparseMlaForward(const SparseMlaParams& p, void* stream) {
   return "unsupported head dims";
 }
 
-bool SparseMlaBackwardCudaSupports(int64_t dqk, int64_t dv) { return dqk == 576 && dv == 512; }
+bool SparseMlaBackwardCudaSupports(int64_t dqk, int64_t dv) {
+  return (dqk == 576 && dv == 512) || (dqk == 288 && dv == 256);
+}
 
 const char* LaunchSparseMlaBackward(const SparseMlaBackwardParams& p, void* stream) {
-  cudaError_t err = cudaFuncSetAttribute(bwd::SparseMlaBackwardKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         bwd::kTotal);
-  if (err != cudaSuccess) return cudaGetErrorString(err);
-  const int64_t blocks = p.queries * ((p.heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
-  if (blocks == 0) return nullptr;
-  if (blocks > 0x7fffffff) return "too many (query, head block) pairs for one launch";
-  bwd::SparseMlaBackwardKernel<<<static_cast<unsigned>(blocks), kThreads, bwd::kTotal,
-                                 static_cast<cudaStream_t>(stream)>>>(p);
-  err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p.dqk == 576 && p.dv == 512) return bwd::LaunchBackward<576, 512, 1>(p, s);  // two stages do not fit
+  if (p.dqk == 288 && p.dv == 256) {
+    return p.stages == 1 ? bwd::LaunchBackward<288, 256, 1>(p, s) : bwd::LaunchBackward<288, 256, 2>(p, s);
+  }
+  return "unsupported head dims";
 }
 
 }  // namespace spargo::kernels::cuda

@@ -13,15 +13,17 @@
 // A batch of B sequences is one call with kv [B * S, Dqk] and indices offset by b * S.
 //
 // Dispatch: CUDA tensors in bfloat16 with (Dqk, Dv) = (576, 512) (DeepSeek-V3.2) or (288, 256) (the 160M bench
-// model) run the fused forward kernel of kernels/sparse_mla.cu (no [T, H, K] tensor is written; fp32 accumulation,
-// P rounded to bf16 before P V); the backward kernel covers (576, 512) (dS and P rounded to bf16 before the
-// products, dkv accumulated in fp32 with atomics, so its summation order varies from run to run). Every other case
-// (CPU, float32/float16/float64, other dims) runs the libtorch reference, which computes in float32 (float64 for
-// float64 inputs) query chunk by query chunk. out has q's dtype; dq q's, dkv kv's. Bad shapes, dtypes or devices
-// raise c10::Error (TORCH_CHECK) with a message naming the argument.
+// model) run the fused kernels of kernels/sparse_mla.cu, forward and backward alike. Forward: no [T, H, K] tensor is
+// written; fp32 accumulation, P rounded to bf16 before P V. Backward: dS and P rounded to bf16 before the products,
+// dq accumulated in fp32 (deterministic), dkv accumulated in fp32 with atomics, so its summation order varies from
+// run to run. Both work on blocks of 64 heads of one query: the forward computes all 64 rows (H = 16: 48 zero rows),
+// the backward skips the products of 16-head groups wholly past H. Every other case (CPU, float32/float16/float64,
+// other dims) runs the libtorch reference, which computes in float32 (float64 for float64 inputs) query chunk by
+// query chunk. out has q's dtype; dq q's, dkv kv's. Bad shapes, dtypes or devices raise c10::Error (TORCH_CHECK)
+// with a message naming the argument.
 // Benchmark switches (environment): SPARGO_SPARSE_MLA_KERNEL=wgmma_s computes the forward's P V with mma.sync
 // instead of wgmma, =mma both products with mma.sync; SPARGO_SPARSE_MLA_BACKWARD=reference runs the backward's
-// reference on CUDA too.
+// reference on CUDA too, =one_stage runs the (288, 256) backward kernel with one key-tile buffer instead of two.
 #ifndef SPARGO_KERNELS_SPARSE_MLA_H_
 #define SPARGO_KERNELS_SPARSE_MLA_H_
 

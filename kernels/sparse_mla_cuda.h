@@ -33,7 +33,8 @@ bool SparseMlaCudaSupports(int64_t dqk, int64_t dv);
 // Launches on `stream` (a cudaStream_t). Returns nullptr, or the CUDA error's text.
 const char* LaunchSparseMlaForward(const SparseMlaParams& p, void* stream);
 
-// The backward of SparseMlaForward (formulas in kernels/sparse_mla.h), (Dqk, Dv) = (576, 512) only.
+// The backward of SparseMlaForward (formulas in kernels/sparse_mla.h), for the (Dqk, Dv) pairs for which
+// SparseMlaBackwardCudaSupports returns true: (576, 512) and (288, 256).
 struct SparseMlaBackwardParams {
   const void* q = nullptr;           // [T, H, Dqk] bf16, contiguous
   const void* kv = nullptr;          // [S, Dqk] bf16, contiguous
@@ -45,6 +46,10 @@ struct SparseMlaBackwardParams {
   float* dkv = nullptr;              // [S, Dqk] fp32, contiguous, 16-byte aligned: zeroed by the caller, added to
   int64_t queries = 0, heads = 0, keys = 0, topk = 0;
   float sm_scale = 1.0f;
+  int64_t dqk = 0, dv = 0;
+  // Key-tile buffers: 0 picks the default (two where they fit in shared memory: (288, 256); one at (576, 512)),
+  // 1 forces one (loads not overlapped with compute; a benchmark switch).
+  int stages = 0;
 };
 
 bool SparseMlaBackwardCudaSupports(int64_t dqk, int64_t dv);

@@ -3,13 +3,15 @@
 // against autograd through the forward reference (float64), input validation; on CUDA (skipped without a GPU or a
 // CUDA build) the fused forward kernel against a float64 reference on fresh random inputs (outputs poisoned with
 // NaN first) at DeepSeek's shapes (H 128 / 64 / 16, Dqk 576, Dv 512, K 2048), the 160M model's (H 16, 288 / 256),
-// shapes that fall back to the reference, and the backward on CUDA.
+// shapes that fall back to the reference, and the backward kernel on CUDA at both kernel dims (576 / 512 and the
+// 160M model's 288 / 256, H 16 padded to 64, causal selections with unused slots and empty rows).
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -246,12 +248,47 @@ TEST(SparseMla, CudaDeepSeekShapesCausalSelections) {
   }
 }
 
+// The float64 reference gradients of sum(out * dout) for the (rounded) inputs of c.
+SparseMlaGrads ReferenceGrads(const RandomCase& c, const torch::Tensor& dout, double scale, int64_t dv) {
+  torch::Tensor q64 = c.q.to(torch::kFloat64), kv64 = c.kv.to(torch::kFloat64);
+  SparseMlaOutput f64 = SparseMlaForwardReference(q64, kv64, c.indices, scale, dv);
+  return SparseMlaBackwardReference(q64, kv64, c.indices, f64.out, f64.lse, dout.to(torch::kFloat64), scale, dv);
+}
+
+// Runs the backward after leaving a NaN-filled block of dq's size in the allocator (dkv is zeroed by the binding).
+SparseMlaGrads PoisonedBackward(const RandomCase& c, const SparseMlaOutput& fwd, const torch::Tensor& dout,
+                                double scale, int64_t dv) {
+  {
+    torch::Tensor poison = torch::full(c.q.sizes(), std::nan(""), c.q.options());
+  }
+  return SparseMlaBackward(c.q, c.kv, c.indices, fwd.out, fwd.lse, dout, scale, dv);
+}
+
+// Checks a backward result against the reference: no NaN, relative errors under tol, zero dq rows for the queries
+// listed in `empty` (no used slot). Returns the errors (dq, dkv).
+std::pair<double, double> CheckBackward(const SparseMlaGrads& got, const SparseMlaGrads& want, double tol,
+                                        const std::vector<int64_t>& empty, const std::string& label) {
+  EXPECT_EQ(got.dq.sizes(), want.dq.sizes()) << label;
+  EXPECT_EQ(got.dkv.sizes(), want.dkv.sizes()) << label;
+  EXPECT_FALSE(got.dq.isnan().any().item<bool>()) << label << ": NaN in dq";
+  EXPECT_FALSE(got.dkv.isnan().any().item<bool>()) << label << ": NaN in dkv";
+  const double dq_err = RelErr(got.dq, want.dq), dkv_err = RelErr(got.dkv, want.dkv);
+  EXPECT_LT(dq_err, tol) << label;
+  EXPECT_LT(dkv_err, tol) << label;
+  for (int64_t row : empty) EXPECT_TRUE(got.dq[row].eq(0).all().item<bool>()) << label << ": query " << row;
+  std::cout << "backward " << label << ": dq " << dq_err << ", dkv " << dkv_err << "\n";
+  return {dq_err, dkv_err};
+}
+
 TEST(SparseMla, CudaBackwardMatchesFloat64Reference) {
   if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
   torch::manual_seed(13);
-  // DeepSeek's shapes (the kernel for bf16), a partial head block and a partial key tile, the 160M dims (reference).
+  // DeepSeek's shapes, a partial head block and a partial key tile at both kernel dims (the 160M model's 288 / 256
+  // with H 16: 48 padded heads), and dims that fall back to the reference.
   const std::vector<Shape> shapes = {{6, 128, 3000, 2048, 576, 512}, {5, 100, 900, 77, 576, 512},
-                                     {7, 16, 400, 130, 576, 512}, {20, 16, 500, 256, 288, 256}};
+                                     {7, 16, 400, 130, 576, 512},    {20, 16, 500, 256, 288, 256},
+                                     {6, 100, 900, 77, 288, 256},    {9, 64, 300, 200, 288, 256},
+                                     {5, 4, 20, 12, 40, 32}};
   for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat32}) {
     for (const Shape& sh : shapes) {
       RandomCase c = MakeRandomCase(sh.t, sh.h, sh.s, sh.k, sh.dqk, dtype, torch::kCUDA, torch::kInt64);
@@ -259,28 +296,70 @@ TEST(SparseMla, CudaBackwardMatchesFloat64Reference) {
       SparseMlaOutput fwd = SparseMlaForward(c.q, c.kv, c.indices, scale, sh.dv);
       torch::Tensor dout = torch::randn(fwd.out.sizes(), fwd.out.options());
       const bool kernel = SparseMlaBackwardUsesKernel(c.q, c.kv, sh.dv);
-      if (dtype == torch::kBFloat16 && sh.dqk == 576) {
-        EXPECT_TRUE(kernel);
-      }
-      {
-        torch::Tensor poison = torch::full({sh.t, sh.h, sh.dqk}, std::nan(""), c.q.options());
-      }
-      SparseMlaGrads got = SparseMlaBackward(c.q, c.kv, c.indices, fwd.out, fwd.lse, dout, scale, sh.dv);
-      torch::Tensor q64 = c.q.to(torch::kFloat64), kv64 = c.kv.to(torch::kFloat64);
-      SparseMlaOutput f64 = SparseMlaForwardReference(q64, kv64, c.indices, scale, sh.dv);
-      SparseMlaGrads want =
-          SparseMlaBackwardReference(q64, kv64, c.indices, f64.out, f64.lse, dout.to(torch::kFloat64), scale, sh.dv);
+      EXPECT_EQ(kernel, dtype == torch::kBFloat16 && sh.dqk != 40);
+      const SparseMlaGrads want = ReferenceGrads(c, dout, scale, sh.dv);
       const double tol = dtype == torch::kBFloat16 ? 1e-2 : 1e-3;
-      const std::string label = std::string(c10::toString(dtype)) + " T" + std::to_string(sh.t) + " H" +
-                                std::to_string(sh.h) + " K" + std::to_string(sh.k) + " " + std::to_string(sh.dqk) +
-                                "/" + std::to_string(sh.dv) + (kernel ? " (kernel)" : " (reference)");
-      EXPECT_FALSE(got.dq.isnan().any().item<bool>() || got.dkv.isnan().any().item<bool>()) << label;
-      const double dq_err = RelErr(got.dq, want.dq), dkv_err = RelErr(got.dkv, want.dkv);
-      EXPECT_LT(dq_err, tol) << label;
-      EXPECT_LT(dkv_err, tol) << label;
-      EXPECT_TRUE(got.dq[0].eq(0).all().item<bool>()) << label << ": query 0 has no keys";
-      std::cout << "backward " << label << ": dq " << dq_err << ", dkv " << dkv_err << "\n";
+      // The (288, 256) kernel runs with two key-tile stages by default; one_stage forces one.
+      for (const char* stages : {"", "one_stage"}) {
+        if (*stages != 0 && !(kernel && sh.dqk == 288)) continue;
+        if (*stages != 0) setenv("SPARGO_SPARSE_MLA_BACKWARD", stages, 1);
+        const std::string label = std::string(c10::toString(dtype)) + " T" + std::to_string(sh.t) + " H" +
+                                  std::to_string(sh.h) + " K" + std::to_string(sh.k) + " " +
+                                  std::to_string(sh.dqk) + "/" + std::to_string(sh.dv) +
+                                  (kernel ? " (kernel)" : " (reference)") + " " + stages;
+        SparseMlaGrads got = PoisonedBackward(c, fwd, dout, scale, sh.dv);
+        unsetenv("SPARGO_SPARSE_MLA_BACKWARD");
+        EXPECT_EQ(got.dq.scalar_type(), dtype) << label;
+        CheckBackward(got, want, tol, {0}, label);  // query 0 has no keys (lse -inf)
+      }
     }
+  }
+}
+
+// The 160M model's training shape (H 16, Dqk 288, Dv 256, K 256) with causal-prefill selections: query t uses
+// min(t + 1, K) keys of 0..t and -1 in the other slots, so early queries leave whole tiles unused; one query has no
+// key at all. Both stage counts of the kernel, which must agree bit for bit on dq (no atomics there) and within
+// rounding on dkv (float atomics); a second run must give the same dq (a differing one points at a race).
+TEST(SparseMla, CudaBackward160MShapesCausalSelections) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  torch::manual_seed(21);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t s = 2048, k = 256, h = 16, dqk = 288, dv = 256;
+  for (int64_t t : {1L, 70L, 300L}) {
+    // Queries at positions 0, 1, ... (the first t of a prefill) except the last, which sits at the end of the cache;
+    // query 1 of t > 1 gets no key.
+    torch::Tensor pos = torch::arange(t, opts.dtype(torch::kInt64));
+    pos.index_put_({t - 1}, s - 1);
+    torch::Tensor scores = torch::rand({t, s}, opts);
+    scores = scores.masked_fill(torch::arange(s, opts.dtype(torch::kInt64)).unsqueeze(0).gt(pos.unsqueeze(1)), -1.0);
+    auto top = scores.topk(k, -1);
+    torch::Tensor idx = std::get<1>(top).masked_fill(std::get<0>(top).lt(0), -1);  // [T, K]
+    std::vector<int64_t> empty;
+    if (t > 1) {
+      idx.index_put_({1}, -1);
+      empty.push_back(1);
+    }
+    RandomCase c{torch::randn({t, h, dqk}, opts).to(torch::kBFloat16),
+                 torch::randn({s, dqk}, opts).to(torch::kBFloat16), idx.to(torch::kInt32)};
+    const double scale = 1.0 / std::sqrt(96.0);
+    ASSERT_TRUE(SparseMlaBackwardUsesKernel(c.q, c.kv, dv));
+    SparseMlaOutput fwd = SparseMlaForward(c.q, c.kv, c.indices, scale, dv);
+    if (t > 1) {
+      EXPECT_EQ(fwd.lse[1][0].item<double>(), -kInf);
+    }
+    torch::Tensor dout = torch::randn(fwd.out.sizes(), fwd.out.options());
+    const SparseMlaGrads want = ReferenceGrads(c, dout, scale, dv);
+    const std::string label = "160M causal T" + std::to_string(t);
+    SparseMlaGrads two = PoisonedBackward(c, fwd, dout, scale, dv);
+    CheckBackward(two, want, 1e-2, empty, label + " two stages");
+    setenv("SPARGO_SPARSE_MLA_BACKWARD", "one_stage", 1);
+    SparseMlaGrads one = PoisonedBackward(c, fwd, dout, scale, dv);
+    unsetenv("SPARGO_SPARSE_MLA_BACKWARD");
+    CheckBackward(one, want, 1e-2, empty, label + " one stage");
+    EXPECT_TRUE(torch::equal(one.dq, two.dq)) << label << ": dq differs between one and two stages";
+    EXPECT_LT(RelErr(one.dkv, two.dkv), 1e-3) << label;  // bf16 dkv: rare rounding flips
+    SparseMlaGrads again = SparseMlaBackward(c.q, c.kv, c.indices, fwd.out, fwd.lse, dout, scale, dv);
+    EXPECT_TRUE(torch::equal(again.dq, two.dq)) << label << ": dq differs between runs";
   }
 }
 
