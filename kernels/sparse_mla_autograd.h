@@ -1,0 +1,31 @@
+// Sparse MLA attention as one differentiable operation: SparseMlaForward in the forward pass, SparseMlaBackward
+// (from the saved out and log-sum-exp) in the backward pass, so that training attends to the selected keys without
+// any [T, H, K] or [T, S] tensor kept for autograd (contract and dispatch: kernels/sparse_mla.h).
+//
+// Shapes: q [T, H, Dqk], kv [S, Dqk] (one row per token: [latent (Dv) | rope]), indices [T, K] (int32/int64, -1 or
+// any position outside [0, S) is an unused slot). Returns out [T, H, Dv] (differentiable in q and kv) and lse
+// [T, H] float32 (not differentiable; what the indexer's loss reads back the attention probabilities from:
+// p[t, h, j] = exp(sm_scale * q[t, h] . kv[indices[t, j]] - lse[t, h])).
+#ifndef SPARGO_KERNELS_SPARSE_MLA_AUTOGRAD_H_
+#define SPARGO_KERNELS_SPARSE_MLA_AUTOGRAD_H_
+
+#include <torch/torch.h>
+
+#include "kernels/sparse_mla.h"
+
+namespace spargo::kernels {
+
+SparseMlaOutput SparseMlaAttention(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
+                                   double sm_scale, int64_t dv);
+
+// The head-summed attention probabilities on the selected slots, recomputed from the saved lse without gradient:
+// p[t, j] = sum_h exp(sm_scale * q[t, h] . kv[indices[t, j]] - lse[t, h]), 0 in unused slots; [T, K] float32.
+// The scores come from a matmul in the inputs' dtype (bf16 inputs: the products rounded to bf16, as dense MHA-form
+// scores are); exp and the head sum run in float32. Computed in chunks of queries, so memory stays linear in T
+// (chunk x K x Dqk gathered at a time).
+torch::Tensor SparseMlaHeadSummedProbs(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
+                                       const torch::Tensor& lse, double sm_scale);
+
+}  // namespace spargo::kernels
+
+#endif  // SPARGO_KERNELS_SPARSE_MLA_AUTOGRAD_H_
