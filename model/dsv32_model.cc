@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "kernels/lightning_indexer.h"
 #include "kernels/sparse_mla.h"
+#include "kernels/sparse_mla_autograd.h"
 #include "model/activation_checkpoint.h"
 #include "model/indexer_loss.h"
 #include "model/safetensors.h"
@@ -90,6 +91,9 @@ torch::Tensor Dsv32Model::Param(const std::string& path, std::vector<int64_t> sh
 }
 
 Dsv32Model::Dsv32Model(const Dsv32Config& c) : config_(c) {
+  TORCH_CHECK(c.index_head_dim >= c.qk_rope_head_dim, "Dsv32Model: index_head_dim (", c.index_head_dim,
+              ") must be >= qk_rope_head_dim (", c.qk_rope_head_dim, "): the indexer's RoPE covers its first ",
+              c.qk_rope_head_dim, " dims");
   const double std = 0.02;
   const int64_t h = c.hidden_size, nh = c.num_attention_heads;
   embed_tokens_ = Param("model.embed_tokens.weight", {c.vocab_size, h}, std);
@@ -184,6 +188,103 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
                                     const Dsv32ForwardOptions& options, torch::Tensor* topk_out,
                                     torch::Tensor* indexer_loss) {
   const IndexerTraining training = options.indexer_training;
+  if (training == IndexerTraining::kDenseWarmup) return DenseWarmupAttention(l, x, cos, sin, options, topk_out, indexer_loss);
+  const Dsv32Config& c = config_;
+  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
+  torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);  // [B, T, q_lora]
+  torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
+  torch::Tensor q_nope = q.index({"...", Slice(0, nope)});                                 // [B, T, H, nope]
+  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
+                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
+  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
+  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
+  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
+
+  // The selection: the replay, or the indexer's top-k (fused on CUDA: no [B, T, T] scores; libtorch elsewhere).
+  const torch::TensorOptions index_options = x.options().dtype(torch::kInt64);
+  torch::Tensor topk;  // [B, T, k], -1 in unused slots
+  torch::Tensor index_scores;  // [B, T, T] float32, only where the libtorch selection or the caller needs them
+  {
+    torch::NoGradGuard no_grad;
+    if ((replay == nullptr && !UseFusedIndexerTopk(x)) || options.index_scores_out != nullptr) {
+      index_scores = IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin));
+    }
+    torch::Tensor causal;  // [1, T, T] bool, only beside index_scores
+    if (index_scores.defined()) causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
+    if (options.index_scores_out != nullptr) {
+      options.index_scores_out->push_back(
+          index_scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
+    }
+    if (replay != nullptr) {
+      TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t,
+                  "replayed top-k must be [B=", b, ", T=", t, ", k], got ", replay->sizes());
+      topk = replay->to(index_options);
+    } else if (index_scores.defined()) {
+      topk = TopkAllowed(index_scores, causal);
+    } else {
+      topk = kernels::IndexerTopk(IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin),
+                                  IndexerHeadWeights(x, l.weights_proj, c.index_n_heads), /*q_offset=*/0,
+                                  c.index_topk);
+    }
+    // Future keys (a replay may hold them) and positions outside the sequence are unused slots.
+    topk = topk.masked_fill(topk.gt(torch::arange(t, index_options).view({1, t, 1})), -1);
+  }
+  if (topk_out != nullptr) *topk_out = topk;
+
+  // MQA ("absorbed") form over one shared latent row per token: kv_b_proj's key part folded into the queries, its
+  // value part applied after attention. Only the selected keys are read: no [B, H, T, S] tensor.
+  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, lora});
+  torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)});                               // [H, nope, kv_lora]
+  torch::Tensor w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});           // [H, Dv, kv_lora]
+  torch::Tensor q_latent = torch::einsum("btnd,ndc->btnc", {q_nope, w_uk});                // [B, T, H, kv_lora]
+  torch::Tensor q_rows = torch::cat({q_latent, q_rope}, -1).reshape({b * t, nh, -1});     // [B*T, H, kv_lora + rope]
+  torch::Tensor kv_rows = torch::cat({latent, k_rope}, -1).reshape({b * t, -1});          // [B*T, kv_lora + rope]
+  torch::Tensor rows = (topk + torch::arange(b, index_options).view({b, 1, 1}) * t)
+                           .masked_fill(topk.lt(0), -1)
+                           .reshape({b * t, -1});                                           // [B*T, k]
+  kernels::SparseMlaOutput attended = kernels::SparseMlaAttention(q_rows, kv_rows, rows, c.softmax_scale(), lora);
+  if (training == IndexerTraining::kSparse) {
+    *indexer_loss = SparseIndexerLoss(l, x, qr, cos, sin, topk,
+                                      kernels::SparseMlaHeadSummedProbs(q_rows.detach(), kv_rows.detach(), rows,
+                                                                        attended.lse, c.softmax_scale()),
+                                      options.loss_queries);
+  }
+  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {attended.out.view({b, t, nh, lora}), w_uv})
+                          .reshape({b, t, nh * c.v_head_dim});                             // [B, T, H * Dv]
+  return Linear(out, l.o_proj);
+}
+
+torch::Tensor Dsv32Model::SparseIndexerLoss(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
+                                            const torch::Tensor& cos, const torch::Tensor& sin,
+                                            const torch::Tensor& topk, const torch::Tensor& target,
+                                            const torch::Tensor& loss_queries) {
+  const Dsv32Config& c = config_;
+  const int64_t b = x.size(0), t = x.size(1), k = topk.size(-1), di = c.index_head_dim;
+  // The indexer's inputs are detached: its loss reaches only its own parameters.
+  const torch::Tensor xd = x.detach();
+  torch::Tensor q_index = IndexerQuery(l, qr.detach(), cos, sin);                           // [B, T, Hi, Di]
+  torch::Tensor k_index = IndexerKey(l, xd, cos, sin);                                      // [B, T, Di]
+  torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);          // [B, T, Hi] float32
+  const torch::Tensor rows = (topk + torch::arange(b, topk.options()).view({b, 1, 1}) * t).clamp_min(0);
+  // The gather runs in float32: its backward adds each selected slot's gradient into k_index with atomics, which
+  // bf16 lacks in hardware.
+  torch::Tensor k_selected = k_index.to(torch::kFloat32)
+                                 .reshape({b * t, di})
+                                 .index_select(0, rows.reshape({-1}))
+                                 .view({b, t, k, di});                                      // [B, T, k, Di]
+  // I[t, j] = sum_h w[t, h] ReLU(Di^-0.5 q[t, h] . k[topk[t, j]]) on the selected slots only: [B, T, k] float32.
+  torch::Tensor logits = torch::relu(torch::einsum("bthd,btkd->btkh", {q_index.to(torch::kFloat32), k_selected}) *
+                                     std::pow(static_cast<double>(di), -0.5));              // [B, T, k, Hi]
+  torch::Tensor scores = torch::einsum("bth,btkh->btk", {weights, logits});                 // [B, T, k]
+  torch::Tensor keys = topk.ge(0);                                                          // [B, T, k]
+  if (loss_queries.defined()) keys = keys.logical_and(loss_queries.to(torch::kBool).unsqueeze(-1));
+  return IndexerKlLoss(target.view({b, 1, t, k}), scores, keys);
+}
+
+torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                               const torch::Tensor& sin, const Dsv32ForwardOptions& options,
+                                               torch::Tensor* topk_out, torch::Tensor* indexer_loss) {
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
@@ -201,50 +302,23 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   torch::Tensor query = torch::cat({q_nope, q_rope}, -1);                                   // [B, T, H, Dqk]
   torch::Tensor key = torch::cat({k_nope, k_rope.unsqueeze(2).expand({b, t, nh, rope})}, -1);
   torch::Tensor scores = torch::einsum("bthd,bshd->bhts", {query, key}) * c.softmax_scale();  // [B, H, T, S]
-
   torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
-  // The indexer's scores: with gradient (from detached inputs) when it trains, otherwise only for the selection.
-  torch::Tensor index_scores;
-  if (training != IndexerTraining::kOff) {
-    const torch::Tensor xd = x.detach(), qrd = qr.detach();
-    index_scores = IndexerScores(l, xd, IndexerQuery(l, qrd, cos, sin), IndexerKey(l, xd, cos, sin));
-  } else if ((replay == nullptr && !UseFusedIndexerTopk(x)) || options.index_scores_out != nullptr) {
-    torch::NoGradGuard no_grad;
-    index_scores = IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin));
-  }
+  // The indexer's scores with gradient, from detached inputs.
+  const torch::Tensor xd = x.detach(), qrd = qr.detach();
+  torch::Tensor index_scores = IndexerScores(l, xd, IndexerQuery(l, qrd, cos, sin), IndexerKey(l, xd, cos, sin));
   if (options.index_scores_out != nullptr) {
     options.index_scores_out->push_back(
         index_scores.detach().masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
   }
-  torch::Tensor topk;  // [B, T, min(index_topk, T)], -1 in unused slots
-  if (replay != nullptr) {  // the sampler's selections; -1 marks unused slots
-    TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t, "replayed top-k must be [B, T, k]");
-    topk = *replay;
-  } else if (index_scores.defined()) {
-    topk = TopkAllowed(index_scores, causal);
-  } else {  // selection only, on CUDA: fused scores and top-k, no [B, T, T] scores
-    torch::NoGradGuard no_grad;
-    topk = kernels::IndexerTopk(IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin),
-                                IndexerHeadWeights(x, l.weights_proj, c.index_n_heads), /*q_offset=*/0, c.index_topk);
+  if (topk_out != nullptr) {  // what the sparse stage would select (the warm-up itself attends densely)
+    *topk_out = TopkAllowed(index_scores, causal);
   }
-  torch::Tensor allowed = causal.expand({b, t, t});
-  if (training != IndexerTraining::kDenseWarmup) {  // the warm-up attends densely
-    torch::Tensor hits = torch::zeros({b, t, t}, x.options().dtype(torch::kInt32))
-                             .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32));
-    allowed = hits.gt(0).logical_and(causal);
-  }
-  scores = scores.masked_fill(allowed.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
+  scores = scores.masked_fill(causal.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());  // [B, H, T, S]
-  if (training != IndexerTraining::kOff) {
-    torch::Tensor keys = allowed;
-    if (options.loss_queries.defined()) keys = keys.logical_and(options.loss_queries.to(torch::kBool).unsqueeze(-1));
-    *indexer_loss = IndexerKlLoss(probs, index_scores, keys);
-  }
+  torch::Tensor keys = causal.expand({b, t, t});
+  if (options.loss_queries.defined()) keys = keys.logical_and(options.loss_queries.to(torch::kBool).unsqueeze(-1));
+  *indexer_loss = IndexerKlLoss(probs, index_scores, keys);
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
-  if (topk_out != nullptr) {
-    torch::Tensor positions = torch::arange(t, x.options().dtype(torch::kInt64)).view({1, t, 1});
-    *topk_out = topk.masked_fill(topk.gt(positions), -1);  // future keys are not selected: unused slots
-  }
   return Linear(out, l.o_proj);
 }
 

@@ -183,11 +183,23 @@ class Dsv32Model : public CausalLm {
   LayerOutput CheckpointedLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                 const torch::Tensor* topk_replay, const torch::Tensor* route_replay,
                                 const Dsv32ForwardOptions& options);
-  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention (MHA mode); sets `indexer_loss` to the layer's indexer
-  // loss in training modes.
+  // cos/sin: [B or 1, T, rope/2]. Full-sequence attention; sets `indexer_loss` to the layer's indexer loss in
+  // training modes. kOff and kSparse: MQA mode over the selected keys (kernels/sparse_mla_autograd.h: the sparse MLA
+  // kernel on CUDA, its reference elsewhere), no [B, H, T, S] tensor; kDenseWarmup: DenseWarmupAttention.
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor* replay, const Dsv32ForwardOptions& options, torch::Tensor* topk,
                           torch::Tensor* indexer_loss);
+  // The sparse stage's indexer loss (model/indexer_loss.h) over the selected slots only: target [B*T, k] float32 is
+  // the head-summed attention probabilities on topk [B, T, k]'s slots (from the attention's saved lse); the
+  // indexer's scores are computed for those slots alone ([B, T, k, Hi], linear in T).
+  torch::Tensor SparseIndexerLoss(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
+                                  const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& topk,
+                                  const torch::Tensor& target, const torch::Tensor& loss_queries);
+  // The warm-up stage: dense causal attention in MHA mode, materialising [B, H, T, S] probabilities (the indexer's
+  // KL target over every causal key); `topk` gets what the indexer would select.
+  torch::Tensor DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, const Dsv32ForwardOptions& options,
+                                     torch::Tensor* topk, torch::Tensor* indexer_loss);
   // Where an Append's tokens go, computed once per call: valid (non-padding) [B, T_new]; for the M valid ones,
   // their row and cache position [M].
   // key_limit [B, T_new]: the last key position each token may see (its own position, or its row's last for padding).

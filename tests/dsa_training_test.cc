@@ -3,10 +3,13 @@
 // they may train, MoE route replay (Keep Routing), and freezing of parameter groups.
 #include <cmath>
 #include <iostream>
+#include <map>
 #include <set>
+#include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/sparse_mla.h"
 #include "learner/optimizer.h"
 #include "model/dsv32_model.h"
 #include "model/indexer_loss.h"
@@ -181,6 +184,110 @@ TEST(DsaTraining, SparseStageSeparatesTheIndexerFromTheMainModel) {
   std::vector<torch::Tensor> replay = out.selections.topk;
   sparse.topk_replay = &replay;
   EXPECT_NEAR(model->ForwardDetailed(ids, sparse).indexer_loss.item<double>(), out.indexer_loss.item<double>(), 1e-6);
+}
+
+// Every parameter's gradient of LM loss + indexer loss, by name.
+std::map<std::string, torch::Tensor> Gradients(Dsv32Model& model, const torch::Tensor& ids, IndexerTraining mode) {
+  learner::ClearGradients(model.parameters());
+  Dsv32ForwardOptions options;
+  options.indexer_training = mode;
+  Dsv32Output out = model.ForwardDetailed(ids, options);
+  (LmLoss(out.logits, ids) + out.indexer_loss).backward();
+  std::map<std::string, torch::Tensor> grads;
+  for (const auto& p : model.named_parameters(true)) {
+    grads[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
+  }
+  return grads;
+}
+
+TEST(DsaTraining, SparseStageGradientsEqualTheDenseFormulaWhenTopkCoversTheSequence) {
+  // The sparse stage runs attention in MQA form over the selected rows (sparse MLA forward/backward from the saved
+  // log-sum-exp) and the indexer's KL over the selected slots only; the warm-up materialises MHA-form [B, H, T, S]
+  // probabilities and the KL over every causal key. With index_topk >= T both describe the same function, so every
+  // gradient must agree (to float32 rounding: both paths compute the indexer's scores and the warm-up's softmax in
+  // float32).
+  auto model = RandomModel(/*index_topk=*/16);
+  model->To(torch::kCPU, torch::kFloat64);
+  torch::Tensor ids = torch::randint(0, model->vocab_size(), {2, 12});
+  std::map<std::string, torch::Tensor> sparse = Gradients(*model, ids, IndexerTraining::kSparse);
+  std::map<std::string, torch::Tensor> dense = Gradients(*model, ids, IndexerTraining::kDenseWarmup);
+  int nonzero = 0;
+  for (const auto& [name, g] : dense) {
+    const torch::Tensor& other = sparse.at(name);
+    EXPECT_TRUE(torch::allclose(other, g, 1e-5, 1e-6)) << name << ": max |diff| "
+                                                         << (other - g).abs().max().item<double>();
+    if (g.abs().max().item<double>() > 0) ++nonzero;
+  }
+  EXPECT_GT(nonzero, static_cast<int>(dense.size()) / 2);
+}
+
+TEST(DsaTraining, CudaTrainingStepWithTheSparseKernelsMatchesTheCpuReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  // The 160M model's attention dims (kv_lora 256 + rope 32: the kernels' (288, 256)), 16 heads, top-k 8 of 40
+  // tokens, so that selections are sparse. The CPU copy in float64 replays the CUDA run's selections.
+  Dsv32Config c = TinyConfig(/*index_topk=*/8);
+  c.num_attention_heads = 16;
+  c.kv_lora_rank = 256;
+  c.qk_rope_head_dim = 32;
+  c.index_head_dim = 64;  // the indexer's RoPE covers its first qk_rope_head_dim dims
+  torch::manual_seed(7);
+  auto cuda = std::make_shared<Dsv32Model>(c);
+  auto cpu = std::make_shared<Dsv32Model>(c);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : cuda->named_parameters(true)) {
+      if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.1);
+    }
+  }
+  cuda->To(torch::kCUDA, torch::kBFloat16);
+  cpu->To(torch::kCPU, torch::kFloat64);
+  // Round the reference's weights through bf16 too, so that both start from the same values.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : cpu->named_parameters(true)) {
+      p.value().copy_(cuda->named_parameters(true)[p.key()].to(torch::kCPU, torch::kFloat64));
+    }
+  }
+  torch::Tensor ids = torch::randint(0, c.vocab_size, {2, 40});
+  Dsv32ForwardOptions options;
+  options.indexer_training = IndexerTraining::kSparse;
+  Dsv32Output on_gpu = cuda->ForwardDetailed(ids.to(torch::kCUDA), options);
+  std::vector<torch::Tensor> replay;
+  for (const torch::Tensor& t : on_gpu.selections.topk) replay.push_back(t.cpu());
+  int64_t unused = 0;
+  for (const torch::Tensor& t : replay) unused += t.lt(0).sum().item<int64_t>();
+  EXPECT_GT(unused, 0);  // early queries select fewer than 8 keys
+  options.topk_replay = &replay;
+  Dsv32Output on_cpu = cpu->ForwardDetailed(ids, options);
+  (LmLoss(on_gpu.logits, ids.to(torch::kCUDA)) + on_gpu.indexer_loss).backward();
+  (LmLoss(on_cpu.logits, ids) + on_cpu.indexer_loss).backward();
+  auto rel = [](const torch::Tensor& a, const torch::Tensor& ref) {
+    return ((a.to(torch::kCPU, torch::kFloat64) - ref).norm() / ref.norm().clamp_min(1e-30)).item<double>();
+  };
+  EXPECT_LT(rel(on_gpu.logits, on_cpu.logits), 2e-2);
+  EXPECT_NEAR(on_gpu.indexer_loss.item<double>(), on_cpu.indexer_loss.item<double>(),
+              2e-2 * std::abs(on_cpu.indexer_loss.item<double>()) + 1e-3);
+  auto cpu_params = cpu->named_parameters(true);
+  // The indexer's gradients come from a KL over bf16 attention probabilities and bf16 indexer inputs, summed over
+  // every query (biases: sums with cancellation), so they carry more rounding than the main model's.
+  double worst[2] = {0, 0};
+  std::string worst_name[2];
+  for (const auto& p : cuda->named_parameters(true)) {
+    const torch::Tensor& ref = cpu_params[p.key()].grad();
+    ASSERT_TRUE(ref.defined()) << p.key();
+    if (ref.norm().item<double>() == 0) continue;
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_FALSE(p.value().grad().isnan().any().item<bool>()) << p.key();
+    const int group = *ParameterGroupOf(p.key()) == "indexer" ? 1 : 0;
+    const double r = rel(p.value().grad(), ref);
+    if (r > worst[group]) worst[group] = r, worst_name[group] = p.key();
+  }
+  std::cout << "bf16 CUDA training step against float64 CPU, worst gradient relative error: main model " << worst[0]
+            << " (" << worst_name[0] << "), indexer " << worst[1] << " (" << worst_name[1] << ")\n";
+  EXPECT_LT(worst[0], 5e-2);
+  EXPECT_LT(worst[1], 0.25);
+  EXPECT_TRUE(kernels::SparseMlaBackwardUsesKernel(torch::zeros({1, 16, 288}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16)),
+                                                   torch::zeros({1, 288}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16)), 256));
 }
 
 TEST(DsaTraining, MoeRoutesAreRecordedAndReplayed) {
