@@ -2,7 +2,7 @@
 // greedy decode tokens/s, for a named configuration with random weights, on CPU or CUDA, float32 or bfloat16.
 // Medians over --reps timed runs after one warm-up (CUDA synchronised). Prints one table row per batch size.
 //   spargo_model_bench [--config tiny|160m] [--device cpu|cuda] [--dtype float32|bfloat16] [--batches 1,64]
-//                      [--prompt 128] [--new_tokens 64] [--reps 3]
+//                      [--prompt 128] [--new_tokens 64] [--reps 3] [--train [--checkpoint]]
 // "tiny" is the fixture's shape (2 layers, hidden 64, MoE, vocab 320); "160m" is the 8-layer dense model of the
 // GPU notes (hidden 1024, 16 heads, q_lora 384, kv_lora 256, nope 64, rope 32, v 64, indexer 8 x 64, top-k 256,
 // vocab 32000, MLP 2816).
@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -17,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/peak_memory.h"
 #include "model/dsv32_model.h"
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
@@ -29,6 +31,7 @@ ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
 ABSL_FLAG(bool, train, false,
           "Instead: one training step's forward + backward (language-model loss plus the sparse-stage indexer loss, "
           "the learner's ForwardForTraining) on --batches x --prompt tokens.");
+ABSL_FLAG(bool, checkpoint, false, "With --train: activation checkpointing (each layer recomputed in backward).");
 
 
 int main(int argc, char** argv) {
@@ -52,20 +55,30 @@ int main(int argc, char** argv) {
   std::printf("DeepSeek-V3.2 %s (%.1fM parameters), %s, %s, prompt %d, %d new tokens, median of %d\n", name.c_str(),
               params / 1e6, device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), prompt, fresh, reps);
   if (absl::GetFlag(FLAGS_train)) {
-    std::printf("| batch | tokens | forward + backward ms | training tokens/s |\n| --- | --- | --- | --- |\n");
+    m.set_activation_checkpointing(absl::GetFlag(FLAGS_checkpoint));
+    std::printf("activation checkpointing %s\n", absl::GetFlag(FLAGS_checkpoint) ? "on" : "off");
+    std::printf("| batch | tokens | forward + backward ms | training tokens/s | peak GiB |\n| --- | --- | --- | --- | --- |\n");
     for (absl::string_view b_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       int64_t b = 0;
       if (!absl::SimpleAtoi(b_text, &b) || b < 1) return 2;
       torch::Tensor ids = torch::randint(0, m.vocab_size(), {b, prompt}, torch::TensorOptions(torch::kInt64).device(device));
-      const double step = MedianSeconds(reps, device, [&] {
+      auto step_fn = [&] {
         model::TrainingForward out = m.ForwardForTraining(ids);
         torch::Tensor lm = torch::nn::functional::cross_entropy(
             out.logits.narrow(1, 0, prompt - 1).reshape({-1, m.vocab_size()}), ids.narrow(1, 1, prompt - 1).reshape({-1}));
         (lm + out.aux_loss).backward();
         for (auto& p : m.parameters()) p.mutable_grad() = torch::Tensor();
-      });
-      std::printf("| %lld | %lld | %.2f | %.0f |\n", static_cast<long long>(b), static_cast<long long>(b * prompt),
-                  step * 1e3, b * prompt / step);
+      };
+      try {
+        const double step = MedianSeconds(reps, device, step_fn);
+        const double peak = bench::PeakGib(device, step_fn);
+        std::printf("| %lld | %lld | %.2f | %.0f | %.2f |\n", static_cast<long long>(b),
+                    static_cast<long long>(b * prompt), step * 1e3, b * prompt / step, peak);
+      } catch (const c10::Error& e) {
+        const std::string what = e.what_without_backtrace();
+        std::printf("| %lld | %lld | failed: %s | | |\n", static_cast<long long>(b), static_cast<long long>(b * prompt),
+                    what.substr(0, 100).c_str());
+      }
       std::fflush(stdout);
     }
     return 0;
