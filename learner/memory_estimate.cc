@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -43,6 +44,8 @@ ModelShape Dsv32Shape(const model::Dsv32Config& c) {
   s.hidden_size = h;
   s.attention_heads = nh;
   s.indexer_heads = hi;
+  s.selected_keys = c.index_topk;
+  s.indexer_head_dim = di;
   s.cache_width = kvl + rope + di;  // latent, k_rope, indexer key (model/dsv32_model.h's Dsv32Cache)
   s.indexer_token_width = 2 * hi * di + 2 * di + hi;
   // Weights, as Dsv32Model's constructor makes them.
@@ -90,10 +93,27 @@ ModelShape TinyShape(const config::ModelConfig& m, int64_t vocab_size) {
 // The dtypes' sizes in bytes.
 double ElementBytes(config::Dtype dtype) { return dtype == config::BFLOAT16 ? 2 : 4; }
 
-// One layer's [T, T] maps for `rows` sequences of `t` tokens: the attention scores in the compute dtype and their
-// float32 softmax per head, the training indexer's float32 maps per indexer head, the selection masks.
-double QuadraticBytes(const ModelShape& s, double rows, double t, double e, bool indexer_trains) {
-  return rows * t * t * (s.attention_heads * (4 + e) + (indexer_trains ? s.indexer_heads * 4.0 : 0) + 5);
+// One layer's attention maps for `rows` sequences of `t` tokens: those kept for the backward pass, and those that
+// exist only while the layer is computed.
+struct LayerMaps {
+  double kept = 0, transient = 0;
+};
+
+LayerMaps AttentionMaps(const ModelShape& s, double rows, double t, double e, bool indexer_trains, bool on_cuda) {
+  LayerMaps m;
+  if (s.selected_keys == 0) {
+    // Dense: the scores in the compute dtype and their float32 softmax per head, the training indexer's float32
+    // maps per indexer head, the masks.
+    m.kept = rows * t * t * (s.attention_heads * (4 + e) + (indexer_trains ? s.indexer_heads * 4.0 : 0) + 5);
+    return m;
+  }
+  // DSA (model/dsv32_model.h, Attention): the selection [T, k] int64; while the indexer trains, its per-slot
+  // float32 scores (three maps per head) and its selected keys in float32.
+  const double slots = std::min<double>(static_cast<double>(s.selected_keys), t);
+  m.kept = rows * t * slots * (8 + (indexer_trains ? 4.0 * (3 * s.indexer_heads + s.indexer_head_dim) : 0));
+  // Off CUDA the selection runs the libtorch reference: [T, T] float32 scores, int64 sort order and bool masks.
+  if (!on_cuda) m.transient = rows * t * t * 13;
+  return m;
 }
 
 // MemAvailable, lowered to what the cgroup's (v2) limit leaves; nullopt without /proc/meminfo.
@@ -218,12 +238,13 @@ MemoryEstimate EstimateRunMemory(const config::ExperimentConfig& c, const ModelS
                                          "rollout.prompts_per_step / learner.grpo.minibatches x rollout.group_size; "
                                          "rollout.max_new_tokens + 1)");
   // Saved activations: per token, each layer's widths (and the training indexer's); per sequence, each layer's
-  // [T, T] maps. `widest` is one layer's, the widest, which the backward pass (or a recomputation) adds.
+  // attention maps. `widest` is one layer's, the widest, which the backward pass (or a recomputation) adds, with
+  // its transient maps.
   const double indexer_width = indexer_trains ? s.indexer_token_width : 0;
-  const double quadratic = QuadraticBytes(s, b, tokens, e, indexer_trains);
-  const double widest = b * tokens * (s.token_width_max + indexer_width) * e + quadratic;
+  const LayerMaps maps = AttentionMaps(s, b, tokens, e, indexer_trains, absl::StartsWith(learner, "cuda"));
+  const double widest = b * tokens * (s.token_width_max + indexer_width) * e + maps.kept + maps.transient;
   const double all_layers =
-      b * tokens * (s.token_width_sum + s.num_layers * indexer_width) * e + s.num_layers * quadratic;
+      b * tokens * (s.token_width_sum + s.num_layers * indexer_width) * e + s.num_layers * maps.kept;
 
   if (local_learner) {
     add(learner, "", absl::StrCat("policy weights (", s.parameters, " parameters, learner.dtype)"), p * e);

@@ -5,8 +5,9 @@
 //    throughout: the policy's weights in learner.dtype, its float32 master copy (bfloat16), its gradients (and their
 //    float32 copy, bfloat16), AdamW's two float32 moments; the reference model when a KL needs one; the in-process
 //    rollout's copy of the policy when it samples on another device or dtype (or the learner is a service). Plus the
-//    largest of the phases: the update (one micro-batch's activations, layer by layer, with the [T, T] attention
-//    and indexer maps of this implementation's training forward, and the float32 logits with their log-softmax
+//    largest of the phases: the update (one micro-batch's activations, layer by layer, with the attention and
+//    indexer maps of this implementation's training forward: [T, T] for dense attention, [T, k] for DSA plus the
+//    libtorch selection's transient [T, T] maps off CUDA, and the float32 logits with their log-softmax
 //    and gradient), the reference pass, sampling (the decode cache of rollout.prompts_per_step x
 //    rollout.group_size sequences and their float32 logits), evaluation (the same for eval.heldout_prompts, or the
 //    warm-up probe's learner.warmup.probe_prompts) and the set-up's float32 copies on the CPU.
@@ -43,8 +44,13 @@ struct ModelShape {
   int64_t hidden_size = 0;
   int64_t token_width_sum = 0;  // elements all layers keep per token for the backward pass, summed over layers
   int64_t token_width_max = 0;  // the same for the widest layer
-  int64_t attention_heads = 0;  // [T, T] score maps per layer and sequence
-  int64_t indexer_heads = 0;    // [T, T] float32 indexer maps per layer and sequence while the indexer trains
+  int64_t attention_heads = 0;  // dense attention: [T, T] score maps per layer and sequence
+  int64_t indexer_heads = 0;    // dense attention: [T, T] float32 indexer maps while the indexer trains
+  // DSA (selected_keys > 0, index_topk): the training forward attends to the selected keys only, so it keeps
+  // [T, min(k, T)] maps per layer and sequence (the selection; while the indexer trains, its per-slot scores for
+  // indexer_heads heads and its selected keys of indexer_head_dim) instead of [T, T] ones.
+  int64_t selected_keys = 0;
+  int64_t indexer_head_dim = 0;
   int64_t indexer_token_width = 0;  // elements the training indexer adds per token and layer
   int64_t cache_width = 0;          // elements the decode cache holds per token and layer
 };

@@ -128,6 +128,50 @@ TEST(MemoryEstimate, TinyRunByHand) {
   EXPECT_EQ(e.PeakBytes("cuda:0"), 0);
 }
 
+TEST(MemoryEstimate, DsaKeepsSelectedSlotMapsInsteadOfTT) {
+  // The same run with a DSA model selecting 4 keys per query (T = 6): per layer 16 rows x 6 x 4 slots x (8 bytes of
+  // selection + 4 x (3 x 1 indexer head + 3 indexer dims)) = 12,288 kept, plus, on the CPU only, the libtorch
+  // selection's transient 16 x 36 x 13 = 7,488 in the widest layer. All layers 13,824 + 2 x 12,288 = 38,400; the
+  // widest 8,832 + 12,288 + 7,488 = 28,608; logits 15,360.
+  ModelShape dsa = Shape();
+  dsa.selected_keys = 4;
+  dsa.indexer_head_dim = 3;
+  auto update_on = [&](const std::string& device) {
+    config::ExperimentConfig c = TinyRun();
+    c.mutable_learner()->set_device(device == "cpu" ? "cpu" : "cuda");
+    double update = 0;
+    for (const MemoryPart& p : EstimateRunMemory(c, dsa).parts) {
+      if (p.device == device && p.phase == "update") update += p.bytes;
+    }
+    return update;
+  };
+  EXPECT_EQ(update_on("cpu"), 38400 + 28608 + 15360);
+  EXPECT_EQ(update_on("cuda:0"), 38400 + 28608 - 7488 + 15360);  // CUDA's fused top-k keeps no [T, T] map
+  // A 32K-token sequence of the 160M model's shape (16 heads, top-k 256, indexer 8 x 64) no longer counts
+  // 16 x 32K x 32K score maps per layer.
+  ModelShape big = dsa;
+  big.attention_heads = 16;
+  big.indexer_heads = 8;
+  big.indexer_head_dim = 64;
+  big.selected_keys = 256;
+  config::ExperimentConfig c = TinyRun();
+  c.mutable_model()->set_max_seq_len(40000);
+  c.mutable_rollout()->set_max_new_tokens(32767);
+  c.mutable_rollout()->set_prompts_per_step(1);
+  c.mutable_rollout()->set_group_size(1);
+  c.mutable_learner()->mutable_grpo()->set_minibatches(1);
+  c.mutable_learner()->set_device("cuda");
+  double update = 0;
+  for (const MemoryPart& p : EstimateRunMemory(c, big).parts) {
+    if (p.device == "cuda:0" && p.phase == "update" && p.what.find("activations") != std::string::npos) {
+      update += p.bytes;
+    }
+  }
+  // 3 x 32,768 x 256 x (8 + 4 x (24 + 64)) = 9.1 GB of slot maps, far below one dense layer's 16 x 32K^2 x 8 bytes.
+  EXPECT_LT(update, 16.0 * 32768 * 32768 * 8);
+  EXPECT_GT(update, 3.0 * 32768 * 256 * (8 + 4 * (24 + 64)));
+}
+
 TEST(MemoryEstimate, PartsFollowDevicesDtypesAndOptions) {
   config::ExperimentConfig c = TinyRun();
   c.mutable_learner()->set_device("cuda");
