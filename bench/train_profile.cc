@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
     gpu_ms += ms;
   }
   std::vector<std::pair<std::string, std::pair<int64_t, double>>> sorted(kernels.begin(), kernels.end());
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& x) { return a.second.second > x.second.second; });
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& x) { return a.second.second > x.second.second; });
   std::printf("160M training step, batch %lld x %lld tokens: wall %.2f ms (profiled), GPU events %.2f ms, %zu kinds\n",
               static_cast<long long>(b), static_cast<long long>(t), wall * 1e3, gpu_ms, sorted.size());
   std::printf("| ms | calls | kernel |\n| --- | --- | --- |\n");

@@ -64,11 +64,15 @@ torch::Tensor IndexerHeadWeights(const torch::Tensor& x, const torch::Tensor& we
 // Selection without the scores: the fused indexer top-k kernel, where it exists (CUDA builds, CUDA tensors).
 bool UseFusedIndexerTopk(const torch::Tensor& x) { return x.is_cuda() && kernels::IndexerTopkHasCudaKernel(); }
 
-// SPARGO_SPARSE_MLA=reference keeps the cached attention on the libtorch path on every device (checks, benchmarks).
-bool UseSparseMlaKernel(const torch::Tensor& q, const torch::Tensor& kv, int64_t dv) {
+// The cached attention's sparse MLA: the kernel where it applies (kernels/sparse_mla.h), its libtorch reference
+// elsewhere; SPARGO_SPARSE_MLA=reference keeps it on the reference on every device (checks, benchmarks).
+torch::Tensor CachedSparseMla(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
+                              double sm_scale, int64_t dv) {
   const char* force = std::getenv("SPARGO_SPARSE_MLA");
-  if (force != nullptr && std::string(force) == "reference") return false;
-  return kernels::SparseMlaForwardUsesKernel(q, kv, dv);
+  if (force != nullptr && std::string(force) == "reference") {
+    return kernels::SparseMlaForwardReference(q, kv, indices, sm_scale, dv).out;
+  }
+  return kernels::SparseMlaForward(q, kv, indices, sm_scale, dv).out;
 }
 
 }  // namespace
@@ -183,23 +187,49 @@ torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::
   return kernels::SelectTopk(scores, allowed, config_.index_topk);
 }
 
+Dsv32Model::MlaProjections Dsv32Model::Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                                const torch::Tensor& sin) const {
+  const Dsv32Config& c = config_;
+  const int64_t b = x.size(0), t = x.size(1), nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
+  MlaProjections m;
+  m.qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
+  torch::Tensor q = Linear(m.qr, l.q_b_proj).view({b, t, c.num_attention_heads, c.qk_head_dim()});
+  m.q_nope = q.index({"...", Slice(0, nope)});
+  m.q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2), sin.unsqueeze(2));
+  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
+  m.latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
+  m.k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
+  return m;
+}
+
+torch::Tensor Dsv32Model::AbsorbedQuery(const Layer& l, const MlaProjections& m) const {
+  const Dsv32Config& c = config_;
+  const int64_t nope = c.qk_nope_head_dim;
+  torch::Tensor w_uk = l.kv_b_proj.view({c.num_attention_heads, nope + c.v_head_dim, c.kv_lora_rank})
+                           .index({Slice(), Slice(0, nope)});                               // [H, nope, kv_lora]
+  return torch::cat({torch::einsum("btnd,ndc->btnc", {m.q_nope, w_uk}), m.q_rope}, -1);     // [B, T, H, kv_lora + rope]
+}
+
+torch::Tensor Dsv32Model::ValueUp(const Layer& l, const torch::Tensor& out_latent) const {
+  const Dsv32Config& c = config_;
+  const int64_t nope = c.qk_nope_head_dim, b = out_latent.size(0), t = out_latent.size(1);
+  torch::Tensor w_uv = l.kv_b_proj.view({c.num_attention_heads, nope + c.v_head_dim, c.kv_lora_rank})
+                           .index({Slice(), Slice(nope, torch::indexing::None)});           // [H, Dv, kv_lora]
+  return torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, -1});          // [B, T, H * Dv]
+}
+
 torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
                                     const torch::Tensor& sin, const torch::Tensor* replay,
                                     const Dsv32ForwardOptions& options, torch::Tensor* topk_out,
                                     torch::Tensor* indexer_loss) {
   const IndexerTraining training = options.indexer_training;
-  if (training == IndexerTraining::kDenseWarmup) return DenseWarmupAttention(l, x, cos, sin, options, topk_out, indexer_loss);
+  if (training == IndexerTraining::kDenseWarmup) {
+    return DenseWarmupAttention(l, x, cos, sin, options, topk_out, indexer_loss);
+  }
   const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
-  const int64_t nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
-  torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);  // [B, T, q_lora]
-  torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
-  torch::Tensor q_nope = q.index({"...", Slice(0, nope)});                                 // [B, T, H, nope]
-  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
-                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
-  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
-  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
-  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
+  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, lora = c.kv_lora_rank;
+  const MlaProjections m = Project(l, x, cos, sin);
+  const torch::Tensor& qr = m.qr;
 
   // The selection: the replay, or the indexer's top-k (fused on CUDA: no [B, T, T] scores; libtorch elsewhere).
   const torch::TensorOptions index_options = x.options().dtype(torch::kInt64);
@@ -234,12 +264,8 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
 
   // MQA ("absorbed") form over one shared latent row per token: kv_b_proj's key part folded into the queries, its
   // value part applied after attention. Only the selected keys are read: no [B, H, T, S] tensor.
-  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, lora});
-  torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)});                               // [H, nope, kv_lora]
-  torch::Tensor w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});           // [H, Dv, kv_lora]
-  torch::Tensor q_latent = torch::einsum("btnd,ndc->btnc", {q_nope, w_uk});                // [B, T, H, kv_lora]
-  torch::Tensor q_rows = torch::cat({q_latent, q_rope}, -1).reshape({b * t, nh, -1});     // [B*T, H, kv_lora + rope]
-  torch::Tensor kv_rows = torch::cat({latent, k_rope}, -1).reshape({b * t, -1});          // [B*T, kv_lora + rope]
+  torch::Tensor q_rows = AbsorbedQuery(l, m).reshape({b * t, nh, -1});                     // [B*T, H, kv_lora + rope]
+  torch::Tensor kv_rows = torch::cat({m.latent, m.k_rope}, -1).reshape({b * t, -1});      // [B*T, kv_lora + rope]
   torch::Tensor rows = (topk + torch::arange(b, index_options).view({b, 1, 1}) * t)
                            .masked_fill(topk.lt(0), -1)
                            .reshape({b * t, -1});                                           // [B*T, k]
@@ -250,9 +276,7 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
                                                                         attended.lse, c.softmax_scale()),
                                       options.loss_queries);
   }
-  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {attended.out.view({b, t, nh, lora}), w_uv})
-                          .reshape({b, t, nh * c.v_head_dim});                             // [B, T, H * Dv]
-  return Linear(out, l.o_proj);
+  return Linear(ValueUp(l, attended.out.view({b, t, nh, lora})), l.o_proj);
 }
 
 torch::Tensor Dsv32Model::SparseIndexerLoss(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
@@ -288,19 +312,13 @@ torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tens
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
-  torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);  // [B, T, q_lora]
-  torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
-  torch::Tensor q_nope = q.index({"...", Slice(0, nope)});
-  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
-                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
-  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
-  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, c.kv_lora_rank)}), l.kv_a_layernorm, c.rms_norm_eps);
-  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(c.kv_lora_rank, torch::indexing::None)}), cos, sin);
-  torch::Tensor kv = Linear(latent, l.kv_b_proj).view({b, t, nh, nope + c.v_head_dim});
+  const MlaProjections m = Project(l, x, cos, sin);
+  const torch::Tensor& qr = m.qr;
+  torch::Tensor kv = Linear(m.latent, l.kv_b_proj).view({b, t, nh, nope + c.v_head_dim});
   torch::Tensor k_nope = kv.index({"...", Slice(0, nope)});
   torch::Tensor v = kv.index({"...", Slice(nope, torch::indexing::None)});                 // [B, T, H, Dv]
-  torch::Tensor query = torch::cat({q_nope, q_rope}, -1);                                   // [B, T, H, Dqk]
-  torch::Tensor key = torch::cat({k_nope, k_rope.unsqueeze(2).expand({b, t, nh, rope})}, -1);
+  torch::Tensor query = torch::cat({m.q_nope, m.q_rope}, -1);                               // [B, T, H, Dqk]
+  torch::Tensor key = torch::cat({k_nope, m.k_rope.unsqueeze(2).expand({b, t, nh, rope})}, -1);
   torch::Tensor scores = torch::einsum("bthd,bshd->bhts", {query, key}) * c.softmax_scale();  // [B, H, T, S]
   torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
   // The indexer's scores with gradient, from detached inputs.
@@ -327,62 +345,33 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
                                           torch::Tensor* topk_out) {
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
-  const int64_t nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
-  torch::Tensor qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
-  torch::Tensor q = Linear(qr, l.q_b_proj).view({b, t, nh, c.qk_head_dim()});
-  torch::Tensor q_nope = q.index({"...", Slice(0, nope)});                                 // [B, T, H, nope]
-  torch::Tensor q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2),
-                                         sin.unsqueeze(2));                                 // [B, T, H, rope]
-  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
-  torch::Tensor latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
-  torch::Tensor k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
+  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, lora = c.kv_lora_rank;
+  const MlaProjections m = Project(l, x, cos, sin);
+  const torch::Tensor &qr = m.qr, &latent = m.latent, &k_rope = m.k_rope;
   // Write the new (non-padding) tokens' entries at their positions.
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   const int64_t li = static_cast<int64_t>(layer);
   kv.Write(li, kKv, rows, at, torch::cat({latent, k_rope}, -1).index({valid}));
   kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
-  // Absorb kv_b_proj: its key part into the queries, its value part after attention.
-  torch::Tensor w_kv = l.kv_b_proj.view({nh, nope + c.v_head_dim, lora});
-  torch::Tensor w_uk = w_kv.index({Slice(), Slice(0, nope)}), w_uv = w_kv.index({Slice(), Slice(nope, torch::indexing::None)});
-  torch::Tensor q_latent = torch::einsum("btnd,ndc->btnc", {q_nope, w_uk});                // [B, T, H, kv_lora]
   torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
   torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                      // [B, S, Di]
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
-  torch::Tensor allowed;  // [B, T, S] on the libtorch paths
   if (UseFusedIndexerTopk(x)) {
     topk = kernels::IndexerTopk(index_q, index_keys, IndexerHeadWeights(x, l.weights_proj, c.index_n_heads),
                                 tokens.key_limit, c.index_topk);
   } else {
-    allowed = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));
+    torch::Tensor allowed =
+        torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));  // [B, T, S]
     topk = TopkAllowed(IndexerScores(l, x, index_q, index_keys), allowed);
   }
   if (topk_out != nullptr) *topk_out = topk;
-  torch::Tensor q_full = torch::cat({q_latent, q_rope}, -1);                               // [B, T, H, kv_lora + rope]
-  torch::Tensor out_latent;                                                                // [B, T, H, kv_lora]
+  // MQA form over the selected rows of the cache, read in place (paged or contiguous): no [B, H, T, S] scores.
   torch::Tensor storage = kv.Storage(li, kKv);                                             // [N, kv_lora + rope]
-  torch::Tensor q_rows = q_full.reshape({b * t, nh, q_full.size(-1)});                     // [B*T, H, kv_lora + rope]
-  if (UseSparseMlaKernel(q_rows, storage, lora)) {
-    // The kernel reads the selected rows of the cache in place: no [B, H, T, S] scores.
-    torch::Tensor selected = kv.StorageRows(topk).view({b * t, -1});                        // [B*T, k]
-    out_latent = kernels::SparseMlaForward(q_rows, storage, selected, c.softmax_scale(), lora).out.view({b, t, nh, lora});
-  } else {
-    if (!allowed.defined()) {
-      allowed = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));
-    }
-    torch::Tensor keys = kv.Read(li, kKv, s);                                              // [B, S, kv_lora + rope]
-    torch::Tensor scores = torch::einsum("btnc,bsc->bnts", {q_full, keys}) * c.softmax_scale();  // [B, H, T, S]
-    torch::Tensor selected = torch::zeros({b, t, s}, x.options().dtype(torch::kInt32))
-                                 .scatter_add(-1, topk.clamp_min(0), topk.ge(0).to(torch::kInt32))
-                                 .gt(0)
-                                 .logical_and(allowed);                                     // [B, T, S]
-    scores = scores.masked_fill(selected.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
-    torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(x.scalar_type());
-    out_latent = torch::einsum("bnts,bsc->btnc", {probs, keys.narrow(-1, 0, lora)});      // [B, T, H, kv_lora]
-  }
-  torch::Tensor out = torch::einsum("btnc,nvc->btnv", {out_latent, w_uv}).reshape({b, t, nh * c.v_head_dim});
-  return Linear(out, l.o_proj);
+  torch::Tensor q_rows = AbsorbedQuery(l, m).reshape({b * t, nh, -1});                     // [B*T, H, kv_lora + rope]
+  torch::Tensor selected = kv.StorageRows(topk).view({b * t, -1});                          // [B*T, k]
+  torch::Tensor out_latent = CachedSparseMla(q_rows, storage, selected, c.softmax_scale(), lora);  // [B*T, H, kv_lora]
+  return Linear(ValueUp(l, out_latent.view({b, t, nh, lora})), l.o_proj);
 }
 
 torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,

@@ -183,6 +183,21 @@ class Dsv32Model : public CausalLm {
   LayerOutput CheckpointedLayer(size_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                 const torch::Tensor* topk_replay, const torch::Tensor* route_replay,
                                 const Dsv32ForwardOptions& options);
+  // MLA's projections of x [B, T, hidden] (cos/sin: [B or 1, T, rope/2]), shared by every attention form.
+  struct MlaProjections {
+    torch::Tensor qr;      // [B, T, q_lora]: q_a_layernorm(q_a_proj(x)), also the indexer's query input
+    torch::Tensor q_nope;  // [B, T, H, nope]
+    torch::Tensor q_rope;  // [B, T, H, rope] (RoPE applied, de-interleaved)
+    torch::Tensor latent;  // [B, T, kv_lora]
+    torch::Tensor k_rope;  // [B, T, rope]
+  };
+  MlaProjections Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                         const torch::Tensor& sin) const;
+  // MQA form: the queries with kv_b_proj's key part folded in, [B, T, H, kv_lora + rope], against one shared
+  // [latent | k_rope] row per token; ValueUp applies kv_b_proj's value part to the attended latents
+  // [B, T, H, kv_lora] -> [B, T, H * Dv].
+  torch::Tensor AbsorbedQuery(const Layer& l, const MlaProjections& m) const;
+  torch::Tensor ValueUp(const Layer& l, const torch::Tensor& out_latent) const;
   // cos/sin: [B or 1, T, rope/2]. Full-sequence attention; sets `indexer_loss` to the layer's indexer loss in
   // training modes. kOff and kSparse: MQA mode over the selected keys (kernels/sparse_mla_autograd.h: the sparse MLA
   // kernel on CUDA, its reference elsewhere), no [B, H, T, S] tensor; kDenseWarmup: DenseWarmupAttention.

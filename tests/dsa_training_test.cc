@@ -286,8 +286,8 @@ TEST(DsaTraining, CudaTrainingStepWithTheSparseKernelsMatchesTheCpuReference) {
             << " (" << worst_name[0] << "), indexer " << worst[1] << " (" << worst_name[1] << ")\n";
   EXPECT_LT(worst[0], 5e-2);
   EXPECT_LT(worst[1], 0.25);
-  EXPECT_TRUE(kernels::SparseMlaBackwardUsesKernel(torch::zeros({1, 16, 288}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16)),
-                                                   torch::zeros({1, 288}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16)), 256));
+  const torch::TensorOptions bf16 = torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16);
+  EXPECT_TRUE(kernels::SparseMlaBackwardUsesKernel(torch::zeros({1, 16, 288}, bf16), torch::zeros({1, 288}, bf16), 256));
 }
 
 TEST(DsaTraining, MoeRoutesAreRecordedAndReplayed) {
