@@ -1,5 +1,7 @@
 #include "rollout/block_manager.h"
 
+#include <algorithm>
+
 #include "common/counter_rng.h"
 #include "torch/torch.h"
 
@@ -68,14 +70,20 @@ uint64_t BlockManager::ChainKey(uint64_t parent, absl::Span<const int64_t> token
   return h == 0 ? 1 : h;  // 0 is the empty prefix
 }
 
-std::optional<int64_t> BlockManager::Lookup(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens) {
+std::optional<int64_t> BlockManager::Find(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens) const {
   auto it = prefixes_.find(key);
   if (it == prefixes_.end() || it->second.parent != parent ||
       !std::equal(tokens.begin(), tokens.end(), it->second.tokens.begin(), it->second.tokens.end())) {
     return std::nullopt;
   }
+  return it->second.block;
+}
+
+std::optional<int64_t> BlockManager::Lookup(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens) {
+  const std::optional<int64_t> found = Find(key, parent, tokens);
+  if (!found.has_value()) return std::nullopt;
   TORCH_CHECK(reserved_ > 0, "BlockManager: prefix lookup without a reservation");
-  const int64_t block = it->second.block;
+  const int64_t block = *found;
   if (refs_[block] == 0) {
     auto at = evictable_at_.find(block);
     evictable_.erase(at->second);
@@ -86,11 +94,16 @@ std::optional<int64_t> BlockManager::Lookup(uint64_t key, uint64_t parent, absl:
   return block;
 }
 
-void BlockManager::Publish(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens, int64_t block) {
+int64_t BlockManager::Publish(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens, int64_t block) {
   TORCH_CHECK(refs_[block] > 0, "BlockManager: publishing unreferenced block ", block);
-  if (prefixes_.count(key) > 0 || prefix_of_block_.count(block) > 0) return;
+  if (prefixes_.count(key) > 0) {
+    // The same key with other tokens (a hash collision) is not this prefix: nobody holds it.
+    return Find(key, parent, tokens).value_or(-1);
+  }
+  if (prefix_of_block_.count(block) > 0) return -1;
   prefixes_[key] = Prefix{block, parent, std::vector<int64_t>(tokens.begin(), tokens.end())};
   prefix_of_block_[block] = key;
+  return block;
 }
 
 void BlockManager::ClearPrefixes() {

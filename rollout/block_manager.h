@@ -44,12 +44,14 @@ class BlockManager {
 
   // The key of a block of `tokens` (block_size of them) following the prefix keyed `parent` (0 for the first).
   static uint64_t ChainKey(uint64_t parent, absl::Span<const int64_t> tokens);
-  // The block published under `key` with exactly these tokens after `parent`, with a new reference, drawn from the
-  // caller's reservation (one block of it is used up); nullopt when none.
+  // The block published under `key` with exactly these tokens after `parent`, or nullopt; nothing changes.
+  std::optional<int64_t> Find(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens) const;
+  // Find's block with a new reference, drawn from the caller's reservation (one block of it is used up).
   std::optional<int64_t> Lookup(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens);
   // Records that `block` (referenced by the caller) holds the prefix `key` (tokens after `parent`). The first
-  // publisher of a key wins; a block holds at most one key.
-  void Publish(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens, int64_t block);
+  // publisher of a key wins; a block holds at most one key. Returns the block that holds this prefix now (`block`,
+  // or the earlier publisher's), or -1 when none does (`block` holds another key, or a hash collision holds `key`).
+  int64_t Publish(uint64_t key, uint64_t parent, absl::Span<const int64_t> tokens, int64_t block);
   // Forgets every published prefix (the weights changed); evictable blocks become free.
   void ClearPrefixes();
 

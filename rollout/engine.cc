@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "rollout/choice_rows.h"
+#include "rollout/device_rows.h"
 #include "rollout/token_sampler.h"
 
 namespace spargo::rollout {
@@ -121,7 +123,8 @@ struct GenerationEngine::Sequence {
   std::vector<int64_t> pending;  // tokens to feed, in order
   int64_t turn_start = 0;
   bool finished = false;
-  std::map<std::string, std::vector<torch::Tensor>> choices;  // host chunks [n, width] of the fed tokens
+  ChoiceRows choices;           // when recording: the choices of positions [0, cached)
+  int64_t slot = -1;            // its row in device_rows_, from its first model call on
   uint64_t prefix_key = 0;  // the prompt's full blocks published or found so far: their chain key and count
   int64_t prefix_blocks = 0;
 };
@@ -134,6 +137,10 @@ absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model
     return absl::InvalidArgumentError(absl::StrCat("engine: block_size ", options.block_size, ", max_rows ",
                                                    options.max_rows, " and prefill_tokens ", options.prefill_tokens,
                                                    " must be positive"));
+  }
+  if (options.prefix_choice_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: prefix_choice_bytes ", options.prefix_choice_bytes,
+                                                   " < 0"));
   }
   const torch::TensorOptions cache = CacheOptions(*model);
   int64_t blocks = options.num_blocks;
@@ -169,7 +176,9 @@ GenerationEngine::GenerationEngine(model::CausalLm* model, const EngineOptions& 
       options_(options),
       pool_(std::move(pool)),
       device_(pool_->field(0, 0).device()),
-      blocks_(pool_->num_blocks()) {}
+      blocks_(pool_->num_blocks()),
+      prefix_choices_(pool_->num_blocks(), options.prefix_choice_bytes),
+      device_rows_(device_) {}
 
 GenerationEngine::~GenerationEngine() = default;
 
@@ -256,7 +265,10 @@ absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn
   lock.unlock();
   absl::Status status = CallCatching("engine exclusive", fn);
   blocks_.ClearPrefixes();
+  prefix_choices_.Clear();
   lock.lock();
+  stats_.prefix_choice_blocks = 0;
+  stats_.prefix_choice_bytes = 0;
   driving_ = false;
   exclusive_ = false;
   cv_.notify_all();
@@ -301,7 +313,11 @@ void GenerationEngine::FailAll(const absl::Status& status) {
   }
   running_.clear();
   blocks_ = BlockManager(pool_->num_blocks());
+  prefix_choices_.Clear();
+  device_rows_.Reset();
   std::lock_guard<std::mutex> lock(mu_);
+  stats_.prefix_choice_blocks = 0;
+  stats_.prefix_choice_bytes = 0;
   for (auto it = requests_.begin(); it != requests_.end();) {
     Request* r = it->get();
     if (!r->admitted) {
@@ -344,6 +360,8 @@ void GenerationEngine::CancelStopped() {
     if (environments) continue;  // cancelled at a later step, once its environment turns are back
     for (auto& s : running_) {
       if (s->request->call == call && !s->finished) {
+        if (s->slot >= 0) device_rows_.Release(s->slot);
+        s->slot = -1;
         for (int64_t b : s->blocks) blocks_.Unref(b);
         s->blocks.clear();
         s->finished = true;
@@ -394,20 +412,22 @@ void GenerationEngine::Admit() {
     auto s = std::make_unique<Sequence>();
     s->request = r;
     // Full blocks of the prompt already in the prefix cache (at least one token is left to feed: its logits start
-    // the samples).
-    if (options_.prefix_cache && !o.record_choices) {
+    // the samples); a recording request takes only blocks with kept choices, and their choices.
+    if (options_.prefix_cache) {
       while ((s->prefix_blocks + 1) * bs < p) {
         absl::Span<const int64_t> tokens(prompt.data() + s->prefix_blocks * bs, bs);
         const uint64_t key = BlockManager::ChainKey(s->prefix_key, tokens);
-        std::optional<int64_t> hit = blocks_.Lookup(key, s->prefix_key, tokens);
-        if (!hit.has_value()) break;
+        const std::optional<int64_t> found = blocks_.Find(key, s->prefix_key, tokens);
+        if (!found.has_value() || (o.record_choices && !prefix_choices_.Has(*found))) break;
+        s->blocks.push_back(*blocks_.Lookup(key, s->prefix_key, tokens));  // with a reference
         --r->reserved;
-        s->blocks.push_back(*hit);
+        if (o.record_choices) s->choices.Append(prefix_choices_.Get(*found), bs);
         s->prefix_key = key;
         ++s->prefix_blocks;
       }
       s->cached = s->prefix_blocks * bs;
       stats_.prefix_hit_tokens += s->cached;
+      if (o.record_choices) stats_.recorded_prefix_hit_tokens += s->cached;
     }
     s->pending.assign(prompt.begin() + s->cached, prompt.end());
     running_.push_back(std::move(s));
@@ -456,6 +476,8 @@ bool GenerationEngine::Step() {
     if (!prefill.empty()) ++stats_.prefill_calls;
     for (int64_t n : decode_n) stats_.decoded_tokens += n;
     for (int64_t n : prefill_n) stats_.prefilled_tokens += n;
+    stats_.prefix_choice_blocks = prefix_choices_.blocks();
+    stats_.prefix_choice_bytes = prefix_choices_.bytes();
   }
   if (!ready.empty()) SampleReady(ready, lasts.size() == 1 ? lasts[0] : torch::cat(lasts, 0));
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
@@ -466,11 +488,9 @@ void GenerationEngine::EnsureWritable(Sequence* s, int64_t from, int64_t to) {
   const int64_t bs = options_.block_size;
   for (int64_t i = from / bs; i <= (to - 1) / bs; ++i) {
     if (i == static_cast<int64_t>(s->blocks.size())) {
-      s->blocks.push_back(blocks_.Allocate());
-      --s->request->reserved;
+      s->blocks.push_back(AllocateBlock(s));
     } else if (blocks_.refs(s->blocks[i]) > 1) {  // shared: copy before writing
-      const int64_t copy = blocks_.Allocate();
-      --s->request->reserved;
+      const int64_t copy = AllocateBlock(s);
       pool_->CopyBlock(s->blocks[i], copy);
       blocks_.Unref(s->blocks[i]);
       s->blocks[i] = copy;
@@ -480,58 +500,64 @@ void GenerationEngine::EnsureWritable(Sequence* s, int64_t from, int64_t to) {
   }
 }
 
+int64_t GenerationEngine::AllocateBlock(Sequence* s) {
+  const int64_t block = blocks_.Allocate();
+  --s->request->reserved;
+  prefix_choices_.Forget(block);  // an evicted prefix's
+  return block;
+}
+
+void GenerationEngine::PublishPrompt(Sequence* s) {
+  const int64_t bs = options_.block_size;
+  const bool record = s->request->call->options->record_choices;
+  const std::vector<int64_t>& prompt = s->request->prompt->prompt_ids;
+  const int64_t full = std::min<int64_t>(s->cached, static_cast<int64_t>(prompt.size())) / bs;
+  while (s->prefix_blocks < full) {
+    absl::Span<const int64_t> tokens(prompt.data() + s->prefix_blocks * bs, bs);
+    const uint64_t key = BlockManager::ChainKey(s->prefix_key, tokens);
+    const int64_t holder = blocks_.Publish(key, s->prefix_key, tokens, s->blocks[s->prefix_blocks]);
+    // The block that holds this prefix (ours, or an earlier publisher's that did not record) gets its choices.
+    if (record && holder >= 0 && !prefix_choices_.Has(holder)) {
+      prefix_choices_.Keep(holder, s->choices.Slice(s->prefix_blocks * bs, bs));  // none beyond the budget
+    }
+    s->prefix_key = key;
+    ++s->prefix_blocks;
+  }
+}
+
 void GenerationEngine::Feed(const std::vector<Sequence*>& rows, const std::vector<int64_t>& counts,
                             torch::Tensor* last, std::vector<std::pair<Sequence*, int64_t>>* ready) {
   const int64_t b = static_cast<int64_t>(rows.size());
-  const int64_t t = *std::max_element(counts.begin(), counts.end());
-  int64_t max_blocks = 1;
   bool record = false;
   for (int64_t i = 0; i < b; ++i) {
     EnsureWritable(rows[i], rows[i]->cached, rows[i]->cached + counts[i]);
-    max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(rows[i]->blocks.size()));
     record = record || rows[i]->request->call->options->record_choices;
   }
-  torch::Tensor ids = torch::zeros({b, t}, torch::kLong);            // [B, T]
-  torch::Tensor lengths = torch::empty({b}, torch::kLong);           // [B]
-  torch::Tensor new_tokens = torch::empty({b}, torch::kLong);        // [B]
-  torch::Tensor table = torch::zeros({b, max_blocks}, torch::kLong);  // [B, max_blocks]
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto table_a = table.accessor<int64_t, 2>();
+  // The block tables and lengths live on the device (rollout/device_rows.h): only changes and the tokens travel.
+  std::vector<DeviceRows::Row> inputs(b);
   for (int64_t i = 0; i < b; ++i) {
-    const Sequence* s = rows[i];
-    for (int64_t j = 0; j < counts[i]; ++j) ids_a[i][j] = s->pending[j];
-    for (size_t k = 0; k < s->blocks.size(); ++k) table_a[i][k] = s->blocks[k];
-    lengths[i] = s->cached;
-    new_tokens[i] = counts[i];
+    Sequence* s = rows[i];
+    if (s->slot < 0) s->slot = device_rows_.Acquire();
+    inputs[i] = DeviceRows::Row{s->slot, &s->blocks, s->cached, s->pending.data(), counts[i]};
   }
-  model::PagedRows paged{table.to(device_), lengths.to(device_), new_tokens.to(device_)};
+  DeviceRows::Call call = device_rows_.Prepare(inputs);
   model::TokenChoices recorded;
-  torch::Tensor logits = model_->DecodePaged(ids.to(device_), paged, pool_.get(), record ? &recorded : nullptr);
-  torch::Tensor at = (new_tokens - 1).to(device_);                                        // [B]
-  *last = logits.index({torch::arange(b, at.options()), at});                            // [B, V]
+  torch::Tensor logits = model_->DecodePaged(call.ids, call.paged, pool_.get(), record ? &recorded : nullptr);
+  device_rows_.Advance(call);
+  *last = logits.index({torch::arange(b, call.last.options()), call.last});  // [B, V]
   std::map<std::string, torch::Tensor> host;
   for (auto& [name, tensor] : recorded) host[name] = tensor.cpu();  // [B, T, width]
-  const int64_t bs = options_.block_size;
   for (int64_t i = 0; i < b; ++i) {
     Sequence* s = rows[i];
     const int64_t n = counts[i];
     if (s->request->call->options->record_choices) {
-      for (auto& [name, tensor] : host) s->choices[name].push_back(tensor[i].narrow(0, 0, n).clone());
+      model::TokenChoices fed;
+      for (auto& [name, tensor] : host) fed[name] = tensor[i].narrow(0, 0, n).clone();  // [n, width]
+      s->choices.Append(fed, n);
     }
     s->cached += n;
     s->pending.erase(s->pending.begin(), s->pending.begin() + n);
-    if (s->sample < 0 && options_.prefix_cache) {
-      // Publish the prompt's blocks that are now full.
-      const std::vector<int64_t>& prompt = s->request->prompt->prompt_ids;
-      const int64_t full = std::min<int64_t>(s->cached, static_cast<int64_t>(prompt.size())) / bs;
-      while (s->prefix_blocks < full) {
-        absl::Span<const int64_t> tokens(prompt.data() + s->prefix_blocks * bs, bs);
-        const uint64_t key = BlockManager::ChainKey(s->prefix_key, tokens);
-        blocks_.Publish(key, s->prefix_key, tokens, s->blocks[s->prefix_blocks]);
-        s->prefix_key = key;
-        ++s->prefix_blocks;
-      }
-    }
+    if (s->sample < 0 && options_.prefix_cache) PublishPrompt(s);
     if (s->pending.empty()) ready->emplace_back(s, i);
   }
 }
@@ -689,18 +715,17 @@ void GenerationEngine::FinishSample(Sequence* s) {
   if (s->request->call->options->record_choices) {
     // Positions [0, prompt + completion - 1): every token fed (the last one sampled never is).
     const int64_t length = static_cast<int64_t>(rec.prompt_ids.size() + rec.completion_ids.size()) - 1;
-    for (auto& [name, chunks] : s->choices) {
-      torch::Tensor all = torch::cat(chunks, 0);  // [fed, width]
-      rec.choices[name] = all.narrow(0, 0, std::min<int64_t>(length, all.size(0)));
-    }
+    rec.choices = s->choices.Slice(0, std::min<int64_t>(length, s->choices.size()));  // [length, width] each
   }
   Release(s);
 }
 
 void GenerationEngine::Release(Sequence* s) {
+  if (s->slot >= 0) device_rows_.Release(s->slot);
+  s->slot = -1;
   for (int64_t b : s->blocks) blocks_.Unref(b);
   s->blocks.clear();
-  s->choices.clear();
+  s->choices = ChoiceRows();
   s->finished = true;
   if (--s->request->live == 0) FinishRequest(s->request);
 }

@@ -6,11 +6,15 @@
 //  - Paged cache (model/kv_pages.h, rollout/block_manager.h): blocks of `block_size` tokens of every layer's cache
 //    fields. A request's prompt is fed once; its G samples then share the prompt's blocks and copy a shared block
 //    only when they first write into it. Full prompt blocks are published in a prefix cache, so a later request
-//    with the same prompt prefix (a system prompt, the same question) starts after it. The prefix cache is
-//    skipped for requests that record choices (the prompt's recorded choices are not cached) and is forgotten
-//    when the weights change (Exclusive).
+//    with the same prompt prefix (a system prompt, the same question) starts after it. A request that records
+//    choices (the learner's sampling) gets them for the cached positions from rollout/prefix_choices.h, the
+//    choices kept beside each cached block by the recording request that fed it; it reuses a cached block only
+//    when the block has them (a block published without them gets them from the next recording request that feeds
+//    that prefix). The prefix cache and its choices are forgotten when the weights change (Exclusive).
 //  - Memory budget: a request is admitted only when the pool can hold its worst case (prompt + G x max_new_tokens);
 //    otherwise it waits, first come first served. A request that could never fit is RESOURCE_EXHAUSTED at once.
+//  - Block tables and cache lengths stay on the model's device (rollout/device_rows.h): a step sends only the
+//    entries that changed and the tokens fed, in one copy, and gathers its rows' tables there.
 //  - Sampling (rollout/token_sampler.h) is counter-based per (seed, step, sample_key, sample, token): results do not
 //    depend on which requests shared a batch.
 //  - Agent episodes (rollout/episode.h): a sample that ends a turn waits while its environment runs on one of
@@ -38,7 +42,9 @@
 #include "common/thread_pool.h"
 #include "model/causal_lm.h"
 #include "rollout/block_manager.h"
+#include "rollout/device_rows.h"
 #include "rollout/group_sampler.h"
+#include "rollout/prefix_choices.h"
 #include "rollout/sample.h"
 
 namespace spargo::rollout {
@@ -51,6 +57,9 @@ struct EngineOptions {
   int64_t max_rows = 512;         // sequences in one decode call
   int64_t prefill_tokens = 2048;  // tokens fed per step over all prefill rows (chunked prefill)
   bool prefix_cache = true;
+  // Host memory for the recorded choices kept beside cached prompt blocks (rollout/prefix_choices.h), which lets
+  // requests that record choices reuse cached prefixes; beyond it, further blocks get none.
+  int64_t prefix_choice_bytes = int64_t{1} << 30;
   int environment_threads = 8;    // threads for agent environments' turns (0: inline)
 };
 
@@ -59,6 +68,9 @@ struct EngineStats {
   int64_t decode_calls = 0, prefill_calls = 0;
   int64_t decoded_tokens = 0, prefilled_tokens = 0;  // fed to the model
   int64_t prefix_hit_tokens = 0;                     // prompt tokens found in the prefix cache, not fed
+  int64_t recorded_prefix_hit_tokens = 0;            // of which for requests recording choices
+  int64_t prefix_choice_blocks = 0;                  // now: cached blocks with kept choices
+  int64_t prefix_choice_bytes = 0;                   // now: the bytes of those choices
   int64_t copied_blocks = 0;                         // copies on write of shared blocks
   int64_t max_running = 0;                           // most sequences running at once
   int64_t waits = 0;                                 // steps a request could not be admitted for lack of blocks
@@ -118,6 +130,10 @@ class GenerationEngine {
   // Blocks until no environment turn is running (before state they point into is dropped).
   void WaitForEnvironments();
   void EnsureWritable(Sequence* s, int64_t from, int64_t to);
+  // A block of s's reservation (see BlockManager::Allocate); whatever prefix it held is forgotten with its choices.
+  int64_t AllocateBlock(Sequence* s);
+  // Publishes the prompt blocks of prompt sequence s that are full now, with their choices when s records them.
+  void PublishPrompt(Sequence* s);
   void Release(Sequence* s);
   void FinishSample(Sequence* s);
   void FinishRequest(Request* r);
@@ -127,7 +143,9 @@ class GenerationEngine {
   EngineOptions options_;
   std::unique_ptr<model::KvPool> pool_;
   torch::Device device_;
-  BlockManager blocks_;
+  BlockManager blocks_;                    // the driver's
+  PrefixChoices prefix_choices_;           // the driver's
+  DeviceRows device_rows_;                 // the driver's: block tables and lengths on the model's device
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -302,6 +302,40 @@ TEST(GenerationEngine, AStoppedCallEndsCancelledAndFreesItsBlocks) {
   EXPECT_TRUE((*engine)->Generate(Prompts({4}, m->vocab_size(), 8), full).ok());
 }
 
+// The choices the model's contiguous cache records for a sample's fed tokens (prompt and completion but the last).
+model::TokenChoices ContiguousChoices(model::CausalLm& m, const SampleRecord& s) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> ids = s.prompt_ids;
+  ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end() - 1);
+  const int64_t n = static_cast<int64_t>(ids.size());
+  std::unique_ptr<model::DecodeCache> cache = m.NewCache(1, n);
+  cache->RecordChoices();
+  m.Decode(torch::tensor(ids, torch::kLong).view({1, n}), cache.get());
+  return cache->Choices(0, n);
+}
+
+void ExpectSameChoices(const model::TokenChoices& got, const model::TokenChoices& expected, const std::string& what) {
+  ASSERT_FALSE(expected.empty()) << what;
+  ASSERT_EQ(got.size(), expected.size()) << what;
+  for (const auto& [name, tensor] : expected) {
+    ASSERT_EQ(got.count(name), 1u) << what << ": " << name;
+    EXPECT_TRUE(torch::equal(got.at(name), tensor)) << what << ": " << name;
+  }
+}
+
+// Every sample of `got` has the tokens and the choices of the same sample in `cold`.
+void ExpectSameSamplesAndChoices(const std::vector<SampleGroup>& got, const std::vector<SampleGroup>& cold) {
+  ASSERT_EQ(got.size(), cold.size());
+  for (size_t i = 0; i < cold.size(); ++i) {
+    ASSERT_EQ(got[i].size(), cold[i].size());
+    for (size_t g = 0; g < cold[i].size(); ++g) {
+      const std::string what = "prompt " + std::to_string(i) + " sample " + std::to_string(g);
+      EXPECT_EQ(got[i][g].completion_ids, cold[i][g].completion_ids) << what;
+      ExpectSameChoices(got[i][g].choices, cold[i][g].choices, what);
+    }
+  }
+}
+
 TEST(GenerationEngine, RecordedChoicesEqualTheContiguousCachesRecord) {
   auto m = RandomDsv32();
   SamplingOptions o = Sampled(2, 7);
@@ -311,22 +345,179 @@ TEST(GenerationEngine, RecordedChoicesEqualTheContiguousCachesRecord) {
   std::vector<GroupRequest> prompts = Prompts({9, 5}, m->vocab_size(), 9);
   absl::StatusOr<std::vector<SampleGroup>> out = SampleGroups(*m, prompts, o);
   ASSERT_TRUE(out.ok()) << out.status();
-  torch::NoGradGuard no_grad;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const SampleRecord& s = (*out)[i][1];
-    std::vector<int64_t> ids = s.prompt_ids;
-    ids.insert(ids.end(), s.completion_ids.begin(), s.completion_ids.end() - 1);
-    const int64_t n = static_cast<int64_t>(ids.size());
-    std::unique_ptr<model::DecodeCache> cache = m->NewCache(1, n);
-    cache->RecordChoices();
-    m->Decode(torch::tensor(ids, torch::kLong).view({1, n}), cache.get());
-    model::TokenChoices expected = cache->Choices(0, n);
-    ASSERT_EQ(s.choices.size(), expected.size());
-    for (const auto& [name, tensor] : expected) {
-      ASSERT_EQ(s.choices.count(name), 1u) << name;
-      EXPECT_TRUE(torch::equal(s.choices.at(name), tensor)) << name;
+    ExpectSameChoices(s.choices, ContiguousChoices(*m, s), "prompt " + std::to_string(i));
+  }
+}
+
+// What a request records on an engine of its own without a prefix cache.
+std::vector<SampleGroup> ColdRun(model::CausalLm& m, const std::vector<GroupRequest>& prompts,
+                                 const SamplingOptions& o) {
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 128;
+  eo.prefix_cache = false;
+  auto engine = GenerationEngine::Create(&m, eo);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, o);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? *out : std::vector<SampleGroup>();
+}
+
+// The bytes the engine keeps for one cached block's choices: block_size positions of every record's width, int32.
+int64_t ChoiceBytesPerBlock(const SampleRecord& s, int64_t block_size) {
+  int64_t n = 0;
+  for (const auto& [name, tensor] : s.choices) n += block_size * tensor.size(1) * 4;
+  return n;
+}
+
+TEST(GenerationEngine, ARecordingRequestReusesACachedPrefixAndReturnsTheColdRunsChoices) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 128;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(2, 6);
+  o.record_choices = true;
+  std::vector<GroupRequest> first = Prompts({14}, m->vocab_size(), 4);
+  // The same 12-token system prefix (three blocks), then another question.
+  std::vector<GroupRequest> second = first;
+  second[0].prompt_ids.resize(12);
+  second[0].prompt_ids.insert(second[0].prompt_ids.end(), {5, 6, 7});
+  absl::StatusOr<std::vector<SampleGroup>> a = (*engine)->Generate(first, o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EngineStats stats = (*engine)->stats();
+  EXPECT_EQ(stats.prefix_hit_tokens, 0);
+  EXPECT_EQ(stats.prefix_choice_blocks, 3);  // the first prompt's full blocks, with their choices
+  EXPECT_EQ(stats.prefix_choice_bytes, 3 * ChoiceBytesPerBlock((*a)[0][0], 4));
+  absl::StatusOr<std::vector<SampleGroup>> b = (*engine)->Generate(second, o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  stats = (*engine)->stats();
+  EXPECT_EQ(stats.prefix_hit_tokens, 12);  // three blocks found, not fed again
+  EXPECT_EQ(stats.recorded_prefix_hit_tokens, 12);
+  ExpectSameSamplesAndChoices(*b, ColdRun(*m, second, o));
+  ExpectSameChoices((*b)[0][1].choices, ContiguousChoices(*m, (*b)[0][1]), "against the contiguous cache");
+  // The same prompt again: all but the last (partial) block found; everything as in the first call.
+  absl::StatusOr<std::vector<SampleGroup>> again = (*engine)->Generate(first, o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 24);
+  ExpectSameSamplesAndChoices(*again, *a);
+  // New weights: the prefixes and their choices are forgotten.
+  ASSERT_TRUE((*engine)->Exclusive([] { return absl::OkStatus(); }).ok());
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 0);
+  EXPECT_EQ((*engine)->stats().prefix_choice_bytes, 0);
+  ASSERT_TRUE((*engine)->Generate(first, o).ok());
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 24);
+}
+
+TEST(GenerationEngine, ChoicesKeptFromAChunkedPrefillAreThoseOfTheContiguousCache) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 128;
+  eo.prefill_tokens = 5;  // chunks of 5 tokens: blocks fill across chunk boundaries
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions o = Sampled(2, 6);
+  o.eos_id = -1;
+  o.record_choices = true;
+  const std::vector<GroupRequest> prompts = Prompts({18, 11}, m->vocab_size(), 16);
+  absl::StatusOr<std::vector<SampleGroup>> fed = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(fed.ok()) << fed.status();
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 4 + 2);
+  absl::StatusOr<std::vector<SampleGroup>> hit = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 16 + 8);
+  for (const std::vector<SampleGroup>* out : {&*fed, &*hit}) {
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      for (const SampleRecord& s : (*out)[i]) {
+        ExpectSameChoices(s.choices, ContiguousChoices(*m, s), "prompt " + std::to_string(i));
+      }
     }
   }
+}
+
+TEST(GenerationEngine, BlocksCachedWithoutChoicesGetThemFromTheNextRecordingRequest) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 128;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  SamplingOptions plain = Sampled(2, 5), recording = plain;
+  recording.record_choices = true;
+  std::vector<GroupRequest> prompts = Prompts({13}, m->vocab_size(), 14);
+  ASSERT_TRUE((*engine)->Generate(prompts, plain).ok());
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 0);
+  // A plain request reuses the blocks; a recording one cannot (no choices), feeds the prompt and leaves its choices.
+  ASSERT_TRUE((*engine)->Generate(prompts, plain).ok());
+  EXPECT_EQ((*engine)->stats().prefix_hit_tokens, 12);
+  absl::StatusOr<std::vector<SampleGroup>> fed = (*engine)->Generate(prompts, recording);
+  ASSERT_TRUE(fed.ok()) << fed.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 0);
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 3);
+  absl::StatusOr<std::vector<SampleGroup>> hit = (*engine)->Generate(prompts, recording);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 12);
+  const std::vector<SampleGroup> cold = ColdRun(*m, prompts, recording);
+  ExpectSameSamplesAndChoices(*fed, cold);
+  ExpectSameSamplesAndChoices(*hit, cold);
+}
+
+TEST(GenerationEngine, KeptPrefixChoicesAreBoundedByThePoolAndFreedWithEviction) {
+  auto m = RandomDsv32();
+  SamplingOptions o = Sampled(1, 4);
+  o.eos_id = -1;
+  o.record_choices = true;
+  // Prompts of 13 tokens: three full blocks each, and a worst case of 5 blocks (4 for the prompt, 1 to sample).
+  std::vector<GroupRequest> prompts = Prompts({13, 13, 13}, m->vocab_size(), 15);
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 8;
+  ASSERT_EQ(GenerationEngine::WorstCaseBlocks({prompts[0]}, o, 4), 5);
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok());
+  int64_t per_block = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate({prompts[i]}, o);
+    ASSERT_TRUE(out.ok()) << out.status();
+    per_block = ChoiceBytesPerBlock((*out)[0][0], 4);
+    const EngineStats stats = (*engine)->stats();
+    EXPECT_LE(stats.prefix_choice_blocks, eo.num_blocks);
+    EXPECT_EQ(stats.prefix_choice_bytes, stats.prefix_choice_blocks * per_block);
+  }
+  // Each prompt kept the choices of its 3 full blocks, 9 in all, but the pool has 8 blocks: prompt 2 took the 2
+  // free ones and evicted the 2 least recently released cached ones (prompt 0's first two) for its 4 prompt blocks,
+  // and their choices went with them.
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 7);
+  absl::StatusOr<std::vector<SampleGroup>> again = (*engine)->Generate({prompts[0]}, o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 0);  // prompt 0's first block is gone
+  // It evicted 3 more (its own orphaned third block, prompt 1's first two) and kept its 3 again.
+  EXPECT_EQ((*engine)->stats().prefix_choice_blocks, 7);
+  ExpectSameSamplesAndChoices(*again, ColdRun(*m, {prompts[0]}, o));
+  absl::StatusOr<std::vector<SampleGroup>> hit = (*engine)->Generate({prompts[2]}, o);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ((*engine)->stats().recorded_prefix_hit_tokens, 12);
+  ExpectSameSamplesAndChoices(*hit, ColdRun(*m, {prompts[2]}, o));
+
+  // A byte budget for two blocks' choices: the third block of a prompt gets none, so a recording request reuses the
+  // first two only (a plain one all three), and still returns the cold run's choices.
+  eo.num_blocks = 64;
+  eo.prefix_choice_bytes = 2 * per_block;
+  auto budgeted = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(budgeted.ok());
+  ASSERT_TRUE((*budgeted)->Generate({prompts[1]}, o).ok());
+  EXPECT_EQ((*budgeted)->stats().prefix_choice_blocks, 2);
+  EXPECT_EQ((*budgeted)->stats().prefix_choice_bytes, 2 * per_block);
+  absl::StatusOr<std::vector<SampleGroup>> partial = (*budgeted)->Generate({prompts[1]}, o);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_EQ((*budgeted)->stats().recorded_prefix_hit_tokens, 8);
+  ExpectSameSamplesAndChoices(*partial, ColdRun(*m, {prompts[1]}, o));
+  eo.prefix_choice_bytes = -1;
+  EXPECT_EQ(GenerationEngine::Create(m.get(), eo).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GenerationEngine, RefusesUnusableOptionsAndBadRequests) {
