@@ -6,10 +6,22 @@
 //    calls concurrent on one engine: seconds to finish the batch and new tokens/s.
 //  - prefill: one prompt of each --lengths tokens fed in chunks of --prefill_tokens, one token generated: seconds,
 //    prefill tokens/s and peak CUDA memory above the weights.
+//  - served: the decode loads of --batches and the grpo load, each run in process as above and then through the
+//    real `spargo rollout` binary (--spargo) on loopback gRPC, in one table: seconds and new tokens/s both ways and
+//    their ratio. The server loads this very model from a checkpoint written to a temporary folder, with the same
+//    device, dtype, block size and prefill chunk, a cache that holds the largest load's worst case and as many rows
+//    as its sequences. The load is sent as a GRPO learner's client sends it: a decode batch cut into Generate calls
+//    of --groups_per_call prompts (the gRPC rollout client's groups_per_request), the grpo load one call per prompt
+//    (each its own completion budget), all calls in flight at once; the server batches them on its engine. Each
+//    load has prompts of its own (no prefix-cache hits); a decode load is run once untimed with other prompts
+//    first, both ways (the grpo load neither way).
 // Prints one markdown table per mode and the engine's counters.
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <random>
 #include <string>
@@ -21,6 +33,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/served_rollout.h"
 #include "model/dsv32_model.h"
 #include "rollout/engine.h"
 
@@ -31,7 +44,7 @@
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
 ABSL_FLAG(std::string, dtype, "float32", "float32 or bfloat16.");
-ABSL_FLAG(std::string, modes, "decode", "Comma-separated: decode, grpo, prefill.");
+ABSL_FLAG(std::string, modes, "decode", "Comma-separated: decode, grpo, prefill, served.");
 ABSL_FLAG(std::string, batches, "1,8", "decode: comma-separated batch sizes.");
 ABSL_FLAG(int32_t, prompt, 128, "decode and grpo: prompt tokens.");
 ABSL_FLAG(int32_t, new_tokens, 64, "decode: new tokens per sequence.");
@@ -42,10 +55,15 @@ ABSL_FLAG(int32_t, max_new, 2048, "grpo: longest completion budget.");
 ABSL_FLAG(std::string, lengths, "8192", "prefill: comma-separated prompt lengths.");
 ABSL_FLAG(int32_t, prefill_tokens, 2048, "Tokens fed per engine step (chunked prefill).");
 ABSL_FLAG(int32_t, block_size, 16, "Cache block size in tokens.");
+ABSL_FLAG(std::string, spargo, "", "served: the spargo binary (default: cli/spargo of this build).");
+ABSL_FLAG(int32_t, groups_per_call, 8, "served: prompts per Generate call of a decode load.");
+ABSL_FLAG(int32_t, server_start_seconds, 600, "served: how long to wait for the server to load the model.");
 
 namespace {
 
 using spargo::bench::ParsePositiveList;
+using spargo::bench::ServedCall;
+using spargo::bench::ServedRollout;
 using spargo::rollout::EngineOptions;
 using spargo::rollout::EngineStats;
 using spargo::rollout::GenerationEngine;
@@ -106,6 +124,232 @@ int64_t NewTokens(const std::vector<SampleGroup>& groups) {
   return n;
 }
 
+// One load's samples and how long it took.
+struct Timed {
+  double seconds = 0;
+  std::vector<SampleGroup> groups;
+};
+
+// The decode load's sampling: greedy, `fresh` new tokens, no EOS.
+SamplingOptions DecodeOptions(int fresh) {
+  SamplingOptions o;
+  o.max_new_tokens = fresh;
+  o.temperature = 0;
+  return o;
+}
+
+// The decode load in process: an engine sized for it, one untimed call of other prompts, then one timed call.
+absl::StatusOr<Timed> DecodeInProcess(spargo::model::CausalLm& m, const EngineOptions& base, const torch::Device& d,
+                                      const std::vector<GroupRequest>& prompts, const SamplingOptions& o) {
+  EngineOptions eo = base;
+  eo.num_blocks = GenerationEngine::WorstCaseBlocks(prompts, o, eo.block_size);
+  eo.max_rows = static_cast<int64_t>(prompts.size());
+  auto engine = GenerationEngine::Create(&m, eo);
+  if (!engine.ok()) return engine.status();
+  const int64_t prompt = static_cast<int64_t>(prompts[0].prompt_ids.size());
+  (*engine)->Generate(RandomPrompts(static_cast<int64_t>(prompts.size()), prompt, m.vocab_size(), 2), o)
+      .IgnoreError();  // warm-up
+  Timed out;
+  absl::Status status;
+  out.seconds = Seconds(d, [&] {
+    auto groups = (*engine)->Generate(prompts, o);
+    if (groups.ok()) out.groups = *std::move(groups);
+    status = groups.status();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+// The GRPO-shaped load: `groups` prompts of `prompt` tokens, `g` samples each at temperature 1, completion budgets
+// drawn from [min_new, max_new].
+struct GrpoLoad {
+  std::vector<GroupRequest> prompts;
+  std::vector<SamplingOptions> options;  // one per prompt
+};
+
+GrpoLoad MakeGrpoLoad(int groups, int g, int prompt, int min_new, int max_new, int64_t vocab) {
+  GrpoLoad load;
+  load.prompts = RandomPrompts(groups, prompt, vocab, 3);
+  load.options.resize(groups);
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < groups; ++i) {
+    load.options[i].group_size = g;
+    load.options[i].temperature = 1.0;
+    load.options[i].seed = 1;
+    load.options[i].max_new_tokens = min_new + static_cast<int>(rng() % (max_new - min_new + 1));
+  }
+  return load;
+}
+
+int64_t GrpoWorstCaseBlocks(const GrpoLoad& load, int64_t block_size) {
+  int64_t n = 0;
+  for (size_t i = 0; i < load.prompts.size(); ++i) {
+    n += GenerationEngine::WorstCaseBlocks({load.prompts[i]}, load.options[i], block_size);
+  }
+  return n;
+}
+
+// The GRPO-shaped load in process: an engine sized for it, each prompt its own concurrent call.
+absl::StatusOr<Timed> GrpoInProcess(spargo::model::CausalLm& m, const EngineOptions& base, const torch::Device& d,
+                                    const GrpoLoad& load, EngineStats* stats) {
+  EngineOptions eo = base;
+  eo.num_blocks = GrpoWorstCaseBlocks(load, eo.block_size);
+  eo.max_rows = 0;
+  for (const SamplingOptions& o : load.options) eo.max_rows += o.group_size;
+  auto engine = GenerationEngine::Create(&m, eo);
+  if (!engine.ok()) return engine.status();
+  const size_t n = load.prompts.size();
+  std::vector<absl::StatusOr<std::vector<SampleGroup>>> outs(n, absl::UnknownError("not run"));
+  Timed out;
+  out.seconds = Seconds(d, [&] {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] { outs[i] = (*engine)->Generate({load.prompts[i]}, load.options[i]); });
+    }
+    for (auto& t : threads) t.join();
+  });
+  for (auto& o : outs) {
+    if (!o.ok()) return o.status();
+    out.groups.push_back(std::move((*o)[0]));
+  }
+  *stats = (*engine)->stats();
+  return out;
+}
+
+// A load through the server, timed.
+absl::StatusOr<Timed> Served(ServedRollout& server, const std::vector<ServedCall>& calls) {
+  Timed out;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<SampleGroup>> groups = server.Generate(calls);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!groups.ok()) return groups.status();
+  out.groups = *std::move(groups);
+  return out;
+}
+
+// The samples of `a` whose completions equal those of `b` (the same load served two ways), and how many there are.
+std::pair<int64_t, int64_t> SameSamples(const std::vector<SampleGroup>& a, const std::vector<SampleGroup>& b) {
+  int64_t same = 0, all = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t j = 0; j < a[i].size(); ++j) {
+      ++all;
+      same += i < b.size() && j < b[i].size() && a[i][j].completion_ids == b[i][j].completion_ids;
+    }
+  }
+  return {same, all};
+}
+
+std::string DefaultSpargoBinary() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path().parent_path() / "cli" / "spargo").string();
+}
+
+// The served mode (see the top of the file); 0 on success, else the exit code.
+int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const torch::Device& device,
+              torch::ScalarType dtype) {
+  using namespace spargo;
+  const int prompt = absl::GetFlag(FLAGS_prompt), fresh = absl::GetFlag(FLAGS_new_tokens);
+  const std::vector<int64_t> batches = ParsePositiveList(absl::GetFlag(FLAGS_batches));
+  const GrpoLoad grpo = MakeGrpoLoad(absl::GetFlag(FLAGS_groups), absl::GetFlag(FLAGS_group_size), prompt,
+                                     absl::GetFlag(FLAGS_min_new), absl::GetFlag(FLAGS_max_new), m.vocab_size());
+  const SamplingOptions decode = DecodeOptions(fresh);
+  // The server's engine: rows and cache for the largest load.
+  int64_t rows = 0, blocks = 0;
+  for (int64_t b : batches) {
+    rows = std::max(rows, b);
+    blocks = std::max(blocks, GenerationEngine::WorstCaseBlocks(RandomPrompts(b, prompt, m.vocab_size(), 0), decode,
+                                                              base.block_size));
+  }
+  rows = std::max<int64_t>(rows, static_cast<int64_t>(absl::GetFlag(FLAGS_groups)) * absl::GetFlag(FLAGS_group_size));
+  blocks = std::max(blocks, GrpoWorstCaseBlocks(grpo, base.block_size));
+  const int64_t block_bytes = model::KvPool::BytesPerBlock(m.num_kv_layers(), m.KvFieldDims(), base.block_size, dtype);
+  const int64_t cache_mib = (blocks * block_bytes + (1 << 20) - 1) / (1 << 20) + 1;
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("spargo-engine-bench-" + std::to_string(getpid()))).string();
+  std::filesystem::create_directories(dir);
+  // The folder (checkpoint and the server's log) goes when this returns, after the server has stopped.
+  struct RemoveOnReturn {
+    std::string dir;
+    ~RemoveOnReturn() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } remove_dir{dir};
+  if (absl::Status s = bench::WriteCheckpoint(m, dir); !s.ok()) {
+    std::cerr << "writing the checkpoint: " << s << "\n";
+    return 1;
+  }
+  const std::string binary = absl::GetFlag(FLAGS_spargo).empty() ? DefaultSpargoBinary() : absl::GetFlag(FLAGS_spargo);
+  const std::vector<std::string> flags = {
+      "--device", absl::GetFlag(FLAGS_device), "--dtype", absl::GetFlag(FLAGS_dtype),
+      "--block-size", std::to_string(base.block_size), "--prefill-tokens", std::to_string(base.prefill_tokens),
+      "--max-batch-rows", std::to_string(rows), "--cache-mib", std::to_string(cache_mib)};
+  absl::StatusOr<std::unique_ptr<ServedRollout>> server =
+      ServedRollout::Start(binary, dir, m.vocab_size(), flags, dir + "/rollout.log",
+                           absl::Seconds(absl::GetFlag(FLAGS_server_start_seconds)));
+  if (!server.ok()) {
+    std::cerr << server.status() << "\n";
+    return 1;
+  }
+  std::printf("\nspargo rollout (%s) on %s: cache %lld MiB, %lld rows; decode loads in calls of %d prompts\n",
+              binary.c_str(), (*server)->address().c_str(), static_cast<long long>(cache_mib),
+              static_cast<long long>(rows), absl::GetFlag(FLAGS_groups_per_call));
+  // A decode load as Generate calls of groups_per_call prompts.
+  auto decode_calls = [&](const std::vector<GroupRequest>& prompts) {
+    std::vector<ServedCall> calls;
+    const size_t per = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_groups_per_call)));
+    for (size_t i = 0; i < prompts.size(); i += per) {
+      ServedCall call;
+      call.prompts.assign(prompts.begin() + i, prompts.begin() + std::min(prompts.size(), i + per));
+      call.options = decode;
+      calls.push_back(std::move(call));
+    }
+    return calls;
+  };
+  std::printf("\n| load | new tokens | in-process s | in-process new tokens/s | served s | served new tokens/s | "
+              "served / in-process tokens/s | samples equal |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  auto row = [&](const std::string& load, const Timed& here, const Timed& there) {
+    const int64_t tokens = NewTokens(here.groups), served_tokens = NewTokens(there.groups);
+    const auto [same, all] = SameSamples(here.groups, there.groups);
+    std::printf("| %s | %lld / %lld | %.3f | %.0f | %.3f | %.0f | %.3f | %lld / %lld |\n", load.c_str(),
+                static_cast<long long>(tokens), static_cast<long long>(served_tokens), here.seconds,
+                tokens / here.seconds, there.seconds, served_tokens / there.seconds,
+                (served_tokens / there.seconds) / (tokens / here.seconds), static_cast<long long>(same),
+                static_cast<long long>(all));
+    std::fflush(stdout);
+  };
+  for (size_t load = 0; load < batches.size(); ++load) {
+    const int64_t b = batches[load];
+    const std::vector<GroupRequest> prompts = RandomPrompts(b, prompt, m.vocab_size(), 100 + 2 * load);
+    absl::StatusOr<Timed> here = DecodeInProcess(m, base, device, prompts, decode);
+    // Untimed first, as in process: the load's shape with prompts of its own.
+    const std::vector<GroupRequest> warm = RandomPrompts(b, prompt, m.vocab_size(), 101 + 2 * load);
+    absl::StatusOr<Timed> there = here.ok() ? Served(**server, decode_calls(warm)) : here.status();
+    if (there.ok()) there = Served(**server, decode_calls(prompts));
+    if (!there.ok()) {
+      std::cerr << "decode batch " << b << ": " << there.status() << "\n";
+      return 1;
+    }
+    row("decode batch " + std::to_string(b) + ", prompt " + std::to_string(prompt) + " + " + std::to_string(fresh),
+        *here, *there);
+  }
+  EngineStats stats;
+  absl::StatusOr<Timed> here = GrpoInProcess(m, base, device, grpo, &stats);
+  std::vector<ServedCall> calls(grpo.prompts.size());
+  for (size_t i = 0; i < calls.size(); ++i) calls[i] = ServedCall{{grpo.prompts[i]}, grpo.options[i]};
+  absl::StatusOr<Timed> there = here.ok() ? Served(**server, calls) : here.status();
+  if (!there.ok()) {
+    std::cerr << "grpo load: " << there.status() << "\n";
+    return 1;
+  }
+  row("grpo " + std::to_string(absl::GetFlag(FLAGS_groups)) + " x " + std::to_string(absl::GetFlag(FLAGS_group_size)) +
+          ", prompt " + std::to_string(prompt) + " + " + std::to_string(absl::GetFlag(FLAGS_min_new)) + ".." +
+          std::to_string(absl::GetFlag(FLAGS_max_new)),
+      *here, *there);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,68 +382,35 @@ int main(int argc, char** argv) {
       const int fresh = absl::GetFlag(FLAGS_new_tokens);
       std::printf("\n| batch | prompt | new tokens | generate s | new tokens/s |\n| --- | --- | --- | --- | --- |\n");
       for (int64_t b : ParsePositiveList(absl::GetFlag(FLAGS_batches))) {
-        std::vector<GroupRequest> prompts = RandomPrompts(b, prompt, m.vocab_size(), 1);
-        SamplingOptions o;
-        o.max_new_tokens = fresh;
-        o.temperature = 0;
-        EngineOptions eo = base;
-        eo.num_blocks = GenerationEngine::WorstCaseBlocks(prompts, o, eo.block_size);
-        eo.max_rows = b;
-        auto engine = GenerationEngine::Create(&m, eo);
-        if (!engine.ok()) {
-          std::cerr << engine.status() << "\n";
+        absl::StatusOr<Timed> run =
+            DecodeInProcess(m, base, device, RandomPrompts(b, prompt, m.vocab_size(), 1), DecodeOptions(fresh));
+        if (!run.ok()) {
+          std::cerr << run.status() << "\n";
           return 1;
         }
-        int64_t tokens = 0;
-        (*engine)->Generate(RandomPrompts(b, prompt, m.vocab_size(), 2), o).IgnoreError();  // warm-up
-        const double s = Seconds(device, [&] {
-          auto out = (*engine)->Generate(prompts, o);
-          if (out.ok()) tokens = NewTokens(*out);
-        });
-        std::printf("| %lld | %d | %d | %.3f | %.0f |\n", static_cast<long long>(b), prompt, fresh, s, tokens / s);
+        std::printf("| %lld | %d | %d | %.3f | %.0f |\n", static_cast<long long>(b), prompt, fresh, run->seconds,
+                    NewTokens(run->groups) / run->seconds);
         std::fflush(stdout);
       }
     } else if (mode == "grpo") {
       const int groups = absl::GetFlag(FLAGS_groups), g = absl::GetFlag(FLAGS_group_size);
-      std::vector<GroupRequest> prompts = RandomPrompts(groups, prompt, m.vocab_size(), 3);
-      std::vector<SamplingOptions> options(groups);
-      std::mt19937_64 rng(7);
-      EngineOptions eo = base;
-      eo.num_blocks = 0;
-      for (int i = 0; i < groups; ++i) {
-        options[i].group_size = g;
-        options[i].temperature = 1.0;
-        options[i].seed = 1;
-        options[i].max_new_tokens =
-            absl::GetFlag(FLAGS_min_new) +
-            static_cast<int>(rng() % (absl::GetFlag(FLAGS_max_new) - absl::GetFlag(FLAGS_min_new) + 1));
-        eo.num_blocks += GenerationEngine::WorstCaseBlocks({prompts[i]}, options[i], eo.block_size);
-      }
-      eo.max_rows = static_cast<int64_t>(groups) * g;
-      auto engine = GenerationEngine::Create(&m, eo);
-      if (!engine.ok()) {
-        std::cerr << engine.status() << "\n";
+      const GrpoLoad load = MakeGrpoLoad(groups, g, prompt, absl::GetFlag(FLAGS_min_new), absl::GetFlag(FLAGS_max_new),
+                                         m.vocab_size());
+      EngineStats stats;
+      absl::StatusOr<Timed> run = GrpoInProcess(m, base, device, load, &stats);
+      if (!run.ok()) {
+        std::cerr << run.status() << "\n";
         return 1;
       }
-      std::vector<int64_t> tokens(groups, 0);
-      const double s = Seconds(device, [&] {
-        std::vector<std::thread> threads;
-        for (int i = 0; i < groups; ++i) {
-          threads.emplace_back([&, i] {
-            auto out = (*engine)->Generate({prompts[i]}, options[i]);
-            if (out.ok()) tokens[i] = NewTokens(*out);
-            else std::cerr << out.status() << "\n";
-          });
-        }
-        for (auto& t : threads) t.join();
-      });
-      int64_t total = 0;
-      for (int64_t t : tokens) total += t;
+      const int64_t total = NewTokens(run->groups);
+      const double s = run->seconds;
       std::printf("\n| prompts x samples | prompt | completion budgets | new tokens | batch s | new tokens/s |\n"
                   "| --- | --- | --- | --- | --- | --- |\n| %d x %d | %d | %d..%d | %lld | %.2f | %.0f |\n",
                   groups, g, prompt, absl::GetFlag(FLAGS_min_new), absl::GetFlag(FLAGS_max_new),
                   static_cast<long long>(total), s, total / s);
-      PrintStats((*engine)->stats());
+      PrintStats(stats);
+    } else if (mode == "served") {
+      if (const int code = RunServed(m, base, device, dtype); code != 0) return code;
     } else if (mode == "prefill") {
       std::printf("\n| prompt | prefill s | prefill tokens/s | peak GiB besides weights (cache + activations) |\n| --- | --- | --- | --- |\n");
       for (int64_t length : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
