@@ -371,6 +371,9 @@ TEST(RolloutServer, ConcurrentCallsShareOneBatchAndEqualTheSampler) {
   EXPECT_THAT(text, HasSubstr("spargo_rollout_engine_steps_total 6"));
   EXPECT_THAT(text, HasSubstr("spargo_rollout_cache_blocks 1024"));
   EXPECT_THAT(text, HasSubstr("spargo_rollout_fed_tokens_total{phase=\"decode\"}"));
+  // No call recorded choices, so no cached block keeps any.
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_prefix_choice_blocks 0"));
+  EXPECT_THAT(text, HasSubstr("spargo_rollout_prefix_choice_bytes 0"));
 }
 
 TEST(RolloutServer, ACallWhoseDeadlinePassesEndsAloneAndTheOthersAreAnswered) {
