@@ -70,8 +70,13 @@ int main(int argc, char** argv) {
   std::vector<std::pair<std::string, std::pair<int64_t, double>>> sorted(kernels.begin(), kernels.end());
   std::sort(sorted.begin(), sorted.end(),
             [](const auto& a, const auto& x) { return a.second.second > x.second.second; });
-  std::printf("160M training step, batch %lld x %lld tokens: wall %.2f ms (profiled), GPU events %.2f ms, %zu kinds\n",
-              static_cast<long long>(b), static_cast<long long>(t), wall * 1e3, gpu_ms, sorted.size());
+  int64_t launches = 0;
+  for (const auto& k : sorted) launches += k.second.first;
+  std::printf(
+      "160M training step, batch %lld x %lld tokens: wall %.2f ms (profiled), GPU events %.2f ms, %lld events, "
+      "%zu kinds\n",
+      static_cast<long long>(b), static_cast<long long>(t), wall * 1e3, gpu_ms, static_cast<long long>(launches),
+      sorted.size());
   std::printf("| ms | calls | kernel |\n| --- | --- | --- |\n");
   const size_t top = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_top)));
   for (size_t i = 0; i < std::min(top, sorted.size()); ++i) {

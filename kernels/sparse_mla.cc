@@ -10,6 +10,8 @@
 #include <string>
 #include <limits>
 
+#include "kernels/tensor_checks.h"
+
 #ifdef SPARGO_HAVE_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -19,11 +21,6 @@
 
 namespace spargo::kernels {
 namespace {
-
-bool IsFloating(const torch::Tensor& t) {
-  const auto s = t.scalar_type();
-  return s == torch::kFloat32 || s == torch::kBFloat16 || s == torch::kFloat16 || s == torch::kFloat64;
-}
 
 // Checks the forward's arguments (shared by the reference, the kernel and the backward).
 void CheckForward(const char* fn, const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "kernels/indexer_selected.h"
 #include "kernels/lightning_indexer.h"
 #include "kernels/sparse_mla.h"
 #include "kernels/sparse_mla_autograd.h"
@@ -290,17 +291,15 @@ torch::Tensor Dsv32Model::SparseIndexerLoss(const Layer& l, const torch::Tensor&
   torch::Tensor q_index = IndexerQuery(l, qr.detach(), cos, sin);                           // [B, T, Hi, Di]
   torch::Tensor k_index = IndexerKey(l, xd, cos, sin);                                      // [B, T, Di]
   torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);          // [B, T, Hi] float32
-  const torch::Tensor rows = (topk + torch::arange(b, topk.options()).view({b, 1, 1}) * t).clamp_min(0);
-  // The gather runs in float32: its backward adds each selected slot's gradient into k_index with atomics, which
-  // bf16 lacks in hardware.
-  torch::Tensor k_selected = k_index.to(torch::kFloat32)
-                                 .reshape({b * t, di})
-                                 .index_select(0, rows.reshape({-1}))
-                                 .view({b, t, k, di});                                      // [B, T, k, Di]
-  // I[t, j] = sum_h w[t, h] ReLU(Di^-0.5 q[t, h] . k[topk[t, j]]) on the selected slots only: [B, T, k] float32.
-  torch::Tensor logits = torch::relu(torch::einsum("bthd,btkd->btkh", {q_index.to(torch::kFloat32), k_selected}) *
-                                     std::pow(static_cast<double>(di), -0.5));              // [B, T, k, Hi]
-  torch::Tensor scores = torch::einsum("bth,btkh->btk", {weights, logits});                 // [B, T, k]
+  const torch::Tensor rows = (topk + torch::arange(b, topk.options()).view({b, 1, 1}) * t)
+                                 .masked_fill(topk.lt(0), -1)
+                                 .reshape({b * t, k});                                      // [B*T, k], -1 unused
+  // I[t, j] = sum_h w[t, h] ReLU(Di^-0.5 q[t, h] . k[topk[t, j]]) on the selected slots only: [B, T, k] float32
+  // (fused on CUDA, kernels/indexer_selected.h: no [B, T, k, Di] gather; libtorch elsewhere).
+  torch::Tensor scores = kernels::SelectedIndexerScores(q_index.reshape({b * t, c.index_n_heads, di}),
+                                                        k_index.reshape({b * t, di}),
+                                                        weights.reshape({b * t, c.index_n_heads}), rows)
+                             .view({b, t, k});                                              // [B, T, k]
   torch::Tensor keys = topk.ge(0);                                                          // [B, T, k]
   if (loss_queries.defined()) keys = keys.logical_and(loss_queries.to(torch::kBool).unsqueeze(-1));
   return IndexerKlLoss(target.view({b, 1, t, k}), scores, keys);

@@ -4,6 +4,7 @@
 // Dense warm-up: the key set is every causal key; sparse stage: the keys selected for t (both distributions
 // renormalised over them). The target carries no gradient: the indexer learns from L_I, the main model from its
 // own loss. Queries with an empty key set (none in practice: a query may always select itself) contribute 0.
+// Each query's term comes from kernels::IndexerKlRows (kernels/indexer_kl.h): fused on CUDA, libtorch elsewhere.
 #ifndef SPARGO_MODEL_INDEXER_LOSS_H_
 #define SPARGO_MODEL_INDEXER_LOSS_H_
 

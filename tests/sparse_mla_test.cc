@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/sparse_mla.h"
+#include "tests/kernel_test_util.h"
 
 namespace spargo::kernels {
 namespace {
@@ -24,12 +25,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-double RelErr(const torch::Tensor& got, const torch::Tensor& want) {
-  torch::Tensor g = got.to(torch::kCPU, torch::kFloat64), w = want.to(torch::kCPU, torch::kFloat64);
-  const double denom = w.norm().item<double>();
-  return (g - w).norm().item<double>() / (denom > 0 ? denom : 1.0);
-}
 
 // Query 0: head 0 scores (0, 0) over keys 0, 1; head 1 scores (ln 3, 0). Query 1: no used slot (-1, out of range).
 // Query 2: key 2 twice and key 0, all scores 0 (q = 0).
