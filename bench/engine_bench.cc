@@ -15,6 +15,8 @@
 //    (each its own completion budget), all calls in flight at once; the server batches them on its engine. Each
 //    load has prompts of its own (no prefix-cache hits); a decode load is run once untimed with other prompts
 //    first, both ways (the grpo load neither way).
+// --graphs picks how decode calls run (rollout/engine.h DecodeGraphMode): auto (CUDA graphs on CUDA), off (eager),
+// padded (the graphs' padding, eagerly); decode mode runs each listed one, the other modes the first.
 // Prints one markdown table per mode and the engine's counters.
 #include <torch/torch.h>
 
@@ -57,6 +59,7 @@ ABSL_FLAG(int32_t, prefill_tokens, 2048, "Tokens fed per engine step (chunked pr
 ABSL_FLAG(int32_t, block_size, 16, "Cache block size in tokens.");
 ABSL_FLAG(std::string, spargo, "", "served: the spargo binary (default: cli/spargo of this build).");
 ABSL_FLAG(int32_t, groups_per_call, 8, "served: prompts per Generate call of a decode load.");
+ABSL_FLAG(std::string, graphs, "auto", "Comma-separated decode-call modes: auto, off, padded (decode mode runs each).");
 ABSL_FLAG(int32_t, server_start_seconds, 600, "served: how long to wait for the server to load the model.");
 
 namespace {
@@ -109,11 +112,13 @@ double PeakGib(const torch::Device& d) {
 
 void PrintStats(const EngineStats& s) {
   std::printf("engine: %lld steps, %lld decode calls, %lld prefill calls, %lld decoded / %lld prefilled tokens, "
-              "%lld copied blocks, at most %lld sequences running, %lld admission waits\n",
+              "%lld copied blocks, at most %lld sequences running, %lld admission waits, %lld decode graphs, "
+              "%lld graph replays\n",
               static_cast<long long>(s.steps), static_cast<long long>(s.decode_calls),
               static_cast<long long>(s.prefill_calls), static_cast<long long>(s.decoded_tokens),
               static_cast<long long>(s.prefilled_tokens), static_cast<long long>(s.copied_blocks),
-              static_cast<long long>(s.max_running), static_cast<long long>(s.waits));
+              static_cast<long long>(s.max_running), static_cast<long long>(s.waits),
+              static_cast<long long>(s.decode_graphs), static_cast<long long>(s.graph_replays));
 }
 
 int64_t NewTokens(const std::vector<SampleGroup>& groups) {
@@ -140,7 +145,8 @@ SamplingOptions DecodeOptions(int fresh) {
 
 // The decode load in process: an engine sized for it, one untimed call of other prompts, then one timed call.
 absl::StatusOr<Timed> DecodeInProcess(spargo::model::CausalLm& m, const EngineOptions& base, const torch::Device& d,
-                                      const std::vector<GroupRequest>& prompts, const SamplingOptions& o) {
+                                      const std::vector<GroupRequest>& prompts, const SamplingOptions& o,
+                                      EngineStats* stats = nullptr) {
   EngineOptions eo = base;
   eo.num_blocks = GenerationEngine::WorstCaseBlocks(prompts, o, eo.block_size);
   eo.max_rows = static_cast<int64_t>(prompts.size());
@@ -157,7 +163,14 @@ absl::StatusOr<Timed> DecodeInProcess(spargo::model::CausalLm& m, const EngineOp
     status = groups.status();
   });
   if (!status.ok()) return status;
+  if (stats != nullptr) *stats = (*engine)->stats();
   return out;
+}
+
+spargo::rollout::DecodeGraphMode GraphMode(absl::string_view name) {
+  using spargo::rollout::DecodeGraphMode;
+  return name == "off" ? DecodeGraphMode::kOff : name == "padded" ? DecodeGraphMode::kEagerPadded
+                                                                  : DecodeGraphMode::kAuto;
 }
 
 // The GRPO-shaped load: `groups` prompts of `prompt` tokens, `g` samples each at temperature 1, completion budgets
@@ -373,6 +386,8 @@ int main(int argc, char** argv) {
   EngineOptions base;
   base.block_size = absl::GetFlag(FLAGS_block_size);
   base.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  const std::vector<std::string> graph_modes = absl::StrSplit(absl::GetFlag(FLAGS_graphs), ',');
+  base.graphs = GraphMode(graph_modes.front());
   const int prompt = absl::GetFlag(FLAGS_prompt);
   std::printf("DeepSeek-V3.2 %s, %s, %s, engine blocks of %lld tokens, prefill chunks of %lld tokens\n", name.c_str(),
               device_name.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), static_cast<long long>(base.block_size),
@@ -380,17 +395,24 @@ int main(int argc, char** argv) {
   for (absl::string_view mode : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
     if (mode == "decode") {
       const int fresh = absl::GetFlag(FLAGS_new_tokens);
-      std::printf("\n| batch | prompt | new tokens | generate s | new tokens/s |\n| --- | --- | --- | --- | --- |\n");
+      std::printf("\n| batch | prompt | new tokens | decode calls | generate s | new tokens/s | graphs / replays |\n"
+                  "| --- | --- | --- | --- | --- | --- | --- |\n");
       for (int64_t b : ParsePositiveList(absl::GetFlag(FLAGS_batches))) {
-        absl::StatusOr<Timed> run =
-            DecodeInProcess(m, base, device, RandomPrompts(b, prompt, m.vocab_size(), 1), DecodeOptions(fresh));
-        if (!run.ok()) {
-          std::cerr << run.status() << "\n";
-          return 1;
+        for (const std::string& graphs : graph_modes) {
+          EngineOptions eo = base;
+          eo.graphs = GraphMode(graphs);
+          EngineStats stats;
+          absl::StatusOr<Timed> run = DecodeInProcess(m, eo, device, RandomPrompts(b, prompt, m.vocab_size(), 1),
+                                                      DecodeOptions(fresh), &stats);
+          if (!run.ok()) {
+            std::cerr << run.status() << "\n";
+            return 1;
+          }
+          std::printf("| %lld | %d | %d | %s | %.3f | %.0f | %lld / %lld |\n", static_cast<long long>(b), prompt, fresh,
+                      graphs.c_str(), run->seconds, NewTokens(run->groups) / run->seconds,
+                      static_cast<long long>(stats.decode_graphs), static_cast<long long>(stats.graph_replays));
+          std::fflush(stdout);
         }
-        std::printf("| %lld | %d | %d | %.3f | %.0f |\n", static_cast<long long>(b), prompt, fresh, run->seconds,
-                    NewTokens(run->groups) / run->seconds);
-        std::fflush(stdout);
       }
     } else if (mode == "grpo") {
       const int groups = absl::GetFlag(FLAGS_groups), g = absl::GetFlag(FLAGS_group_size);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The rollout engine and the model's kernel paths on the H200, side by side with HF transformers in the same run:
-# builds, runs the CUDA checks (kernels, the engine's kernel path), then spargo_engine_bench (decode at batch 64 and
-# 256, a GRPO-shaped batch, long prefills), the same decode and GRPO-shaped loads in process and through the real
-# `spargo rollout` on loopback gRPC (the served mode: one table, engine_served.txt), spargo_model_bench's plain cached
-# decode (the former path) and the HF peer (hf_v32_peer.py copied into the checkout as bench/hf_v32_peer.py).
+# builds, runs the CUDA checks (kernels, the engine's kernel path and CUDA graphs), then spargo_engine_bench (decode
+# at batch 64 and 256 with CUDA graphs and eagerly (--graphs auto,off), a GRPO-shaped batch, long prefills), the
+# same decode and GRPO-shaped loads in process and through the real `spargo rollout` on loopback gRPC (the served
+# mode: one table, engine_served.txt), spargo_model_bench's plain cached decode (the former path) and the HF peer
+# (hf_v32_peer.py copied into the checkout as bench/hf_v32_peer.py).
 # Usage: bash bench/gpu_engine_run.sh OUT_DIR
 set -uo pipefail
 out="${1:-/tmp/spargo-gpu}"
@@ -16,13 +17,14 @@ echo "build ok"
 build-gpu/tests/spargo_kernel_tests 2>&1 | grep -E "^\[  (PASSED|FAILED)|Failure" | tee "$out/kernel_tests.txt"
 if ninja -C build-gpu -j"$(nproc)" spargo_tests > "$out/build_tests.txt" 2>&1; then
   build-gpu/tests/spargo_tests \
-    --gtest_filter='GenerationEngine.*:DeviceRows/*:Dsv32Model.Matches*:LogitsCommand.*' 2>&1 \
+    --gtest_filter='GenerationEngine.*:EngineGraphs.*:DeviceRows/*:Dsv32Model.Matches*:LogitsCommand.*' 2>&1 \
     | grep -E "^\[  (PASSED|FAILED)|Failure|SKIPPED" | tee "$out/engine_tests.txt"
 else
   grep -m5 -A5 error "$out/build_tests.txt"
 fi
 build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes decode,grpo,prefill \
-  --batches 64,256 --prompt 128 --new_tokens 256 --lengths "${SPARGO_PREFILL_LENGTHS:-8192,32768,131072}" 2>&1 \
+  --graphs auto,off --batches 64,256 --prompt 128 --new_tokens 256 \
+  --lengths "${SPARGO_PREFILL_LENGTHS:-8192,32768,131072}" 2>&1 \
   | tee "$out/engine_bench.txt"
 build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes served --batches 64,256 \
   --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_served.txt"

@@ -8,6 +8,8 @@
 //    of the tokens it is fed (RecordChoices / Choices).
 //  - KvFieldDims / DecodePaged: incremental evaluation over a paged cache (model/kv_pages.h) in which every sequence
 //    has its own length and its own blocks; the rollout engine's path. Models without it return no fields.
+//    DecodePagedFull is its form for calls without padding (decode steps), capturable in a CUDA graph where the
+//    model says so.
 // Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
 #ifndef SPARGO_MODEL_CAUSAL_LM_H_
 #define SPARGO_MODEL_CAUSAL_LM_H_
@@ -75,6 +77,17 @@ class CausalLm : public torch::nn::Module {
                                     TokenChoices* record) {
     TORCH_CHECK(false, "this model has no paged decoding");
   }
+  // DecodePaged for a call in which every row feeds all T of its tokens (rows.new_tokens[b] == T for every b; the
+  // caller guarantees it, nothing reads it back) and each row's table covers its new positions: keys are taken over
+  // the first block_table.size(1) * block_size positions (past a row's length they are masked, so table entries
+  // past a row's blocks may be read, and are never written). A model whose CapturablePagedDecode() is true does this
+  // without host synchronisation and with shapes that depend only on B, T and the table's width, so that the call
+  // can be captured in a CUDA graph (rollout/decode_graphs.h). Default: DecodePaged.
+  virtual torch::Tensor DecodePagedFull(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                        TokenChoices* record) {
+    return DecodePaged(input_ids, rows, pool, record);
+  }
+  virtual bool CapturablePagedDecode() const { return false; }
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_seq_len() const = 0;
 };

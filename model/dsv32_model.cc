@@ -151,7 +151,10 @@ Dsv32Model::Dsv32Model(const Dsv32Config& c) : config_(c) {
 std::pair<torch::Tensor, torch::Tensor> Dsv32Model::CosSin(const torch::Tensor& positions,
                                                           torch::ScalarType dtype) const {
   // positions [B or 1, T] -> cos, sin [B or 1, T, rope/2]
-  torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * config_.inv_freq().to(positions.device());
+  if (!inv_freq_.defined() || inv_freq_.device() != positions.device()) {
+    inv_freq_ = config_.inv_freq().to(positions.device());  // [rope/2] float32
+  }
+  torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;
   const double af = config_.rope_attention_factor();
   return {(freqs.cos() * af).to(dtype), (freqs.sin() * af).to(dtype)};
 }
@@ -351,8 +354,14 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   const int64_t li = static_cast<int64_t>(layer);
-  kv.Write(li, kKv, rows, at, torch::cat({latent, k_rope}, -1).index({valid}));
-  kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
+  torch::Tensor kv_new = torch::cat({latent, k_rope}, -1);                                 // [B, T, kv_lora + rope]
+  if (tokens.all) {  // no mask: no data-dependent shape
+    kv.Write(li, kKv, rows, at, kv_new.reshape({b * t, -1}));
+    kv.Write(li, kIndexK, rows, at, index_k.reshape({b * t, -1}));
+  } else {
+    kv.Write(li, kKv, rows, at, kv_new.index({valid}));
+    kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
+  }
   torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
   torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                      // [B, S, Di]
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
@@ -374,12 +383,31 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
 }
 
 torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
-                              torch::Tensor* routes) {
-  return l.moe ? Moe(l, x, replay, routes) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
+                              torch::Tensor* routes, bool dense) {
+  return l.moe ? Moe(l, x, replay, routes, dense) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
+}
+
+torch::Tensor Dsv32Model::MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const {
+  const int64_t n = flat.size(0), e = static_cast<int64_t>(l.experts.size()), h = flat.size(1);
+  std::vector<torch::Tensor> gates, ups, downs;
+  for (const auto& expert : l.experts) {
+    gates.push_back(expert[0]);
+    ups.push_back(expert[1]);
+    downs.push_back(expert[2]);
+  }
+  // Stacked per call (one copy kernel each): the parameters stay separate tensors, so nothing goes stale when the
+  // weights change.
+  torch::Tensor w_gate = torch::stack(gates).transpose(1, 2);  // [E, hidden, I]
+  torch::Tensor w_up = torch::stack(ups).transpose(1, 2);      // [E, hidden, I]
+  torch::Tensor w_down = torch::stack(downs).transpose(1, 2);  // [E, I, hidden]
+  torch::Tensor xe = flat.unsqueeze(0).expand({e, n, h});       // [E, N, hidden]
+  torch::Tensor act = F::silu(torch::bmm(xe, w_gate)) * torch::bmm(xe, w_up);  // [E, N, I]
+  torch::Tensor y = torch::bmm(act, w_down).to(torch::kFloat32);               // [E, N, hidden]
+  return torch::bmm(gate.unsqueeze(1), y.transpose(0, 1)).squeeze(1);          // [N, hidden] float32
 }
 
 torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
-                              torch::Tensor* routes) {
+                              torch::Tensor* routes, bool dense) {
   const Dsv32Config& c = config_;
   const auto shape = x.sizes().vec();
   torch::Tensor flat = x.reshape({-1, c.hidden_size});
@@ -409,14 +437,20 @@ torch::Tensor Dsv32Model::Moe(const Layer& l, const torch::Tensor& x, const torc
   torch::Tensor weights = scores.gather(1, chosen);
   if (c.norm_topk_prob) weights = weights / (weights.sum(-1, true) + 1e-20);
   weights = weights * c.routed_scaling_factor;
-  torch::Tensor out = torch::zeros_like(flat);
-  for (int64_t ex = 0; ex < e; ++ex) {
-    torch::Tensor hit = chosen.eq(ex).nonzero();  // [M, 2]: (token, slot)
-    if (hit.size(0) == 0) continue;
-    torch::Tensor tokens = hit.select(1, 0), slots = hit.select(1, 1);
-    torch::Tensor y = SwiGlu(flat.index_select(0, tokens), l.experts[ex][0], l.experts[ex][1], l.experts[ex][2]);
-    y = y * weights.index({tokens, slots}).unsqueeze(-1);
-    out = out.index_add(0, tokens, y.to(out.scalar_type()));
+  torch::Tensor out;
+  if (dense) {  // no host loop, no data-dependent shape (DecodePagedFull)
+    torch::Tensor gate = torch::zeros({n, e}, weights.options()).scatter(1, chosen, weights);  // [N, E] float32
+    out = MoeDense(l, flat, gate).to(flat.scalar_type());
+  } else {
+    out = torch::zeros_like(flat);
+    for (int64_t ex = 0; ex < e; ++ex) {
+      torch::Tensor hit = chosen.eq(ex).nonzero();  // [M, 2]: (token, slot)
+      if (hit.size(0) == 0) continue;
+      torch::Tensor tokens = hit.select(1, 0), slots = hit.select(1, 1);
+      torch::Tensor y = SwiGlu(flat.index_select(0, tokens), l.experts[ex][0], l.experts[ex][1], l.experts[ex][2]);
+      y = y * weights.index({tokens, slots}).unsqueeze(-1);
+      out = out.index_add(0, tokens, y.to(out.scalar_type()));
+    }
   }
   if (c.n_shared_experts > 0) out = out + SwiGlu(flat, l.shared[0], l.shared[1], l.shared[2]);
   return out.view(shape);
@@ -681,6 +715,17 @@ std::vector<int64_t> Dsv32Model::KvFieldDims() const {
 
 torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
                                       TokenChoices* record) {
+  return DecodePagedThrough(input_ids, rows, pool, record, /*full_keys=*/0);
+}
+
+torch::Tensor Dsv32Model::DecodePagedFull(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                          TokenChoices* record) {
+  TORCH_CHECK(rows.block_table.dim() == 2 && rows.block_table.size(1) > 0, "DecodePagedFull: empty block table");
+  return DecodePagedThrough(input_ids, rows, pool, record, rows.block_table.size(1) * pool->block_size());
+}
+
+torch::Tensor Dsv32Model::DecodePagedThrough(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                             TokenChoices* record, int64_t full_keys) {
   TORCH_CHECK(input_ids.dim() == 2 && rows.lengths.numel() == input_ids.size(0) &&
                   rows.new_tokens.numel() == input_ids.size(0) && rows.block_table.size(0) == input_ids.size(0),
               "DecodePaged: input_ids [B, T], lengths [B], new_tokens [B] and block_table [B, *] disagree");
@@ -690,7 +735,7 @@ torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const Page
   Dsv32Selections selections;
   NewTokens tokens;
   torch::Tensor logits = AppendThrough(input_ids, rows.lengths, rows.new_tokens, kv,
-                                       record != nullptr ? &selections : nullptr, &tokens);
+                                       record != nullptr ? &selections : nullptr, &tokens, full_keys);
   if (record != nullptr) {
     record->clear();
     for (size_t i = 0; i < layers_.size(); ++i) {
@@ -707,30 +752,35 @@ torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const Page
 
 torch::Tensor Dsv32Model::AppendThrough(const torch::Tensor& input_ids, const torch::Tensor& lengths,
                                         const torch::Tensor& new_tokens, KvAccess& kv, Dsv32Selections* record,
-                                        NewTokens* tokens_out) {
+                                        NewTokens* tokens_out, int64_t full_keys) {
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  torch::Tensor after = lengths + new_tokens;
+  const bool full = full_keys > 0;
+  torch::Tensor after = full ? lengths + t : lengths + new_tokens;  // [B]
   // Token j of row b sits at position lengths[b] + j and is written to the cache when j < new_tokens[b];
   // padding tokens (positions clamped into the model's range) write nothing and see no keys past their row's end.
   const torch::TensorOptions ids_options = input_ids.options().dtype(torch::kInt64);
   torch::Tensor positions =
       (lengths.unsqueeze(1) + torch::arange(t, ids_options).unsqueeze(0)).clamp_max(config_.max_position_embeddings - 1);
-  const int64_t s = std::max<int64_t>(after.max().item<int64_t>(), 1);
-  torch::Tensor valid = torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.unsqueeze(1));         // [B, T]
+  // The key range: given (no host synchronisation), or the longest row's new length (one synchronisation).
+  const int64_t s = full ? full_keys : std::max<int64_t>(after.max().item<int64_t>(), 1);
+  torch::Tensor valid = full ? torch::ones({b, t}, ids_options.dtype(torch::kBool))
+                             : torch::arange(t, ids_options).unsqueeze(0).lt(new_tokens.unsqueeze(1));  // [B, T]
   torch::Tensor x = torch::embedding(embed_tokens_, input_ids);
   auto [cos, sin] = CosSin(positions, x.scalar_type());  // [B, T, rope/2]
   if (record != nullptr) *record = {};
   // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices. A token
   // sees the keys up to its own position; padding sees its row's keys (and writes nothing).
-  const NewTokens tokens{valid, torch::arange(b, ids_options).unsqueeze(1).expand({b, t}).masked_select(valid),
-                         positions.masked_select(valid), torch::minimum(positions, (after - 1).unsqueeze(1))};
+  torch::Tensor row_of = torch::arange(b, ids_options).unsqueeze(1).expand({b, t});  // [B, T]
+  const NewTokens tokens{valid, full ? row_of.reshape({-1}) : row_of.masked_select(valid),
+                         full ? positions.reshape({-1}) : positions.masked_select(valid),
+                         torch::minimum(positions, (after - 1).unsqueeze(1)), full};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;
     x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, s, kv,
                             record != nullptr ? &topk : nullptr);
     x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
-                record != nullptr ? &routes : nullptr);
+                record != nullptr ? &routes : nullptr, /*dense=*/full);
     if (record != nullptr) {
       record->topk.push_back(topk);
       record->routes.push_back(routes);

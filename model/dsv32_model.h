@@ -132,6 +132,11 @@ class Dsv32Model : public CausalLm {
   int64_t num_kv_layers() const override { return config_.num_hidden_layers; }
   torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
                             TokenChoices* record) override;
+  // No host synchronisation, no data-dependent shapes: every token is written without a mask, the key range comes
+  // from the table's width, MoE layers compute every expert densely (MoeDense).
+  torch::Tensor DecodePagedFull(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                TokenChoices* record) override;
+  bool CapturablePagedDecode() const override { return true; }
   // Moves the weights to `device` in `dtype`; router correction biases stay float32 (they decide routing).
   void To(torch::Device device, torch::ScalarType dtype);
   // Per-layer activation checkpointing (model/activation_checkpoint.h) of the full forward (ForwardDetailed, hence
@@ -218,17 +223,24 @@ class Dsv32Model : public CausalLm {
   // Where an Append's tokens go, computed once per call: valid (non-padding) [B, T_new]; for the M valid ones,
   // their row and cache position [M].
   // key_limit [B, T_new]: the last key position each token may see (its own position, or its row's last for padding).
+  // all: every token is real (valid is then all true and rows/at cover every token in [B, T] order).
   struct NewTokens {
     torch::Tensor valid, rows, at, key_limit;
+    bool all = false;
   };
   // The cache fields' order in KvAccess (model/kv_pages.h).
   enum KvField : int64_t { kKv = 0, kIndexK = 1 };
   // The incremental evaluation behind Append and DecodePaged: the first new_tokens[b] tokens of row b of input_ids
   // [B, T] go to positions lengths[b].. ([B] int64 each) through `kv`; logits [B, T, V] float32. `record`, when
   // given, receives the tokens' selections (topk [B, T, min(index_topk, S)]); `tokens_out` the call's NewTokens.
+  // full_keys > 0: every row feeds all T tokens (new_tokens is not read) and keys are taken over [0, full_keys):
+  // no host synchronisation (DecodePagedFull); otherwise S is the longest row's new length, read from the device.
   torch::Tensor AppendThrough(const torch::Tensor& input_ids, const torch::Tensor& lengths,
                               const torch::Tensor& new_tokens, KvAccess& kv, Dsv32Selections* record,
-                              NewTokens* tokens_out);
+                              NewTokens* tokens_out, int64_t full_keys = 0);
+  // DecodePaged and DecodePagedFull (full_keys as in AppendThrough).
+  torch::Tensor DecodePagedThrough(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
+                                   TokenChoices* record, int64_t full_keys);
   // New tokens against the cache (MQA mode) over keys [0, s).
   torch::Tensor CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,
                                 const torch::Tensor& sin, const NewTokens& tokens, int64_t s, KvAccess& kv,
@@ -243,15 +255,25 @@ class Dsv32Model : public CausalLm {
   // key index among equal scores (kernels/lightning_indexer.h, on every device); -1 in the slots past the allowed
   // count.
   torch::Tensor TopkAllowed(const torch::Tensor& scores, const torch::Tensor& allowed) const;
-  // x: [B, T, hidden]. `replay`/`routes` ([B, T, num_experts_per_tok]) are used by MoE layers only.
-  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes);
-  torch::Tensor Moe(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes);
+  // x: [B, T, hidden]. `replay`/`routes` ([B, T, num_experts_per_tok]) are used by MoE layers only. dense: MoE
+  // layers compute every expert on every token (MoeDense) instead of looping over the chosen ones.
+  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes,
+                    bool dense = false);
+  torch::Tensor Moe(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay, torch::Tensor* routes,
+                    bool dense = false);
+  // The routed experts' sum without a host loop or data-dependent shapes, for a few tokens (a decode step): every
+  // expert on every token through batched products over the stacked expert weights, weighted by gate [N, E]
+  // float32 (0 for experts a token did not choose), summed in float32. flat: [N, hidden] -> [N, hidden].
+  torch::Tensor MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const;
   std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions, torch::ScalarType dtype) const;
 
   Dsv32Config config_;
   torch::Tensor embed_tokens_, norm_, lm_head_;
   std::vector<Layer> layers_;
   bool activation_checkpointing_ = false;
+  // config_.inv_freq() on the device CosSin last ran on (no host-to-device copy per call: a CUDA graph captures
+  // none).
+  mutable torch::Tensor inv_freq_;
 };
 
 // Reads DIR/config.json and the checkpoint tensors (model/safetensors.h) into a new model.

@@ -7,9 +7,9 @@
 
 namespace spargo::rollout {
 
-BlockManager::BlockManager(int64_t num_blocks) : refs_(num_blocks, 0) {
+BlockManager::BlockManager(int64_t num_blocks, int64_t kept_out) : refs_(num_blocks, 0) {
   // Handed out lowest first.
-  for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
+  for (int64_t b = num_blocks - 1; b >= kept_out; --b) free_.push_back(b);
 }
 
 int64_t BlockManager::in_use() const {

@@ -23,7 +23,8 @@ namespace spargo::rollout {
 
 class BlockManager {
  public:
-  explicit BlockManager(int64_t num_blocks);
+  // Blocks [0, kept_out) are never handed out (the engine's scratch block for padding rows, rollout/device_rows.h).
+  explicit BlockManager(int64_t num_blocks, int64_t kept_out = 0);
   int64_t num_blocks() const { return static_cast<int64_t>(refs_.size()); }
   int64_t available() const { return static_cast<int64_t>(free_.size() + evictable_.size()) - reserved_; }
   int64_t reserved() const { return reserved_; }

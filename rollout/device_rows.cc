@@ -22,11 +22,12 @@ void DeviceRows::Release(int64_t slot) { free_.push_back(slot); }
 void DeviceRows::Reset() {
   free_.clear();
   for (int64_t slot = static_cast<int64_t>(sent_.size()) - 1; slot >= 0; --slot) {
-    free_.push_back(slot);
+    if (slot != pad_slot_) free_.push_back(slot);
     sent_[slot].clear();
     sent_length_[slot] = -1;
   }
   if (table_.defined()) table_.zero_();
+  if (lengths_.defined()) lengths_.zero_();
 }
 
 void DeviceRows::Grow(int64_t slots, int64_t width) {
@@ -44,12 +45,17 @@ void DeviceRows::Grow(int64_t slots, int64_t width) {
   lengths_ = lengths;
 }
 
-DeviceRows::Call DeviceRows::Prepare(const std::vector<Row>& rows) {
-  const int64_t b = static_cast<int64_t>(rows.size());
-  int64_t t = 1, width = 1;
+DeviceRows::Call DeviceRows::Prepare(const std::vector<Row>& rows, int64_t pad_rows, int64_t min_width) {
+  const int64_t real = static_cast<int64_t>(rows.size()), b = std::max(real, pad_rows);
+  int64_t t = 1, width = std::max<int64_t>(1, min_width);
   for (const Row& r : rows) {
     t = std::max(t, r.count);
     width = std::max(width, static_cast<int64_t>(r.blocks->size()));
+  }
+  if (b > real && pad_slot_ < 0) {  // a fresh slot: its table row and length are 0 and stay so
+    sent_.emplace_back();
+    sent_length_.push_back(0);
+    pad_slot_ = static_cast<int64_t>(sent_.size()) - 1;
   }
   Grow(static_cast<int64_t>(sent_.size()), width);
   // What changed since it was last sent: table entries (slot, index, block) and lengths (slot, length).
@@ -77,10 +83,14 @@ DeviceRows::Call DeviceRows::Prepare(const std::vector<Row>& rows) {
   torch::Tensor host = torch::zeros({b * t + 2 * b + 3 * k + 2 * l},
                                     torch::TensorOptions().dtype(torch::kLong).pinned_memory(device_.is_cuda()));
   int64_t* p = host.data_ptr<int64_t>();
-  for (int64_t i = 0; i < b; ++i) {
+  for (int64_t i = 0; i < real; ++i) {
     std::copy(rows[i].tokens, rows[i].tokens + rows[i].count, p + i * t);
     p[b * t + i] = rows[i].slot;
     p[b * t + b + i] = rows[i].count;
+  }
+  for (int64_t i = real; i < b; ++i) {  // padding: token 0 (already), the pad slot, all T tokens
+    p[b * t + i] = pad_slot_;
+    p[b * t + b + i] = t;
   }
   int64_t* q = p + b * t + 2 * b;
   std::copy(entry_slot.begin(), entry_slot.end(), q);
@@ -103,9 +113,12 @@ DeviceRows::Call DeviceRows::Prepare(const std::vector<Row>& rows) {
   call.paged.block_table = table_.narrow(1, 0, width).index_select(0, call.slots);      // [B, width]
   call.paged.lengths = lengths_.index_select(0, call.slots);                            // [B]
   call.last = call.paged.new_tokens - 1;                                                // [B]
+  call.rows = real;
   return call;
 }
 
-void DeviceRows::Advance(const Call& call) { lengths_.index_add_(0, call.slots, call.paged.new_tokens); }
+void DeviceRows::Advance(const Call& call) {
+  lengths_.index_add_(0, call.slots.narrow(0, 0, call.rows), call.paged.new_tokens.narrow(0, 0, call.rows));
+}
 
 }  // namespace spargo::rollout

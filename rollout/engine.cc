@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <utility>
@@ -153,11 +154,20 @@ absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model
                                                      " bytes holds no block of ", per_block, " bytes"));
     }
   }
+  std::optional<DecodeGraphs::Mode> graphs;
+  if (options.graphs == DecodeGraphMode::kEagerPadded) graphs = DecodeGraphs::Mode::kEager;
+  if (options.graphs == DecodeGraphMode::kAuto && cache.device().is_cuda() && DecodeGraphs::CaptureCompiled() &&
+      model->CapturablePagedDecode()) {
+    const char* env = std::getenv("SPARGO_CUDA_GRAPHS");
+    if (env == nullptr || std::string(env) != "0") graphs = DecodeGraphs::Mode::kCapture;
+  }
   std::unique_ptr<model::KvPool> pool;
   SPARGO_RETURN_IF_ERROR(CallCatching("engine cache", [&] {
-    pool = std::make_unique<model::KvPool>(model->num_kv_layers(), dims, blocks, options.block_size, cache);
+    // With padding, one more block: block 0, the padding rows' scratch block.
+    pool = std::make_unique<model::KvPool>(model->num_kv_layers(), dims, blocks + (graphs ? 1 : 0),
+                                           options.block_size, cache);
   }));
-  return std::unique_ptr<GenerationEngine>(new GenerationEngine(model, options, std::move(pool)));
+  return std::unique_ptr<GenerationEngine>(new GenerationEngine(model, options, std::move(pool), graphs));
 }
 
 int64_t GenerationEngine::WorstCaseBlocks(const std::vector<GroupRequest>& prompts, const SamplingOptions& options,
@@ -171,18 +181,25 @@ int64_t GenerationEngine::WorstCaseBlocks(const std::vector<GroupRequest>& promp
 }
 
 GenerationEngine::GenerationEngine(model::CausalLm* model, const EngineOptions& options,
-                                   std::unique_ptr<model::KvPool> pool)
+                                   std::unique_ptr<model::KvPool> pool, std::optional<DecodeGraphs::Mode> graphs)
     : model_(model),
       options_(options),
       pool_(std::move(pool)),
       device_(pool_->field(0, 0).device()),
-      blocks_(pool_->num_blocks()),
+      blocks_(pool_->num_blocks(), graphs ? 1 : 0),
       prefix_choices_(pool_->num_blocks(), options.prefix_choice_bytes),
-      device_rows_(device_) {}
+      device_rows_(device_),
+      graphs_(graphs ? std::make_unique<DecodeGraphs>(model, pool_.get(), *graphs) : nullptr),
+      kept_out_(graphs ? 1 : 0) {}
 
 GenerationEngine::~GenerationEngine() = default;
 
-int64_t GenerationEngine::num_blocks() const { return pool_->num_blocks(); }
+int64_t GenerationEngine::num_blocks() const { return pool_->num_blocks() - kept_out_; }
+
+DecodeGraphMode GenerationEngine::decode_graph_mode() const {
+  if (graphs_ == nullptr) return DecodeGraphMode::kOff;
+  return graphs_->mode() == DecodeGraphs::Mode::kCapture ? DecodeGraphMode::kAuto : DecodeGraphMode::kEagerPadded;
+}
 
 EngineStats GenerationEngine::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -207,11 +224,11 @@ absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::v
   for (size_t i = 0; i < prompts.size(); ++i) {
     const int64_t need = RequestWorstCase(static_cast<int64_t>(prompts[i].prompt_ids.size()), group_sizes[i],
                                           options.max_new_tokens, bs);
-    if (need > pool_->num_blocks()) {
+    if (need > num_blocks()) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "prompt ", i, " (", prompts[i].prompt_ids.size(), " tokens, ", group_sizes[i], " samples of up to ",
           options.max_new_tokens, " tokens) needs up to ", need, " cache blocks of ", bs,
-          " tokens; the engine's cache has ", pool_->num_blocks()));
+          " tokens; the engine's cache has ", num_blocks()));
     }
   }
   std::vector<SampleGroup> out(prompts.size());
@@ -264,6 +281,11 @@ absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn
   driving_ = true;
   lock.unlock();
   absl::Status status = CallCatching("engine exclusive", fn);
+  // The weights may live elsewhere now: graphs are captured again on demand.
+  if (graphs_ != nullptr) {
+    absl::Status cleared = CallCatching("engine graphs", [&] { graphs_->Clear(); });
+    if (status.ok()) status = cleared;
+  }
   blocks_.ClearPrefixes();
   prefix_choices_.Clear();
   lock.lock();
@@ -312,7 +334,8 @@ void GenerationEngine::FailAll(const absl::Status& status) {
     env_done_.clear();
   }
   running_.clear();
-  blocks_ = BlockManager(pool_->num_blocks());
+  blocks_ = BlockManager(pool_->num_blocks(), kept_out_);
+  if (graphs_ != nullptr) CallCatching("engine graphs", [&] { graphs_->Clear(); }).IgnoreError();
   prefix_choices_.Clear();
   device_rows_.Reset();
   std::lock_guard<std::mutex> lock(mu_);
@@ -478,6 +501,10 @@ bool GenerationEngine::Step() {
     for (int64_t n : prefill_n) stats_.prefilled_tokens += n;
     stats_.prefix_choice_blocks = prefix_choices_.blocks();
     stats_.prefix_choice_bytes = prefix_choices_.bytes();
+    if (graphs_ != nullptr) {
+      stats_.decode_graphs = graphs_->graphs();
+      stats_.graph_replays = graphs_->replays();
+    }
   }
   if (!ready.empty()) SampleReady(ready, lasts.size() == 1 ? lasts[0] : torch::cat(lasts, 0));
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
@@ -540,11 +567,29 @@ void GenerationEngine::Feed(const std::vector<Sequence*>& rows, const std::vecto
     if (s->slot < 0) s->slot = device_rows_.Acquire();
     inputs[i] = DeviceRows::Row{s->slot, &s->blocks, s->cached, s->pending.data(), counts[i]};
   }
-  DeviceRows::Call call = device_rows_.Prepare(inputs);
+  // A decode call (one token per row) has no padding: DecodePagedFull, without host synchronisation; padded to a
+  // captured graph's shape where graphs are on. Prefill chunks go through DecodePaged.
+  const bool decode = std::all_of(counts.begin(), counts.end(), [](int64_t n) { return n == 1; });
   model::TokenChoices recorded;
-  torch::Tensor logits = model_->DecodePaged(call.ids, call.paged, pool_.get(), record ? &recorded : nullptr);
+  torch::Tensor logits;  // [B or padded, T, V]
+  DeviceRows::Call call;
+  if (decode && graphs_ != nullptr) {
+    int64_t width = 1;
+    for (Sequence* s : rows) width = std::max(width, static_cast<int64_t>(s->blocks.size()));
+    call = device_rows_.Prepare(inputs, DecodeGraphs::PadRows(b, options_.max_rows), DecodeGraphs::PadWidth(width));
+    // Static output buffers, read before the next decode call.
+    logits = graphs_->Run(call.ids, call.paged, record ? &recorded : nullptr);
+  } else {
+    call = device_rows_.Prepare(inputs);
+    logits = decode ? model_->DecodePagedFull(call.ids, call.paged, pool_.get(), record ? &recorded : nullptr)
+                    : model_->DecodePaged(call.ids, call.paged, pool_.get(), record ? &recorded : nullptr);
+  }
   device_rows_.Advance(call);
-  *last = logits.index({torch::arange(b, call.last.options()), call.last});  // [B, V]
+  if (decode) {
+    *last = logits.narrow(0, 0, b).select(1, 0);  // [B, V]
+  } else {
+    *last = logits.index({torch::arange(b, call.last.options()), call.last});  // [B, V]
+  }
   std::map<std::string, torch::Tensor> host;
   for (auto& [name, tensor] : recorded) host[name] = tensor.cpu();  // [B, T, width]
   for (int64_t i = 0; i < b; ++i) {
@@ -583,8 +628,17 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
         uniforms.push_back(SampleUniform(o.seed, o.step, key, static_cast<uint64_t>(s->sample), t));
       }
     }
-    torch::Tensor index = torch::tensor(rows, torch::kLong).to(last.device());
-    SampledRows drawn = SampleRows(last.index_select(0, index), call->sampling, uniforms);
+    // The rows in order, each once (a decode step of one call): the logits as they are, no index to send.
+    bool identity = static_cast<int64_t>(rows.size()) == last.size(0);
+    for (size_t i = 0; identity && i < rows.size(); ++i) identity = rows[i] == static_cast<int64_t>(i);
+    torch::Tensor picked = last;
+    if (!identity) {
+      torch::Tensor index = torch::empty({static_cast<int64_t>(rows.size())},
+                                         torch::TensorOptions().dtype(torch::kLong).pinned_memory(last.is_cuda()));
+      std::copy(rows.begin(), rows.end(), index.data_ptr<int64_t>());
+      picked = last.index_select(0, index.to(last.device(), /*non_blocking=*/true));
+    }
+    SampledRows drawn = SampleRows(picked, call->sampling, uniforms);
     auto tok = drawn.tokens.accessor<int64_t, 1>();
     auto lp = drawn.logprobs.accessor<float, 1>();
     int64_t k = 0;

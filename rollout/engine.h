@@ -15,6 +15,9 @@
 //    otherwise it waits, first come first served. A request that could never fit is RESOURCE_EXHAUSTED at once.
 //  - Block tables and cache lengths stay on the model's device (rollout/device_rows.h): a step sends only the
 //    entries that changed and the tokens fed, in one copy, and gathers its rows' tables there.
+//  - Decode calls (every row feeds one token) go through CausalLm::DecodePagedFull, without host synchronisation,
+//    and on CUDA through CUDA graphs captured per padded shape (rollout/decode_graphs.h; EngineOptions::graphs).
+//    With padding, block 0 of the pool is the padding rows' scratch block and holds no sequence's tokens.
 //  - Sampling (rollout/token_sampler.h) is counter-based per (seed, step, sample_key, sample, token): results do not
 //    depend on which requests shared a batch.
 //  - Agent episodes (rollout/episode.h): a sample that ends a turn waits while its environment runs on one of
@@ -42,12 +45,21 @@
 #include "common/thread_pool.h"
 #include "model/causal_lm.h"
 #include "rollout/block_manager.h"
+#include "rollout/decode_graphs.h"
 #include "rollout/device_rows.h"
 #include "rollout/group_sampler.h"
 #include "rollout/prefix_choices.h"
 #include "rollout/sample.h"
 
 namespace spargo::rollout {
+
+// How the engine runs decode calls:
+//  - kAuto: CUDA graphs (rollout/decode_graphs.h) on CUDA where the build can capture them and the model's
+//    DecodePagedFull is capturable (CausalLm::CapturablePagedDecode), unless the environment has
+//    SPARGO_CUDA_GRAPHS=0; otherwise as kOff.
+//  - kOff: eagerly, each call at its own shape.
+//  - kEagerPadded: padded to the graphs' shapes, eagerly (any device: the padding without the capture, for tests).
+enum class DecodeGraphMode { kAuto, kOff, kEagerPadded };
 
 struct EngineOptions {
   int64_t block_size = 16;
@@ -61,6 +73,7 @@ struct EngineOptions {
   // requests that record choices reuse cached prefixes; beyond it, further blocks get none.
   int64_t prefix_choice_bytes = int64_t{1} << 30;
   int environment_threads = 8;    // threads for agent environments' turns (0: inline)
+  DecodeGraphMode graphs = DecodeGraphMode::kAuto;
 };
 
 struct EngineStats {
@@ -75,6 +88,8 @@ struct EngineStats {
   int64_t max_running = 0;                           // most sequences running at once
   int64_t waits = 0;                                 // steps a request could not be admitted for lack of blocks
   int64_t waiting_requests = 0;                      // now: requests not yet admitted (prompts of calls in Generate)
+  int64_t decode_graphs = 0;                         // now: CUDA graphs captured (shapes seen)
+  int64_t graph_replays = 0;                         // decode calls replayed from a graph
 };
 
 class GenerationEngine {
@@ -101,12 +116,15 @@ class GenerationEngine {
   EngineStats stats() const;
   int64_t num_blocks() const;
   int64_t block_size() const { return options_.block_size; }
+  // How decode calls run: padded (kEagerPadded, or captured: kAuto in effect) or not (kOff).
+  DecodeGraphMode decode_graph_mode() const;
 
  private:
   struct Call;
   struct Request;
   struct Sequence;
-  GenerationEngine(model::CausalLm* model, const EngineOptions& options, std::unique_ptr<model::KvPool> pool);
+  GenerationEngine(model::CausalLm* model, const EngineOptions& options, std::unique_ptr<model::KvPool> pool,
+                   std::optional<DecodeGraphs::Mode> graphs);
 
   // One step; returns with mu_ unlocked. A model error fails every call in flight. False when the step had
   // nothing to do (every running sequence waits for its environment).
@@ -146,6 +164,8 @@ class GenerationEngine {
   BlockManager blocks_;                    // the driver's
   PrefixChoices prefix_choices_;           // the driver's
   DeviceRows device_rows_;                 // the driver's: block tables and lengths on the model's device
+  std::unique_ptr<DecodeGraphs> graphs_;   // the driver's; null: decode calls unpadded
+  int64_t kept_out_ = 0;                   // 1 with padding: block 0 is the padding rows' scratch block
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

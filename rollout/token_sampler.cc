@@ -1,5 +1,6 @@
 #include "rollout/token_sampler.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "common/counter_rng.h"
@@ -7,6 +8,13 @@
 namespace spargo::rollout {
 namespace {
 constexpr uint64_t kSamplingStream = 0x5a4d504c45ULL;
+
+// Tokens [N] int64 and log-probs [N] float32, on any device, to the host in one copy (ids below 2^53 are exact in
+// float64).
+SampledRows ToHost(const torch::Tensor& tokens, const torch::Tensor& logprobs) {
+  torch::Tensor both = torch::stack({tokens.to(torch::kDouble), logprobs.to(torch::kDouble)}).cpu();  // [2, N]
+  return {both[0].to(torch::kLong), both[1].to(torch::kFloat), {}};
+}
 }  // namespace
 
 double SampleUniform(uint64_t seed, uint64_t step, uint64_t sample_key, uint64_t sample_index, uint64_t token_index) {
@@ -19,7 +27,7 @@ SampledRows SampleRows(torch::Tensor logits, const TokenSampling& o, const std::
   if (o.temperature == 0) {
     torch::Tensor logp = torch::log_softmax(logits, -1);
     torch::Tensor tokens = logits.argmax(-1);  // [N]
-    return {tokens.cpu(), logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu(), {}};
+    return ToHost(tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1));
   }
   torch::Tensor scaled = logits.to(torch::kDouble) / o.temperature;  // [N, V]
   const double inf = std::numeric_limits<double>::infinity();
@@ -39,11 +47,12 @@ SampledRows SampleRows(torch::Tensor logits, const TokenSampling& o, const std::
   torch::Tensor cdf = logp.exp().cumsum(-1);             // [N, V]
   const int64_t n = logits.size(0);
   TORCH_CHECK(static_cast<int64_t>(uniforms.size()) == n, "SampleRows: ", uniforms.size(), " uniforms for ", n, " rows");
-  torch::Tensor uniform = torch::tensor(uniforms, torch::kDouble).view({n, 1});  // [N, 1]
+  torch::Tensor uniform = torch::empty({n, 1}, torch::TensorOptions().dtype(torch::kDouble).pinned_memory(logits.is_cuda()));
+  std::copy(uniforms.begin(), uniforms.end(), uniform.data_ptr<double>());  // [N, 1]
   // Scaled by each row's total (1 up to rounding), so that the draw always falls inside the cdf.
-  torch::Tensor u = uniform.to(cdf.device()) * cdf.narrow(1, cdf.size(1) - 1, 1);                // [N, 1]
+  torch::Tensor u = uniform.to(cdf.device(), /*non_blocking=*/true) * cdf.narrow(1, cdf.size(1) - 1, 1);  // [N, 1]
   torch::Tensor tokens = torch::searchsorted(cdf, u).squeeze(-1).clamp_max(logits.size(1) - 1);  // [N]
-  SampledRows out{tokens.cpu(), logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(torch::kFloat).cpu(), {}};
+  SampledRows out = ToHost(tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1));
   if (truncated && o.record_kept) out.kept = torch::isfinite(scaled).cpu();  // [N, V]
   return out;
 }

@@ -7,7 +7,8 @@
 // Counter-based randomness: the uniform behind completion token t of sample g of the request keyed k at call
 // counter `step` is a pure function of (seed, step, k, g, t) (SampleUniform), so a draw depends neither on the
 // batch it was drawn in nor on the device.
-// The logits stay on their device; only the uniforms go there and only tokens, log-probs (and kept sets) return.
+// The logits stay on their device; only the uniforms go there (from pinned memory on CUDA, without waiting) and
+// only tokens and log-probs (in one copy, the draw's one host synchronisation) and kept sets return.
 #ifndef SPARGO_ROLLOUT_TOKEN_SAMPLER_H_
 #define SPARGO_ROLLOUT_TOKEN_SAMPLER_H_
 

@@ -13,6 +13,7 @@
 #include "model/tiny_transformer.h"
 #include "rollout/group_sampler.h"
 #include "rollout/token_sampler.h"
+#include "tests/engine_test_util.h"
 #include "tests/test_util.h"
 
 namespace spargo::rollout {
@@ -44,17 +45,7 @@ std::shared_ptr<model::TinyTransformer> RandomTiny() {
 }
 
 std::vector<GroupRequest> Prompts(const std::vector<int>& lengths, int64_t vocab, uint64_t seed) {
-  std::vector<GroupRequest> out;
-  torch::manual_seed(seed);
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    GroupRequest r;
-    r.prompt_id = "p" + std::to_string(i);
-    r.sample_key = 100 + i;
-    torch::Tensor ids = torch::randint(2, vocab, {lengths[i]}, torch::kLong);
-    r.prompt_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + lengths[i]);
-    out.push_back(r);
-  }
-  return out;
+  return RandomPrompts(lengths, vocab, seed, /*first_key=*/100);
 }
 
 struct Reference {
@@ -616,6 +607,48 @@ TEST(GenerationEngine, AnEnvironmentTurnRunsOffTheStepWhileOthersDecode) {
   EXPECT_EQ(sa.episode_end, "length");
   const SampleRecord& sb = (*out)[1][0];
   EXPECT_EQ(sb.completion_ids, (std::vector<int64_t>{21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}));
+}
+
+// Decode calls padded to the CUDA graphs' shapes (more rows, a wider table; rollout/decode_graphs.h), run eagerly:
+// the padding rows read and write only the scratch block 0, so every sample (tokens, log-probs, recorded choices)
+// is what the plain cached decode gives, with requests joining mid-batch.
+TEST(GenerationEngine, PaddedDecodeCallsEqualThePlainCachedDecode) {
+  EXPECT_EQ(DecodeGraphs::PadRows(1, 512), 1);
+  EXPECT_EQ(DecodeGraphs::PadRows(3, 512), 4);
+  EXPECT_EQ(DecodeGraphs::PadRows(33, 512), 64);
+  EXPECT_EQ(DecodeGraphs::PadRows(257, 512), 320);
+  EXPECT_EQ(DecodeGraphs::PadRows(300, 300), 300);
+  EXPECT_EQ(DecodeGraphs::PadWidth(1), 1);
+  EXPECT_EQ(DecodeGraphs::PadWidth(5), 6);
+  EXPECT_EQ(DecodeGraphs::PadWidth(7), 8);
+  EXPECT_EQ(DecodeGraphs::PadWidth(13), 16);
+  EXPECT_EQ(DecodeGraphs::PadWidth(17), 24);
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 256;
+  eo.prefill_tokens = 5;  // prompts enter in chunks, at different steps, while others decode
+  eo.graphs = DecodeGraphMode::kEagerPadded;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->decode_graph_mode(), DecodeGraphMode::kEagerPadded);
+  EXPECT_EQ((*engine)->num_blocks(), 256);  // block 0 is extra
+  std::vector<GroupRequest> prompts = Prompts({7, 3, 11, 1, 9}, m->vocab_size(), 1);
+  SamplingOptions greedy = Sampled(3, 12);
+  greedy.temperature = 0;
+  greedy.eos_id = -1;
+  greedy.record_choices = true;
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, greedy);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectMatchesIndependent(*m, prompts, *out, greedy);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ExpectSameChoices((*out)[i][2].choices, ContiguousChoices(*m, (*out)[i][2]), "prompt " + std::to_string(i));
+  }
+  SamplingOptions sampled = Sampled(3, 10);
+  sampled.top_k = 20;
+  out = (*engine)->Generate(prompts, sampled);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectMatchesIndependent(*m, prompts, *out, sampled);
 }
 
 // On the H200: the 160M bench model's attention shapes (latent 256 + rope 32, 16 heads) in bfloat16, where the cached
