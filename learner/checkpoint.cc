@@ -132,13 +132,10 @@ absl::StatusOr<std::string> CheckpointStore::Save(const TrainerState& state, con
     SPARGO_RETURN_IF_ERROR(write("reference.safetensors", bytes));
   }
   if (!c.model_config_json.empty()) SPARGO_RETURN_IF_ERROR(write("config.json", c.model_config_json));
-  if (!c.tokenizer_file.empty()) {
-    SPARGO_ASSIGN_OR_RETURN(std::string tokenizer, ReadWholeFile(c.tokenizer_file));
-    SPARGO_RETURN_IF_ERROR(write("tokenizer.json", tokenizer));
-    const std::string config = (fs::path(c.tokenizer_file).parent_path() / "tokenizer_config.json").string();
-    if (fs::exists(config, ec)) {
-      SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(config));
-      SPARGO_RETURN_IF_ERROR(write("tokenizer_config.json", text));
+  if (c.tokenizer_files) {
+    SPARGO_RETURN_IF_ERROR(write("tokenizer.json", c.tokenizer_files->tokenizer_json));
+    if (!c.tokenizer_files->tokenizer_config_json.empty()) {
+      SPARGO_RETURN_IF_ERROR(write("tokenizer_config.json", c.tokenizer_files->tokenizer_config_json));
     }
   }
   if (c.optimizer_state != nullptr) SPARGO_RETURN_IF_ERROR(write("optimizer.pt", *c.optimizer_state));

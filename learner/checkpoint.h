@@ -21,6 +21,7 @@
 #include "learner/task_mixture.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/tokenizer.h"
 
 namespace spargo::learner {
 
@@ -41,7 +42,9 @@ struct TrainerState {
 struct CheckpointContents {
   const model::TensorMap* weights = nullptr;     // the policy's (master) weights
   std::string model_config_json;                 // config.json; "" for models without one (the tiny transformer)
-  std::string tokenizer_file;                    // copied in as tokenizer.json (with its tokenizer_config.json)
+  // Written as tokenizer.json (and tokenizer_config.json when it has one): the checkpoint is a model directory that
+  // names its own tokenizer. Unset for the byte tokenizer.
+  std::optional<tokenizer::TokenizerFiles> tokenizer_files;
   const std::string* optimizer_state = nullptr;  // torch archive bytes; may be null (no optimizer.pt)
   const model::TensorMap* reference = nullptr;   // may be null (no reference.safetensors)
 };

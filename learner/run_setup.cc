@@ -230,7 +230,11 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
   SPARGO_ASSIGN_OR_RETURN(RunModel run_model, CreateRunModel(c));
   const std::string& tokenizer_spec = run_model.tokenizer_spec;
   const std::shared_ptr<const tokenizer::Tokenizer>* tok = &run_model.tokenizer;
-  if (tokenizer_spec != "byte") ctx->tokenizer_file = tokenizer_spec;
+  {
+    absl::StatusOr<std::optional<tokenizer::TokenizerFiles>> files = tokenizer::ReadTokenizerFiles(tokenizer_spec);
+    if (!files.ok()) return Annotate(files.status(), absl::StrCat("model.tokenizer = ", tokenizer_spec));
+    ctx->tokenizer_files = *std::move(files);
+  }
   std::shared_ptr<model::CausalLm> policy_model = run_model.model;
   const SpecialIds ids = run_model.ids;
   ctx->codec = std::make_unique<PromptCodec>(*tok, ids);

@@ -17,6 +17,7 @@
 #include "learner/task_mixture.h"
 #include "model/causal_lm.h"
 #include "rewards/reward_client.h"
+#include "tokenizer/tokenizer.h"
 #include "rollout/rollout_client.h"
 #include "spargo/config.pb.h"
 
@@ -41,7 +42,7 @@ struct TrainContext {
   std::shared_ptr<model::CausalLm> reference;
   torch::Device reference_device = torch::kCPU;
   std::string model_config_json;  // the policy's config.json ("" for the tiny transformer)
-  std::string tokenizer_file;     // the tokenizer.json checkpoints carry ("" for the byte tokenizer)
+  std::optional<tokenizer::TokenizerFiles> tokenizer_files;  // what checkpoints carry (unset for the byte tokenizer)
   MetricsRegistry* metrics = nullptr;
 };
 

@@ -92,7 +92,7 @@ absl::Status Driver::SaveCheckpoint() {
   CheckpointContents c;
   c.weights = &weights;
   c.model_config_json = ctx_.model_config_json;
-  c.tokenizer_file = ctx_.tokenizer_file;
+  c.tokenizer_files = ctx_.tokenizer_files;
   SPARGO_ASSIGN_OR_RETURN(const std::string optimizer_state, ctx_.policy->OptimizerState());
   c.optimizer_state = &optimizer_state;
   if (ctx_.reference != nullptr && state_.phase == "grpo") {

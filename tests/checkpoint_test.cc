@@ -258,14 +258,17 @@ TEST(CheckpointStore, DeepSeekCheckpointIsAModelDirectory) {
   contents.optimizer_state = &optimizer_state;
   contents.model_config_json = model::Dsv32ConfigToJson(std::dynamic_pointer_cast<model::Dsv32Model>(*policy)->config());
   const std::string tokenizer_dir = NewTempDir("tok");
-  contents.tokenizer_file = tokenizer_dir + "/tokenizer.json";  // copied as it is (with its tokenizer_config.json)
-  testing::WriteFile(contents.tokenizer_file, "{\"model\": {}}");
+  testing::WriteFile(tokenizer_dir + "/tokenizer.json", "{\"model\": {}}");
   testing::WriteFile(tokenizer_dir + "/tokenizer_config.json", "{\"eos_token\": \"</s>\"}");
+  absl::StatusOr<std::optional<tokenizer::TokenizerFiles>> files =
+      tokenizer::ReadTokenizerFiles(tokenizer_dir + "/tokenizer.json");  // written as they are
+  ASSERT_TRUE(files.ok() && files->has_value()) << files.status();
+  contents.tokenizer_files = **files;
   absl::StatusOr<std::string> path = store.Save(learner::TrainerState(), contents);
   ASSERT_TRUE(path.ok()) << path.status();
   absl::StatusOr<model::TensorMap> file = model::ReadSafetensors(*path + "/model.safetensors");
   ASSERT_TRUE(file.ok());
-  EXPECT_EQ(ReadFile(*path + "/tokenizer.json"), ReadFile(contents.tokenizer_file));  // the folder is a model dir
+  EXPECT_EQ(ReadFile(*path + "/tokenizer.json"), ReadFile(tokenizer_dir + "/tokenizer.json"));  // a model dir
   EXPECT_EQ(ReadFile(*path + "/tokenizer_config.json"), ReadFile(tokenizer_dir + "/tokenizer_config.json"));
   for (const char* name : {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
                            "model.layers.1.self_attn.indexer.weights_proj.weight", "model.layers.1.mlp.gate.weight",

@@ -11,6 +11,7 @@
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/chat_bytes.h"
 
 namespace spargo::tokenizer {
 namespace {
@@ -61,15 +62,32 @@ std::optional<std::string> ConfigToken(const nlohmann::json& config, const char*
 class BpeText final : public Tokenizer {
  public:
   static absl::StatusOr<std::shared_ptr<const Tokenizer>> Load(const std::string& path) {
-    SPARGO_ASSIGN_OR_RETURN(BpeTokenizer bpe, BpeTokenizer::FromFile(path));
-    auto t = std::shared_ptr<BpeText>(new BpeText(std::move(bpe), path));
-    nlohmann::json config;
+    std::ifstream file(path, std::ios::binary);
+    if (!file) return absl::NotFoundError(absl::StrCat("tokenizer '", path, "': cannot be opened"));
+    std::stringstream json_text;
+    json_text << file.rdbuf();
     const std::string config_path = (std::filesystem::path(path).parent_path() / "tokenizer_config.json").string();
+    std::optional<std::string> config_text;
     std::ifstream in(config_path);
     if (in) {
       std::stringstream text;
       text << in.rdbuf();
-      config = ParseBoundedJson(text.str());
+      config_text = text.str();
+    }
+    return FromTexts(json_text.str(), path, config_text, config_path, path);
+  }
+
+  // A tokenizer.json's text (`path` names it in errors) and, when there is one, its tokenizer_config.json's.
+  static absl::StatusOr<std::shared_ptr<const Tokenizer>> FromTexts(absl::string_view json_text,
+                                                                    const std::string& path,
+                                                                    const std::optional<std::string>& config_text,
+                                                                    const std::string& config_path,
+                                                                    std::string spec) {
+    SPARGO_ASSIGN_OR_RETURN(BpeTokenizer bpe, BpeTokenizer::FromJsonText(json_text, path));
+    auto t = std::shared_ptr<BpeText>(new BpeText(std::move(bpe), std::move(spec)));
+    nlohmann::json config;
+    if (config_text) {
+      config = ParseBoundedJson(*config_text);
       if (config.is_discarded()) {
         return absl::InvalidArgumentError(absl::StrCat(config_path, ": not valid JSON"));
       }
@@ -131,8 +149,34 @@ class BpeText final : public Tokenizer {
 
 absl::StatusOr<std::shared_ptr<const Tokenizer>> LoadTokenizer(const std::string& spec) {
   if (spec == "byte") return std::shared_ptr<const Tokenizer>(std::make_shared<ByteText>());
-  if (spec.empty()) return absl::InvalidArgumentError("tokenizer: empty; give \"byte\" or a tokenizer.json path");
+  if (spec == kChatBytesSpec) {
+    return BpeText::FromTexts(ChatBytesTokenizerJson(), "the chat-bytes tokenizer", ChatBytesTokenizerConfigJson(),
+                              "the chat-bytes tokenizer's config", kChatBytesSpec);
+  }
+  if (spec.empty()) {
+    return absl::InvalidArgumentError("tokenizer: empty; give \"byte\", \"chat-bytes\" or a tokenizer.json path");
+  }
   return BpeText::Load(spec);
+}
+
+absl::StatusOr<std::optional<TokenizerFiles>> ReadTokenizerFiles(const std::string& spec) {
+  if (spec == "byte") return std::nullopt;
+  if (spec == kChatBytesSpec) return TokenizerFiles{ChatBytesTokenizerJson(), ChatBytesTokenizerConfigJson()};
+  auto read = [](const std::string& path, std::string* out) -> absl::Status {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("tokenizer '", path, "': cannot be opened"));
+    std::stringstream text;
+    text << in.rdbuf();
+    if (in.bad()) return absl::DataLossError(absl::StrCat("tokenizer '", path, "': read failed"));
+    *out = text.str();
+    return absl::OkStatus();
+  };
+  TokenizerFiles files;
+  SPARGO_RETURN_IF_ERROR(read(spec, &files.tokenizer_json));
+  const std::string config = (std::filesystem::path(spec).parent_path() / "tokenizer_config.json").string();
+  std::error_code ec;
+  if (std::filesystem::exists(config, ec)) SPARGO_RETURN_IF_ERROR(read(config, &files.tokenizer_config_json));
+  return files;
 }
 
 }  // namespace spargo::tokenizer

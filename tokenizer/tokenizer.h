@@ -1,6 +1,8 @@
 // The tokenizer interface that training, rollout and the command line program against: text to ids and back, and
 // the special ids (BOS, EOS, padding) a run needs. Two implementations:
 //  - "byte": the tiny models' byte tokenizer (tokenizer/byte_tokenizer.h): BOS 256, EOS 257, PAD 258;
+//    "chat-bytes" is the same with DeepSeek-V3.2's chat format as whole tokens (tokenizer/chat_bytes.h), generated
+//    as a tokenizer.json and loaded as the next kind;
 //  - a path to an HF tokenizer.json (BPE: byte-level as DeepSeek, Qwen, Llama 3, GPT-2/4o, or with byte fallback as
 //    Llama 2 and Mistral; tokenizer/bpe_tokenizer.h). Its special ids come from the
 //    tokenizer_config.json next to it when there is one ("bos_token", "eos_token", "pad_token", as strings or
@@ -39,12 +41,20 @@ class Tokenizer {
   virtual std::optional<int64_t> pad_id() const = 0;
   // The id of a token given by its text (e.g. "</think>"), when the vocabulary has it as one token.
   virtual std::optional<int64_t> TokenToId(absl::string_view token) const = 0;
-  // "byte", or the tokenizer.json path it was loaded from.
+  // "byte", "chat-bytes", or the tokenizer.json path it was loaded from.
   virtual std::string spec() const = 0;
 };
 
-// `spec`: "byte" or the path of a tokenizer.json.
+// `spec`: "byte", "chat-bytes" or the path of a tokenizer.json.
 absl::StatusOr<std::shared_ptr<const Tokenizer>> LoadTokenizer(const std::string& spec);
+
+// The files a model directory (a checkpoint) carries so that it names its own tokenizer: tokenizer.json and, where
+// there is one, tokenizer_config.json (empty when not). std::nullopt for "byte", whose special tokens have no text.
+struct TokenizerFiles {
+  std::string tokenizer_json;
+  std::string tokenizer_config_json;
+};
+absl::StatusOr<std::optional<TokenizerFiles>> ReadTokenizerFiles(const std::string& spec);
 
 }  // namespace spargo::tokenizer
 
