@@ -139,6 +139,11 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
   }
   if (w.probe_every() <= 0) return Bad("learner.warmup.probe_every", w.probe_every(), "must be positive");
   if (w.probe_prompts() <= 0) return Bad("learner.warmup.probe_prompts", w.probe_prompts(), "must be positive");
+  if (w.loss_aggregation() != config::GrpoConfig::TOKEN_MEAN &&
+      w.loss_aggregation() != config::GrpoConfig::SEQ_MEAN_TOKEN_MEAN) {
+    return Bad("learner.warmup.loss_aggregation", config::GrpoConfig::LossAggregation_Name(w.loss_aggregation()),
+               "choose TOKEN_MEAN or SEQ_MEAN_TOKEN_MEAN");
+  }
 
   const config::GrpoConfig& g = c.learner().grpo();
   if (g.steps() < 0) return Bad("learner.grpo.steps", g.steps(), "must be >= 0");

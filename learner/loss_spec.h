@@ -1,6 +1,7 @@
 // What a policy learner's training step minimises, as data rather than code, so that a learner in another
 // process (learner/grpc_policy_learner.h) computes exactly what the in-process one does:
-//  - kTokenNll (the warm-up): -sum(logp * loss_mask) / normaliser over each micro-batch;
+//  - kTokenNll (the warm-up): -sum(logp * loss_mask) / normaliser over each micro-batch (the warm-up may scale a
+//    row's mask to weigh rows: learner.warmup.loss_aggregation);
 //  - kGrpo: GrpoLoss (learner/grpo.h) over each micro-batch with the per-row inputs below and `grpo`'s options,
 //    divided by `normaliser` (the whole mini-batch's token or row count, so that micro-batching changes nothing
 //    but rounding).

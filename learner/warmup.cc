@@ -9,6 +9,12 @@
 
 namespace spargo::learner {
 
+double WeighRowsByTheirTokens(torch::Tensor* loss_mask) {
+  torch::Tensor per_row = loss_mask->sum(1, /*keepdim=*/true);  // [N, 1]
+  *loss_mask = *loss_mask / per_row.clamp_min(1);
+  return static_cast<double>(per_row.gt(0).sum().item<int64_t>());
+}
+
 absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* state, int64_t step) {
   const config::WarmupConfig& w = ctx.config.learner().warmup();
   if (!state->warmup_cursor) state->warmup_cursor = ctx.tasks.NewCursor();
@@ -35,6 +41,10 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* 
   }));
   const double answer_tokens = static_cast<double>(batch.completion_tokens);
   const int64_t rows = static_cast<int64_t>(prompts.size());
+  double normaliser = answer_tokens;
+  if (w.loss_aggregation() == config::GrpoConfig::SEQ_MEAN_TOKEN_MEAN) {
+    normaliser = WeighRowsByTheirTokens(&batch.loss_mask);
+  }
   // Rows in order of length, so that micro-batches (each cut to its longest row) hold rows of similar lengths:
   // short answers are not padded to the length of agent episodes. The loss is the same (sums over all rows).
   std::vector<int64_t> all(rows);
@@ -48,7 +58,7 @@ absl::StatusOr<WarmupStepResult> RunWarmupStep(TrainContext& ctx, TrainerState* 
   f.keep_sampling_mask = false;
   LossSpec loss;
   loss.kind = LossSpec::Kind::kTokenNll;
-  loss.normaliser = std::max(answer_tokens, 1.0);
+  loss.normaliser = std::max(normaliser, 1.0);
   loss.aux_weight = ctx.config.learner().aux_loss_weight();
   loss.rows_total = rows;
   SPARGO_ASSIGN_OR_RETURN(TrainStepResult r,

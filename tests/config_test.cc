@@ -137,6 +137,7 @@ TEST(ConfigValidation, CrossFieldRulesNameTheField) {
       // Sizes a typo could make astronomical: refused before anything is allocated.
       {"rollout.prompts_per_step=2147483647", "rollout.prompts_per_step = 2147483647: must be at most 65536"},
       {"learner.warmup.batch_size=2147483647", "learner.warmup.batch_size"},
+      {"learner.warmup.loss_aggregation=SEQ_MEAN_TOKEN_SUM", "learner.warmup.loss_aggregation = SEQ_MEAN_TOKEN_SUM"},
       {"eval.heldout_prompts=2147483647", "eval.heldout_prompts"},
       {"model.num_layers=1000000", "model.num_layers = 1000000: must be at most 1024"},
   };
