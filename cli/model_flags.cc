@@ -4,7 +4,9 @@
 #include "absl/strings/str_cat.h"
 
 ABSL_FLAG(std::string, model, "", "Checkpoint folder: config.json and model.safetensors (or an index with shards).");
-ABSL_FLAG(std::string, tokenizer, "", "An HF tokenizer.json, or \"byte\" for the tiny models' byte tokenizer.");
+ABSL_FLAG(std::string, tokenizer, "",
+          "An HF tokenizer.json, \"byte\" for the tiny models' byte tokenizer, or \"chat-bytes\" (bytes plus the chat "
+          "format's markup as whole tokens).");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
 ABSL_FLAG(std::string, dtype, "float32", "float32 or bfloat16.");
 

@@ -50,7 +50,7 @@ int RunTokenize(const CommandArgs& args) {
   }
   const std::string path = absl::GetFlag(FLAGS_tokenizer);
   if (path.empty()) {
-    std::cerr << "spargo tokenize: --tokenizer FILE (a tokenizer.json, or \"byte\") is required\n";
+    std::cerr << "spargo tokenize: --tokenizer FILE (a tokenizer.json, \"byte\" or \"chat-bytes\") is required\n";
     return kExitUsage;
   }
   absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok = tokenizer::LoadTokenizer(path);

@@ -1,5 +1,5 @@
 // End to end, long: the embedded mixed config (configs/cpu_mixed.txtpb) with the real `spargo` binary.
-//  - A shortened run (about four minutes on two cores) trains reasoning, agent and alignment tasks in one GRPO
+//  - A shortened run (about three minutes on two cores) trains reasoning, agent and alignment tasks in one GRPO
 //    stage and reports every domain held out before and after; then its checkpoint runs held-out calculator
 //    questions greedily as real episodes: the model writes DSML calls, which the calculator executes.
 //  - The full run (up to 15 minutes) with a held-out gain in every domain: DISABLED, because the config does not
@@ -57,7 +57,7 @@ TEST(MixedRunEndToEnd, DISABLED_FullRunGainsOnHeldOutInEveryDomain) {
 TEST(MixedRunEndToEnd, ThreeDomainsInOneStageAndTheModelCallsTools) {
   const std::string dir = NewTempDir("mixed") + "/run";
   auto r = RunProcess(SpargoBinary(), {"train", "--config", "embedded:cpu_mixed", "--run-dir", dir,
-                                       "--set", "learner.warmup.steps=150",
+                                       "--set", "learner.warmup.steps=300",
                                        "--set", "learner.warmup.stop_at_accuracy=0",
                                        "--set", "learner.grpo.steps=3", "--set", "eval.heldout_prompts=30"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -84,8 +84,8 @@ TEST(MixedRunEndToEnd, ThreeDomainsInOneStageAndTheModelCallsTools) {
   ASSERT_FALSE(checkpoint.empty());
   config::ModelConfig model_config = cfg->model();
   model_config.set_pretrained_dir(checkpoint);
-  auto tok = tokenizer::LoadTokenizer("byte");
-  ASSERT_TRUE(tok.ok());
+  auto tok = tokenizer::LoadTokenizer(checkpoint + "/tokenizer.json");  // the run's chat-bytes, as it saved it
+  ASSERT_TRUE(tok.ok()) << tok.status();
   auto model = model::CreateModel(model_config, (*tok)->vocab_size());
   ASSERT_TRUE(model.ok()) << model.status();
   auto tools = agent::ToolBoxFromConfig(cfg->rollout().agent(), "rollout.agent");
