@@ -9,6 +9,7 @@
 #include "common/crc32.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 
 namespace spargo::rollout {
 namespace {
@@ -23,7 +24,13 @@ torch::ScalarType TorchType(const std::string& dtype) {
   return dtype == "F32" ? torch::kFloat32 : (dtype == "BF16" ? torch::kBFloat16 : torch::kFloat16);
 }
 
-std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+// At most the first 16 dimensions (a hostile chunk may declare thousands).
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  constexpr size_t kShown = 16;
+  if (shape.size() <= kShown) return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+  return absl::StrCat("[", absl::StrJoin(shape.begin(), shape.begin() + kShown, ", "), ", ... (", shape.size(),
+                      " dimensions)]");
+}
 
 }  // namespace
 
@@ -40,7 +47,11 @@ uint64_t ThisProcessRunId() {
 uint32_t ChunkCrc32(const std::string& data) { return Crc32(data); }
 
 absl::Status WeightAssembler::Bad(const std::string& what) const {
-  return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
+  // Names and dtypes come from the sender: the message is bounded whatever they hold.
+  constexpr size_t kMaxWhat = 1024;
+  if (what.size() <= kMaxWhat) return absl::InvalidArgumentError(absl::StrCat("weight update: ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat("weight update: ", Utf8Lossy(absl::string_view(what).substr(0, kMaxWhat)), "... (cut)"));
 }
 
 // A tensor's first chunk: its name, dtype and shape are checked (against the served model when known) and the

@@ -451,6 +451,26 @@ TEST(RolloutServer, RefusesAGroupTheCacheCannotHoldAndUnusableEngineOptions) {
   }
 }
 
+TEST(WeightAssembler, MessagesStayShortWhateverTheChunkDeclares) {
+  // Found by fuzz/weight_assembler_fuzzer: a shape of thousands of dimensions, and a long name, were echoed whole.
+  WeightChunk c;
+  c.set_policy_version(1);
+  c.set_tensor_name(std::string(6000, 'n'));
+  c.set_dtype("BF16");
+  for (int i = 0; i < 3000; ++i) c.add_shape(i % 2 == 0 ? 1000000007 : 32);
+  c.set_crc32(ChunkCrc32(c.data()));
+  WeightAssembler a(1 << 20);
+  const absl::Status s = a.Add(c);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LE(s.message().size(), 2048u);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("weight update: tensor 'nnn"));
+  WeightChunk shaped = c;
+  shaped.set_tensor_name("big");
+  const absl::Status t = WeightAssembler(1 << 20).Add(shaped);
+  EXPECT_THAT(std::string(t.message()), HasSubstr("tensor 'big': bad or oversized shape [1000000007, 32, "));
+  EXPECT_THAT(std::string(t.message()), HasSubstr("(3000 dimensions)]"));
+}
+
 TEST(WeightAssembler, RefusesOutOfOrderAndInconsistentChunks) {
   auto chunk = [](const std::string& name, uint64_t offset, size_t bytes, bool commit = false) {
     WeightChunk c;
