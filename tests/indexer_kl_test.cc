@@ -66,14 +66,7 @@ TEST(IndexerKlRows, ReferenceMatchesRowByRowFloat64) {
 
 TEST(IndexerKlRows, RejectsBadInputsWithClearMessages) {
   Case c = MakeCase(4, 5);
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const c10::Error& e) {
-      return std::string(e.what_without_backtrace());
-    }
-    return std::string("no error");
-  };
+  const auto message = TorchErrorMessage;
   EXPECT_THAT(message([&] { IndexerKlRows(c.scores.view({-1}), c.target, c.keys); }), HasSubstr("scores must be"));
   EXPECT_THAT(message([&] { IndexerKlRows(c.scores, c.target.t(), c.keys); }), HasSubstr("target must be"));
   EXPECT_THAT(message([&] { IndexerKlRows(c.scores, c.target, c.keys.narrow(1, 0, 2)); }), HasSubstr("keys must be"));

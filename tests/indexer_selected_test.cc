@@ -96,14 +96,7 @@ TEST(SelectedIndexerScores, ReferenceEqualsFullScoresAtTheSelectedSlots) {
 
 TEST(SelectedIndexerScores, RejectsBadInputsWithClearMessages) {
   Case c = MakeCase(5, 2, 8, 6, 3, torch::kFloat32);
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const c10::Error& e) {
-      return std::string(e.what_without_backtrace());
-    }
-    return std::string("no error");
-  };
+  const auto message = TorchErrorMessage;
   EXPECT_THAT(message([&] { SelectedIndexerScores(c.q.view({5, 16}), c.k, c.w, c.rows); }), HasSubstr("q must be"));
   EXPECT_THAT(message([&] { SelectedIndexerScores(c.q, c.k.narrow(1, 0, 4), c.w, c.rows); }), HasSubstr("k must be"));
   EXPECT_THAT(message([&] { SelectedIndexerScores(c.q, c.k, c.w.t(), c.rows); }), HasSubstr("w must be"));

@@ -13,6 +13,7 @@
 #include "kernels/lightning_indexer.h"
 #include "model/dsv32_model.h"
 #include "model/safetensors.h"
+#include "tests/kernel_test_util.h"
 #include "tests/test_util.h"
 
 namespace spargo::kernels {
@@ -72,14 +73,7 @@ TEST(LightningIndexer, SelectTopkTiesSignedZerosAndMasks) {
 TEST(LightningIndexer, RejectsBadInputsWithClearMessages) {
   HandCase c = MakeHandCase();
   torch::Tensor limit = torch::tensor({4L, 1L}).view({1, 2});
-  auto message = [&](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const c10::Error& e) {
-      return std::string(e.what_without_backtrace());
-    }
-    return std::string("no error");
-  };
+  const auto message = TorchErrorMessage;
   EXPECT_THAT(message([&] { IndexerTopk(c.q, c.k.view({1, 4, 5}), c.w, limit, 3); }), HasSubstr("k_index must be"));
   EXPECT_THAT(message([&] { IndexerTopk(c.q, c.k, c.w.view({1, 4}), limit, 3); }), HasSubstr("weights must be"));
   EXPECT_THAT(message([&] { IndexerTopk(c.q, c.k, c.w, limit.to(torch::kInt32), 3); }), HasSubstr("int64"));

@@ -112,14 +112,7 @@ TEST(SparseMla, BackwardReferenceMatchesAutograd) {
 
 TEST(SparseMla, RejectsBadInputsWithClearMessages) {
   HandCase c = MakeHandCase();
-  auto message = [&](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const c10::Error& e) {
-      return std::string(e.what_without_backtrace());
-    }
-    return std::string("no error");
-  };
+  const auto message = TorchErrorMessage;
   EXPECT_THAT(message([&] { SparseMlaForward(c.q.view({6, 4}), c.kv, c.indices, 1, 2); }), HasSubstr("q must be"));
   EXPECT_THAT(message([&] { SparseMlaForward(c.q, c.kv.view({4, 3}), c.indices, 1, 2); }), HasSubstr("kv must be"));
   EXPECT_THAT(message([&] { SparseMlaForward(c.q, c.kv, c.indices.view({9}), 1, 2); }),
