@@ -3,10 +3,58 @@
 #include "kernels/sparse_mla_autograd.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/sparse_mla_probs_cuda.h"
+#endif
 
 namespace spargo::kernels {
 namespace {
+
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+// The fused kernel of kernels/sparse_mla_probs.cu: bf16 CUDA inputs of the shapes it takes.
+bool HeadSummedProbsUsesKernel(const torch::Tensor& q, const torch::Tensor& kv) {
+  const char* force = std::getenv("SPARGO_SPARSE_MLA_PROBS");
+  if (force != nullptr && std::strcmp(force, "reference") == 0) return false;
+  return q.is_cuda() && q.scalar_type() == torch::kBFloat16 && kv.scalar_type() == torch::kBFloat16 &&
+         cuda::HeadSummedProbsSupports(q.size(1), q.size(2)) && kv.size(0) < std::numeric_limits<int32_t>::max() &&
+         q.size(0) < std::numeric_limits<int32_t>::max();
+}
+
+torch::Tensor HeadSummedProbsCuda(const torch::Tensor& q_in, const torch::Tensor& kv_in,
+                                  const torch::Tensor& indices_in, const torch::Tensor& lse_in, double sm_scale) {
+  c10::cuda::CUDAGuard guard(q_in.device());
+  torch::Tensor q = q_in.contiguous();    // [T, H, Dqk]
+  torch::Tensor kv = kv_in.contiguous();  // [S, Dqk]
+  if (reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 != 0) q = q.clone();
+  if (reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 != 0) kv = kv.clone();
+  const torch::Tensor indices = indices_in.to(torch::kInt32).contiguous();  // [T, K]
+  const torch::Tensor lse = lse_in.to(torch::kFloat32).contiguous();        // [T, H]
+  torch::Tensor out = torch::empty({q.size(0), indices.size(1)}, q.options().dtype(torch::kFloat32));  // [T, K]
+  cuda::HeadSummedProbsParams p;
+  p.q = q.data_ptr();
+  p.kv = kv.data_ptr();
+  p.indices = indices.data_ptr<int32_t>();
+  p.lse = lse.data_ptr<float>();
+  p.out = out.data_ptr<float>();
+  p.queries = q.size(0);
+  p.keys = kv.size(0);
+  p.heads = static_cast<int>(q.size(1));
+  p.topk = static_cast<int>(indices.size(1));
+  p.dqk = static_cast<int>(q.size(2));
+  p.sm_scale = static_cast<float>(sm_scale);
+  const char* err = cuda::LaunchHeadSummedProbs(p, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == nullptr, "SparseMlaHeadSummedProbs (CUDA): launch failed: ", err == nullptr ? "" : err);
+  return out;
+}
+#endif
 
 class SparseMlaFunction : public torch::autograd::Function<SparseMlaFunction> {
  public:
@@ -41,13 +89,43 @@ SparseMlaOutput SparseMlaAttention(const torch::Tensor& q, const torch::Tensor& 
   return {r[0], r[1]};
 }
 
-torch::Tensor SparseMlaHeadSummedProbs(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
-                                       const torch::Tensor& lse, double sm_scale) {
+namespace {
+
+void CheckHeadSummedProbs(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
+                          const torch::Tensor& lse) {
+  TORCH_CHECK(q.defined() && kv.defined() && indices.defined() && lse.defined(),
+              "SparseMlaHeadSummedProbs: undefined input tensor");
   TORCH_CHECK(q.dim() == 3 && kv.dim() == 2 && kv.size(1) == q.size(2) && indices.dim() == 2 &&
                   indices.size(0) == q.size(0) && lse.dim() == 2 && lse.size(0) == q.size(0) &&
                   lse.size(1) == q.size(1),
               "SparseMlaHeadSummedProbs: q [T, H, Dqk], kv [S, Dqk], indices [T, K] and lse [T, H] disagree: q ",
               q.sizes(), ", kv ", kv.sizes(), ", indices ", indices.sizes(), ", lse ", lse.sizes());
+  TORCH_CHECK(indices.scalar_type() == torch::kInt32 || indices.scalar_type() == torch::kInt64,
+              "SparseMlaHeadSummedProbs: indices must be int32 or int64, got ", indices.scalar_type());
+  TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "SparseMlaHeadSummedProbs: q (", q.scalar_type(), ") and kv (",
+              kv.scalar_type(), ") must share a dtype");
+  TORCH_CHECK(q.device() == kv.device() && q.device() == indices.device() && q.device() == lse.device(),
+              "SparseMlaHeadSummedProbs: all inputs must be on one device");
+}
+
+}  // namespace
+
+torch::Tensor SparseMlaHeadSummedProbs(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
+                                       const torch::Tensor& lse, double sm_scale) {
+  CheckHeadSummedProbs(q, kv, indices, lse);
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+  if (HeadSummedProbsUsesKernel(q, kv) && indices.size(1) < std::numeric_limits<int32_t>::max()) {
+    torch::NoGradGuard no_grad;
+    return HeadSummedProbsCuda(q.detach(), kv.detach(), indices, lse.detach(), sm_scale);
+  }
+#endif
+  return SparseMlaHeadSummedProbsReference(q, kv, indices, lse, sm_scale);
+}
+
+torch::Tensor SparseMlaHeadSummedProbsReference(const torch::Tensor& q, const torch::Tensor& kv,
+                                                const torch::Tensor& indices, const torch::Tensor& lse,
+                                                double sm_scale) {
+  CheckHeadSummedProbs(q, kv, indices, lse);
   torch::NoGradGuard no_grad;
   const int64_t t = q.size(0), k = indices.size(1), s = kv.size(0), dqk = q.size(2);
   // Scores come from a matmul in the inputs' dtype (bf16 on the GPU: float32 accumulation, the product rounded to

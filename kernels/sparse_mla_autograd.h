@@ -20,11 +20,18 @@ SparseMlaOutput SparseMlaAttention(const torch::Tensor& q, const torch::Tensor& 
 
 // The head-summed attention probabilities on the selected slots, recomputed from the saved lse without gradient:
 // p[t, j] = sum_h exp(sm_scale * q[t, h] . kv[indices[t, j]] - lse[t, h]), 0 in unused slots; [T, K] float32.
-// The scores come from a matmul in the inputs' dtype (bf16 inputs: the products rounded to bf16, as dense MHA-form
-// scores are); exp and the head sum run in float32. Computed in chunks of queries, so memory stays linear in T
-// (chunk x K x Dqk gathered at a time).
+// CUDA bf16 inputs with Dqk 288 or 576 run the fused kernel of kernels/sparse_mla_probs.cu (no gather written;
+// scores accumulated in float32 by mma.sync, exp and the head sum in float32; deterministic). Elsewhere (and with
+// SPARGO_SPARSE_MLA_PROBS=reference in the environment) the libtorch reference: scores from a matmul in the inputs'
+// dtype (bf16 inputs: the products rounded to bf16, as dense MHA-form scores are), exp and the head sum in float32,
+// in chunks of queries, so memory stays linear in T (chunk x K x Dqk gathered at a time).
 torch::Tensor SparseMlaHeadSummedProbs(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& indices,
                                        const torch::Tensor& lse, double sm_scale);
+
+// The libtorch path of SparseMlaHeadSummedProbs on every device (the reference the kernel is tested against).
+torch::Tensor SparseMlaHeadSummedProbsReference(const torch::Tensor& q, const torch::Tensor& kv,
+                                                const torch::Tensor& indices, const torch::Tensor& lse,
+                                                double sm_scale);
 
 }  // namespace spargo::kernels
 

@@ -11,6 +11,8 @@
 #include "common/status_macros.h"
 #include "kernels/indexer_selected.h"
 #include "kernels/lightning_indexer.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
 #include "kernels/sparse_mla.h"
 #include "kernels/sparse_mla_autograd.h"
 #include "model/activation_checkpoint.h"
@@ -29,11 +31,9 @@ class Node : public torch::nn::Module {};
 
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) { return torch::matmul(x, w.t()); }
 
-// RMSNorm computed in float32, scaled in the input's dtype.
+// RMSNorm computed in float32, scaled in the input's dtype (kernels/rms_norm.h: one fused kernel on CUDA).
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
-  torch::Tensor f = x.to(torch::kFloat32);
-  f = f * torch::rsqrt(f.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return w * f.to(x.scalar_type());
+  return kernels::RmsNorm(x, w, eps);
 }
 
 torch::Tensor SwiGlu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
@@ -41,20 +41,16 @@ torch::Tensor SwiGlu(const torch::Tensor& x, const torch::Tensor& gate, const to
   return Linear(F::silu(Linear(x, gate)) * Linear(x, up), down);
 }
 
-// Interleaved RoPE on pairs (2i, 2i+1), written de-interleaved ([rotated evens | rotated odds]); queries and keys
-// get the same layout, so dot products equal those of the in-place rotation. x: [..., T, (heads,) D];
-// cos/sin: broadcastable to [..., D/2].
+// RoPE (kernels/rope.h: one fused kernel on CUDA) of x [B, T, (heads,) D] with cos/sin [B or 1, T, R/2]:
+//  - interleaved (MLA): pairs (2i, 2i+1) of all D = R dims, written de-interleaved ([rotated evens | rotated odds]);
+//    queries and keys get the same layout, so dot products equal those of the in-place rotation;
+//  - rotate-half (indexer): pairs (i, i + R/2) of the first R dims, the other dims unchanged.
 torch::Tensor RopeInterleaved(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  torch::Tensor x1 = x.index({"...", Slice(0, torch::indexing::None, 2)});
-  torch::Tensor x2 = x.index({"...", Slice(1, torch::indexing::None, 2)});
-  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+  return kernels::Rope(x, cos, sin, x.size(-1), /*interleaved=*/true);
 }
 
-// Rotate-half RoPE: pairs (i, i + D/2).
-torch::Tensor RopeHalf(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  torch::Tensor x1 = x.index({"...", Slice(0, half)}), x2 = x.index({"...", Slice(half, torch::indexing::None)});
-  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+torch::Tensor RopeHalf(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rope) {
+  return kernels::Rope(x, cos, sin, rope, /*interleaved=*/false);
 }
 
 // The indexer's per-head weights w [B, T, Hi] in fp32: weights_proj(x) * Hi^-0.5 (no activation).
@@ -164,9 +160,7 @@ torch::Tensor Dsv32Model::IndexerQuery(const Layer& l, const torch::Tensor& qr, 
   const Dsv32Config& c = config_;
   const int64_t rope = c.qk_rope_head_dim;
   torch::Tensor q = Linear(qr, l.wq_b).view({qr.size(0), qr.size(1), c.index_n_heads, c.index_head_dim});
-  return torch::cat({RopeHalf(q.index({"...", Slice(0, rope)}), cos.unsqueeze(2), sin.unsqueeze(2)),
-                     q.index({"...", Slice(rope, torch::indexing::None)})},
-                    -1);  // [B, T, Hi, Di]
+  return RopeHalf(q, cos, sin, rope);  // [B, T, Hi, Di]
 }
 
 torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
@@ -174,8 +168,7 @@ torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, con
   const Dsv32Config& c = config_;
   const int64_t rope = c.qk_rope_head_dim;
   torch::Tensor k = torch::layer_norm(Linear(x, l.wk), {c.index_head_dim}, l.k_norm_weight, l.k_norm_bias, 1e-6);
-  return torch::cat({RopeHalf(k.index({"...", Slice(0, rope)}), cos, sin), k.index({"...", Slice(rope, torch::indexing::None)})},
-                    -1);  // [B, T, Di]
+  return RopeHalf(k, cos, sin, rope);  // [B, T, Di]
 }
 
 torch::Tensor Dsv32Model::IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
@@ -199,7 +192,7 @@ Dsv32Model::MlaProjections Dsv32Model::Project(const Layer& l, const torch::Tens
   m.qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
   torch::Tensor q = Linear(m.qr, l.q_b_proj).view({b, t, c.num_attention_heads, c.qk_head_dim()});
   m.q_nope = q.index({"...", Slice(0, nope)});
-  m.q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos.unsqueeze(2), sin.unsqueeze(2));
+  m.q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos, sin);
   torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
   m.latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
   m.k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
@@ -234,6 +227,19 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, lora = c.kv_lora_rank;
   const MlaProjections m = Project(l, x, cos, sin);
   const torch::Tensor& qr = m.qr;
+  const bool sparse_loss = training == IndexerTraining::kSparse;
+
+  // The indexer's query [B, T, Hi, Di], key [B, T, Di] and head weights [B, T, Hi] float32, computed once for the
+  // selection and the sparse stage's loss. Their inputs are detached: the loss reaches only the indexer's own
+  // parameters; without that loss they carry no gradient at all.
+  torch::Tensor q_index, k_index, weights;
+  if (sparse_loss || replay == nullptr || options.index_scores_out != nullptr) {
+    torch::AutoGradMode grad_mode(sparse_loss && torch::GradMode::is_enabled());
+    const torch::Tensor xd = x.detach();
+    q_index = IndexerQuery(l, qr.detach(), cos, sin);
+    k_index = IndexerKey(l, xd, cos, sin);
+    weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);
+  }
 
   // The selection: the replay, or the indexer's top-k (fused on CUDA: no [B, T, T] scores; libtorch elsewhere).
   const torch::TensorOptions index_options = x.options().dtype(torch::kInt64);
@@ -242,7 +248,7 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
   {
     torch::NoGradGuard no_grad;
     if ((replay == nullptr && !UseFusedIndexerTopk(x)) || options.index_scores_out != nullptr) {
-      index_scores = IndexerScores(l, x, IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin));
+      index_scores = kernels::IndexerScoresReference(q_index.detach(), k_index.detach(), weights.detach());
     }
     torch::Tensor causal;  // [1, T, T] bool, only beside index_scores
     if (index_scores.defined()) causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
@@ -253,59 +259,47 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
     if (replay != nullptr) {
       TORCH_CHECK(replay->dim() == 3 && replay->size(0) == b && replay->size(1) == t,
                   "replayed top-k must be [B=", b, ", T=", t, ", k], got ", replay->sizes());
+      // Future keys (a replay may hold them) and positions outside the sequence are unused slots. The indexer's
+      // own selections below are causal by construction.
       topk = replay->to(index_options);
+      topk = topk.masked_fill(topk.gt(torch::arange(t, index_options).view({1, t, 1})), -1);
     } else if (index_scores.defined()) {
       topk = TopkAllowed(index_scores, causal);
     } else {
-      topk = kernels::IndexerTopk(IndexerQuery(l, qr, cos, sin), IndexerKey(l, x, cos, sin),
-                                  IndexerHeadWeights(x, l.weights_proj, c.index_n_heads), /*q_offset=*/0,
-                                  c.index_topk);
+      topk = kernels::IndexerTopk(q_index.detach(), k_index.detach(), weights.detach(), /*q_offset=*/0, c.index_topk);
     }
-    // Future keys (a replay may hold them) and positions outside the sequence are unused slots.
-    topk = topk.masked_fill(topk.gt(torch::arange(t, index_options).view({1, t, 1})), -1);
   }
   if (topk_out != nullptr) *topk_out = topk;
+  // The selected key rows of the flattened batch, [B*T, k] int32 (-1: unused slot), shared by every kernel below.
+  const torch::Tensor rows =
+      (b == 1 ? topk : (topk + torch::arange(b, index_options).view({b, 1, 1}) * t).masked_fill(topk.lt(0), -1))
+          .reshape({b * t, -1})
+          .to(torch::kInt32);
 
   // MQA ("absorbed") form over one shared latent row per token: kv_b_proj's key part folded into the queries, its
   // value part applied after attention. Only the selected keys are read: no [B, H, T, S] tensor.
   torch::Tensor q_rows = AbsorbedQuery(l, m).reshape({b * t, nh, -1});                     // [B*T, H, kv_lora + rope]
   torch::Tensor kv_rows = torch::cat({m.latent, m.k_rope}, -1).reshape({b * t, -1});      // [B*T, kv_lora + rope]
-  torch::Tensor rows = (topk + torch::arange(b, index_options).view({b, 1, 1}) * t)
-                           .masked_fill(topk.lt(0), -1)
-                           .reshape({b * t, -1});                                           // [B*T, k]
   kernels::SparseMlaOutput attended = kernels::SparseMlaAttention(q_rows, kv_rows, rows, c.softmax_scale(), lora);
-  if (training == IndexerTraining::kSparse) {
-    *indexer_loss = SparseIndexerLoss(l, x, qr, cos, sin, topk,
-                                      kernels::SparseMlaHeadSummedProbs(q_rows.detach(), kv_rows.detach(), rows,
-                                                                        attended.lse, c.softmax_scale()),
-                                      options.loss_queries);
+  if (sparse_loss) {
+    const torch::Tensor target = kernels::SparseMlaHeadSummedProbs(q_rows.detach(), kv_rows.detach(), rows,
+                                                                   attended.lse, c.softmax_scale());  // [B*T, k]
+    *indexer_loss = SparseIndexerLoss(q_index, k_index, weights, rows, target, options.loss_queries);
   }
   return Linear(ValueUp(l, attended.out.view({b, t, nh, lora})), l.o_proj);
 }
 
-torch::Tensor Dsv32Model::SparseIndexerLoss(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
-                                            const torch::Tensor& cos, const torch::Tensor& sin,
-                                            const torch::Tensor& topk, const torch::Tensor& target,
-                                            const torch::Tensor& loss_queries) {
-  const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), k = topk.size(-1), di = c.index_head_dim;
-  // The indexer's inputs are detached: its loss reaches only its own parameters.
-  const torch::Tensor xd = x.detach();
-  torch::Tensor q_index = IndexerQuery(l, qr.detach(), cos, sin);                           // [B, T, Hi, Di]
-  torch::Tensor k_index = IndexerKey(l, xd, cos, sin);                                      // [B, T, Di]
-  torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);          // [B, T, Hi] float32
-  const torch::Tensor rows = (topk + torch::arange(b, topk.options()).view({b, 1, 1}) * t)
-                                 .masked_fill(topk.lt(0), -1)
-                                 .reshape({b * t, k});                                      // [B*T, k], -1 unused
-  // I[t, j] = sum_h w[t, h] ReLU(Di^-0.5 q[t, h] . k[topk[t, j]]) on the selected slots only: [B, T, k] float32
-  // (fused on CUDA, kernels/indexer_selected.h: no [B, T, k, Di] gather; libtorch elsewhere).
-  torch::Tensor scores = kernels::SelectedIndexerScores(q_index.reshape({b * t, c.index_n_heads, di}),
-                                                        k_index.reshape({b * t, di}),
-                                                        weights.reshape({b * t, c.index_n_heads}), rows)
-                             .view({b, t, k});                                              // [B, T, k]
-  torch::Tensor keys = topk.ge(0);                                                          // [B, T, k]
-  if (loss_queries.defined()) keys = keys.logical_and(loss_queries.to(torch::kBool).unsqueeze(-1));
-  return IndexerKlLoss(target.view({b, 1, t, k}), scores, keys);
+torch::Tensor Dsv32Model::SparseIndexerLoss(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                            const torch::Tensor& weights, const torch::Tensor& rows,
+                                            const torch::Tensor& target, const torch::Tensor& loss_queries) const {
+  const int64_t n = rows.size(0), hi = q_index.size(2), di = q_index.size(3);
+  // I[t, j] = sum_h w[t, h] ReLU(Di^-0.5 q[t, h] . k[rows[t, j]]) on the selected slots only: [B*T, k] float32
+  // (fused on CUDA, kernels/indexer_selected.h: no [B*T, k, Di] gather; libtorch elsewhere).
+  torch::Tensor scores = kernels::SelectedIndexerScores(q_index.reshape({n, hi, di}), k_index.reshape({n, di}),
+                                                        weights.reshape({n, hi}), rows);   // [B*T, k]
+  torch::Tensor keys = rows.ge(0);                                                          // [B*T, k]
+  if (loss_queries.defined()) keys = keys.logical_and(loss_queries.to(torch::kBool).reshape({n, 1}));
+  return IndexerKlLossRows(target, scores, keys);
 }
 
 torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,

@@ -209,12 +209,14 @@ class Dsv32Model : public CausalLm {
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor* replay, const Dsv32ForwardOptions& options, torch::Tensor* topk,
                           torch::Tensor* indexer_loss);
-  // The sparse stage's indexer loss (model/indexer_loss.h) over the selected slots only: target [B*T, k] float32 is
-  // the head-summed attention probabilities on topk [B, T, k]'s slots (from the attention's saved lse); the
-  // indexer's scores are computed for those slots alone ([B, T, k, Hi], linear in T).
-  torch::Tensor SparseIndexerLoss(const Layer& l, const torch::Tensor& x, const torch::Tensor& qr,
-                                  const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& topk,
-                                  const torch::Tensor& target, const torch::Tensor& loss_queries);
+  // The sparse stage's indexer loss (model/indexer_loss.h) over the selected slots only, from the indexer's query
+  // q_index [B, T, Hi, Di], key k_index [B, T, Di] and head weights [B, T, Hi] float32 (with gradient to the
+  // indexer's parameters) and the selected key rows [B*T, k] (-1: unused slot): target [B*T, k] float32 is the
+  // head-summed attention probabilities on those slots (from the attention's saved lse); the indexer's scores are
+  // computed for those slots alone (linear in T).
+  torch::Tensor SparseIndexerLoss(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                  const torch::Tensor& weights, const torch::Tensor& rows,
+                                  const torch::Tensor& target, const torch::Tensor& loss_queries) const;
   // The warm-up stage: dense causal attention in MHA mode, materialising [B, H, T, S] probabilities (the indexer's
   // KL target over every causal key); `topk` gets what the indexer would select.
   torch::Tensor DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,

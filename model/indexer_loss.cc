@@ -11,10 +11,18 @@ torch::Tensor IndexerKlLoss(const torch::Tensor& attention_probs, const torch::T
   const int64_t s = index_scores.size(-1);
   const torch::Tensor mask = keys.expand_as(index_scores).reshape({-1, s});                // [B*T, S]
   const torch::Tensor target = attention_probs.detach().to(torch::kFloat32).sum(1);       // [B, T, S]
+  return IndexerKlLossRows(target.reshape({-1, s}), index_scores.reshape({-1, s}), mask);
+}
+
+torch::Tensor IndexerKlLossRows(const torch::Tensor& target, const torch::Tensor& index_scores,
+                                const torch::Tensor& keys) {
+  TORCH_CHECK(target.dim() == 2 && index_scores.sizes() == target.sizes() && keys.sizes() == target.sizes(),
+              "IndexerKlLossRows takes target, scores and keys [R, S] alike, got ", target.sizes(), ", ",
+              index_scores.sizes(), ", ", keys.sizes());
   // Per query (kernels/indexer_kl.h: fused on CUDA, libtorch elsewhere); queries without keys contribute 0.
-  const torch::Tensor per_query = kernels::IndexerKlRows(index_scores.to(torch::kFloat32).reshape({-1, s}),
-                                                         target.reshape({-1, s}), mask);  // [B*T]
-  return per_query.sum() / mask.any(-1).sum().clamp_min(1).to(torch::kFloat32);
+  const torch::Tensor per_query =
+      kernels::IndexerKlRows(index_scores.to(torch::kFloat32), target.detach(), keys);  // [R]
+  return per_query.sum() / keys.any(-1).sum().clamp_min(1).to(torch::kFloat32);
 }
 
 }  // namespace spargo::model

@@ -17,6 +17,12 @@ namespace spargo::model {
 torch::Tensor IndexerKlLoss(const torch::Tensor& attention_probs, const torch::Tensor& index_scores,
                             const torch::Tensor& keys);
 
+// The same loss over query rows whose target is already head-summed (the sparse stage: the selected slots of each
+// query): target [R, S] float (detached here), index_scores [R, S] float32 with gradient, keys [R, S] bool.
+// Returns a float32 scalar: the mean over rows with at least one key.
+torch::Tensor IndexerKlLossRows(const torch::Tensor& target, const torch::Tensor& index_scores,
+                                const torch::Tensor& keys);
+
 }  // namespace spargo::model
 
 #endif  // SPARGO_MODEL_INDEXER_LOSS_H_
