@@ -20,9 +20,12 @@
 // Prints one markdown table per mode and the engine's counters.
 #include <torch/torch.h>
 
+#include <execinfo.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <random>
@@ -32,6 +35,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
@@ -113,12 +117,13 @@ double PeakGib(const torch::Device& d) {
 void PrintStats(const EngineStats& s) {
   std::printf("engine: %lld steps, %lld decode calls, %lld prefill calls, %lld decoded / %lld prefilled tokens, "
               "%lld copied blocks, at most %lld sequences running, %lld admission waits, %lld decode graphs, "
-              "%lld graph replays\n",
+              "%lld graph replays; %.3f ms per step, of which %.3f ms in draws (sampler + waiting for the device)\n",
               static_cast<long long>(s.steps), static_cast<long long>(s.decode_calls),
               static_cast<long long>(s.prefill_calls), static_cast<long long>(s.decoded_tokens),
               static_cast<long long>(s.prefilled_tokens), static_cast<long long>(s.copied_blocks),
               static_cast<long long>(s.max_running), static_cast<long long>(s.waits),
-              static_cast<long long>(s.decode_graphs), static_cast<long long>(s.graph_replays));
+              static_cast<long long>(s.decode_graphs), static_cast<long long>(s.graph_replays),
+              s.steps > 0 ? 1e3 * s.step_seconds / s.steps : 0.0, s.steps > 0 ? 1e3 * s.draw_seconds / s.steps : 0.0);
 }
 
 int64_t NewTokens(const std::vector<SampleGroup>& groups) {
@@ -360,12 +365,40 @@ int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const tor
           ", prompt " + std::to_string(prompt) + " + " + std::to_string(absl::GetFlag(FLAGS_min_new)) + ".." +
           std::to_string(absl::GetFlag(FLAGS_max_new)),
       *here, *there);
+  PrintStats(stats);  // the grpo load in process
+  std::fflush(stdout);
+  // The server's counters over all its loads (it logs them as it stops).
+  for (absl::string_view line : absl::StrSplit((*server)->Stop(), '\n')) {
+    if (absl::StrContains(line, "rollout engine: ") && absl::StrContains(line, "steps")) {
+      std::printf("served %s\n", std::string(line.substr(line.find("rollout engine: ") + 8)).c_str());
+    }
+  }
+  std::fflush(stdout);
+  // On the H200 build the process then died (SIGSEGV at an address the unwinder cannot follow) while this function's
+  // locals were destroyed, after the server had stopped and this line was printed (rc 139, also before this
+  // session's changes; not on the CPU build, whose libtorch shares the system's protobuf where the CUDA libtorch
+  // bundles its own). The gRPC channel and stub are the one teardown here beyond plain data: they are left to the
+  // process's end (main ends with _Exit after the served mode). Not yet verified on the H200.
+  [[maybe_unused]] ServedRollout* left = server->release();
   return 0;
+}
+
+// A crash (the served mode's at exit, seen on the H200) prints where it happened before the process dies.
+void PrintBacktraceAndDie(int signal) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  const char header[] = "spargo_engine_bench: fatal signal; backtrace:\n";
+  [[maybe_unused]] const ssize_t written = write(STDERR_FILENO, header, sizeof(header) - 1);
+  backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGSEGV, PrintBacktraceAndDie);
+  std::signal(SIGABRT, PrintBacktraceAndDie);
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   const std::string name = absl::GetFlag(FLAGS_config), device_name = absl::GetFlag(FLAGS_device);
@@ -387,6 +420,7 @@ int main(int argc, char** argv) {
   base.block_size = absl::GetFlag(FLAGS_block_size);
   base.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const std::vector<std::string> graph_modes = absl::StrSplit(absl::GetFlag(FLAGS_graphs), ',');
+  bool served = false;
   base.graphs = GraphMode(graph_modes.front());
   const int prompt = absl::GetFlag(FLAGS_prompt);
   std::printf("DeepSeek-V3.2 %s, %s, %s, engine blocks of %lld tokens, prefill chunks of %lld tokens\n", name.c_str(),
@@ -395,8 +429,8 @@ int main(int argc, char** argv) {
   for (absl::string_view mode : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
     if (mode == "decode") {
       const int fresh = absl::GetFlag(FLAGS_new_tokens);
-      std::printf("\n| batch | prompt | new tokens | decode calls | generate s | new tokens/s | graphs / replays |\n"
-                  "| --- | --- | --- | --- | --- | --- | --- |\n");
+      std::printf("\n| batch | prompt | new tokens | decode calls | generate s | new tokens/s | graphs / replays | "
+                  "ms per step (in draws) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
       for (int64_t b : ParsePositiveList(absl::GetFlag(FLAGS_batches))) {
         for (const std::string& graphs : graph_modes) {
           EngineOptions eo = base;
@@ -408,9 +442,11 @@ int main(int argc, char** argv) {
             std::cerr << run.status() << "\n";
             return 1;
           }
-          std::printf("| %lld | %d | %d | %s | %.3f | %.0f | %lld / %lld |\n", static_cast<long long>(b), prompt, fresh,
-                      graphs.c_str(), run->seconds, NewTokens(run->groups) / run->seconds,
-                      static_cast<long long>(stats.decode_graphs), static_cast<long long>(stats.graph_replays));
+          const double steps = static_cast<double>(std::max<int64_t>(stats.steps, 1));
+          std::printf("| %lld | %d | %d | %s | %.3f | %.0f | %lld / %lld | %.3f (%.3f) |\n", static_cast<long long>(b),
+                      prompt, fresh, graphs.c_str(), run->seconds, NewTokens(run->groups) / run->seconds,
+                      static_cast<long long>(stats.decode_graphs), static_cast<long long>(stats.graph_replays),
+                      1e3 * stats.step_seconds / steps, 1e3 * stats.draw_seconds / steps);
           std::fflush(stdout);
         }
       }
@@ -433,6 +469,7 @@ int main(int argc, char** argv) {
       PrintStats(stats);
     } else if (mode == "served") {
       if (const int code = RunServed(m, base, device, dtype); code != 0) return code;
+      served = true;
     } else if (mode == "prefill") {
       std::printf("\n| prompt | prefill s | prefill tokens/s | peak GiB besides weights (cache + activations) |\n| --- | --- | --- | --- |\n");
       for (int64_t length : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
@@ -465,6 +502,12 @@ int main(int argc, char** argv) {
       std::cerr << "unknown mode '" << mode << "'\n";
       return 2;
     }
+  }
+  if (served) {
+    // The served mode's gRPC client is not torn down (see RunServed): everything is printed and the server reaped,
+    // so the process ends without running exit-time destructors.
+    std::fflush(nullptr);
+    std::_Exit(0);
   }
   return 0;
 }

@@ -114,16 +114,24 @@ absl::StatusOr<std::unique_ptr<ServedRollout>> ServedRollout::Start(const std::s
   }
 }
 
-ServedRollout::~ServedRollout() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  int status = 0;
-  for (int i = 0; i < 200; ++i) {
-    if (waitpid(pid_, &status, WNOHANG) == pid_) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+ServedRollout::~ServedRollout() { Stop(0); }
+
+std::string ServedRollout::Stop(size_t bytes) {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    bool reaped = false;
+    for (int i = 0; i < 200 && !reaped; ++i) {
+      reaped = waitpid(pid_, &status, WNOHANG) == pid_;
+      if (!reaped) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!reaped) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
   }
-  ::kill(pid_, SIGKILL);
-  waitpid(pid_, &status, 0);
+  return bytes == 0 ? std::string() : Tail(log_path_, bytes);
 }
 
 absl::StatusOr<std::vector<rollout::SampleGroup>> ServedRollout::Generate(const std::vector<ServedCall>& calls) {

@@ -3,8 +3,8 @@
 //    the server to load with --model (the very weights the benchmark runs in process).
 //  - ServedRollout::Start spawns `spargo rollout --model DIR --listen 127.0.0.1:PORT` with the given further flags
 //    (device, dtype, the engine's cache and batch), its output in a log file, and waits until RolloutService.Health
-//    answers (UNAVAILABLE with the log's tail when the process exits first or the wait runs out). The destructor
-//    stops it (SIGTERM, then SIGKILL after 20 s) and reaps it.
+//    answers (UNAVAILABLE with the log's tail when the process exits first or the wait runs out). Stop or the
+//    destructor stops it (SIGTERM, then SIGKILL after 20 s) and reaps it.
 //  - Generate sends a load the way a GRPO learner's client does: the prompts cut into Generate calls (each call's
 //    groups, sampling options and replay flags as the gRPC rollout client sends them, rollout/sample_proto.h), all
 //    calls in flight at once on one channel so the server batches them; the answers are parsed and checked into
@@ -43,6 +43,9 @@ class ServedRollout {
                                                               const std::vector<std::string>& flags,
                                                               const std::string& log_path, absl::Duration wait);
   ~ServedRollout();
+  // Stops the server now (SIGTERM, then SIGKILL after 20 s; it logs its engine's counters as it drains) and
+  // returns the last `bytes` of its log.
+  std::string Stop(size_t bytes = 4000);
   // Runs the calls concurrently; their groups in call order.
   absl::StatusOr<std::vector<rollout::SampleGroup>> Generate(const std::vector<ServedCall>& calls);
   const std::string& address() const { return address_; }

@@ -125,6 +125,7 @@ Dsv32Model::Dsv32Model(const Dsv32Config& c) : config_(c) {
     } else {
       l.router = Param(m + "gate.weight", {c.n_routed_experts, h}, std);
       l.router_bias = Param(m + "gate.e_score_correction_bias", {c.n_routed_experts}, 0);
+      l.stacked = std::make_shared<StackedExperts>();
       for (int64_t e = 0; e < c.n_routed_experts; ++e) {
         const std::string x = absl::StrCat(m, "experts.", e, ".");
         l.experts.push_back({Param(x + "gate_proj.weight", {c.moe_intermediate_size, h}, std),
@@ -381,20 +382,76 @@ torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torc
   return l.moe ? Moe(l, x, replay, routes, dense) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
 }
 
+const Dsv32Model::StackedExperts* Dsv32Model::Stacked(const Layer& l) const {
+  if (torch::GradMode::is_enabled()) {
+    for (const auto& expert : l.experts) {
+      for (const torch::Tensor& w : expert) {
+        if (w.requires_grad()) return nullptr;
+      }
+    }
+  }
+  if (l.stacked == nullptr || l.experts.empty()) return nullptr;
+  StackedExperts& st = *l.stacked;
+  const size_t n = l.experts.size() * 3;
+  const torch::Tensor& first = l.experts[0][0];
+  bool rebuild = !st.gate.defined() || st.versions.size() != n || st.dtype != first.scalar_type() ||
+                 st.device != first.device();
+  for (size_t e = 0; e < l.experts.size() && !rebuild; ++e) {
+    for (size_t j = 0; j < 3; ++j) rebuild = rebuild || st.addresses[e * 3 + j] != l.experts[e][j].data_ptr();
+  }
+  torch::NoGradGuard no_grad;
+  if (rebuild) {
+    std::array<std::vector<torch::Tensor>, 3> parts;
+    st.versions.assign(n, 0);
+    st.addresses.assign(n, nullptr);
+    for (size_t e = 0; e < l.experts.size(); ++e) {
+      for (size_t j = 0; j < 3; ++j) {
+        const torch::Tensor& w = l.experts[e][j];
+        parts[j].push_back(w.detach());
+        st.versions[e * 3 + j] = w._version();
+        st.addresses[e * 3 + j] = w.data_ptr();
+      }
+    }
+    st.gate = torch::stack(parts[0]);  // [E, I, hidden]
+    st.up = torch::stack(parts[1]);    // [E, I, hidden]
+    st.down = torch::stack(parts[2]);  // [E, hidden, I]
+    st.dtype = first.scalar_type();
+    st.device = first.device();
+    return &st;
+  }
+  // In place: the buffers keep their storage (a captured graph reads them).
+  std::array<torch::Tensor*, 3> stacks = {&st.gate, &st.up, &st.down};
+  for (size_t e = 0; e < l.experts.size(); ++e) {
+    for (size_t j = 0; j < 3; ++j) {
+      const torch::Tensor& w = l.experts[e][j];
+      const int64_t version = w._version();
+      if (version == st.versions[e * 3 + j]) continue;
+      (*stacks[j])[static_cast<int64_t>(e)].copy_(w);
+      st.versions[e * 3 + j] = version;
+    }
+  }
+  return &st;
+}
+
 torch::Tensor Dsv32Model::MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const {
   const int64_t n = flat.size(0), e = static_cast<int64_t>(l.experts.size()), h = flat.size(1);
-  std::vector<torch::Tensor> gates, ups, downs;
-  for (const auto& expert : l.experts) {
-    gates.push_back(expert[0]);
-    ups.push_back(expert[1]);
-    downs.push_back(expert[2]);
+  torch::Tensor w_gate, w_up, w_down;  // [E, hidden, I], [E, hidden, I], [E, I, hidden]: transposed views
+  if (const StackedExperts* st = Stacked(l); st != nullptr) {
+    w_gate = st->gate.transpose(1, 2);
+    w_up = st->up.transpose(1, 2);
+    w_down = st->down.transpose(1, 2);
+  } else {  // gradients recorded: stacked per call, so that they reach each expert
+    std::vector<torch::Tensor> gates, ups, downs;
+    for (const auto& expert : l.experts) {
+      gates.push_back(expert[0]);
+      ups.push_back(expert[1]);
+      downs.push_back(expert[2]);
+    }
+    w_gate = torch::stack(gates).transpose(1, 2);
+    w_up = torch::stack(ups).transpose(1, 2);
+    w_down = torch::stack(downs).transpose(1, 2);
   }
-  // Stacked per call (one copy kernel each): the parameters stay separate tensors, so nothing goes stale when the
-  // weights change.
-  torch::Tensor w_gate = torch::stack(gates).transpose(1, 2);  // [E, hidden, I]
-  torch::Tensor w_up = torch::stack(ups).transpose(1, 2);      // [E, hidden, I]
-  torch::Tensor w_down = torch::stack(downs).transpose(1, 2);  // [E, I, hidden]
-  torch::Tensor xe = flat.unsqueeze(0).expand({e, n, h});       // [E, N, hidden]
+  torch::Tensor xe = flat.unsqueeze(0).expand({e, n, h});                       // [E, N, hidden]
   torch::Tensor act = F::silu(torch::bmm(xe, w_gate)) * torch::bmm(xe, w_up);  // [E, N, I]
   torch::Tensor y = torch::bmm(act, w_down).to(torch::kFloat32);               // [E, N, hidden]
   return torch::bmm(gate.unsqueeze(1), y.transpose(0, 1)).squeeze(1);          // [N, hidden] float32
@@ -789,6 +846,7 @@ void Dsv32Model::To(torch::Device device, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     if (l.router_bias.defined()) l.router_bias.set_data(l.router_bias.to(torch::kFloat32));
+    if (l.stacked != nullptr) *l.stacked = StackedExperts();  // restacked from the moved experts on next use
   }
 }
 

@@ -156,6 +156,19 @@ class Dsv32Model : public CausalLm {
   absl::Status LoadTensors(const std::map<std::string, torch::Tensor>& tensors);
 
  private:
+  // A MoE layer's expert weights stacked for MoeDense, kept beside the layer instead of stacked on every decode
+  // call: gate and up [E, I, hidden], down [E, hidden, I] (each expert's own [out, in] layout), and per expert
+  // tensor (E x 3, expert-major) the version counter, storage address, dtype and device it was stacked from. Stacked
+  // on first use, refreshed in place (same storage, so captured CUDA graphs read the new values) for the experts whose
+  // version moved (an optimiser step, a weight update, a load: every in-place write), rebuilt when an expert moved
+  // (To, a new dtype or device). Detached: never used while gradients are recorded for the experts.
+  struct StackedExperts {
+    torch::Tensor gate, up, down;
+    std::vector<int64_t> versions;
+    std::vector<const void*> addresses;
+    torch::ScalarType dtype = torch::kFloat32;
+    torch::Device device = torch::kCPU;
+  };
   struct Layer {
     // Attention.
     torch::Tensor q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj;
@@ -167,6 +180,8 @@ class Dsv32Model : public CausalLm {
     torch::Tensor router, router_bias;
     std::vector<std::array<torch::Tensor, 3>> experts;
     std::array<torch::Tensor, 3> shared;
+    // MoE layers: MoeDense's stacked experts (see StackedExperts); empty until the first dense call.
+    std::shared_ptr<StackedExperts> stacked;
     torch::Tensor input_layernorm, post_attention_layernorm;
   };
   // Registers a parameter at a dotted path below this module (creating the intermediate modules).
@@ -267,6 +282,9 @@ class Dsv32Model : public CausalLm {
   // expert on every token through batched products over the stacked expert weights, weighted by gate [N, E]
   // float32 (0 for experts a token did not choose), summed in float32. flat: [N, hidden] -> [N, hidden].
   torch::Tensor MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const;
+  // l's stacked experts, current with its expert tensors (stacked, refreshed or rebuilt here); null while grad mode
+  // is on and an expert requires grad (MoeDense then stacks per call, so gradients reach the experts).
+  const StackedExperts* Stacked(const Layer& l) const;
   std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions, torch::ScalarType dtype) const;
 
   Dsv32Config config_;

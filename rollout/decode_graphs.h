@@ -9,7 +9,12 @@
 //  - kEager: the same padded calls without capture (any device; the CPU tests run the padding this way).
 // Header-only (the engine is its one user); the CUDA parts compile in builds with a CUDA libtorch and toolkit
 // (SPARGO_ROLLOUT_CUDA_GRAPHS, a public definition of spargo_rollout, so every includer sees the same class).
-// Not thread-safe (the engine's driver owns it). Clear() drops every graph (after a weight update or a failure).
+// Weights: a graph reads the model's tensors at the addresses they had when it was captured. Before each call the
+// model's parameters and buffers are checked (their addresses and version counters, a few microseconds): when any
+// moved (To, a dtype or device change) every graph is dropped and captured again on demand; when values changed in
+// place (a weight update, an optimiser step) the call runs eagerly once, so that the model refreshes in place what it
+// derives from them (Dsv32Model's stacked experts), and the graphs are replayed from the next call on.
+// Not thread-safe (the engine's driver owns it). Clear() drops every graph (after a failure).
 #ifndef SPARGO_ROLLOUT_DECODE_GRAPHS_H_
 #define SPARGO_ROLLOUT_DECODE_GRAPHS_H_
 
@@ -23,6 +28,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "model/causal_lm.h"
 #include "model/kv_pages.h"
@@ -72,6 +78,8 @@ class DecodeGraphs {
   Mode mode() const { return mode_; }
   int64_t graphs() const { return static_cast<int64_t>(graphs_.size()); }
   int64_t replays() const { return replays_; }
+  // Calls run eagerly because the weights had changed in place since the previous call.
+  int64_t weight_refreshes() const { return refreshes_; }
 
   // ids [B, 1] and rows (block_table [B, W], lengths [B]) as DeviceRows::Prepare padded them; logits [B, 1, V]
   // float32 and, when `record` is given, the recorded choices, both valid until the next call.
@@ -91,6 +99,29 @@ class DecodeGraphs {
   }
 
  private:
+  // What the graphs depend on of the model's tensors: a hash of their addresses, dtypes and devices, and the sum of
+  // their version counters (every in-place write increments one).
+  struct WeightState {
+    uint64_t layout = 0;
+    int64_t versions = 0;
+  };
+  WeightState Weights() {
+    if (tensors_.empty()) {
+      tensors_ = model_->parameters(/*recurse=*/true);
+      for (const torch::Tensor& b : model_->buffers(/*recurse=*/true)) tensors_.push_back(b);
+    }
+    WeightState w;
+    w.layout = 1469598103934665603ull;
+    for (const torch::Tensor& t : tensors_) {
+      for (uint64_t v : {static_cast<uint64_t>(reinterpret_cast<uintptr_t>(t.data_ptr())),
+                         static_cast<uint64_t>(t.scalar_type()), static_cast<uint64_t>(t.device().index()) + 1}) {
+        w.layout = (w.layout ^ v) * 1099511628211ull;
+      }
+      w.versions += t._version();
+    }
+    return w;
+  }
+
   // The outputs of every graph with this row count (and recording flag).
   struct Outputs {
     torch::Tensor logits;        // [B, 1, V] float32
@@ -120,6 +151,16 @@ class DecodeGraphs {
     const int64_t b = ids.size(0), w = rows.block_table.size(1);
     const bool recording = record != nullptr;
     const Key key{b, w, recording};
+    const WeightState weights = Weights();
+    const bool moved = weights_known_ && weights.layout != weights_.layout;
+    const bool changed = weights_known_ && weights.versions != weights_.versions;
+    weights_ = weights;
+    weights_known_ = true;
+    if (moved) Clear();
+    if (changed && !moved) {  // eagerly, once: the model refreshes what it derives from the weights, in place
+      ++refreshes_;
+      return model_->DecodePagedFull(ids, rows, pool_, record);
+    }
     auto found = graphs_.find(key);
     if (found != graphs_.end()) {
       Graph& g = found->second;
@@ -190,6 +231,10 @@ class DecodeGraphs {
   decltype(at::cuda::graph_pool_handle()) pool_id_{0, 0};
   bool pool_id_set_ = false;
 #endif
+  std::vector<torch::Tensor> tensors_;  // the model's parameters and buffers (the same tensors after To)
+  WeightState weights_;                 // at the last captured-mode call
+  bool weights_known_ = false;
+  int64_t refreshes_ = 0;
 
   model::CausalLm* model_;
   model::KvPool* pool_;

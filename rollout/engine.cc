@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -258,11 +260,14 @@ absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::v
     const bool work = admitted_ > 0 || (!waiting_.empty() && !exclusive_);
     if (!driving_ && work) {
       driving_ = true;
+      const int64_t calls_done = calls_done_;
       lock.unlock();
       const bool busy = StepCatching();
       lock.lock();
       driving_ = false;
-      cv_.notify_all();
+      // This thread drives the next step too unless its call is done: the others (dozens of a server's calls) are
+      // woken only when a call is done (theirs may be), a weight update waits, or this thread stops.
+      if (call.done || !busy || exclusive_ || calls_done_ != calls_done) cv_.notify_all();
       // Only environments running: wait for one to come back (or a new request), checking stops now and then.
       if (!busy && !call.done) cv_.wait_for(lock, std::chrono::milliseconds(10));
     } else {
@@ -273,6 +278,11 @@ absl::StatusOr<std::vector<SampleGroup>> GenerationEngine::Generate(const std::v
   return out;
 }
 
+void GenerationEngine::MarkDone(Call* call) {
+  call->done = true;
+  ++calls_done_;
+}
+
 absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return !exclusive_; });
@@ -281,11 +291,9 @@ absl::Status GenerationEngine::Exclusive(const std::function<absl::Status()>& fn
   driving_ = true;
   lock.unlock();
   absl::Status status = CallCatching("engine exclusive", fn);
-  // The weights may live elsewhere now: graphs are captured again on demand.
-  if (graphs_ != nullptr) {
-    absl::Status cleared = CallCatching("engine graphs", [&] { graphs_->Clear(); });
-    if (status.ok()) status = cleared;
-  }
+  // The captured graphs stay: before each decode call they check the weights' addresses and versions, dropping
+  // themselves when the weights moved and running one call eagerly when they changed in place
+  // (rollout/decode_graphs.h), so a weight update costs no capture.
   blocks_.ClearPrefixes();
   prefix_choices_.Clear();
   lock.lock();
@@ -348,7 +356,7 @@ void GenerationEngine::FailAll(const absl::Status& status) {
       continue;
     }
     r->call->status = status;
-    if (--r->call->remaining == 0) r->call->done = true;
+    if (--r->call->remaining == 0) MarkDone(r->call);
     --admitted_;
     it = requests_.erase(it);
   }
@@ -359,7 +367,7 @@ void GenerationEngine::FailAll(const absl::Status& status) {
       ++it;
       continue;
     }
-    if (--r->call->remaining == 0) r->call->done = true;
+    if (--r->call->remaining == 0) MarkDone(r->call);
     requests_.erase(r->self);
     it = waiting_.erase(it);
   }
@@ -407,7 +415,7 @@ void GenerationEngine::CancelStopped() {
       it = requests_.erase(it);
     }
     call->remaining = 0;
-    call->done = true;
+    MarkDone(call);
   }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
 }
@@ -459,6 +467,8 @@ void GenerationEngine::Admit() {
 }
 
 bool GenerationEngine::Step() {
+  const auto started = std::chrono::steady_clock::now();
+  draw_seconds_ = 0;
   const bool applied = ApplyEnvironmentResults();
   CancelStopped();
   Admit();
@@ -504,11 +514,19 @@ bool GenerationEngine::Step() {
     if (graphs_ != nullptr) {
       stats_.decode_graphs = graphs_->graphs();
       stats_.graph_replays = graphs_->replays();
+      stats_.decode_weight_refreshes = graphs_->weight_refreshes();
     }
   }
   if (!ready.empty()) SampleReady(ready, lasts.size() == 1 ? lasts[0] : torch::cat(lasts, 0));
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->finished; });
-  return applied || !decode.empty() || !prefill.empty();
+  const bool busy = applied || !decode.empty() || !prefill.empty();
+  if (busy) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.step_seconds += seconds;
+    stats_.draw_seconds += draw_seconds_;
+  }
+  return busy;
 }
 
 void GenerationEngine::EnsureWritable(Sequence* s, int64_t from, int64_t to) {
@@ -608,14 +626,29 @@ void GenerationEngine::Feed(const std::vector<Sequence*>& rows, const std::vecto
 }
 
 void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_t>>& ready, const torch::Tensor& last) {
-  // One draw per call (its sampling options): a ready prompt draws its G samples' first tokens.
-  std::map<Call*, std::vector<std::pair<Sequence*, int64_t>>> by_call;
-  for (const auto& entry : ready) by_call[entry.first->request->call].push_back(entry);
-  for (auto& [call, entries] : by_call) {
-    const SamplingOptions& o = *call->options;
+  // One draw for every ready row whose call samples the same way (temperature, truncation, vocabulary, kept sets):
+  // concurrent calls with equal options (a learner's requests, a server's clients) share the step's one draw and
+  // its one host copy. Each row's uniform is its own call's (seed, step, key, sample, token): a draw depends not on
+  // the rows drawn beside it. A ready prompt draws its G samples' first tokens.
+  std::vector<std::pair<TokenSampling, std::vector<std::pair<Sequence*, int64_t>>>> draws;
+  for (const auto& entry : ready) {
+    TokenSampling t = entry.first->request->call->sampling;
+    if (t.temperature == 0) t = TokenSampling{0, 0, 1, t.vocab_limit, false};  // greedy: nothing else matters
+    auto same = std::find_if(draws.begin(), draws.end(), [&](const auto& d) {
+      return d.first.temperature == t.temperature && d.first.top_k == t.top_k && d.first.top_p == t.top_p &&
+             d.first.vocab_limit == t.vocab_limit && d.first.record_kept == t.record_kept;
+    });
+    if (same == draws.end()) {
+      draws.emplace_back(t, std::vector<std::pair<Sequence*, int64_t>>());
+      same = std::prev(draws.end());
+    }
+    same->second.push_back(entry);
+  }
+  for (auto& [sampling, entries] : draws) {
     std::vector<int64_t> rows;
     std::vector<double> uniforms;
     for (auto& [s, row] : entries) {
+      const SamplingOptions& o = *s->request->call->options;
       const uint64_t key = s->request->prompt->sample_key;
       if (s->sample < 0) {
         for (int g = 0; g < s->request->group_size; ++g) {
@@ -628,7 +661,7 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
         uniforms.push_back(SampleUniform(o.seed, o.step, key, static_cast<uint64_t>(s->sample), t));
       }
     }
-    // The rows in order, each once (a decode step of one call): the logits as they are, no index to send.
+    // The rows in order, each once (a decode step of equal options): the logits as they are, no index to send.
     bool identity = static_cast<int64_t>(rows.size()) == last.size(0);
     for (size_t i = 0; identity && i < rows.size(); ++i) identity = rows[i] == static_cast<int64_t>(i);
     torch::Tensor picked = last;
@@ -638,7 +671,9 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
       std::copy(rows.begin(), rows.end(), index.data_ptr<int64_t>());
       picked = last.index_select(0, index.to(last.device(), /*non_blocking=*/true));
     }
-    SampledRows drawn = SampleRows(picked, call->sampling, uniforms);
+    const auto drawing = std::chrono::steady_clock::now();
+    SampledRows drawn = SampleRows(picked, sampling, uniforms);
+    draw_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - drawing).count();
     auto tok = drawn.tokens.accessor<int64_t, 1>();
     auto lp = drawn.logprobs.accessor<float, 1>();
     int64_t k = 0;
@@ -663,7 +698,7 @@ void GenerationEngine::SampleReady(const std::vector<std::pair<Sequence*, int64_
         rec.index = g;
         rec.domain = r->prompt->domain;
         rec.prompt_ids = r->prompt->prompt_ids;
-        rec.policy_version = o.policy_version;
+        rec.policy_version = r->call->options->policy_version;
         ++r->live;
         Sequence* raw = sample.get();
         running_.push_back(std::move(sample));
@@ -791,7 +826,7 @@ void GenerationEngine::FinishRequest(Request* r) {
   (*call->out)[r->index] = std::move(r->samples);
   --admitted_;
   requests_.erase(r->self);
-  if (--call->remaining == 0) call->done = true;
+  if (--call->remaining == 0) MarkDone(call);
 }
 
 }  // namespace spargo::rollout

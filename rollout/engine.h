@@ -17,9 +17,13 @@
 //    entries that changed and the tokens fed, in one copy, and gathers its rows' tables there.
 //  - Decode calls (every row feeds one token) go through CausalLm::DecodePagedFull, without host synchronisation,
 //    and on CUDA through CUDA graphs captured per padded shape (rollout/decode_graphs.h; EngineOptions::graphs).
-//    With padding, block 0 of the pool is the padding rows' scratch block and holds no sequence's tokens.
+//    With padding, block 0 of the pool is the padding rows' scratch block and holds no sequence's tokens. The graphs
+//    outlive weight updates: they check the weights before each call (the first call after an in-place change runs
+//    eagerly; weights that moved drop them).
 //  - Sampling (rollout/token_sampler.h) is counter-based per (seed, step, sample_key, sample, token): results do not
-//    depend on which requests shared a batch.
+//    depend on which requests shared a batch. The rows of every call with the same sampling options (temperature,
+//    truncation, vocabulary limit, kept sets) are drawn together: one draw and one host copy per step, however many
+//    concurrent calls (a server's clients, a learner's per-prompt calls) share the batch.
 //  - Agent episodes (rollout/episode.h): a sample that ends a turn waits while its environment runs on one of
 //    `environment_threads` threads (tools, sandboxed programs), and the other sequences keep decoding; the result
 //    is applied at the next step. EndOfTurn may therefore run for several samples at once (0 threads: inline, on
@@ -90,6 +94,10 @@ struct EngineStats {
   int64_t waiting_requests = 0;                      // now: requests not yet admitted (prompts of calls in Generate)
   int64_t decode_graphs = 0;                         // now: CUDA graphs captured (shapes seen)
   int64_t graph_replays = 0;                         // decode calls replayed from a graph
+  int64_t decode_weight_refreshes = 0;               // decode calls run eagerly after the weights changed in place
+  // Wall time of the steps that fed or sampled, and of it the draws (SampleRows: the sampler's kernels and the host
+  // copy of their results, which waits for the step's model calls to finish on the device).
+  double step_seconds = 0, draw_seconds = 0;
 };
 
 class GenerationEngine {
@@ -156,6 +164,8 @@ class GenerationEngine {
   void FinishSample(Sequence* s);
   void FinishRequest(Request* r);
   void FailAll(const absl::Status& status);
+  // Marks a call done (under mu_).
+  void MarkDone(Call* call);
 
   model::CausalLm* model_;
   EngineOptions options_;
@@ -171,11 +181,13 @@ class GenerationEngine {
   std::condition_variable cv_;
   bool driving_ = false;
   bool exclusive_ = false;
+  int64_t calls_done_ = 0;                 // calls marked done so far; guarded by mu_
   std::list<Request*> waiting_;            // guarded by mu_
   int64_t admitted_ = 0;                   // requests admitted and not finished; guarded by mu_
   std::list<std::unique_ptr<Sequence>> running_;  // the driver's
   std::list<std::unique_ptr<Request>> requests_;  // every request not finished; guarded by mu_
   EngineStats stats_;                      // guarded by mu_
+  double draw_seconds_ = 0;                // the driver's: this step's draws so far
 
   // Environment turns: run on env_pool_, their results queued here and applied by the driver.
   struct EnvironmentResult {

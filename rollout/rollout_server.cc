@@ -586,6 +586,13 @@ RolloutServer::~RolloutServer() {
 void RolloutServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  const EngineStats s = service_->engine()->stats();
+  SPARGO_LOG(INFO) << "rollout engine: " << s.steps << " steps, " << s.decode_calls << " decode calls, "
+                   << s.prefill_calls << " prefill calls, " << s.decoded_tokens << " decoded / "
+                   << s.prefilled_tokens << " prefilled tokens, at most " << s.max_running << " sequences running, "
+                   << s.decode_graphs << " decode graphs, " << s.graph_replays << " graph replays, "
+                   << (s.steps > 0 ? 1e3 * s.step_seconds / s.steps : 0.0) << " ms per step ("
+                   << (s.steps > 0 ? 1e3 * s.draw_seconds / s.steps : 0.0) << " in draws)";
 }
 
 }  // namespace spargo::rollout

@@ -90,7 +90,7 @@ class RolloutServer {
   int port() const { return port_; }
   // The engine serving the calls: for in-process monitoring (stats) and tests.
   GenerationEngine* engine() const;
-  // Stops accepting calls, waits up to `grace` for calls in flight, then cancels the rest.
+  // Stops accepting calls, waits up to `grace` for calls in flight, then cancels the rest; logs the engine's counters.
   void Shutdown(absl::Duration grace);
 
  private:

@@ -132,5 +132,60 @@ TEST(EngineGraphs, CapturedDecodeEqualsTheEagerPaddedAndUnpaddedDecode) {
   std::cout << "captured vs unpadded eager greedy: " << same << " / " << total << " tokens equal\n";
 }
 
+// A weight update keeps the captured graphs (rollout/decode_graphs.h): the first decode call after it runs eagerly
+// (the model refreshes its stacked experts in place), the graphs are replayed from then on, and every sample equals
+// a fresh engine's eager padded decode of the new weights, bit for bit.
+TEST(EngineGraphs, CapturedDecodeFollowsAWeightUpdate) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device";
+  ASSERT_TRUE(DecodeGraphs::CaptureCompiled()) << "a CUDA libtorch, yet the engine was built without CUDA graphs";
+  auto m = CudaModel();
+  torch::NoGradGuard no_grad;
+  std::vector<GroupRequest> prompts = Prompts({120, 37, 64}, m->vocab_size(), 12);
+  EngineOptions eo;
+  eo.num_blocks = 1024;
+  eo.prefill_tokens = 100;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  SamplingOptions o;
+  o.group_size = 2;
+  o.max_new_tokens = 24;
+  o.temperature = 0;
+  o.eos_id = -1;
+  absl::StatusOr<std::vector<SampleGroup>> before = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(before.ok()) << before.status();
+  const EngineStats first = (*engine)->stats();
+  ASSERT_GT(first.decode_graphs, 0);
+  // Every routed expert and the output head changed in place, as a weight update does.
+  int64_t experts = 0;
+  ASSERT_TRUE((*engine)
+                  ->Exclusive([&] {
+                    for (auto& p : m->named_parameters(true)) {
+                      if (p.key().find(".experts.") != std::string::npos || p.key() == "lm_head.weight") {
+                        p.value().mul_(-1.5);
+                        ++experts;
+                      }
+                    }
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  ASSERT_GT(experts, 1);
+  absl::StatusOr<std::vector<SampleGroup>> after = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(after.ok()) << after.status();
+  const EngineStats second = (*engine)->stats();
+  EXPECT_EQ(second.decode_weight_refreshes, first.decode_weight_refreshes + 1);
+  EXPECT_GT(second.graph_replays, first.graph_replays + 10);
+  eo.graphs = DecodeGraphMode::kEagerPadded;
+  auto eager = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  absl::StatusOr<std::vector<SampleGroup>> reference = (*eager)->Generate(prompts, o);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ExpectSame(*after, *reference, 1e-6, /*choices=*/false, "after the update, captured vs eager padded");
+  bool differs = false;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    differs = differs || (*after)[i][0].completion_ids != (*before)[i][0].completion_ids;
+  }
+  EXPECT_TRUE(differs) << "the update should change some greedy completion";
+}
+
 }  // namespace
 }  // namespace spargo::rollout

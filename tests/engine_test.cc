@@ -6,11 +6,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <string>
 #include <thread>
 
 #include "kernels/sparse_mla.h"
 #include "model/dsv32_model.h"
 #include "model/tiny_transformer.h"
+#include "model/weights_io.h"
 #include "rollout/group_sampler.h"
 #include "rollout/token_sampler.h"
 #include "tests/engine_test_util.h"
@@ -649,6 +652,68 @@ TEST(GenerationEngine, PaddedDecodeCallsEqualThePlainCachedDecode) {
   out = (*engine)->Generate(prompts, sampled);
   ASSERT_TRUE(out.ok()) << out.status();
   ExpectMatchesIndependent(*m, prompts, *out, sampled);
+}
+
+// Whether any sample's completion differs between two runs of the same prompts.
+bool SomeCompletionDiffers(const std::vector<SampleGroup>& a, const std::vector<SampleGroup>& b) {
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    for (size_t g = 0; g < a[i].size() && g < b[i].size(); ++g) {
+      if (a[i][g].completion_ids != b[i][g].completion_ids) return true;
+    }
+  }
+  return false;
+}
+
+// Padded decode calls run the MoE layer densely (Dsv32Model::MoeDense) over the experts' weights stacked once and
+// kept beside the layer. When the experts change (a weight update under Exclusive, as `spargo rollout` applies one;
+// an in-place step between calls, as the colocated learner's optimiser takes one) the next calls use the new
+// weights: every sample is again the plain cached decode's (which loops over the chosen experts) of the new model.
+TEST(GenerationEngine, PaddedDecodeFollowsChangedExpertWeights) {
+  auto m = RandomDsv32();
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 256;
+  eo.prefill_tokens = 5;
+  eo.graphs = DecodeGraphMode::kEagerPadded;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<GroupRequest> prompts = Prompts({7, 3, 9}, m->vocab_size(), 2);
+  SamplingOptions greedy = Sampled(2, 12);
+  greedy.temperature = 0;
+  greedy.eos_id = -1;
+  absl::StatusOr<std::vector<SampleGroup>> before = (*engine)->Generate(prompts, greedy);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ExpectMatchesIndependent(*m, prompts, *before, greedy);
+  // Every routed expert's weights from another model, the rest unchanged, as one update.
+  auto other = RandomDsv32(/*seed=*/9);
+  model::TensorMap update, theirs;
+  for (const auto& p : other->named_parameters(true)) theirs[p.key()] = p.value();
+  int64_t experts = 0;
+  for (const auto& p : m->named_parameters(true)) {
+    const bool expert = p.key().find(".experts.") != std::string::npos;
+    experts += expert;
+    update[p.key()] = (expert ? theirs.at(p.key()) : p.value()).detach().clone();
+  }
+  for (const auto& b : m->named_buffers(true)) update[b.key()] = b.value().detach().clone();
+  ASSERT_GT(experts, 0) << "the test model has no routed experts";
+  ASSERT_TRUE((*engine)->Exclusive([&] { return model::CopyNamedTensors(*m, update); }).ok());
+  absl::StatusOr<std::vector<SampleGroup>> updated = (*engine)->Generate(prompts, greedy);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  ExpectMatchesIndependent(*m, prompts, *updated, greedy);
+  EXPECT_TRUE(SomeCompletionDiffers(*before, *updated)) << "new expert weights should change some greedy completion";
+  // In place between calls, without Exclusive: the experts of the first half scaled.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : m->named_parameters(true)) {
+      for (const char* e : {".experts.0.", ".experts.1.", ".experts.2.", ".experts.3."}) {
+        if (p.key().find(e) != std::string::npos) p.value().mul_(-3.0);
+      }
+    }
+  }
+  absl::StatusOr<std::vector<SampleGroup>> stepped = (*engine)->Generate(prompts, greedy);
+  ASSERT_TRUE(stepped.ok()) << stepped.status();
+  ExpectMatchesIndependent(*m, prompts, *stepped, greedy);
+  EXPECT_TRUE(SomeCompletionDiffers(*updated, *stepped)) << "scaled experts should change some greedy completion";
 }
 
 // On the H200: the 160M bench model's attention shapes (latent 256 + rope 32, 16 heads) in bfloat16, where the cached
