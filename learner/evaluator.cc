@@ -35,6 +35,10 @@ nlohmann::json EvalScores::ToJson() const {
 nlohmann::json EvalResult::ToJson() const {
   nlohmann::json j = {{"all", overall.ToJson()}};
   for (const auto& [domain, s] : domains) j[domain] = s.ToJson();
+  for (const auto& [task, s] : tasks) {
+    auto it = task_domains.find(task);
+    if (it != task_domains.end() && j.contains(it->second)) j[it->second]["tasks"][task] = s.ToJson();
+  }
   return j;
 }
 
@@ -95,10 +99,12 @@ absl::StatusOr<EvalResult> Evaluate(TrainContext& ctx, rollout::RolloutClient& s
   }
   const std::string& correct = ctx.config.eval().correct_component();
   Tally all;
-  std::map<std::string, Tally> by_domain;
+  std::map<std::string, Tally> by_domain, by_task;
   for (size_t i = 0; i < scores.size(); ++i) {
     const rewards::SampleScore& s = scores[i][0];
-    for (Tally* t : {&all, &by_domain[absl::AsciiStrToLower(config::Domain_Name(inputs[i].domain))]}) {
+    const std::string domain = absl::AsciiStrToLower(config::Domain_Name(inputs[i].domain));
+    result.task_domains[kept[i]->source] = domain;
+    for (Tally* t : {&all, &by_domain[domain], &by_task[kept[i]->source]}) {
       ++t->prompts;
       if (rewards::IsInfrastructureFailure(s.status)) {
         ++t->failures;
@@ -115,6 +121,7 @@ absl::StatusOr<EvalResult> Evaluate(TrainContext& ctx, rollout::RolloutClient& s
   }
   result.overall = all.Scores();
   for (const auto& [domain, t] : by_domain) result.domains[domain] = t.Scores();
+  for (const auto& [task, t] : by_task) result.tasks[task] = t.Scores();
   result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return result;
 }

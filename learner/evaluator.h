@@ -2,8 +2,8 @@
 // client (so a disaggregated run evaluates on its workers), scored by the run's reward client. Per domain and
 // overall: the mean reward of the samples whose reward could be computed, and the accuracy, the share of samples
 // whose eval.correct_component scored at least eval.correct_min (absent when no sample of the domain has that
-// component). Prompts that do not fit the model are skipped and counted; reward failures are counted, never
-// scored 0.
+// component), and the same per task (TaskPrompt::source, the config's task name) within each domain. Prompts that
+// do not fit the model are skipped and counted; reward failures are counted, never scored 0.
 #ifndef SPARGO_LEARNER_EVALUATOR_H_
 #define SPARGO_LEARNER_EVALUATOR_H_
 
@@ -29,9 +29,12 @@ struct EvalScores {
 struct EvalResult {
   EvalScores overall;
   std::map<std::string, EvalScores> domains;  // by lower-case domain name
+  std::map<std::string, EvalScores> tasks;    // by task name
+  std::map<std::string, std::string> task_domains;  // task name -> lower-case domain name
   int skipped = 0;
   double seconds = 0;
-  // {"all": {...}, "reasoning": {"prompts", "reward_mean", "accuracy", "failures"}, ...}
+  // {"all": {...}, "reasoning": {"prompts", "reward_mean", "accuracy", "failures",
+  //                              "tasks": {"word_problems": {"prompts", ...}, ...}}, ...}
   nlohmann::json ToJson() const;
 };
 
