@@ -1,11 +1,8 @@
 #include "bench/served_rollout.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
+#include "common/loopback_port.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "model/weights_io.h"
@@ -26,21 +24,6 @@ extern char** environ;
 
 namespace spargo::bench {
 namespace {
-
-// A TCP port on 127.0.0.1 that was free a moment ago.
-absl::StatusOr<int> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::UnavailableError("cannot open a socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  if (!ok) return absl::UnavailableError("cannot bind a loopback port");
-  return ntohs(addr.sin_port);
-}
 
 // The last `bytes` of a file (the server's log, for an error message).
 std::string Tail(const std::string& path, size_t bytes = 2000) {
