@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
+#include "rewards/rubric.h"
 
 namespace spargo::learner {
 namespace {
@@ -38,6 +39,10 @@ constexpr const char* kWords[] = {
     "bat",  "elk",  "emu",  "gnu",  "koi",  "ape",  "eel",  "cod",  "jay",  "pup",  "cub",  "kit"};
 constexpr int kWordCount = sizeof(kWords) / sizeof(kWords[0]);
 constexpr int kInstructionTemplates = 3;
+// RUBRIC_JUDGING: candidates per instruction problem: the right reply (three of six, so half the verdicts are
+// 10), the same form of another word, the right word in another form, the word left as it is.
+constexpr int kJudgeCandidates = 6;
+constexpr int kJudgeReplyChars = 96;  // RubricJudgeReward.compact_reply_chars' default
 
 uint64_t SpaceOf(Kind kind) {
   switch (kind) {
@@ -46,6 +51,8 @@ uint64_t SpaceOf(Kind kind) {
     case config::BuiltinTasks::CALCULATOR: return 900ULL * 90;  // a in 100..999, b in 10..99
     case config::BuiltinTasks::DOCUMENT_SEARCH: return agent::kTownCount;
     case config::BuiltinTasks::INSTRUCTIONS: return static_cast<uint64_t>(kInstructionTemplates) * kWordCount;
+    case config::BuiltinTasks::RUBRIC_JUDGING:
+      return static_cast<uint64_t>(kInstructionTemplates) * kWordCount * kJudgeCandidates;
     default: return 0;
   }
 }
@@ -83,6 +90,42 @@ std::string Upper(std::string s) {
   return s;
 }
 
+// INSTRUCTIONS problem j = template j % 3 over word j / 3: its prompt, the reply its rule wants, and its rubric.
+struct Instruction {
+  std::string prompt, reply, rubric;
+};
+
+std::string InstructionReply(uint64_t t, const std::string& word) {
+  if (t == 0) return Upper(word);
+  if (t == 1) return absl::StrCat(word, " ", word);
+  std::vector<std::string> letters;
+  for (char ch : word) letters.emplace_back(1, ch);
+  return absl::StrJoin(letters, "-");
+}
+
+Instruction MakeInstruction(uint64_t j) {
+  const uint64_t t = j % kInstructionTemplates;
+  const std::string word = kWords[j / kInstructionTemplates];
+  Instruction out;
+  std::string criterion;
+  if (t == 0) {
+    out.prompt = absl::StrCat("Write ", word, " in capital letters.");
+    criterion = absl::StrCat("The reply is the word ", word, " in capital letters");
+  } else if (t == 1) {
+    out.prompt = absl::StrCat("Write ", word, " twice.");
+    criterion = absl::StrCat("The reply is the word ", word, " written twice, separated by a space");
+  } else {
+    out.prompt = absl::StrCat("Spell ", word, " with dashes.");
+    criterion = absl::StrCat("The reply spells ", word, " letter by letter with a dash between letters");
+  }
+  out.reply = InstructionReply(t, word);
+  out.rubric = nlohmann::ordered_json::array({{{"criterion", criterion}, {"category", "essential"}},
+                                              {{"criterion", "The reply holds nothing else"},
+                                               {"category", "important"}}})
+                   .dump();
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(const config::BuiltinTasks& c,
@@ -92,7 +135,7 @@ absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(con
                                                                               const std::string& where) {
   if (SpaceOf(c.kind()) == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ".kind: set one of WORD_PROBLEMS, PROGRAMS, CALCULATOR, DOCUMENT_SEARCH, INSTRUCTIONS"));
+        where, ".kind: set one of WORD_PROBLEMS, PROGRAMS, CALCULATOR, DOCUMENT_SEARCH, INSTRUCTIONS, RUBRIC_JUDGING"));
   }
   if (!(c.heldout_fraction() > 0 && c.heldout_fraction() < 1)) {
     return absl::InvalidArgumentError(
@@ -120,6 +163,7 @@ absl::StatusOr<std::unique_ptr<BuiltinTaskSource>> BuiltinTaskSource::Create(con
 uint64_t BuiltinTaskSource::size() const { return SpaceOf(config_.kind()); }
 
 std::vector<uint64_t> BuiltinTaskSource::ProblemKey(uint64_t i) const {
+  if (config_.kind() == config::BuiltinTasks::RUBRIC_JUDGING) return {i / kJudgeCandidates};  // the instruction
   if (config_.kind() != config::BuiltinTasks::WORD_PROBLEMS) return {i};
   // (template, a, b), the names and items around them aside; "loses" problems keep the larger number first.
   const uint64_t t = i % 2, a = (i / 2) % kMaxOperand + 1, b = (i / (2 * kMaxOperand)) % kMaxOperand + 1;
@@ -129,7 +173,10 @@ std::vector<uint64_t> BuiltinTaskSource::ProblemKey(uint64_t i) const {
 bool BuiltinTaskSource::IsHeldout(uint64_t i) const {
   const std::vector<uint64_t> key = ProblemKey(i);
   const uint64_t packed = key.size() == 1 ? key[0] : key[0] + 2 * (key[1] + 1000 * key[2]);
-  CounterRng rng(kHeldoutSalt, {static_cast<uint64_t>(config_.kind()), packed});
+  // Judging demonstrations are split by their instruction problem, with INSTRUCTIONS' own hash.
+  const Kind kind =
+      config_.kind() == config::BuiltinTasks::RUBRIC_JUDGING ? config::BuiltinTasks::INSTRUCTIONS : config_.kind();
+  CounterRng rng(kHeldoutSalt, {static_cast<uint64_t>(kind), packed});
   return rng.Uniform() < config_.heldout_fraction();
 }
 
@@ -210,30 +257,50 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
       break;
     }
     case config::BuiltinTasks::INSTRUCTIONS: {
-      const uint64_t t = i % kInstructionTemplates;
-      const std::string word = kWords[i / kInstructionTemplates];
-      std::string reply, criterion;
-      if (t == 0) {
-        p.prompt = absl::StrCat("Write ", word, " in capital letters.");
-        reply = Upper(word);
-        criterion = absl::StrCat("The reply is the word ", word, " in capital letters");
-      } else if (t == 1) {
-        p.prompt = absl::StrCat("Write ", word, " twice.");
-        reply = absl::StrCat(word, " ", word);
-        criterion = absl::StrCat("The reply is the word ", word, " written twice, separated by a space");
+      const Instruction instruction = MakeInstruction(i);
+      p.prompt = instruction.prompt;
+      p.rubric = instruction.rubric;
+      p.reference_answer = RE2::QuoteMeta(instruction.reply);
+      p.demonstration = {DemoSegment{instruction.reply, false}};
+      break;
+    }
+    case config::BuiltinTasks::RUBRIC_JUDGING: {
+      const uint64_t j = i / kJudgeCandidates, c = i % kJudgeCandidates;
+      const uint64_t t = j % kInstructionTemplates, w = j / kInstructionTemplates;
+      const Instruction instruction = MakeInstruction(j);
+      // Wrong candidates come from problems on this problem's side of the split (another word in this form,
+      // this word in another form), so a training demonstration never shows a held-out problem's reply.
+      auto same_side = [&](uint64_t other) { return IsHeldout(other * kJudgeCandidates) == IsHeldout(i); };
+      std::string candidate;
+      bool right = false;
+      if (c < 3) {
+        candidate = instruction.reply;
+        right = true;
+      } else if (c == 3) {
+        candidate = absl::StrCat(kWords[(w + 1) % kWordCount]);  // fallback: the next word, as it is
+        for (uint64_t step = 1; step < static_cast<uint64_t>(kWordCount); ++step) {
+          const uint64_t other_word = (w + step) % kWordCount;
+          if (same_side(other_word * kInstructionTemplates + t)) {
+            candidate = InstructionReply(t, kWords[other_word]);
+            break;
+          }
+        }
+      } else if (c == 4) {
+        candidate = kWords[w];
+        for (uint64_t step = 1; step < static_cast<uint64_t>(kInstructionTemplates); ++step) {
+          const uint64_t other_t = (t + step) % kInstructionTemplates;
+          if (same_side(w * kInstructionTemplates + other_t)) {
+            candidate = InstructionReply(other_t, kWords[w]);
+            break;
+          }
+        }
       } else {
-        std::vector<std::string> letters;
-        for (char ch : word) letters.emplace_back(1, ch);
-        p.prompt = absl::StrCat("Spell ", word, " with dashes.");
-        reply = absl::StrJoin(letters, "-");
-        criterion = absl::StrCat("The reply spells ", word, " letter by letter with a dash between letters");
+        candidate = kWords[w];
       }
-      p.rubric = nlohmann::ordered_json::array({{{"criterion", criterion}, {"category", "essential"}},
-                                                {{"criterion", "The reply holds nothing else"},
-                                                 {"category", "important"}}})
-                     .dump();
-      p.reference_answer = RE2::QuoteMeta(reply);
-      p.demonstration = {DemoSegment{reply, false}};
+      absl::StatusOr<rewards::Rubric> rubric = rewards::ParseRubric(instruction.rubric);
+      p.prompt = rewards::CompactPrompt(instruction.prompt, *rubric, candidate, kJudgeReplyChars).user;
+      p.reference_answer = right ? "Score: 10" : "Score: 1";  // the whole verdict (the judge's run: exact match)
+      p.demonstration = {DemoSegment{p.reference_answer, false}};
       break;
     }
     default:

@@ -17,6 +17,12 @@
 //                   reference {"answer": "...", "calls": [{"name": "search"}]}.
 //   INSTRUCTIONS    "Write cat in capital letters." -> "CAT" (also: a word twice, a word spelt with dashes);
 //                   `rubric`: the rule as judge criteria; reference: an RE2 pattern of the same rule.
+//   RUBRIC_JUDGING  demonstrations for a judge: rewards/rubric.h's CompactPrompt (what rubric_judge sends with
+//                   prompt_style COMPACT) for an INSTRUCTIONS problem and a candidate reply, answered "Score: 10"
+//                   (the right reply, half the tasks) or "Score: 1" (another word in the same form, the word in
+//                   another form, the bare word); the reference is that verdict. Split by the instruction problem with
+//                   INSTRUCTIONS' hash, so with a heldout_fraction at least INSTRUCTIONS' no training
+//                   demonstration holds a held-out problem (its wrong candidates come from the same side too).
 // The held-out set is every held-out problem (fewer than n when the kind has fewer), in a fixed order.
 #ifndef SPARGO_LEARNER_BUILTIN_TASKS_H_
 #define SPARGO_LEARNER_BUILTIN_TASKS_H_

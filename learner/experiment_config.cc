@@ -11,6 +11,7 @@
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
 #include "learner/memory_estimate.h"
+#include "learner/run_judge.h"
 #include "learner/task_mixture.h"
 #include "model/model_factory.h"
 #include "model/parameter_groups.h"
@@ -206,8 +207,34 @@ absl::Status ValidateExperimentConfig(const config::ExperimentConfig& c) {
     return Bad("metrics.port", c.metrics().port(), "must be in [0, 65535] (0 turns the endpoint off)");
   }
 
+  if (StartsRunJudge(c)) {  // the judge's own run must be valid too
+    SPARGO_ASSIGN_OR_RETURN(config::ExperimentConfig judge, JudgeTrainingConfig(c));
+    // Judging problems are split as the instructions are (one hash): holding out at least as large a share keeps
+    // every held-out instruction out of the judge's training.
+    for (int j = 0; j < c.judge().tasks_size(); ++j) {
+      const config::TaskSource& jt = c.judge().tasks(j);
+      if (!jt.has_builtin() || jt.builtin().kind() != config::BuiltinTasks::RUBRIC_JUDGING) continue;
+      for (const config::TaskSource& t : c.tasks()) {
+        if (t.has_builtin() && t.builtin().kind() == config::BuiltinTasks::INSTRUCTIONS &&
+            jt.builtin().heldout_fraction() < t.builtin().heldout_fraction()) {
+          return Bad(absl::StrCat("judge.tasks[", j, "].builtin.heldout_fraction"), jt.builtin().heldout_fraction(),
+                     absl::StrCat("RUBRIC_JUDGING must hold out at least the INSTRUCTIONS task \"", t.name(),
+                                  "\" does (", t.builtin().heldout_fraction(),
+                                  "), or the judge trains on held-out instructions"));
+        }
+      }
+    }
+    absl::Status s = ValidateExperimentConfig(judge);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("judge (the run's own judge, trained first): ", s.message()));
+    }
+  } else if (c.has_judge()) {
+    return Bad("judge", "set", "no rubric_judge component has rollout.started_by_run, so nothing would use the judge");
+  }
   SPARGO_ASSIGN_OR_RETURN(TaskMixture tasks, TaskMixture::FromConfig(c));
-  SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
+  // A judge the run starts has its address only once started (learner/run_judge.h); any address checks the rest.
+  SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines,
+                          rewards::RewardPipelines::FromConfig(PointRunJudgesAt(c, "127.0.0.1:1")));
   // With a reward service the pipelines live there; the config's own `rewards` may be left out.
   if (!c.services().reward_address().empty()) return absl::OkStatus();
   for (int i = 0; i < c.tasks_size(); ++i) {

@@ -1,7 +1,10 @@
 #include "learner/trainer.h"
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -14,7 +17,9 @@
 #include "learner/curves.h"
 #include "learner/evaluator.h"
 #include "learner/grpo_step.h"
+#include "learner/judge_check.h"
 #include "learner/run_dir.h"
+#include "learner/run_judge.h"
 #include "learner/run_setup.h"
 #include "learner/warmup.h"
 #include "model/weights_io.h"
@@ -35,10 +40,12 @@ std::string FormatScores(const EvalScores& s) {
 
 class Driver {
  public:
-  Driver(TrainContext* ctx, RunDir* run_dir, const TrainOptions& options)
+  // `judge`: what the run's own judge is (its training run's outcome), null when the run serves none.
+  Driver(TrainContext* ctx, RunDir* run_dir, const TrainOptions& options, const nlohmann::json* judge)
       : ctx_(*ctx),
         run_dir_(*run_dir),
         options_(options),
+        judge_(judge),
         store_(run_dir->checkpoints_dir(), ctx->config.checkpoint().keep_last()) {}
 
   absl::StatusOr<nlohmann::json> Run();
@@ -56,6 +63,7 @@ class Driver {
   TrainContext& ctx_;
   RunDir& run_dir_;
   TrainOptions options_;
+  const nlohmann::json* judge_;
   CheckpointStore store_;
   TrainerState state_;
   absl::Time start_ = absl::Now();
@@ -266,32 +274,77 @@ absl::StatusOr<nlohmann::json> Driver::Run() {
     summary["stopped_early"] = true;
     return summary;
   }
-  SPARGO_ASSIGN_OR_RETURN(EvalResult after, EvaluateHeldout("after"));
+  // Without GRPO steps (a warm-up-only run, e.g. the judge's) the policy is the one evaluated before: that
+  // evaluation stands for both.
+  const bool unchanged = ctx_.config.learner().grpo().steps() == 0;
+  nlohmann::json after_json = state_.heldout_before;
+  std::optional<double> after_accuracy = state_.heldout_accuracy_before;
+  if (!unchanged) {
+    SPARGO_ASSIGN_OR_RETURN(EvalResult after, EvaluateHeldout("after"));
+    after_json = after.ToJson();
+    after_accuracy = after.overall.accuracy;
+  }
   nlohmann::json heldout = nlohmann::json::object();
   for (const auto& [domain, scores] : state_.heldout_before.items()) heldout[domain]["before"] = scores;
-  const nlohmann::json after_json = after.ToJson();
   for (const auto& [domain, scores] : after_json.items()) heldout[domain]["after"] = scores;
   summary["heldout"] = heldout;
-  if (after.overall.accuracy) {
-    summary["heldout_accuracy_after"] = *after.overall.accuracy;
+  if (after_accuracy) {
+    summary["heldout_accuracy_after"] = *after_accuracy;
     if (state_.heldout_accuracy_before) {
-      summary["heldout_accuracy_gain"] = *after.overall.accuracy - *state_.heldout_accuracy_before;
+      summary["heldout_accuracy_gain"] = *after_accuracy - *state_.heldout_accuracy_before;
     }
+  }
+  if (judge_ != nullptr) {  // the frozen judge against the rule's truth, on held-out problems of the policy's tasks
+    summary["judge"] = *judge_;
+    SPARGO_ASSIGN_OR_RETURN(JudgeCheck check, CheckJudge(ctx_, 64));
+    summary["judge"]["check"] = check.ToJson();
+    PrintLine(absl::StrFormat("judge check (%d held-out problems): passed %d of the right replies, failed %d of the "
+                              "wrong ones, %d replies ungraded",
+                              check.pairs, check.right_passed, check.wrong_failed, check.ungraded));
   }
   summary["wall_seconds"] = WallSeconds();
   SPARGO_RETURN_IF_ERROR(run_dir_.WriteSummary(summary));
   const nlohmann::json& before_all = state_.heldout_before["all"];
   std::string change;
-  if (after.overall.accuracy && state_.heldout_accuracy_before) {
+  if (after_accuracy && state_.heldout_accuracy_before) {
     change = absl::StrFormat("held-out accuracy %.3f -> %.3f (%+.1f points)", *state_.heldout_accuracy_before,
-                             *after.overall.accuracy, 100 * (*after.overall.accuracy - *state_.heldout_accuracy_before));
+                             *after_accuracy, 100 * (*after_accuracy - *state_.heldout_accuracy_before));
   } else {
     change = absl::StrFormat("held-out reward %.3f -> %.3f", before_all.value("reward_mean", 0.0),
-                             after.overall.reward_mean);
+                             after_json["all"].value("reward_mean", 0.0));
   }
   PrintLine(absl::StrFormat("done: %s in %s; run directory %s", change, FormatDuration(WallSeconds()),
                             run_dir_.path()));
   return summary;
+}
+
+// The run's own judge (RunJudgeConfig): trained in DIR/run by a run of its own, or, when that run finished before
+// (a resumed run), as it left it. Returns {"checkpoint", "heldout_accuracy" (its held-out verdicts), "run_dir"}.
+absl::StatusOr<nlohmann::json> TrainRunJudge(const config::ExperimentConfig& config, const std::string& dir) {
+  const std::string run = dir + "/run";
+  nlohmann::json summary;
+  std::ifstream done(run + "/summary.json");
+  if (done) {
+    summary = nlohmann::json::parse(done, nullptr, /*allow_exceptions=*/false);
+    if (summary.is_discarded() || !summary.contains("checkpoint")) {
+      return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
+                                              " to train the judge again"));
+    }
+    PrintLine(absl::StrFormat("judge: trained before, in %s", run));
+  } else {
+    SPARGO_ASSIGN_OR_RETURN(config::ExperimentConfig judge_config, JudgeTrainingConfig(config));
+    PrintLine(absl::StrFormat("judge: training the run's judge in %s (at most %d warm-up steps)", run,
+                              judge_config.learner().warmup().steps()));
+    TrainOptions o;
+    o.run_dir = run;
+    o.resume = std::filesystem::exists(run + "/checkpoints");  // an interrupted judge run goes on
+    absl::StatusOr<nlohmann::json> trained = Train(judge_config, o);
+    if (!trained.ok()) return Annotate(trained.status(), "training the run's judge");
+    summary = *std::move(trained);
+  }
+  nlohmann::json out = {{"run_dir", run}, {"checkpoint", summary["checkpoint"]}};
+  if (summary.contains("heldout_accuracy_after")) out["heldout_accuracy"] = summary["heldout_accuracy_after"];
+  return out;
 }
 
 }  // namespace
@@ -314,10 +367,30 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
   PrintLine(absl::StrFormat("run directory: %s", run_dir->path()));
   // The other data-parallel ranks write their own records there (FollowDataParallelRun).
   if (options.collective != nullptr) SPARGO_RETURN_IF_ERROR(options.collective->Post("run_dir", run_dir->path()));
-  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx, BuildTrainContext(config, &metrics, options.collective));
-  Driver driver(ctx.get(), run_dir.get(), options);
+  // A judge the run serves itself is trained and started first: the reward pipelines are built with its address.
+  std::unique_ptr<RunJudge> judge;
+  nlohmann::json judge_info;
+  config::ExperimentConfig run_config = config;
+  if (StartsRunJudge(config)) {
+    if (!config.services().reward_address().empty()) {
+      return absl::InvalidArgumentError(
+          "rubric_judge.rollout.started_by_run: the run's own judge needs the rewards in process "
+          "(services.reward_address is set)");
+    }
+    SPARGO_ASSIGN_OR_RETURN(judge_info, TrainRunJudge(config, run_dir->path() + "/judge"));
+    SPARGO_ASSIGN_OR_RETURN(judge, RunJudge::Start(config, run_dir->path() + "/judge",
+                                                   judge_info["checkpoint"].get<std::string>()));
+    PrintLine(absl::StrFormat("judge: `spargo rollout` on %s serves %s (held-out verdicts right: %s), frozen",
+                              judge->address(), judge_info["checkpoint"].get<std::string>(),
+                              judge_info.value("heldout_accuracy", nlohmann::json()).dump()));
+    run_config = PointRunJudgesAt(config, judge->address());
+  }
+  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx,
+                          BuildTrainContext(run_config, &metrics, options.collective));
+  Driver driver(ctx.get(), run_dir.get(), options, judge != nullptr ? &judge_info : nullptr);
   SPARGO_ASSIGN_OR_RETURN(nlohmann::json summary, driver.Run());
-  DrawRunCurvesAtEnd(run_dir->path());  // curves.png: a warning, never a failure, when gnuplot cannot draw it
+  // curves.png: a warning, never a failure, when gnuplot cannot draw it; a run without GRPO steps has no curves.
+  if (config.learner().grpo().steps() > 0) DrawRunCurvesAtEnd(run_dir->path());
   return summary;
 }
 

@@ -9,15 +9,22 @@
 namespace spargo::rewards {
 
 absl::StatusOr<std::unique_ptr<RolloutJudgeBackend>> RolloutJudgeBackend::Create(const config::RolloutJudge& config) {
-  if (config.tokenizer().empty()) {
-    return absl::InvalidArgumentError("rollout.tokenizer: the served model's tokenizer.json is required");
-  }
-  absl::StatusOr<tokenizer::BpeTokenizer> tok = tokenizer::BpeTokenizer::FromFile(config.tokenizer());
-  if (!tok.ok()) return absl::InvalidArgumentError(absl::StrCat("rollout.tokenizer: ", tok.status().message()));
-  std::optional<int32_t> eos = tok->TokenToId(chat::kEndOfSentence);
-  if (!eos) {
+  if (config.started_by_run()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("rollout.tokenizer: ", config.tokenizer(), " has no ", chat::kEndOfSentence, " token"));
+        "rollout.started_by_run: only `spargo train` starts its own judge; here give the address of a running "
+        "`spargo rollout` instead");
+  }
+  if (config.tokenizer().empty()) {
+    return absl::InvalidArgumentError(
+        "rollout.tokenizer: the served model's tokenizer (its tokenizer.json, or \"byte\") is required");
+  }
+  absl::StatusOr<std::shared_ptr<const tokenizer::Tokenizer>> tok = tokenizer::LoadTokenizer(config.tokenizer());
+  if (!tok.ok()) return absl::InvalidArgumentError(absl::StrCat("rollout.tokenizer: ", tok.status().message()));
+  std::optional<int64_t> eos = (*tok)->TokenToId(chat::kEndOfSentence);
+  if (!eos) eos = (*tok)->eos_id();
+  if (!eos) {
+    return absl::InvalidArgumentError(absl::StrCat("rollout.tokenizer: ", config.tokenizer(), " has no ",
+                                                   chat::kEndOfSentence, " token and no end-of-sequence id"));
   }
   std::unique_ptr<RolloutJudgeBackend> b(new RolloutJudgeBackend(config, *std::move(tok)));
   b->eos_id_ = *eos;
@@ -29,21 +36,22 @@ absl::StatusOr<std::unique_ptr<RolloutJudgeBackend>> RolloutJudgeBackend::Create
 
 absl::StatusOr<std::string> RolloutJudgeBackend::Complete(const JudgeRequest& request, absl::Time deadline) const {
   const chat::ThinkingMode mode = config_.thinking() ? chat::ThinkingMode::kThinking : chat::ThinkingMode::kChat;
-  nlohmann::ordered_json conversation = {
-      {"messages",
-       {{{"role", "system"}, {"content", request.prompt.system}}, {{"role", "user"}, {"content", request.prompt.user}}}}};
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  if (!request.prompt.system.empty()) messages.push_back({{"role", "system"}, {"content", request.prompt.system}});
+  messages.push_back({{"role", "user"}, {"content", request.prompt.user}});
+  nlohmann::ordered_json conversation = {{"messages", messages}};
   absl::StatusOr<std::string> prompt = chat::EncodeConversation(conversation, mode);
   if (!prompt.ok()) return absl::InvalidArgumentError(absl::StrCat("judge prompt: ", prompt.status().message()));
   spargo::rollout::GenerateRequest generate;
   auto* group = generate.add_groups();
   group->set_prompt_id("judge");
-  for (int32_t id : tokenizer_.Encode(*prompt)) group->add_prompt_token_ids(id);
+  for (int64_t id : tokenizer_->Encode(*prompt)) group->add_prompt_token_ids(static_cast<int32_t>(id));
   group->set_group_size(1);
   auto* sampling = generate.mutable_sampling();
   sampling->set_temperature(request.temperature);
   sampling->set_max_new_tokens(request.max_tokens);
   sampling->set_seed(request.seed);
-  sampling->add_stop_token_ids(eos_id_);
+  sampling->add_stop_token_ids(static_cast<int32_t>(eos_id_));
 
   grpc::ClientContext context;
   PrepareClientContext(deadline, token_, &context);
@@ -66,15 +74,15 @@ absl::StatusOr<std::string> RolloutJudgeBackend::Complete(const JudgeRequest& re
     return absl::DataLossError(where + "answer without exactly one sample");
   }
   const spargo::rollout::Sample& sample = response.groups(0).samples(0);
-  std::vector<int32_t> ids(sample.token_ids().begin(), sample.token_ids().end());
+  std::vector<int64_t> ids(sample.token_ids().begin(), sample.token_ids().end());
   const bool stopped = sample.finish_reason() == spargo::rollout::STOP && !ids.empty() && ids.back() == eos_id_;
   if (stopped) ids.pop_back();
-  for (int32_t id : ids) {
-    if (id < 0 || id >= tokenizer_.vocab_size()) {
+  for (int64_t id : ids) {
+    if (id < 0 || id >= tokenizer_->vocab_size()) {
       return absl::DataLossError(absl::StrCat(where, "generated id ", id, " that the tokenizer does not have"));
     }
   }
-  absl::StatusOr<std::string> text = tokenizer_.Decode(ids);
+  absl::StatusOr<std::string> text = tokenizer_->Decode(ids);
   if (!text.ok()) return absl::DataLossError(where + std::string(text.status().message()));
   absl::StatusOr<chat::AssistantMessage> message =
       chat::ParseAssistantCompletion(stopped ? absl::StrCat(*text, chat::kEndOfSentence) : *text, mode);

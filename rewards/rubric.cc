@@ -148,6 +148,23 @@ JudgePrompt ExplicitPrompt(absl::string_view prompt, const Rubric& rubric, const
                        format)};
 }
 
+JudgePrompt CompactPrompt(absl::string_view prompt, const Rubric& rubric, absl::string_view response,
+                          size_t max_reply_bytes) {
+  std::string criteria;
+  for (const RubricCriterion& c : rubric.criteria) {
+    absl::string_view text = absl::StripAsciiWhitespace(c.text);
+    absl::StrAppend(&criteria, criteria.empty() ? "" : " ", text,
+                    !text.empty() && (text.back() == '.' || text.back() == '?' || text.back() == '!') ? "" : ".");
+  }
+  std::string reply(response);
+  if (reply.size() > max_reply_bytes) {
+    size_t cut = max_reply_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(reply[cut]) & 0xC0) == 0x80) --cut;  // a character's first byte
+    reply = absl::StrCat(reply.substr(0, cut), "...");
+  }
+  return {"", absl::StrCat("Grade the reply.\nInstruction: ", prompt, "\nRubric: ", criteria, "\nReply: ", reply)};
+}
+
 absl::StatusOr<double> ParseImplicitVerdict(absl::string_view output) {
   static const RE2 kScore(R"(Score:\s*(10|[1-9]))");
   std::vector<std::string> last = LastLines(output, 1);

@@ -44,6 +44,12 @@ JudgePrompt ListwisePrompt(absl::string_view prompt, const Rubric& rubric,
                            const std::vector<absl::string_view>& responses_in_order);
 JudgePrompt ExplicitPrompt(absl::string_view prompt, const Rubric& rubric, const std::vector<int>& criteria_order,
                            absl::string_view response);
+// The COMPACT style (RubricJudgeReward.prompt_style) for judges with a small context: no system message, one
+// user turn "Grade the reply.\nInstruction: <prompt>\nRubric: <criteria>\nReply: <response>" (the criteria in
+// order, each ending in a full stop, weights left out), the response cut to its first `max_reply_bytes` bytes
+// (whole UTF-8 characters) with "..." after a cut. The verdict format is the implicit one ("Score: N").
+JudgePrompt CompactPrompt(absl::string_view prompt, const Rubric& rubric, absl::string_view response,
+                          size_t max_reply_bytes);
 
 // Each returns INVALID_ARGUMENT quoting what was wrong when the verdict does not follow its format.
 absl::StatusOr<double> ParseImplicitVerdict(absl::string_view output);             // in [0, 1]

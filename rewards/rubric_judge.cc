@@ -46,6 +46,12 @@ absl::StatusOr<std::unique_ptr<RubricJudgeReward>> RubricJudgeReward::Create(con
     return bad("responses_per_call", "must be 1 in EXPLICIT mode");
   }
   if (c.mode() == config::RubricJudgeReward::MODE_UNSPECIFIED) return bad("mode", "IMPLICIT or EXPLICIT");
+  if (c.prompt_style() == config::RubricJudgeReward::COMPACT) {
+    if (c.mode() != config::RubricJudgeReward::IMPLICIT || c.responses_per_call() != 1) {
+      return bad("prompt_style", "COMPACT needs mode IMPLICIT and responses_per_call 1");
+    }
+    if (c.compact_reply_chars() < 1) return bad("compact_reply_chars", "must be >= 1");
+  }
   if (c.max_concurrency() < 1) return bad("max_concurrency", "must be >= 1");
   if (!(c.timeout_seconds() > 0)) return bad("timeout_seconds", "must be > 0");
   if (c.retries() < 0 || c.retries() > 10) return bad("retries", "must be in 0..10");
@@ -180,7 +186,10 @@ std::vector<SampleScore> RubricJudgeReward::ScoreGroup(const ScoreGroupInput& gr
         return absl::OkStatus();
       };
     } else if (task.samples.size() == 1 && config_.responses_per_call() == 1) {
-      request.prompt = ImplicitPrompt(group.prompt, *rubric, AnswerPart(group.completions[task.samples[0]].text));
+      const absl::string_view answer = AnswerPart(group.completions[task.samples[0]].text);
+      request.prompt = config_.prompt_style() == config::RubricJudgeReward::COMPACT
+                           ? CompactPrompt(group.prompt, *rubric, answer, config_.compact_reply_chars())
+                           : ImplicitPrompt(group.prompt, *rubric, answer);
       accept = [&](const std::string& text) {
         absl::StatusOr<double> v = ParseImplicitVerdict(text);
         if (!v.ok()) return v.status();

@@ -3,6 +3,8 @@
 //  - implicit: one 1-10 grade over the whole rubric, mapped to [0, 1]; with responses_per_call > 1 several
 //    responses share a call, in an order shuffled per judgement (position bias averages out over k);
 //  - explicit: a YES/NO verdict per criterion, criteria shuffled per judgement; score sum w_j c_j / sum w_j.
+// The implicit prompt comes in two styles: FULL (rubric.h's ImplicitPrompt) or COMPACT (CompactPrompt: a short
+// user turn for a judge with a small context, one response per call).
 // k judgements per response (distinct seeds) are averaged over those that parsed. A call that fails, times out
 // or returns an unparsable verdict is retried (up to `retries` more attempts, with backoff, within the deadline).
 // A response with no usable judgement gets status kTimeout or kError and no value, never a silent 0. Calls in

@@ -1,6 +1,8 @@
 // The built-in tasks of every domain (learner/builtin_tasks.h), the town documents (agent/town_documents.h), the
 // warm-up's demonstrations with tool results out of the loss (prompt_codec.h, sequence_batch.h), the reward
-// pipeline's reference patterns, and the mixed config's pipelines scoring each kind's demonstration as correct.
+// pipeline's reference patterns, and the mixed config's pipelines scoring each kind's demonstration as correct;
+// the judge's demonstrations (RUBRIC_JUDGING: the COMPACT judge prompt, balanced verdicts, nothing held out shown)
+// and warm-up-only sources (drawn by the warm-up alone).
 #include <set>
 #include <string>
 
@@ -16,7 +18,11 @@
 #include "learner/prompt_codec.h"
 #include "learner/sequence_batch.h"
 #include "learner/task_mixture.h"
+#include "learner/run_judge.h"
 #include "rewards/reward_pipeline.h"
+#include "rewards/rubric.h"
+#include "re2/re2.h"
+#include "tests/test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace spargo::learner {
@@ -74,6 +80,108 @@ TEST(BuiltinTasks, ProgramsAndInstructionsByIndex) {
   EXPECT_EQ(inst->Make(5).prompt, "Spell dog with dashes.");
   EXPECT_EQ(Joined(inst->Make(5)), "d-o-g");
   EXPECT_THAT(inst->Make(5).rubric, HasSubstr("letter by letter"));
+}
+
+// Judging demonstrations: the exact prompt rubric_judge sends in COMPACT style for the instruction and a
+// candidate, the verdict the instruction's rule gives (checked against the INSTRUCTIONS reference pattern).
+TEST(BuiltinTasks, RubricJudgingDemonstrationsFollowTheRule) {
+  auto judging = Source(config::BuiltinTasks::RUBRIC_JUDGING, config::ALIGNMENT);
+  auto inst = Source(config::BuiltinTasks::INSTRUCTIONS, config::ALIGNMENT);
+  ASSERT_EQ(judging->size(), inst->size() * 6);
+  int right = 0;
+  for (uint64_t i = 0; i < 60; ++i) {
+    const TaskPrompt j = judging->Make(i);
+    const TaskPrompt instruction = inst->Make(i / 6);
+    absl::StatusOr<rewards::Rubric> rubric = rewards::ParseRubric(instruction.rubric);
+    ASSERT_TRUE(rubric.ok());
+    const std::string prefix = rewards::CompactPrompt(instruction.prompt, *rubric, "", 96).user;
+    ASSERT_EQ(j.prompt.substr(0, prefix.size()), prefix) << j.prompt;
+    const std::string candidate = j.prompt.substr(prefix.size());
+    const bool follows = RE2::FullMatch(candidate, instruction.reference_answer);
+    EXPECT_EQ(j.reference_answer, follows ? "Score: 10" : "Score: 1") << j.prompt;
+    EXPECT_EQ(Joined(j), j.reference_answer);
+    right += follows;
+    // Split by the instruction problem, with INSTRUCTIONS' hash.
+    EXPECT_EQ(judging->IsHeldout(i), inst->IsHeldout(i / 6)) << i;
+  }
+  EXPECT_EQ(right, 30);  // three right candidates of six per problem
+  EXPECT_EQ(judging->Make(0).prompt,
+            "Grade the reply.\nInstruction: Write cat in capital letters.\nRubric: The reply is the word cat in "
+            "capital letters. The reply holds nothing else.\nReply: CAT");
+}
+
+// No training demonstration of the judge shows a held-out instruction's reply (not even as a wrong candidate for
+// another problem): all of a training demonstration's text comes from training problems.
+TEST(BuiltinTasks, RubricJudgingTrainingDemosShowNoHeldOutReply) {
+  auto judging = Source(config::BuiltinTasks::RUBRIC_JUDGING, config::ALIGNMENT);
+  auto inst = Source(config::BuiltinTasks::INSTRUCTIONS, config::ALIGNMENT);
+  std::set<std::string> heldout_replies, training_replies;
+  for (uint64_t k = 0; k < inst->size(); ++k) {
+    (inst->IsHeldout(k) ? heldout_replies : training_replies).insert(Joined(inst->Make(k)));
+  }
+  ASSERT_GT(heldout_replies.size(), 10u);
+  int checked = 0;
+  for (uint64_t i = 0; i < judging->size(); ++i) {
+    if (judging->IsHeldout(i)) continue;
+    const std::string& prompt = judging->Make(i).prompt;
+    const std::string candidate = prompt.substr(prompt.rfind("\nReply: ") + 8);
+    if (training_replies.count(candidate) > 0) {
+      ++checked;
+      continue;
+    }
+    EXPECT_EQ(heldout_replies.count(candidate), 0u) << prompt;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// The judge a run trains for itself: its run trains on the judge's demonstrations only, with no GRPO, scores
+// verdicts by exact match and serves no metrics; a config that asks for the judge without its demonstrations,
+// sets up a judge nothing uses, or holds out fewer judging problems than instructions (the judge would see held-out
+// instructions) is refused.
+TEST(RunJudgeConfig, TheJudgesRunTrainsOnItsDemonstrationsAlone) {
+  config::ExperimentConfig cfg;
+  ASSERT_TRUE(ParseTextProto(R"pb(
+    model { tokenizer: "chat-bytes" }
+    tasks { name: "inst" domain: ALIGNMENT builtin { kind: INSTRUCTIONS } }
+    rewards {
+      domain: ALIGNMENT
+      components { name: "outcome" exact_answer { match: REGEX } }
+      components {
+        name: "judge"
+        rubric_judge { prompt_style: COMPACT rollout { started_by_run: true tokenizer: "chat-bytes" } }
+      }
+    }
+    metrics { port: 9100 }
+    judge {
+      tasks { name: "judging" domain: ALIGNMENT builtin { kind: RUBRIC_JUDGING } }
+      warmup { steps: 7 batch_size: 4 }
+      heldout_prompts: 9
+    }
+  )pb", "t", &cfg).ok());
+  ASSERT_TRUE(ValidateExperimentConfig(cfg).ok()) << ValidateExperimentConfig(cfg);
+  absl::StatusOr<config::ExperimentConfig> judge = JudgeTrainingConfig(cfg);
+  ASSERT_TRUE(judge.ok()) << judge.status();
+  ASSERT_EQ(judge->tasks_size(), 1);
+  EXPECT_EQ(judge->tasks(0).name(), "judging");
+  EXPECT_EQ(judge->learner().warmup().steps(), 7);
+  EXPECT_EQ(judge->learner().grpo().steps(), 0);
+  EXPECT_EQ(judge->eval().heldout_prompts(), 9);
+  EXPECT_EQ(judge->metrics().port(), 0);
+  EXPECT_FALSE(judge->has_judge());
+  ASSERT_EQ(judge->rewards_size(), 1);
+  EXPECT_EQ(judge->rewards(0).domain(), config::ALIGNMENT);
+  EXPECT_EQ(judge->rewards(0).components(0).exact_answer().match(), config::ExactAnswerReward::EXACT);
+  EXPECT_TRUE(ValidateExperimentConfig(*judge).ok());
+
+  config::ExperimentConfig leak = cfg;
+  leak.mutable_judge()->mutable_tasks(0)->mutable_builtin()->set_heldout_fraction(0.1);
+  EXPECT_THAT(std::string(ValidateExperimentConfig(leak).message()), HasSubstr("RUBRIC_JUDGING"));
+  config::ExperimentConfig bare = cfg;
+  bare.mutable_judge()->clear_tasks();
+  EXPECT_THAT(std::string(ValidateExperimentConfig(bare).message()), HasSubstr("judge.tasks"));
+  config::ExperimentConfig unused = cfg;
+  unused.mutable_rewards(0)->mutable_components()->RemoveLast();
+  EXPECT_THAT(std::string(ValidateExperimentConfig(unused).message()), HasSubstr("started_by_run"));
 }
 
 // In the agent domain a program is tried with run_code (the real sandboxed runner) before it is given.
@@ -282,7 +390,10 @@ rewards::SampleScore ScoreOne(const rewards::RewardPipelines& pipelines, const T
 TEST(BuiltinTasks, MixedConfigScoresDemonstrationsAsCorrect) {
   config::ExperimentConfig cfg = MixedConfig();
   ASSERT_TRUE(ValidateExperimentConfig(cfg).ok()) << ValidateExperimentConfig(cfg);
-  auto pipelines = rewards::RewardPipelines::FromConfig(cfg);
+  // The alignment judge is started by a run; here no judge answers (its component fails; the rule still scores).
+  ASSERT_TRUE(StartsRunJudge(cfg));
+  auto pipelines = rewards::RewardPipelines::FromConfig(
+      PointRunJudgesAt(cfg, "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort())));
   ASSERT_TRUE(pipelines.ok()) << pipelines.status();
   auto mixture = TaskMixture::FromConfig(cfg);
   ASSERT_TRUE(mixture.ok()) << mixture.status();

@@ -1,9 +1,10 @@
 // End to end, long: the embedded mixed config (configs/cpu_mixed.txtpb) with the real `spargo` binary.
-//  - A shortened run (about three minutes on two cores) trains reasoning, agent and alignment tasks in one GRPO
-//    stage and reports every domain held out before and after; then its checkpoint runs held-out calculator
-//    questions greedily as real episodes: the model writes DSML calls, which the calculator executes.
+//  - A shortened run (about four minutes on two cores) trains the run's judge, then reasoning, agent and alignment
+//    tasks in one GRPO stage (alignment graded half by the judge), and reports every domain, and each task, held
+//    out before and after; then its checkpoint runs held-out calculator questions greedily as real episodes: the
+//    model writes DSML calls, which the calculator executes.
 //  - The full run (up to 15 minutes) with a held-out gain in every domain: DISABLED, because the config does not
-//    reach it yet (README, "The mixed run": agent and alignment stay at 0 within the budget).
+//    reach it yet (README, "The mixed run": reasoning does not gain).
 #include <filesystem>
 #include <fstream>
 
@@ -59,7 +60,8 @@ TEST(MixedRunEndToEnd, ThreeDomainsInOneStageAndTheModelCallsTools) {
   auto r = RunProcess(SpargoBinary(), {"train", "--config", "embedded:cpu_mixed", "--run-dir", dir,
                                        "--set", "learner.warmup.steps=300",
                                        "--set", "learner.warmup.stop_at_accuracy=0",
-                                       "--set", "learner.grpo.steps=3", "--set", "eval.heldout_prompts=30"});
+                                       "--set", "learner.grpo.steps=3", "--set", "eval.heldout_prompts=30",
+                                       "--set", "judge.warmup.steps=100"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const nlohmann::json summary = Summary(dir);
   for (const char* domain : {"reasoning", "agent", "alignment"}) {
@@ -68,7 +70,14 @@ TEST(MixedRunEndToEnd, ThreeDomainsInOneStageAndTheModelCallsTools) {
     ASSERT_TRUE(h["after"]["accuracy"].is_number()) << domain << ": " << summary.dump();
     EXPECT_GE(h["after"]["prompts"].get<int>(), 5) << domain;
     EXPECT_EQ(h["after"]["failures"].get<int>(), 0) << domain;
+    int task_prompts = 0;  // each domain's tasks (e.g. word_problems and programs) scored apart, adding up
+    for (const auto& [task, scores] : h["after"]["tasks"].items()) task_prompts += scores["prompts"].get<int>();
+    EXPECT_EQ(task_prompts, h["after"]["prompts"].get<int>()) << domain << ": " << h.dump();
   }
+  EXPECT_TRUE(summary["heldout"]["reasoning"]["after"]["tasks"].contains("programs")) << summary.dump();
+  // The alignment replies were also graded by the run's own judge, trained first and served by `spargo rollout`.
+  EXPECT_TRUE(summary["judge"]["heldout_accuracy"].is_number()) << summary.dump();
+  EXPECT_EQ(summary["judge"]["check"]["ungraded_replies"].get<int>(), 0) << summary["judge"].dump();
   std::ifstream metrics(dir + "/metrics.jsonl");
   std::string line;
   double agent_tool_calls = 0;

@@ -3,6 +3,8 @@
 // the next token depends only on the current one: a chain "</think>" -> "Score: 8" tokens -> end-of-sentence).
 // The judge backend tokenizes the judge conversation with the bpe-tiny-a tokenizer, generates, detokenizes and
 // parses; the rubric reward turns the verdict into its score. Failures keep judge_client.h's error contract.
+// The same with the byte tokenizer of the tiny models (chain of byte ids, EOS 257) and the COMPACT prompt, and
+// the COMPACT prompt itself (format, the reply cut on a character boundary).
 #include <map>
 
 #include "chat/dsv32_format.h"
@@ -12,6 +14,7 @@
 #include "model/dsv32_model.h"
 #include "rewards/reward_pipeline.h"
 #include "rewards/rollout_judge.h"
+#include "rewards/rubric.h"
 #include "rollout/rollout_server.h"
 #include "tests/test_util.h"
 #include "tokenizer/bpe_tokenizer.h"
@@ -138,6 +141,69 @@ TEST_F(RolloutJudgeTest, RubricRewardScoresThroughTheRolloutService) {
     EXPECT_EQ(s.status, ScoreStatus::kOk) << s.detail;
     EXPECT_NEAR(s.components.at("rubric"), 7.0 / 9.0, 1e-12);  // "Score: 8" -> (8 - 1) / 9
   }
+}
+
+TEST(CompactJudgePrompt, IsOneShortUserTurnWithTheReplyCut) {
+  absl::StatusOr<Rubric> rubric = ParseRubric(
+      R"([{"criterion": "The reply is the word cat in capital letters", "category": "essential"},
+          {"criterion": "The reply holds nothing else.", "category": "important"}])");
+  ASSERT_TRUE(rubric.ok());
+  JudgePrompt p = CompactPrompt("Write cat in capital letters.", *rubric, "CAT", 96);
+  EXPECT_EQ(p.system, "");
+  EXPECT_EQ(p.user,
+            "Grade the reply.\nInstruction: Write cat in capital letters.\nRubric: The reply is the word cat in "
+            "capital letters. The reply holds nothing else.\nReply: CAT");
+  // A long reply is cut to whole characters ("é" is two bytes: a cut inside it backs off before it).
+  EXPECT_THAT(CompactPrompt("x", *rubric, "abcé", 4).user, ::testing::EndsWith("\nReply: abc..."));
+  EXPECT_THAT(CompactPrompt("x", *rubric, "abcé", 5).user, ::testing::EndsWith("\nReply: abcé"));
+}
+
+// A judge on the byte tokenizer: the model's chain is the bytes of "Score: 3", then EOS (257); the rubric reward
+// in COMPACT style scores through it.
+TEST(RolloutJudgeByteTokenizer, CompactRubricRewardScoresThroughTheRolloutService) {
+  std::vector<int32_t> chain;
+  for (char c : std::string("Score: 3")) chain.push_back(static_cast<unsigned char>(c));
+  constexpr int32_t kEos = 257;
+  rollout::RolloutServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.eos_id = kEos;
+  auto server = rollout::RolloutServer::Start(ChainModel(chain, kEos, 259), options, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = "127.0.0.1:" + std::to_string((*server)->port());
+  config::ExperimentConfig cfg;
+  ASSERT_TRUE(ParseTextProto("rewards { domain: ALIGNMENT components { name: \"judge\" rubric_judge { "
+                             "temperature: 0 max_tokens: 12 retries: 0 min_response_chars: 1 prompt_style: COMPACT "
+                             "rollout { address: \"" + address + "\" tokenizer: \"byte\" } } } }",
+                             "test", &cfg)
+                  .ok());
+  auto pipelines = RewardPipelines::FromConfig(cfg);
+  ASSERT_TRUE(pipelines.ok()) << pipelines.status();
+  ScoreGroupInput g;
+  g.domain = config::ALIGNMENT;
+  g.prompt = "Write cat in capital letters.";
+  g.rubric = R"(["The reply is the word cat in capital letters"])";
+  g.completions = {{"CAT"}, {"dog"}};
+  std::vector<SampleScore> scores = *pipelines->ScoreGroup(g);
+  ASSERT_EQ(scores.size(), 2u);
+  for (const SampleScore& s : scores) {
+    EXPECT_EQ(s.status, ScoreStatus::kOk) << s.detail;
+    EXPECT_NEAR(s.components.at("judge"), 2.0 / 9.0, 1e-12);  // "Score: 3" -> (3 - 1) / 9
+  }
+  // COMPACT is for IMPLICIT mode, one response per call.
+  cfg.mutable_rewards(0)->mutable_components(0)->mutable_rubric_judge()->set_responses_per_call(2);
+  EXPECT_THAT(std::string(RewardPipelines::FromConfig(cfg).status().message()), HasSubstr("prompt_style"));
+}
+
+TEST(RolloutJudgeBackend, AJudgeStartedByTheRunIsRefusedElsewhere) {
+  config::RolloutJudge judge;
+  judge.set_tokenizer("byte");
+  judge.set_started_by_run(true);
+  absl::Status s = RolloutJudgeBackend::Create(judge).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("started_by_run"));
+  judge.set_started_by_run(false);
+  judge.set_tokenizer("/nonexistent/tokenizer.json");
+  EXPECT_THAT(std::string(RolloutJudgeBackend::Create(judge).status().message()), HasSubstr("rollout.tokenizer"));
 }
 
 }  // namespace

@@ -1,0 +1,200 @@
+#include "learner/run_judge.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/atomic_file.h"
+#include "common/logging.h"
+#include "common/loopback_port.h"
+#include "common/service_security.h"
+#include "common/status_macros.h"
+#include "common/text_proto.h"
+#include "common/utf8.h"
+#include "grpcpp/grpcpp.h"
+
+namespace spargo::learner {
+namespace {
+
+std::string LogTail(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return Utf8TailExcerpt(s.str(), 1500);
+}
+
+// Whether the child has ended (reaping it); `how` says how.
+bool Ended(int pid, std::string* how) {
+  int status = 0;
+  const pid_t r = ::waitpid(pid, &status, WNOHANG);
+  if (r == 0) return false;
+  if (r < 0) {
+    *how = "cannot be waited for";
+  } else if (WIFEXITED(status)) {
+    *how = absl::StrCat("exited with code ", WEXITSTATUS(status));
+  } else {
+    *how = absl::StrCat("was killed by signal ", WTERMSIG(status));
+  }
+  return true;
+}
+
+}  // namespace
+
+bool StartsRunJudge(const config::ExperimentConfig& config) {
+  for (const config::RewardPipeline& p : config.rewards()) {
+    for (const config::RewardComponent& c : p.components()) {
+      if (c.has_rubric_judge() && c.rubric_judge().has_rollout() && c.rubric_judge().rollout().started_by_run()) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+config::ExperimentConfig PointRunJudgesAt(const config::ExperimentConfig& config, const std::string& address) {
+  config::ExperimentConfig out = config;
+  for (config::RewardPipeline& p : *out.mutable_rewards()) {
+    for (config::RewardComponent& c : *p.mutable_components()) {
+      if (!c.has_rubric_judge() || !c.rubric_judge().has_rollout()) continue;
+      config::RolloutJudge* judge = c.mutable_rubric_judge()->mutable_rollout();
+      if (!judge->started_by_run()) continue;
+      judge->set_address(address);
+      judge->clear_started_by_run();
+      *judge->mutable_service() = config.services();  // the started judge serves under the run's services
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<config::ExperimentConfig> JudgeTrainingConfig(const config::ExperimentConfig& config) {
+  const config::RunJudgeConfig& judge = config.judge();
+  if (judge.tasks_size() == 0) {
+    return absl::InvalidArgumentError(
+        "judge.tasks: a judge the run trains and serves (rubric_judge rollout.started_by_run) needs its "
+        "demonstrations, e.g. tasks { domain: ALIGNMENT builtin { kind: RUBRIC_JUDGING } }");
+  }
+  config::ExperimentConfig out;
+  out.set_name(absl::StrCat(config.name(), "-judge"));
+  out.set_seed(config.seed());
+  out.set_threads(config.threads());
+  *out.mutable_model() = config.model();
+  *out.mutable_tasks() = judge.tasks();
+  config::RolloutConfig* rollout = out.mutable_rollout();
+  rollout->set_device(config.rollout().device());
+  rollout->set_dtype(config.rollout().dtype());
+  std::set<int> domains;
+  for (const config::TaskSource& t : judge.tasks()) domains.insert(t.domain());
+  for (int d : domains) {  // a verdict is right when it is the demonstrated one, word for word
+    config::RewardPipeline* p = out.add_rewards();
+    p->set_domain(static_cast<config::Domain>(d));
+    config::RewardComponent* c = p->add_components();
+    c->set_name("outcome");
+    c->mutable_exact_answer()->set_match(config::ExactAnswerReward::EXACT);
+    c->mutable_exact_answer()->set_case_sensitive(true);
+  }
+  *out.mutable_learner() = config.learner();
+  *out.mutable_learner()->mutable_warmup() = judge.warmup();
+  out.mutable_learner()->mutable_grpo()->set_steps(0);
+  out.mutable_eval()->set_heldout_prompts(judge.heldout_prompts());
+  out.mutable_eval()->set_max_new_tokens(16);  // "Score: 10" and its end
+  out.mutable_checkpoint()->set_every_steps(0);
+  out.mutable_checkpoint()->set_keep_last(1);
+  out.mutable_metrics()->set_port(0);
+  out.mutable_services()->set_deadline_seconds(config.services().deadline_seconds());
+  out.mutable_services()->set_max_message_bytes(config.services().max_message_bytes());
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<RunJudge>> RunJudge::Start(const config::ExperimentConfig& config,
+                                                          const std::string& dir, const std::string& model_dir,
+                                                          absl::Duration start_limit) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("run judge: cannot create ", dir, ": ", ec.message()));
+  config::ExperimentConfig served = config;
+  served.mutable_metrics()->set_port(0);  // the run's own metrics port stays the run's
+  served.mutable_rollout()->clear_agent();  // a judge runs no tool episodes
+  const std::string config_path = dir + "/config.txtpb";
+  const std::string log_path = dir + "/rollout.log";
+  SPARGO_RETURN_IF_ERROR(WriteFileAtomically(config_path, ToTextProto(served)));
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) return absl::UnavailableError(absl::StrCat("run judge: ", port.status().message()));
+  const std::string address = absl::StrCat("127.0.0.1:", *port);
+
+  // Everything the child needs is made before fork: between fork and exec it only calls async-signal-safe
+  // functions.
+  std::vector<std::string> args = {"spargo", "rollout", "--config", config_path, "--model", model_dir,
+                                   "--listen", address};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) return absl::UnavailableError(absl::StrCat("run judge: cannot write ", log_path));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log_fd);
+    return absl::UnavailableError("run judge: fork failed");
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the run died: so does its judge
+    if (::getppid() != parent) ::_exit(127);
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  std::unique_ptr<RunJudge> judge(new RunJudge(pid, address, log_path));
+
+  // Up once the port accepts a connection (RolloutServer binds after the model is loaded).
+  SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, NewServiceChannel(address, config.services()));
+  const absl::Time limit = absl::Now() + start_limit;
+  while (true) {
+    std::string how;
+    if (Ended(pid, &how)) {
+      judge->pid_ = -1;
+      return absl::UnavailableError(absl::StrCat("run judge: `spargo rollout` on ", address, " ", how,
+                                                 " before it served; its log ", log_path, " ends:\n",
+                                                 LogTail(log_path)));
+    }
+    if (channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Milliseconds(250)))) break;
+    if (absl::Now() > limit) {
+      return absl::UnavailableError(absl::StrCat("run judge: `spargo rollout` on ", address, " did not listen within ",
+                                                 absl::FormatDuration(start_limit), "; its log ", log_path,
+                                                 " ends:\n", LogTail(log_path)));
+    }
+  }
+  SPARGO_LOG(INFO) << "run judge: `spargo rollout` (pid " << pid << ") on " << address << " serves " << model_dir
+                   << ", log " << log_path;
+  return judge;
+}
+
+RunJudge::~RunJudge() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  const absl::Time limit = absl::Now() + absl::Seconds(10);
+  std::string how;
+  while (!Ended(pid_, &how)) {
+    if (absl::Now() > limit) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+}  // namespace spargo::learner
