@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One H200 call over the whole tree: build, the CUDA tests of the kernels, the model and the engine, then the
+# training steps (1 x 4096, 1 x 16384), the engine's decode in process and served, and the HF peer on the same shapes.
+set -uo pipefail
+out="$1"; mkdir -p "$out"
+[[ -n "${SPARGO_ENV:-}" ]] && source "$SPARGO_ENV" > /dev/null 2>&1
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.txt" 2>&1 || { tail -20 "$out/cmake.txt"; exit 1; }
+ninja -C build-gpu -j"$(nproc)" spargo spargo_tests spargo_kernel_tests spargo_model_bench spargo_engine_bench \
+  > "$out/build.txt" 2>&1 || { grep -m10 -A6 error "$out/build.txt"; exit 1; }
+echo "build ok $(date +%T)"
+build-gpu/tests/spargo_kernel_tests > "$out/kernel_tests.txt" 2>&1
+grep -E "^\[  (FAILED|PASSED) |Failure" "$out/kernel_tests.txt" | head -20
+build-gpu/tests/spargo_tests --gtest_filter='DsaTraining.*:Dsv32Model.*:GenerationEngine.*:EngineGraphs.*:IndexerKlLoss.*:DeviceRows/*:ActivationCheckpoint.*:LogitsCommand.*' \
+  > "$out/tests.txt" 2>&1
+grep -E "^\[  (FAILED|PASSED) |Failure" "$out/tests.txt" | head -20
+echo "tests done $(date +%T)"
+for len in 4096 16384; do
+  build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype bfloat16 --train --batches 1 --prompt "$len" \
+    --reps 5 2>&1 | grep -E "^\| [0-9]|^\| batch" | tee -a "$out/train.txt"
+done
+build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes decode,grpo --graphs auto \
+  --batches 64,256 --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_bench.txt" | grep -v "^I "
+build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes served --batches 64,256 \
+  --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_served.txt" | grep -v "^I "
+echo "benches done $(date +%T)"
+if [[ -f bench/hf_v32_peer.py ]]; then
+  sed -i 's/^for L in \[4096, 8192, 16384, 32768\]:/for L in []:/; s/for B, L in \[(1, 4096), (4, 4096), (1, 8192), (1, 16384)\]:/for B, L in [(1, 4096), (1, 16384)]:/' bench/hf_v32_peer.py
+  PYTHONUNBUFFERED=1 timeout 150 python3 bench/hf_v32_peer.py 2>&1 | grep '^{' | tee "$out/hf.txt"
+fi
