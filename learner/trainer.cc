@@ -337,7 +337,7 @@ absl::StatusOr<nlohmann::json> TrainRunJudge(const config::ExperimentConfig& con
                               judge_config.learner().warmup().steps()));
     TrainOptions o;
     o.run_dir = run;
-    o.resume = std::filesystem::exists(run + "/checkpoints");  // an interrupted judge run goes on
+    o.resume = std::filesystem::exists(run);  // an interrupted judge run goes on (afresh if it left no checkpoint)
     absl::StatusOr<nlohmann::json> trained = Train(judge_config, o);
     if (!trained.ok()) return Annotate(trained.status(), "training the run's judge");
     summary = *std::move(trained);

@@ -5,7 +5,7 @@
 //    judge on judging demonstrations (RUBRIC_JUDGING) in a run of its own (RUN/judge/run), then served by
 //    `spargo rollout`; the policy warms up on instructions and the judge's verdicts are half the alignment reward
 //    GRPO trains on; summary.json reports the judge (its held-out verdicts, the check), the judge's log shows it
-//    served under the token and stopped when the run ended.
+//    served under the token and stopped when the run ended; resumed, the run reuses the judge it trained.
 //  - Then a separately started `spargo rollout --model <the judge's checkpoint>` scores a right and a wrong answer
 //    to a held-out instruction through the in-process rubric reward (COMPACT prompt, chat-bytes, the token): real
 //    verdicts, parsed into scores.
@@ -119,6 +119,11 @@ TEST(RunJudgeEndToEnd, TheRunServesItsJudgeAndAlignmentIsScoredThroughIt) {
   const std::string log = ReadFile(dir + "/judge/rollout.log");
   EXPECT_THAT(log, HasSubstr("bearer token"));
   EXPECT_THAT(log, HasSubstr("rollout service stopped"));
+  // Resumed, the run serves the judge it trained, without training it again.
+  auto resumed = RunProcess(SpargoBinary(), {"train", "--resume", "--run-dir", dir});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_THAT(resumed.out, HasSubstr("judge: trained before, in " + dir + "/judge/run"));
+  EXPECT_THAT(resumed.out, ::testing::Not(HasSubstr("judge: training")));
 
   // The judge's checkpoint served again, asked directly.
   const int port = testing::FreeLoopbackPort();
