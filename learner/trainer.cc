@@ -326,7 +326,8 @@ absl::StatusOr<nlohmann::json> TrainRunJudge(const config::ExperimentConfig& con
   std::ifstream done(run + "/summary.json");
   if (done) {
     summary = nlohmann::json::parse(done, nullptr, /*allow_exceptions=*/false);
-    if (summary.is_discarded() || !summary.contains("checkpoint")) {
+    if (summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
+        !summary["checkpoint"].is_string()) {
       return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
                                               " to train the judge again"));
     }
