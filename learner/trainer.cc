@@ -5,10 +5,12 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/bounded_json.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/status_macros.h"
@@ -325,7 +327,9 @@ absl::StatusOr<nlohmann::json> TrainRunJudge(const config::ExperimentConfig& con
   nlohmann::json summary;
   std::ifstream done(run + "/summary.json");
   if (done) {
-    summary = nlohmann::json::parse(done, nullptr, /*allow_exceptions=*/false);
+    std::stringstream text;
+    text << done.rdbuf();
+    summary = ParseBoundedJson(text.str());
     if (summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
         !summary["checkpoint"].is_string()) {
       return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
