@@ -382,16 +382,17 @@ torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torc
   return l.moe ? Moe(l, x, replay, routes, dense) : SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
 }
 
-const Dsv32Model::StackedExperts* Dsv32Model::Stacked(const Layer& l) const {
+std::optional<std::array<torch::Tensor, 3>> Dsv32Model::Stacked(const Layer& l) const {
   if (torch::GradMode::is_enabled()) {
     for (const auto& expert : l.experts) {
       for (const torch::Tensor& w : expert) {
-        if (w.requires_grad()) return nullptr;
+        if (w.requires_grad()) return std::nullopt;
       }
     }
   }
-  if (l.stacked == nullptr || l.experts.empty()) return nullptr;
+  if (l.stacked == nullptr || l.experts.empty()) return std::nullopt;
   StackedExperts& st = *l.stacked;
+  absl::MutexLock lock(&st.mu);
   const size_t n = l.experts.size() * 3;
   const torch::Tensor& first = l.experts[0][0];
   bool rebuild = !st.gate.defined() || st.versions.size() != n || st.dtype != first.scalar_type() ||
@@ -417,7 +418,7 @@ const Dsv32Model::StackedExperts* Dsv32Model::Stacked(const Layer& l) const {
     st.down = torch::stack(parts[2]);  // [E, hidden, I]
     st.dtype = first.scalar_type();
     st.device = first.device();
-    return &st;
+    return std::array<torch::Tensor, 3>{st.gate, st.up, st.down};
   }
   // In place: the buffers keep their storage (a captured graph reads them).
   std::array<torch::Tensor*, 3> stacks = {&st.gate, &st.up, &st.down};
@@ -430,16 +431,16 @@ const Dsv32Model::StackedExperts* Dsv32Model::Stacked(const Layer& l) const {
       st.versions[e * 3 + j] = version;
     }
   }
-  return &st;
+  return std::array<torch::Tensor, 3>{st.gate, st.up, st.down};
 }
 
 torch::Tensor Dsv32Model::MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const {
   const int64_t n = flat.size(0), e = static_cast<int64_t>(l.experts.size()), h = flat.size(1);
   torch::Tensor w_gate, w_up, w_down;  // [E, hidden, I], [E, hidden, I], [E, I, hidden]: transposed views
-  if (const StackedExperts* st = Stacked(l); st != nullptr) {
-    w_gate = st->gate.transpose(1, 2);
-    w_up = st->up.transpose(1, 2);
-    w_down = st->down.transpose(1, 2);
+  if (std::optional<std::array<torch::Tensor, 3>> st = Stacked(l); st.has_value()) {
+    w_gate = (*st)[0].transpose(1, 2);
+    w_up = (*st)[1].transpose(1, 2);
+    w_down = (*st)[2].transpose(1, 2);
   } else {  // gradients recorded: stacked per call, so that they reach each expert
     std::vector<torch::Tensor> gates, ups, downs;
     for (const auto& expert : l.experts) {
@@ -846,7 +847,7 @@ void Dsv32Model::To(torch::Device device, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     if (l.router_bias.defined()) l.router_bias.set_data(l.router_bias.to(torch::kFloat32));
-    if (l.stacked != nullptr) *l.stacked = StackedExperts();  // restacked from the moved experts on next use
+    if (l.stacked != nullptr) l.stacked = std::make_shared<StackedExperts>();  // restacked from the moved experts
   }
 }
 

@@ -29,10 +29,12 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "model/causal_lm.h"
 #include "model/dsv32_config.h"
 
@@ -161,13 +163,15 @@ class Dsv32Model : public CausalLm {
   // tensor (E x 3, expert-major) the version counter, storage address, dtype and device it was stacked from. Stacked
   // on first use, refreshed in place (same storage, so captured CUDA graphs read the new values) for the experts whose
   // version moved (an optimiser step, a weight update, a load: every in-place write), rebuilt when an expert moved
-  // (To, a new dtype or device). Detached: never used while gradients are recorded for the experts.
+  // (To, a new dtype or device). Detached: never used while gradients are recorded for the experts. Checked and
+  // refreshed under `mu`, so concurrent no-grad forwards of one model may share it (each takes its own handles).
   struct StackedExperts {
-    torch::Tensor gate, up, down;
-    std::vector<int64_t> versions;
-    std::vector<const void*> addresses;
-    torch::ScalarType dtype = torch::kFloat32;
-    torch::Device device = torch::kCPU;
+    absl::Mutex mu;
+    torch::Tensor gate ABSL_GUARDED_BY(mu), up ABSL_GUARDED_BY(mu), down ABSL_GUARDED_BY(mu);
+    std::vector<int64_t> versions ABSL_GUARDED_BY(mu);
+    std::vector<const void*> addresses ABSL_GUARDED_BY(mu);
+    torch::ScalarType dtype ABSL_GUARDED_BY(mu) = torch::kFloat32;
+    torch::Device device ABSL_GUARDED_BY(mu) = torch::kCPU;
   };
   struct Layer {
     // Attention.
@@ -282,9 +286,10 @@ class Dsv32Model : public CausalLm {
   // expert on every token through batched products over the stacked expert weights, weighted by gate [N, E]
   // float32 (0 for experts a token did not choose), summed in float32. flat: [N, hidden] -> [N, hidden].
   torch::Tensor MoeDense(const Layer& l, const torch::Tensor& flat, const torch::Tensor& gate) const;
-  // l's stacked experts, current with its expert tensors (stacked, refreshed or rebuilt here); null while grad mode
-  // is on and an expert requires grad (MoeDense then stacks per call, so gradients reach the experts).
-  const StackedExperts* Stacked(const Layer& l) const;
+  // l's stacked experts {gate, up, down}, current with its expert tensors (stacked, refreshed or rebuilt here);
+  // nullopt while grad mode is on and an expert requires grad (MoeDense then stacks per call, so gradients reach
+  // the experts).
+  std::optional<std::array<torch::Tensor, 3>> Stacked(const Layer& l) const;
   std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions, torch::ScalarType dtype) const;
 
   Dsv32Config config_;

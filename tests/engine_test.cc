@@ -612,6 +612,16 @@ TEST(GenerationEngine, AnEnvironmentTurnRunsOffTheStepWhileOthersDecode) {
   EXPECT_EQ(sb.completion_ids, (std::vector<int64_t>{21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}));
 }
 
+// Small blocks, prompts prefilled 5 tokens at a time, decode calls padded to a captured size but run eagerly.
+EngineOptions PaddedOptions() {
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.num_blocks = 256;
+  eo.prefill_tokens = 5;
+  eo.graphs = DecodeGraphMode::kEagerPadded;
+  return eo;
+}
+
 // Decode calls padded to the CUDA graphs' shapes (more rows, a wider table; rollout/decode_graphs.h), run eagerly:
 // the padding rows read and write only the scratch block 0, so every sample (tokens, log-probs, recorded choices)
 // is what the plain cached decode gives, with requests joining mid-batch.
@@ -627,11 +637,7 @@ TEST(GenerationEngine, PaddedDecodeCallsEqualThePlainCachedDecode) {
   EXPECT_EQ(DecodeGraphs::PadWidth(13), 16);
   EXPECT_EQ(DecodeGraphs::PadWidth(17), 24);
   auto m = RandomDsv32();
-  EngineOptions eo;
-  eo.block_size = 4;
-  eo.num_blocks = 256;
-  eo.prefill_tokens = 5;  // prompts enter in chunks, at different steps, while others decode
-  eo.graphs = DecodeGraphMode::kEagerPadded;
+  const EngineOptions eo = PaddedOptions();  // prompts enter in chunks, at different steps, while others decode
   auto engine = GenerationEngine::Create(m.get(), eo);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->decode_graph_mode(), DecodeGraphMode::kEagerPadded);
@@ -670,11 +676,7 @@ bool SomeCompletionDiffers(const std::vector<SampleGroup>& a, const std::vector<
 // weights: every sample is again the plain cached decode's (which loops over the chosen experts) of the new model.
 TEST(GenerationEngine, PaddedDecodeFollowsChangedExpertWeights) {
   auto m = RandomDsv32();
-  EngineOptions eo;
-  eo.block_size = 4;
-  eo.num_blocks = 256;
-  eo.prefill_tokens = 5;
-  eo.graphs = DecodeGraphMode::kEagerPadded;
+  const EngineOptions eo = PaddedOptions();
   auto engine = GenerationEngine::Create(m.get(), eo);
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::vector<GroupRequest> prompts = Prompts({7, 3, 9}, m->vocab_size(), 2);
@@ -714,6 +716,33 @@ TEST(GenerationEngine, PaddedDecodeFollowsChangedExpertWeights) {
   ASSERT_TRUE(stepped.ok()) << stepped.status();
   ExpectMatchesIndependent(*m, prompts, *stepped, greedy);
   EXPECT_TRUE(SomeCompletionDiffers(*updated, *stepped)) << "scaled experts should change some greedy completion";
+}
+
+// Two engines over one model, decoding at once from two threads (two services of one process could): the layer's
+// stacked experts are built and checked under their lock and each call takes its own handles, so both engines'
+// samples are the plain cached decode's.
+TEST(GenerationEngine, TwoEnginesOnOneModelDecodeAtOnce) {
+  auto m = RandomDsv32();
+  const EngineOptions eo = PaddedOptions();
+  std::vector<std::unique_ptr<GenerationEngine>> engines;
+  for (int i = 0; i < 2; ++i) {
+    auto engine = GenerationEngine::Create(m.get(), eo);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engines.push_back(std::move(*engine));
+  }
+  const std::vector<std::vector<GroupRequest>> prompts = {Prompts({7, 3, 9}, m->vocab_size(), 2),
+                                                          Prompts({4, 8}, m->vocab_size(), 5)};
+  SamplingOptions greedy = Sampled(2, 12);
+  greedy.temperature = 0;
+  greedy.eos_id = -1;
+  std::vector<absl::StatusOr<std::vector<SampleGroup>>> out(2, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) threads.emplace_back([&, i] { out[i] = engines[i]->Generate(prompts[i], greedy); });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(out[i].ok()) << out[i].status();
+    ExpectMatchesIndependent(*m, prompts[i], *out[i], greedy);
+  }
 }
 
 // On the H200: the 160M bench model's attention shapes (latent 256 + rope 32, 16 heads) in bfloat16, where the cached
