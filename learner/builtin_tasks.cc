@@ -85,6 +85,21 @@ std::vector<DemoSegment> ToolDemo(const agent::Environment& env, const std::stri
           DemoSegment{agent::ToolTurnText({*result}, /*thinking=*/false), true}};
 }
 
+// A word problem's worked reply: counts on (or down) from the first number one step at a time, each step with its
+// count, and boxes where the count reaches the second number: "5+3: 6(1) 7(2) 8(3) \\boxed{8}". Every step follows
+// from the one before and the stop from the prompt, so the rules a warm-up teaches on training problems solve
+// held-out ones; a bare "\\boxed{8}" could only be learnt as a table of the pairs seen.
+std::string WorkedSum(uint64_t first, uint64_t second, bool add) {
+  std::string out = absl::StrCat(first, add ? "+" : "-", second, ":");
+  int64_t value = static_cast<int64_t>(first);
+  for (uint64_t step = 1; step <= second; ++step) {
+    value += add ? 1 : -1;
+    absl::StrAppend(&out, " ", value, "(", step, ")");
+  }
+  absl::StrAppend(&out, " \\boxed{", value, "}");
+  return out;
+}
+
 std::string Upper(std::string s) {
   absl::AsciiStrToUpper(&s);
   return s;
@@ -199,7 +214,8 @@ TaskPrompt BuiltinTaskSource::Make(uint64_t i) const {
         p.prompt = absl::StrCat(who, " has ", hi, " ", item, " and loses ", lo, ". How many ", item, " left?");
         p.reference_answer = absl::StrCat(hi - lo);
       }
-      p.demonstration = {DemoSegment{absl::StrCat("\\boxed{", p.reference_answer, "}"), false}};
+      p.demonstration = {DemoSegment{WorkedSum(t == 0 ? a : std::max(a, b), t == 0 ? b : std::min(a, b), t == 0),
+                                     false}};
       break;
     }
     case config::BuiltinTasks::PROGRAMS: {

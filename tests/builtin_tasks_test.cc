@@ -51,10 +51,17 @@ TEST(BuiltinTasks, WordProblemsByIndex) {
   TaskPrompt p0 = s->Make(0);
   EXPECT_EQ(p0.prompt, "Ann has 1 pens and gets 1 more. How many pens now?");
   EXPECT_EQ(p0.reference_answer, "2");
-  EXPECT_EQ(Joined(p0), "\\boxed{2}");
+  EXPECT_EQ(Joined(p0), "1+1: 2(1) \\boxed{2}");
   TaskPrompt p3 = s->Make(3);
   EXPECT_EQ(p3.prompt, "Ann has 2 pens and loses 1. How many pens left?");
   EXPECT_EQ(p3.reference_answer, "1");
+  EXPECT_EQ(Joined(p3), "2-1: 1(1) \\boxed{1}");
+  // i = 2 * (4 + 9 * 2) + 1: template 1, a = 5, b = 3; the larger number first, counted down to the answer.
+  TaskPrompt p45 = s->Make(45);
+  EXPECT_EQ(p45.prompt, "Ann has 5 pens and loses 3. How many pens left?");
+  EXPECT_EQ(Joined(p45), "5-3: 4(1) 3(2) 2(3) \\boxed{2}");
+  TaskPrompt p18 = s->Make(18);  // template 0, a = 1, b = 2
+  EXPECT_EQ(Joined(p18), "1+2: 2(1) 3(2) \\boxed{3}");
   EXPECT_EQ(p3.format, config::CHAT);
   EXPECT_EQ(p3.domain, config::REASONING);
   // 2 templates x 9 x 9 operands x 4 names x 4 items.
