@@ -100,6 +100,11 @@ std::string FixturesDir() {
   return env != nullptr && *env != '\0' ? env : SPARGO_DEFAULT_FIXTURES_DIR;
 }
 
+bool LongTestsWanted() {
+  const char* env = std::getenv("SPARGO_LONG_TESTS");
+  return env != nullptr && std::string(env) == "1";
+}
+
 int FreeLoopbackPort() {
   absl::StatusOr<int> port = ::spargo::FreeLoopbackPort();
   EXPECT_TRUE(port.ok()) << port.status();

@@ -57,6 +57,11 @@ std::string FixturesDir();
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
 
+// Long tests (a full training run of several minutes) run only when SPARGO_LONG_TESTS is 1; skipped otherwise
+// with kLongTestSkipped.
+bool LongTestsWanted();
+inline constexpr char kLongTestSkipped[] = "a long test: set SPARGO_LONG_TESTS=1 to run it";
+
 // How long a test waits for a server it started to become healthy: generous, since a loaded machine (ctest -j, other
 // builds) can take tens of seconds to start a process and load a model; a healthy server ends the wait at once.
 constexpr std::chrono::seconds kServerStartLimit{120};
