@@ -5,6 +5,7 @@
 //    model writes DSML calls, which the calculator executes.
 //  - The full run (up to 15 minutes on two cores) with a held-out gain in every domain: a long test, skipped unless
 //    SPARGO_LONG_TESTS=1 (README, "The two commands").
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -44,7 +45,9 @@ nlohmann::json Summary(const std::string& dir) {
 TEST(MixedRunEndToEnd, FullRunGainsOnHeldOutInEveryDomain) {
   if (!testing::LongTestsWanted()) GTEST_SKIP() << testing::kLongTestSkipped;
   const std::string dir = NewTempDir("mixed") + "/run";
+  const auto start = std::chrono::steady_clock::now();
   auto r = RunProcess(SpargoBinary(), {"train", "--config", "embedded:cpu_mixed", "--run-dir", dir});
+  const auto minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const nlohmann::json summary = Summary(dir);
   for (const char* domain : {"reasoning", "agent", "alignment"}) {
@@ -53,7 +56,7 @@ TEST(MixedRunEndToEnd, FullRunGainsOnHeldOutInEveryDomain) {
     EXPECT_GT(h["after"]["accuracy"].get<double>(), h["before"]["accuracy"].get<double>())
         << domain << ": " << summary["heldout"].dump();
   }
-  EXPECT_LE(summary["wall_seconds"].get<double>(), 15 * 60);
+  EXPECT_LE(minutes, 15) << "the whole run, the judge's training included";
 }
 
 TEST(MixedRunEndToEnd, ThreeDomainsInOneStageAndTheModelCallsTools) {
