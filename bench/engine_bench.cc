@@ -28,7 +28,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,6 +47,7 @@
 
 #ifdef SPARGO_HAVE_CUDA_KERNELS
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #endif
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
@@ -65,6 +68,10 @@ ABSL_FLAG(std::string, spargo, "", "served: the spargo binary (default: cli/spar
 ABSL_FLAG(int32_t, groups_per_call, 8, "served: prompts per Generate call of a decode load.");
 ABSL_FLAG(std::string, graphs, "auto", "Comma-separated decode-call modes: auto, off, padded (decode mode runs each).");
 ABSL_FLAG(int32_t, server_start_seconds, 600, "served: how long to wait for the server to load the model.");
+ABSL_FLAG(int32_t, profile_top, 0,
+          "decode: when > 0 (CUDA builds), one more call of each load under libtorch's Kineto profiler, and a summary "
+          "of where its time went: the kernels with the most GPU time (this many), GPU busy and idle time, the "
+          "longest host-side events.");
 
 namespace {
 
@@ -148,6 +155,77 @@ SamplingOptions DecodeOptions(int fresh) {
   return o;
 }
 
+// The time of `fn` under libtorch's Kineto profiler (CUDA builds): kernels by total GPU time, how much of the wall
+// time the GPU was busy, the idle gaps between kernels (host-side waits), and the host events with the most time.
+// fn returns the engine steps it took.
+void ProfileCall(const torch::Device& d, const std::function<int64_t()>& fn) {
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+  namespace prof = torch::autograd::profiler;
+  namespace impl = torch::profiler::impl;
+  const int top = absl::GetFlag(FLAGS_profile_top);
+  spargo::bench::Sync(d);
+  const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+  const std::set<impl::ActivityType> activities{impl::ActivityType::CPU, impl::ActivityType::CUDA};
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t steps_hint = fn();
+  spargo::bench::Sync(d);
+  const double wall_ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
+  std::map<std::string, std::pair<int64_t, double>> kernels, host;  // name -> calls, ms
+  std::vector<std::pair<uint64_t, uint64_t>> spans;                  // kernel [start, end) ns
+  for (const auto& e : result->events()) {
+    const double ms = static_cast<double>(e.durationNs()) / 1e6;
+    auto& k = (e.deviceType() == c10::DeviceType::CUDA ? kernels : host)[e.name().substr(0, 100)];
+    ++k.first;
+    k.second += ms;
+    if (e.deviceType() == c10::DeviceType::CUDA) spans.emplace_back(e.startNs(), e.startNs() + e.durationNs());
+  }
+  std::sort(spans.begin(), spans.end());
+  double busy_ms = 0, gap_ms = 0;
+  int64_t gaps = 0;
+  uint64_t end = spans.empty() ? 0 : spans[0].first;
+  for (const auto& [s, e] : spans) {
+    if (s > end) {
+      const double g = static_cast<double>(s - end) / 1e6;
+      if (g > 0.01) {
+        ++gaps;
+        gap_ms += g;
+      }
+    }
+    if (e > end) {
+      busy_ms += static_cast<double>(e - std::max(s, end)) / 1e6;
+      end = e;
+    }
+  }
+  const double span_ms = spans.empty() ? 0 : static_cast<double>(end - spans[0].first) / 1e6;
+  const double steps = static_cast<double>(std::max<int64_t>(steps_hint, 1));
+  std::printf("profile: wall %.1f ms (%.3f ms per step over %lld steps), kernels %zu (%.0f per step), GPU busy "
+              "%.1f ms (%.3f per step) of a %.1f ms kernel span; %lld idle gaps over 10 us, %.1f ms (%.3f per step)\n",
+              wall_ms, wall_ms / steps, static_cast<long long>(steps_hint), spans.size(),
+              static_cast<double>(spans.size()) / steps, busy_ms, busy_ms / steps, span_ms,
+              static_cast<long long>(gaps), gap_ms, gap_ms / steps);
+  for (auto* table : {&kernels, &host}) {
+    std::vector<std::pair<std::string, std::pair<int64_t, double>>> sorted(table->begin(), table->end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+    std::printf("| %s | calls | ms | us per step |\n| --- | --- | --- | --- |\n",
+                table == &kernels ? "kernel" : "host event");
+    for (size_t i = 0; i < std::min<size_t>(static_cast<size_t>(top), sorted.size()); ++i) {
+      std::printf("| %s | %lld | %.2f | %.1f |\n", sorted[i].first.c_str(),
+                  static_cast<long long>(sorted[i].second.first), sorted[i].second.second,
+                  1e3 * sorted[i].second.second / steps);
+    }
+  }
+  std::fflush(stdout);
+#else
+  (void)d;
+  fn();
+  std::printf("profile: needs a CUDA build\n");
+#endif
+}
+
 // The decode load in process: an engine sized for it, one untimed call of other prompts, then one timed call.
 absl::StatusOr<Timed> DecodeInProcess(spargo::model::CausalLm& m, const EngineOptions& base, const torch::Device& d,
                                       const std::vector<GroupRequest>& prompts, const SamplingOptions& o,
@@ -169,6 +247,15 @@ absl::StatusOr<Timed> DecodeInProcess(spargo::model::CausalLm& m, const EngineOp
   });
   if (!status.ok()) return status;
   if (stats != nullptr) *stats = (*engine)->stats();
+  if (absl::GetFlag(FLAGS_profile_top) > 0) {  // one more call, profiled
+    const std::vector<GroupRequest> again = RandomPrompts(static_cast<int64_t>(prompts.size()), prompt,
+                                                          m.vocab_size(), 3);
+    const int64_t before = (*engine)->stats().steps;
+    ProfileCall(d, [&] {
+      (*engine)->Generate(again, o).IgnoreError();
+      return (*engine)->stats().steps - before;
+    });
+  }
   return out;
 }
 

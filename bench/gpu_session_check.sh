@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One H200 call over the whole tree: build, the CUDA tests of the kernels, the model and the engine, then the
 # training steps (1 x 4096, 1 x 16384), the engine's decode in process and served, and the HF peer on the same shapes.
+# SPARGO_CHECK_PARTS=decode leaves out the training steps (ours and HF's); SPARGO_PROFILE_TOP=N adds a profiled decode
+# call per batch (bench/engine_bench.cc --profile_top) at the end.
 set -uo pipefail
 out="$1"; mkdir -p "$out"
 [[ -n "${SPARGO_ENV:-}" ]] && source "$SPARGO_ENV" > /dev/null 2>&1
@@ -14,7 +16,8 @@ build-gpu/tests/spargo_tests --gtest_filter='DsaTraining.*:Dsv32Model.*:Generati
   > "$out/tests.txt" 2>&1
 grep -E "^\[  (FAILED|PASSED) |Failure" "$out/tests.txt" | head -20
 echo "tests done $(date +%T)"
-for len in 4096 16384; do
+parts="${SPARGO_CHECK_PARTS:-all}"
+[[ "$parts" == decode ]] || for len in 4096 16384; do
   build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype bfloat16 --train --batches 1 --prompt "$len" \
     --reps 5 2>&1 | grep -E "^\| [0-9]|^\| batch" | tee -a "$out/train.txt"
 done
@@ -25,5 +28,12 @@ build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16
 echo "benches done $(date +%T)"
 if [[ -f bench/hf_v32_peer.py ]]; then
   sed -i 's/^for L in \[4096, 8192, 16384, 32768\]:/for L in []:/; s/for B, L in \[(1, 4096), (4, 4096), (1, 8192), (1, 16384)\]:/for B, L in [(1, 4096), (1, 16384)]:/' bench/hf_v32_peer.py
+  [[ "$parts" == decode ]] && sed -i 's/^for B, L in \[(1, 4096), (1, 16384)\]:/for B, L in []:/' bench/hf_v32_peer.py
   PYTHONUNBUFFERED=1 timeout 150 python3 bench/hf_v32_peer.py 2>&1 | grep '^{' | tee "$out/hf.txt"
+fi
+if [[ -n "${SPARGO_PROFILE_TOP:-}" ]]; then
+  build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes decode --graphs auto \
+    --batches 64,256 --prompt 128 --new_tokens 256 --profile_top "$SPARGO_PROFILE_TOP" 2>&1 | grep -v "^I " \
+    > "$out/profile.txt"
+  grep -E "^profile:" "$out/profile.txt"
 fi
