@@ -342,7 +342,7 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
                                           torch::Tensor* topk_out) {
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
-  const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads, lora = c.kv_lora_rank;
+  const int64_t b = x.size(0), t = x.size(1), lora = c.kv_lora_rank;
   const MlaProjections m = Project(l, x, cos, sin);
   const torch::Tensor &qr = m.qr, &latent = m.latent, &k_rope = m.k_rope;
   // Write the new (non-padding) tokens' entries at their positions.
@@ -350,7 +350,12 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   torch::Tensor index_k = IndexerKey(l, x, cos, sin);
   const int64_t li = static_cast<int64_t>(layer);
   torch::Tensor kv_new = torch::cat({latent, k_rope}, -1);                                 // [B, T, kv_lora + rope]
-  if (tokens.all) {  // no mask: no data-dependent shape
+  if (tokens.slots.defined()) {  // every token, at storage rows computed once per call
+    for (auto [field, values] : {std::make_pair(kKv, &kv_new), std::make_pair(kIndexK, &index_k)}) {
+      torch::Tensor storage = kv.Storage(li, field);                                       // [N, dim]
+      storage.index_put_({tokens.slots}, values->reshape({b * t, -1}).to(storage.scalar_type()));
+    }
+  } else if (tokens.all) {  // no mask: no data-dependent shape
     kv.Write(li, kKv, rows, at, kv_new.reshape({b * t, -1}));
     kv.Write(li, kIndexK, rows, at, index_k.reshape({b * t, -1}));
   } else {
@@ -371,10 +376,37 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   if (topk_out != nullptr) *topk_out = topk;
   // MQA form over the selected rows of the cache, read in place (paged or contiguous): no [B, H, T, S] scores.
   torch::Tensor storage = kv.Storage(li, kKv);                                             // [N, kv_lora + rope]
-  torch::Tensor q_rows = AbsorbedQuery(l, m).reshape({b * t, nh, -1});                     // [B*T, H, kv_lora + rope]
-  torch::Tensor selected = kv.StorageRows(topk).view({b * t, -1});                          // [B*T, k]
+  torch::Tensor q_rows = AbsorbedQueryRows(l, m);                                          // [B*T, H, kv_lora + rope]
+  torch::Tensor selected =
+      tokens.key_rows.defined()
+          ? tokens.key_rows.gather(1, (topk.reshape({b, -1}) + 1)).view({b * t, -1})       // [B*T, k]
+          : kv.StorageRows(topk).view({b * t, -1});
   torch::Tensor out_latent = CachedSparseMla(q_rows, storage, selected, c.softmax_scale(), lora);  // [B*T, H, kv_lora]
-  return Linear(ValueUp(l, out_latent.view({b, t, nh, lora})), l.o_proj);
+  return Linear(ValueUpRows(l, out_latent).view({b, t, -1}), l.o_proj);
+}
+
+torch::Tensor Dsv32Model::AbsorbedQueryRows(const Layer& l, const MlaProjections& m) const {
+  const Dsv32Config& c = config_;
+  const int64_t nope = c.qk_nope_head_dim, nh = c.num_attention_heads, lora = c.kv_lora_rank;
+  const int64_t n = m.q_nope.size(0) * m.q_nope.size(1), rope = m.q_rope.size(-1);
+  torch::Tensor w_uk = l.kv_b_proj.view({nh, nope + c.v_head_dim, lora}).index({Slice(), Slice(0, nope)});
+  torch::Tensor out = torch::empty({n, nh, lora + rope}, m.q_nope.options());              // [N, H, kv_lora + rope]
+  // AbsorbedQuery's two parts written in place: no [H, N, kv_lora] temporary, no concatenation.
+  torch::Tensor absorbed = out.narrow(2, 0, lora).transpose(0, 1);                        // [H, N, kv_lora]
+  torch::bmm_out(absorbed, m.q_nope.reshape({n, nh, nope}).transpose(0, 1), w_uk);
+  out.narrow(2, lora, rope).copy_(m.q_rope.reshape({n, nh, rope}));
+  return out;
+}
+
+torch::Tensor Dsv32Model::ValueUpRows(const Layer& l, const torch::Tensor& out_latent) const {
+  const Dsv32Config& c = config_;
+  const int64_t nope = c.qk_nope_head_dim, nh = c.num_attention_heads, lora = c.kv_lora_rank, dv = c.v_head_dim;
+  const int64_t n = out_latent.size(0);
+  torch::Tensor w_uv = l.kv_b_proj.view({nh, nope + dv, lora}).index({Slice(), Slice(nope, torch::indexing::None)});
+  torch::Tensor out = torch::empty({n, nh, dv}, out_latent.options());                     // [N, H, Dv]
+  torch::Tensor per_head = out.transpose(0, 1);                                            // [H, N, Dv]
+  torch::bmm_out(per_head, out_latent.transpose(0, 1), w_uv.transpose(1, 2));
+  return out.view({n, nh * dv});                                                            // [N, H * Dv]
 }
 
 torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
@@ -721,6 +753,11 @@ class ContiguousKv : public KvAccess {
     torch::Tensor p = positions.reshape({b, -1});
     return (p + base).masked_fill(p.lt(0), -1).view(positions.sizes());
   }
+  torch::Tensor PositionRows(int64_t s) override {
+    const torch::Tensor& f = (*fields_[0])[0];  // [B, L, dim]
+    const torch::TensorOptions o = f.options().dtype(torch::kInt64);
+    return torch::arange(f.size(0), o).view({-1, 1}) * f.size(1) + torch::arange(s, o).view({1, s});  // [B, s]
+  }
 
  private:
   std::array<std::vector<torch::Tensor>*, 2> fields_;
@@ -823,9 +860,16 @@ torch::Tensor Dsv32Model::AppendThrough(const torch::Tensor& input_ids, const to
   // Rows and cache positions of the new (non-padding) tokens: the cache writes and the record of choices. A token
   // sees the keys up to its own position; padding sees its row's keys (and writes nothing).
   torch::Tensor row_of = torch::arange(b, ids_options).unsqueeze(1).expand({b, t});  // [B, T]
-  const NewTokens tokens{valid, full ? row_of.reshape({-1}) : row_of.masked_select(valid),
-                         full ? positions.reshape({-1}) : positions.masked_select(valid),
-                         torch::minimum(positions, (after - 1).unsqueeze(1)), full};
+  NewTokens tokens{valid, full ? row_of.reshape({-1}) : row_of.masked_select(valid),
+                   full ? positions.reshape({-1}) : positions.masked_select(valid),
+                   torch::minimum(positions, (after - 1).unsqueeze(1)), full};
+  if (full) {
+    // The storage rows of positions [0, S), once for every layer: where the new tokens go ([B*T]) and, behind a
+    // -1 column, what the selected positions + 1 gather to (key_rows [B, 1 + S]).
+    const torch::Tensor map = kv.PositionRows(s);                                           // [B, S]
+    tokens.slots = map.gather(1, positions).reshape({-1});                                  // [B*T]
+    tokens.key_rows = torch::cat({torch::full({b, 1}, -1, map.options()), map}, 1);         // [B, 1 + S]
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor topk, routes;

@@ -222,6 +222,10 @@ class Dsv32Model : public CausalLm {
   // [B, T, H, kv_lora] -> [B, T, H * Dv].
   torch::Tensor AbsorbedQuery(const Layer& l, const MlaProjections& m) const;
   torch::Tensor ValueUp(const Layer& l, const torch::Tensor& out_latent) const;
+  // The same products for the cached attention (no gradients), on rows: AbsorbedQuery as [B*T, H, kv_lora + rope]
+  // with both parts written in place, ValueUp of [B*T, H, kv_lora] as [B*T, H * Dv] with no copy after the product.
+  torch::Tensor AbsorbedQueryRows(const Layer& l, const MlaProjections& m) const;
+  torch::Tensor ValueUpRows(const Layer& l, const torch::Tensor& out_latent) const;
   // cos/sin: [B or 1, T, rope/2]. Full-sequence attention; sets `indexer_loss` to the layer's indexer loss in
   // training modes. kOff and kSparse: MQA mode over the selected keys (kernels/sparse_mla_autograd.h: the sparse MLA
   // kernel on CUDA, its reference elsewhere), no [B, H, T, S] tensor; kDenseWarmup: DenseWarmupAttention.
@@ -248,6 +252,9 @@ class Dsv32Model : public CausalLm {
   struct NewTokens {
     torch::Tensor valid, rows, at, key_limit;
     bool all = false;
+    // Full calls (every token new): the tokens' storage rows [B*T] int64, and the storage rows of positions
+    // [0, S) behind a -1 column, [B, 1 + S] int64 (position p at column p + 1), shared by every layer.
+    torch::Tensor slots, key_rows;
   };
   // The cache fields' order in KvAccess (model/kv_pages.h).
   enum KvField : int64_t { kKv = 0, kIndexK = 1 };

@@ -58,4 +58,13 @@ torch::Tensor PagedKv::StorageRows(const torch::Tensor& positions) {
   return rows.masked_fill(p.lt(0), -1).view(positions.sizes());
 }
 
+torch::Tensor PagedKv::PositionRows(int64_t s) {
+  const int64_t bs = pool_->block_size(), b = block_table_.size(0), blocks = (s + bs - 1) / bs;
+  TORCH_CHECK(blocks <= block_table_.size(1), "PagedKv::PositionRows: ", s, " positions need ", blocks,
+              " blocks; the table has ", block_table_.size(1));
+  torch::Tensor offsets = torch::arange(bs, block_table_.options()).view({1, 1, bs});            // [1, 1, bs]
+  torch::Tensor rows = block_table_.narrow(1, 0, blocks).unsqueeze(2) * bs + offsets;           // [B, blocks, bs]
+  return rows.view({b, blocks * bs}).narrow(1, 0, s);                                            // [B, s]
+}
+
 }  // namespace spargo::model

@@ -63,6 +63,9 @@ class KvAccess {
   // in place through these (kernels/sparse_mla.h).
   virtual torch::Tensor Storage(int64_t layer, int64_t field) = 0;
   virtual torch::Tensor StorageRows(const torch::Tensor& positions) = 0;
+  // The storage rows of every row's positions [0, s): [B, s] int64, StorageRows of those positions, the same for
+  // every layer and field. A call computes it once and gathers from it (a decode step's writes and selected keys).
+  virtual torch::Tensor PositionRows(int64_t s) = 0;
 };
 
 // KvAccess over a pool through one call's block table.
@@ -74,6 +77,7 @@ class PagedKv : public KvAccess {
   torch::Tensor Read(int64_t layer, int64_t field, int64_t s) override;
   torch::Tensor Storage(int64_t layer, int64_t field) override;
   torch::Tensor StorageRows(const torch::Tensor& positions) override;
+  torch::Tensor PositionRows(int64_t s) override;
 
  private:
   KvPool* pool_;
