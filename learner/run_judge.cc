@@ -1,11 +1,5 @@
 #include "learner/run_judge.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -20,35 +14,10 @@
 #include "common/service_security.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
-#include "common/utf8.h"
 #include "grpcpp/grpcpp.h"
+#include "learner/child_process.h"
 
 namespace spargo::learner {
-namespace {
-
-std::string LogTail(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return Utf8TailExcerpt(s.str(), 1500);
-}
-
-// Whether the child has ended (reaping it); `how` says how.
-bool Ended(int pid, std::string* how) {
-  int status = 0;
-  const pid_t r = ::waitpid(pid, &status, WNOHANG);
-  if (r == 0) return false;
-  if (r < 0) {
-    *how = "cannot be waited for";
-  } else if (WIFEXITED(status)) {
-    *how = absl::StrCat("exited with code ", WEXITSTATUS(status));
-  } else {
-    *how = absl::StrCat("was killed by signal ", WTERMSIG(status));
-  }
-  return true;
-}
-
-}  // namespace
 
 bool StartsRunJudge(const config::ExperimentConfig& config) {
   for (const config::RewardPipeline& p : config.rewards()) {
@@ -131,50 +100,28 @@ absl::StatusOr<std::unique_ptr<RunJudge>> RunJudge::Start(const config::Experime
   if (!port.ok()) return absl::UnavailableError(absl::StrCat("run judge: ", port.status().message()));
   const std::string address = absl::StrCat("127.0.0.1:", *port);
 
-  // Everything the child needs is made before fork: between fork and exec it only calls async-signal-safe
-  // functions.
-  std::vector<std::string> args = {"spargo", "rollout", "--config", config_path, "--model", model_dir,
-                                   "--listen", address};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) return absl::UnavailableError(absl::StrCat("run judge: cannot write ", log_path));
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log_fd);
-    return absl::UnavailableError("run judge: fork failed");
-  }
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the run died: so does its judge
-    if (::getppid() != parent) ::_exit(127);
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    ::execv("/proc/self/exe", argv.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
-  std::unique_ptr<RunJudge> judge(new RunJudge(pid, address, log_path));
+  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child,
+                          ChildProcess::Start("run judge", {"rollout", "--config", config_path, "--model", model_dir,
+                                                            "--listen", address},
+                                              log_path));
+  const int pid = child->pid();
+  std::unique_ptr<RunJudge> judge(new RunJudge(std::move(child), address));
 
   // Up once the port accepts a connection (RolloutServer binds after the model is loaded).
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, NewServiceChannel(address, config.services()));
   const absl::Time limit = absl::Now() + start_limit;
   while (true) {
     std::string how;
-    if (Ended(pid, &how)) {
-      judge->pid_ = -1;
+    if (judge->child_->Ended(&how)) {
       return absl::UnavailableError(absl::StrCat("run judge: `spargo rollout` on ", address, " ", how,
                                                  " before it served; its log ", log_path, " ends:\n",
-                                                 LogTail(log_path)));
+                                                 judge->child_->LogTail()));
     }
     if (channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Milliseconds(250)))) break;
     if (absl::Now() > limit) {
       return absl::UnavailableError(absl::StrCat("run judge: `spargo rollout` on ", address, " did not listen within ",
                                                  absl::FormatDuration(start_limit), "; its log ", log_path,
-                                                 " ends:\n", LogTail(log_path)));
+                                                 " ends:\n", judge->child_->LogTail()));
     }
   }
   SPARGO_LOG(INFO) << "run judge: `spargo rollout` (pid " << pid << ") on " << address << " serves " << model_dir
@@ -182,19 +129,6 @@ absl::StatusOr<std::unique_ptr<RunJudge>> RunJudge::Start(const config::Experime
   return judge;
 }
 
-RunJudge::~RunJudge() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  const absl::Time limit = absl::Now() + absl::Seconds(10);
-  std::string how;
-  while (!Ended(pid_, &how)) {
-    if (absl::Now() > limit) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-}
+RunJudge::~RunJudge() = default;  // the child is stopped (SIGTERM, then SIGKILL after 10 s) and reaped
 
 }  // namespace spargo::learner

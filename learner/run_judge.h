@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "learner/child_process.h"
 #include "spargo/config.pb.h"
 
 namespace spargo::learner {
@@ -47,14 +48,13 @@ class RunJudge {
   RunJudge& operator=(const RunJudge&) = delete;
 
   const std::string& address() const { return address_; }
-  int pid() const { return pid_; }
+  int pid() const { return child_->pid(); }
 
  private:
-  RunJudge(int pid, std::string address, std::string log_path)
-      : pid_(pid), address_(std::move(address)), log_path_(std::move(log_path)) {}
-  int pid_;
+  RunJudge(std::unique_ptr<ChildProcess> child, std::string address)
+      : child_(std::move(child)), address_(std::move(address)) {}
+  std::unique_ptr<ChildProcess> child_;
   std::string address_;
-  std::string log_path_;
 };
 
 }  // namespace spargo::learner

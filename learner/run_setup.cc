@@ -214,6 +214,18 @@ absl::Status FollowDataParallelRun(const config::ExperimentConfig& c, std::share
   return FollowRankZero(*collective, handlers);
 }
 
+absl::StatusOr<std::unique_ptr<rewards::RewardClient>> NewRewardClient(const config::ExperimentConfig& c) {
+  if (!c.services().reward_address().empty()) {
+    rewards::GrpcRewardOptions o;
+    o.address = c.services().reward_address();
+    o.endpoints = c.services();
+    return rewards::NewGrpcRewardClient(o);
+  }
+  SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
+  const int threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  return rewards::NewLocalRewardClient(std::make_shared<const rewards::RewardPipelines>(std::move(pipelines)), threads);
+}
+
 absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::ExperimentConfig& c,
                                                                  MetricsRegistry* metrics,
                                                                  std::shared_ptr<Collective> collective) {
@@ -303,17 +315,7 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
     }
   }
 
-  if (!c.services().reward_address().empty()) {
-    rewards::GrpcRewardOptions o;
-    o.address = c.services().reward_address();
-    o.endpoints = c.services();
-    SPARGO_ASSIGN_OR_RETURN(ctx->rewards, rewards::NewGrpcRewardClient(o));
-  } else {
-    SPARGO_ASSIGN_OR_RETURN(rewards::RewardPipelines pipelines, rewards::RewardPipelines::FromConfig(c));
-    const int threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
-    ctx->rewards = rewards::NewLocalRewardClient(std::make_shared<const rewards::RewardPipelines>(std::move(pipelines)),
-                                                 threads);
-  }
+  SPARGO_ASSIGN_OR_RETURN(ctx->rewards, NewRewardClient(c));
   SPARGO_LOG(INFO) << "policy " << ctx->policy->Describe() << ", tokenizer "
                    << tokenizer_spec << " (" << (*tok)->vocab_size() << " ids, eos " << ids.eos << "), rollout "
                    << ctx->rollout->Describe() << ", rewards " << ctx->rewards->Describe()

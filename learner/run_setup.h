@@ -30,6 +30,9 @@ absl::StatusOr<std::unique_ptr<TrainContext>> BuildTrainContext(const config::Ex
                                                                  MetricsRegistry* metrics,
                                                                  std::shared_ptr<Collective> collective = nullptr);
 
+// The reward client of a config: services.reward_address over gRPC, else the config's pipelines in process.
+absl::StatusOr<std::unique_ptr<rewards::RewardClient>> NewRewardClient(const config::ExperimentConfig& config);
+
 // A data-parallel rank other than 0: builds the same policy replica as rank 0 (config's model on learner.device)
 // and runs rank 0's learner and rollout commands until rank 0 ends the run, recording each command (its name,
 // seconds, rows or groups) as a JSON line in <run directory>/ranks/rank<N>.jsonl (rank 0 names the directory).
