@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/atomic_file.h"
+#include "common/bounded_json.h"
 #include "common/logging.h"
 #include "common/loopback_port.h"
 #include "common/service_security.h"
@@ -41,6 +42,27 @@ config::ExperimentConfig PointRunJudgesAt(const config::ExperimentConfig& config
       judge->clear_started_by_run();
       *judge->mutable_service() = config.services();  // the started judge serves under the run's services
     }
+  }
+  return out;
+}
+
+std::optional<config::ExperimentConfig> WithoutRunJudges(const config::ExperimentConfig& config) {
+  config::ExperimentConfig out = config;
+  out.clear_rewards();
+  for (const config::RewardPipeline& p : config.rewards()) {
+    config::RewardPipeline kept = p;
+    kept.clear_components();
+    for (const config::RewardComponent& c : p.components()) {
+      if (c.has_rubric_judge() && c.rubric_judge().has_rollout() && c.rubric_judge().rollout().started_by_run()) {
+        continue;
+      }
+      *kept.add_components() = c;
+    }
+    if (kept.components_size() == 0) {
+      if (p.components_size() > 0) return std::nullopt;  // only the judge scores this domain
+      continue;
+    }
+    *out.add_rewards() = std::move(kept);
   }
   return out;
 }
@@ -81,6 +103,62 @@ absl::StatusOr<config::ExperimentConfig> JudgeTrainingConfig(const config::Exper
   out.mutable_metrics()->set_port(0);
   out.mutable_services()->set_deadline_seconds(config.services().deadline_seconds());
   out.mutable_services()->set_max_message_bytes(config.services().max_message_bytes());
+  return out;
+}
+
+JudgeTraining::JudgeTraining(std::string dir, std::unique_ptr<ChildProcess> child)
+    : dir_(std::move(dir)), child_(std::move(child)), start_(absl::Now()) {}
+
+JudgeTraining::~JudgeTraining() = default;  // the child is stopped (SIGTERM, then SIGKILL after 10 s) and reaped
+
+absl::StatusOr<std::unique_ptr<JudgeTraining>> JudgeTraining::Start(const config::ExperimentConfig& config,
+                                                                    const std::string& dir) {
+  const std::string run = dir + "/run";
+  std::error_code ec;
+  if (std::filesystem::exists(run + "/summary.json", ec)) {
+    return std::unique_ptr<JudgeTraining>(new JudgeTraining(dir, nullptr));
+  }
+  SPARGO_ASSIGN_OR_RETURN(config::ExperimentConfig judge_config, JudgeTrainingConfig(config));
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("judge training: cannot create ", dir, ": ", ec.message()));
+  const std::string config_path = dir + "/training.txtpb";
+  SPARGO_RETURN_IF_ERROR(WriteFileAtomically(config_path, ToTextProto(judge_config)));
+  std::vector<std::string> args = {"train", "--config", config_path, "--run-dir", run};
+  // An interrupted training goes on (afresh when it left no checkpoint).
+  if (std::filesystem::exists(run, ec)) args.push_back("--resume");
+  // A child of a data-parallel run's rank 0 is a process of its own, not a rank.
+  SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child,
+                          ChildProcess::Start("judge training", args, dir + "/train.log",
+                                              {"WORLD_SIZE", "SLURM_NTASKS"}));
+  SPARGO_LOG(INFO) << "judge training: `spargo train` (pid " << child->pid() << ") in " << run << ", log " << dir
+                   << "/train.log";
+  return std::unique_ptr<JudgeTraining>(new JudgeTraining(dir, std::move(child)));
+}
+
+bool JudgeTraining::Ended() { return child_ == nullptr || child_->Ended(); }
+
+absl::StatusOr<nlohmann::json> JudgeTraining::Wait() {
+  const std::string run = run_dir();
+  nlohmann::json out = {{"run_dir", run}};
+  if (child_ != nullptr) {
+    const std::string how = child_->Wait();
+    if (!child_->Succeeded()) {
+      return absl::InternalError(absl::StrCat("the judge's training (`spargo train` in ", run, ") ", how,
+                                              "; its log ", log_path(), " ends:\n", child_->LogTail()));
+    }
+    out["seconds"] = absl::ToDoubleSeconds(absl::Now() - start_);
+  }
+  std::ifstream in(run + "/summary.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json summary = ParseBoundedJson(text.str());
+  if (!in || summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
+      !summary["checkpoint"].is_string()) {
+    return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
+                                            " to train the judge again"));
+  }
+  out["checkpoint"] = summary["checkpoint"];
+  if (summary.contains("heldout_accuracy_after")) out["heldout_accuracy"] = summary["heldout_accuracy_after"];
   return out;
 }
 

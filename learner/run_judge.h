@@ -2,7 +2,12 @@
 // component, with ExperimentConfig.judge):
 //  - JudgeTrainingConfig is the config of the judge's own run: a fresh model of the run's `model`, the supervised
 //    warm-up on the judge's demonstrations (RunJudgeConfig), no GRPO, held-out verdicts scored by exact match, in
-//    process, no metrics endpoint. `spargo train` runs it in RUN_DIR/judge/run before the policy's warm-up.
+//    process, no metrics endpoint. `spargo train` runs it in RUN_DIR/judge/run (JudgeTraining).
+//  - JudgeTraining runs that training in a child process, `spargo train --config DIR/training.txtpb --run-dir
+//    DIR/run` (--resume when DIR/run exists), its output in DIR/train.log, beside the policy's warm-up: on a CPU
+//    each process has its cores (a small model's warm-up uses about one), and the judge is ready when the policy
+//    needs it (its first held-out evaluation) instead of before the warm-up starts. A training that finished
+//    before (DIR/run/summary.json, a resumed run) is not run again.
 //  - Start runs this executable's `rollout` command in a child process: `spargo rollout --config <the run's
 //    config, metrics and tools off> --model <the judge's checkpoint> --listen 127.0.0.1:<a port that was free a
 //    moment ago>`, its output in a log file, and waits until the port accepts connections (the child has loaded
@@ -16,11 +21,13 @@
 #define SPARGO_LEARNER_RUN_JUDGE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "learner/child_process.h"
+#include "nlohmann/json.hpp"
 #include "spargo/config.pb.h"
 
 namespace spargo::learner {
@@ -31,9 +38,40 @@ bool StartsRunJudge(const config::ExperimentConfig& config);
 // The judge's training run (see above). INVALID_ARGUMENT naming `judge.tasks` when the config has none.
 absl::StatusOr<config::ExperimentConfig> JudgeTrainingConfig(const config::ExperimentConfig& config);
 
+// `config` without its started_by_run judge components: how the run scores before its judge serves (the warm-up's
+// probe, which counts only eval.correct_component). A pipeline left with no component is dropped. Empty when
+// some pipeline consists of run-judge components alone (then nothing can score that domain without the judge).
+std::optional<config::ExperimentConfig> WithoutRunJudges(const config::ExperimentConfig& config);
+
 // `config` with every started_by_run judge pointed at `address` (started_by_run cleared) and given the run's
 // `services` (token, TLS: what the started judge serves under).
 config::ExperimentConfig PointRunJudgesAt(const config::ExperimentConfig& config, const std::string& address);
+
+class JudgeTraining {
+ public:
+  // Starts the judge's training (see above) in `dir`, or takes the outcome of one that finished there before.
+  static absl::StatusOr<std::unique_ptr<JudgeTraining>> Start(const config::ExperimentConfig& config,
+                                                              const std::string& dir);
+  ~JudgeTraining();  // a training still running is stopped
+  JudgeTraining(const JudgeTraining&) = delete;
+  JudgeTraining& operator=(const JudgeTraining&) = delete;
+
+  // Waits for the training to end: {"run_dir", "checkpoint", "heldout_accuracy" (its held-out verdicts, when
+  // evaluated), "seconds" (its training's wall time, when it ran here)}. INTERNAL quoting the log's end when the
+  // training failed; DATA_LOSS when its summary cannot be read.
+  absl::StatusOr<nlohmann::json> Wait();
+  // Whether it has ended (Wait then returns at once).
+  bool Ended();
+  bool trained_before() const { return child_ == nullptr; }
+  std::string run_dir() const { return dir_ + "/run"; }
+  std::string log_path() const { return dir_ + "/train.log"; }
+
+ private:
+  JudgeTraining(std::string dir, std::unique_ptr<ChildProcess> child);
+  std::string dir_;
+  std::unique_ptr<ChildProcess> child_;  // null when trained before
+  absl::Time start_;
+};
 
 class RunJudge {
  public:

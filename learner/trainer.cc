@@ -1,16 +1,12 @@
 #include "learner/trainer.h"
 
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "common/bounded_json.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/status_macros.h"
@@ -40,10 +36,69 @@ std::string FormatScores(const EvalScores& s) {
                     : absl::StrFormat("reward %.3f", s.reward_mean);
 }
 
+// The run's own judge (RunJudgeConfig, run_judge.h): its training in a child process beside the policy's warm-up,
+// then its `spargo rollout`. Until it serves, the run's rewards leave the judge's components out (the warm-up's
+// probe counts only eval.correct_component); Serve waits for the training, starts the judge and gives the run the
+// rewards with it.
+class OwnJudge {
+ public:
+  OwnJudge(config::ExperimentConfig config, std::string dir) : config_(std::move(config)), dir_(std::move(dir)) {}
+
+  absl::Status StartTraining() {
+    SPARGO_ASSIGN_OR_RETURN(training_, JudgeTraining::Start(config_, dir_));
+    if (training_->trained_before()) {
+      PrintLine(absl::StrFormat("judge: trained before, in %s", training_->run_dir()));
+    } else {
+      PrintLine(absl::StrFormat("judge: training the run's judge in %s beside the policy's warm-up, in a process of "
+                                "its own (at most %d warm-up steps; log %s)",
+                                training_->run_dir(), config_.judge().warmup().steps(), training_->log_path()));
+    }
+    return absl::OkStatus();
+  }
+
+  bool serving() const { return judge_ != nullptr; }
+  const nlohmann::json& info() const { return info_; }
+
+  // Waits for the training (saying so when it is not done yet) and starts the judge; the config the run then
+  // scores with (its judges pointed at the started one).
+  absl::StatusOr<config::ExperimentConfig> Serve() {
+    if (!training_->Ended()) {
+      PrintLine(absl::StrFormat("judge: waiting for its training to end (log %s)", training_->log_path()));
+    }
+    absl::StatusOr<nlohmann::json> trained = training_->Wait();
+    if (!trained.ok()) return Annotate(trained.status(), "training the run's judge");
+    info_ = *std::move(trained);
+    if (info_.contains("seconds")) {
+      PrintLine(absl::StrFormat("judge: trained in %s", FormatDuration(info_["seconds"].get<double>())));
+    }
+    SPARGO_ASSIGN_OR_RETURN(judge_, RunJudge::Start(config_, dir_, info_["checkpoint"].get<std::string>()));
+    PrintLine(absl::StrFormat("judge: `spargo rollout` on %s serves %s (held-out verdicts right: %s), frozen",
+                              judge_->address(), info_["checkpoint"].get<std::string>(),
+                              info_.value("heldout_accuracy", nlohmann::json()).dump()));
+    return PointRunJudgesAt(config_, judge_->address());
+  }
+
+  // Serve, for a run already built: its config and rewards now include the judge.
+  absl::Status ServeTo(TrainContext* ctx) {
+    if (serving()) return absl::OkStatus();
+    SPARGO_ASSIGN_OR_RETURN(config::ExperimentConfig scored, Serve());
+    SPARGO_ASSIGN_OR_RETURN(ctx->rewards, NewRewardClient(scored));
+    ctx->config = std::move(scored);
+    return absl::OkStatus();
+  }
+
+ private:
+  const config::ExperimentConfig config_;
+  const std::string dir_;
+  std::unique_ptr<JudgeTraining> training_;
+  std::unique_ptr<RunJudge> judge_;
+  nlohmann::json info_;
+};
+
 class Driver {
  public:
-  // `judge`: what the run's own judge is (its training run's outcome), null when the run serves none.
-  Driver(TrainContext* ctx, RunDir* run_dir, const TrainOptions& options, const nlohmann::json* judge)
+  // `judge`: the run's own judge, null when the run serves none.
+  Driver(TrainContext* ctx, RunDir* run_dir, const TrainOptions& options, OwnJudge* judge)
       : ctx_(*ctx),
         run_dir_(*run_dir),
         options_(options),
@@ -65,7 +120,7 @@ class Driver {
   TrainContext& ctx_;
   RunDir& run_dir_;
   TrainOptions options_;
-  const nlohmann::json* judge_;
+  OwnJudge* judge_;
   CheckpointStore store_;
   TrainerState state_;
   absl::Time start_ = absl::Now();
@@ -261,6 +316,7 @@ absl::Status Driver::RunGrpo(bool* stopped) {
 absl::StatusOr<nlohmann::json> Driver::Run() {
   SPARGO_RETURN_IF_ERROR(Resume());
   SPARGO_RETURN_IF_ERROR(RunWarmup());
+  if (judge_ != nullptr) SPARGO_RETURN_IF_ERROR(judge_->ServeTo(&ctx_));
   SPARGO_RETURN_IF_ERROR(EvaluateBefore());
   bool stopped = false;
   SPARGO_RETURN_IF_ERROR(RunGrpo(&stopped));
@@ -297,7 +353,7 @@ absl::StatusOr<nlohmann::json> Driver::Run() {
     }
   }
   if (judge_ != nullptr) {  // the frozen judge against the rule's truth, on held-out problems of the policy's tasks
-    summary["judge"] = *judge_;
+    summary["judge"] = judge_->info();
     SPARGO_ASSIGN_OR_RETURN(JudgeCheck check, CheckJudge(ctx_, 64));
     summary["judge"]["check"] = check.ToJson();
     PrintLine(absl::StrFormat("judge check (%d held-out problems): passed %d of the right replies, failed %d of the "
@@ -320,38 +376,6 @@ absl::StatusOr<nlohmann::json> Driver::Run() {
   return summary;
 }
 
-// The run's own judge (RunJudgeConfig): trained in DIR/run by a run of its own, or, when that run finished before
-// (a resumed run), as it left it. Returns {"checkpoint", "heldout_accuracy" (its held-out verdicts), "run_dir"}.
-absl::StatusOr<nlohmann::json> TrainRunJudge(const config::ExperimentConfig& config, const std::string& dir) {
-  const std::string run = dir + "/run";
-  nlohmann::json summary;
-  std::ifstream done(run + "/summary.json");
-  if (done) {
-    std::stringstream text;
-    text << done.rdbuf();
-    summary = ParseBoundedJson(text.str());
-    if (summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
-        !summary["checkpoint"].is_string()) {
-      return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
-                                              " to train the judge again"));
-    }
-    PrintLine(absl::StrFormat("judge: trained before, in %s", run));
-  } else {
-    SPARGO_ASSIGN_OR_RETURN(config::ExperimentConfig judge_config, JudgeTrainingConfig(config));
-    PrintLine(absl::StrFormat("judge: training the run's judge in %s (at most %d warm-up steps)", run,
-                              judge_config.learner().warmup().steps()));
-    TrainOptions o;
-    o.run_dir = run;
-    o.resume = std::filesystem::exists(run);  // an interrupted judge run goes on (afresh if it left no checkpoint)
-    absl::StatusOr<nlohmann::json> trained = Train(judge_config, o);
-    if (!trained.ok()) return Annotate(trained.status(), "training the run's judge");
-    summary = *std::move(trained);
-  }
-  nlohmann::json out = {{"run_dir", run}, {"checkpoint", summary["checkpoint"]}};
-  if (summary.contains("heldout_accuracy_after")) out["heldout_accuracy"] = summary["heldout_accuracy_after"];
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, const TrainOptions& options) {
@@ -372,9 +396,9 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
   PrintLine(absl::StrFormat("run directory: %s", run_dir->path()));
   // The other data-parallel ranks write their own records there (FollowDataParallelRun).
   if (options.collective != nullptr) SPARGO_RETURN_IF_ERROR(options.collective->Post("run_dir", run_dir->path()));
-  // A judge the run serves itself is trained and started first: the reward pipelines are built with its address.
-  std::unique_ptr<RunJudge> judge;
-  nlohmann::json judge_info;
+  // A judge the run serves itself trains beside the policy's warm-up and serves from the first held-out evaluation
+  // on (OwnJudge); a domain that only the judge scores needs it before the warm-up's probe can score.
+  std::unique_ptr<OwnJudge> judge;
   config::ExperimentConfig run_config = config;
   if (StartsRunJudge(config)) {
     if (!config.services().reward_address().empty()) {
@@ -382,17 +406,19 @@ absl::StatusOr<nlohmann::json> Train(const config::ExperimentConfig& config, con
           "rubric_judge.rollout.started_by_run: the run's own judge needs the rewards in process "
           "(services.reward_address is set)");
     }
-    SPARGO_ASSIGN_OR_RETURN(judge_info, TrainRunJudge(config, run_dir->path() + "/judge"));
-    SPARGO_ASSIGN_OR_RETURN(judge, RunJudge::Start(config, run_dir->path() + "/judge",
-                                                   judge_info["checkpoint"].get<std::string>()));
-    PrintLine(absl::StrFormat("judge: `spargo rollout` on %s serves %s (held-out verdicts right: %s), frozen",
-                              judge->address(), judge_info["checkpoint"].get<std::string>(),
-                              judge_info.value("heldout_accuracy", nlohmann::json()).dump()));
-    run_config = PointRunJudgesAt(config, judge->address());
+    judge = std::make_unique<OwnJudge>(config, run_dir->path() + "/judge");
+    SPARGO_RETURN_IF_ERROR(judge->StartTraining());
+    std::optional<config::ExperimentConfig> without = WithoutRunJudges(config);
+    if (without) {
+      run_config = *std::move(without);
+    } else {
+      PrintLine("judge: some domain is scored by the judge alone, so the run waits for the judge before it starts");
+      SPARGO_ASSIGN_OR_RETURN(run_config, judge->Serve());
+    }
   }
   SPARGO_ASSIGN_OR_RETURN(std::unique_ptr<TrainContext> ctx,
                           BuildTrainContext(run_config, &metrics, options.collective));
-  Driver driver(ctx.get(), run_dir.get(), options, judge != nullptr ? &judge_info : nullptr);
+  Driver driver(ctx.get(), run_dir.get(), options, judge.get());
   SPARGO_ASSIGN_OR_RETURN(nlohmann::json summary, driver.Run());
   // curves.png: a warning, never a failure, when gnuplot cannot draw it; a run without GRPO steps has no curves.
   if (config.learner().grpo().steps() > 0) DrawRunCurvesAtEnd(run_dir->path());

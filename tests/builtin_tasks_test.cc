@@ -189,6 +189,19 @@ TEST(RunJudgeConfig, TheJudgesRunTrainsOnItsDemonstrationsAlone) {
   config::ExperimentConfig unused = cfg;
   unused.mutable_rewards(0)->mutable_components()->RemoveLast();
   EXPECT_THAT(std::string(ValidateExperimentConfig(unused).message()), HasSubstr("started_by_run"));
+
+  // Before the judge serves, the run scores without it: the rule alone here; a domain the judge alone scores
+  // cannot be scored (the run then waits for its judge first).
+  std::optional<config::ExperimentConfig> without = WithoutRunJudges(cfg);
+  ASSERT_TRUE(without.has_value());
+  ASSERT_EQ(without->rewards_size(), 1);
+  ASSERT_EQ(without->rewards(0).components_size(), 1);
+  EXPECT_EQ(without->rewards(0).components(0).name(), "outcome");
+  EXPECT_FALSE(StartsRunJudge(*without));
+  config::ExperimentConfig judge_only = cfg;
+  judge_only.mutable_rewards(0)->mutable_components()->DeleteSubrange(0, 1);
+  EXPECT_TRUE(StartsRunJudge(judge_only));
+  EXPECT_FALSE(WithoutRunJudges(judge_only).has_value());
 }
 
 // In the agent domain a program is tried with run_code (the real sandboxed runner) before it is given.

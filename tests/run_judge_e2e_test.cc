@@ -2,7 +2,8 @@
 // on loopback gRPC and a bearer token.
 //  - `spargo train` with a rubric_judge whose judge the run trains and starts itself (rollout.started_by_run,
 //    ExperimentConfig.judge): a small DeepSeek-V3.2 model on the chat-bytes tokenizer is first trained as the
-//    judge on judging demonstrations (RUBRIC_JUDGING) in a run of its own (RUN/judge/run), then served by
+//    judge on judging demonstrations (RUBRIC_JUDGING) in a run of its own (RUN/judge/run, a `spargo train` child
+//    process beside the policy's warm-up, whose probe scores without the judge meanwhile), then served by
 //    `spargo rollout`; the policy warms up on instructions and the judge's verdicts are half the alignment reward
 //    GRPO trains on; summary.json reports the judge (its held-out verdicts, the check), the judge's log shows it
 //    served under the token and stopped when the run ended; resumed, the run reuses the judge it trained.
@@ -61,7 +62,10 @@ rewards {
   }
 }
 learner {
-  warmup { steps: 60 batch_size: 16 optimizer { lr: 3e-3 lr_warmup_steps: 5 } }
+  warmup {
+    steps: 60 batch_size: 16 optimizer { lr: 3e-3 lr_warmup_steps: 5 } stop_at_accuracy: 0.99 probe_every: 30
+    probe_prompts: 8
+  }
   grpo { steps: 2 optimizer { lr: 1e-4 } micro_batch_rows: 8 }
 }
 judge {
@@ -84,8 +88,21 @@ TEST(RunJudgeEndToEnd, TheRunServesItsJudgeAndAlignmentIsScoredThroughIt) {
   const std::string dir = tmp + "/run";
   auto r = RunProcess(SpargoBinary(), {"train", "--config", tmp + "/config.txtpb", "--run-dir", dir});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_THAT(r.out, HasSubstr("judge: training the run's judge in " + dir + "/judge/run"));
+  // The judge trained in a `spargo train` of its own, beside the policy's warm-up, whose probe scored before the
+  // judge served (without the judge's component).
+  const size_t training = r.out.find("judge: training the run's judge in " + dir + "/judge/run beside the policy's warm-up");
+  const size_t first_step = r.out.find("warmup 25/60");
+  const size_t probe = r.out.find("train-probe acc");
+  const size_t served = r.out.find("judge: `spargo rollout` on");
+  ASSERT_NE(training, std::string::npos) << r.out;
+  ASSERT_NE(probe, std::string::npos) << r.out;
+  ASSERT_NE(served, std::string::npos) << r.out;
+  EXPECT_LT(training, first_step) << r.out;
+  EXPECT_LT(probe, served) << r.out;
   EXPECT_THAT(r.out, HasSubstr("frozen"));
+  const std::string training_log = ReadFile(dir + "/judge/train.log");
+  EXPECT_THAT(training_log, HasSubstr("done: held-out accuracy")) << training_log;
+  EXPECT_THAT(ReadFile(dir + "/judge/training.txtpb"), HasSubstr("run-judge-e2e-judge"));
 
   std::ifstream summary_in(dir + "/summary.json");
   const nlohmann::json summary = nlohmann::json::parse(summary_in);
