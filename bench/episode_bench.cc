@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/agent_config.h"
+#include "common/blas_kernels.h"
 #include "learner/builtin_tasks.h"
 #include "learner/experiment_config.h"
 #include "learner/prompt_codec.h"
@@ -116,4 +117,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace spargo
 
-int main(int argc, char** argv) { return spargo::Main(argc, argv); }
+int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
+  return spargo::Main(argc, argv);
+}

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "common/blas_kernels.h"
 #include "learner/data_parallel.h"
 #include "learner/grpo.h"
 #include "learner/policy_learner.h"
@@ -71,6 +72,7 @@ std::vector<torch::Tensor> Weights(model::CausalLm& m) {
 }  // namespace spargo
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   const std::string device_name = absl::GetFlag(FLAGS_device);

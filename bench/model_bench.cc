@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/peak_memory.h"
+#include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
@@ -35,6 +36,7 @@ ABSL_FLAG(bool, checkpoint, false, "With --train: activation checkpointing (each
 
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   using bench::MedianSeconds;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/blas_kernels.h"
 #include "common/text_proto.h"
 #include "configs/embedded_configs.h"
 #include "rewards/reward_service.h"
@@ -151,6 +152,7 @@ Result RunLevel(const std::string& address, pid_t server, int clients, const rew
 }  // namespace spargo
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   config::Domain domain;

@@ -16,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/bench_models.h"
+#include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
 
 ABSL_FLAG(int32_t, prompt, 4096, "Tokens per sequence.");
@@ -24,6 +25,7 @@ ABSL_FLAG(int32_t, top, 30, "Kernels listed.");
 ABSL_FLAG(std::string, trace, "", "Where to save the Chrome trace (none when empty).");
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   namespace prof = torch::autograd::profiler;

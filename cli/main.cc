@@ -15,6 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "cli/command.h"
+#include "common/blas_kernels.h"
 #include "common/logging.h"
 
 ABSL_FLAG(std::string, log_level, "info", "Log level: debug, info, warning or error.");
@@ -163,6 +164,7 @@ bool PreParse(const Command& c, int argc, char** argv, std::vector<std::string>*
 }  // namespace spargo::cli
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   using spargo::cli::Command;
   if (argc < 2 || spargo::cli::IsHelp(argv[1])) {
     spargo::cli::PrintMainHelp();
