@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <climits>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "grpc/grpc.h"
 #include "grpc/grpc_security.h"
@@ -19,12 +18,9 @@ namespace spargo {
 namespace {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(what, " '", path, "': cannot be opened"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().empty()) return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "': empty"));
-  return ss.str();
+  absl::StatusOr<std::string> text = ReadFileToString(path, what);
+  if (text.ok() && text->empty()) return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "': empty"));
+  return text;
 }
 
 // Constant time in the length of `expected`.

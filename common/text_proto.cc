@@ -1,9 +1,7 @@
 #include "common/text_proto.h"
 
 #include <cmath>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -11,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -226,12 +225,9 @@ absl::Status ParseTextProto(absl::string_view text, absl::string_view source_nam
 }
 
 absl::Status LoadTextProtoFile(const std::string& path, Message* message) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file '", path, "'"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("cannot read config file '", path, "'"));
-  return ParseTextProto(buffer.str(), path, message);
+  absl::StatusOr<std::string> text = ReadFileToString(path, "config file");
+  if (!text.ok()) return text.status();
+  return ParseTextProto(*text, path, message);
 }
 
 absl::Status ApplyFieldOverride(absl::string_view assignment, Message* message) {

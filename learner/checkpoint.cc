@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <vector>
 
@@ -17,6 +16,7 @@
 #include "common/bounded_json.h"
 #include "common/crc32.h"
 #include "common/logging.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -40,14 +40,6 @@ std::optional<std::pair<int, int64_t>> OrderOf(const std::string& name) {
   int64_t step;
   if (!absl::SimpleAtoi(rest, &step)) return std::nullopt;
   return std::make_pair(phase, step);
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 std::vector<std::pair<std::pair<int, int64_t>, std::string>> ListCheckpoints(const std::string& dir) {
@@ -175,7 +167,7 @@ absl::StatusOr<std::optional<std::string>> CheckpointStore::Latest() const {
 
 absl::Status CheckpointStore::Verify(const std::string& path) {
   const std::string file = path + "/state.json";
-  SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(file));
+  SPARGO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(file, "checkpoint manifest"));
   nlohmann::json j = ParseBoundedJson(text);
   if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(file, ": not a JSON object"));
   if (!j.contains("files")) return absl::OkStatus();  // written before checksums existed
@@ -203,15 +195,12 @@ absl::Status CheckpointStore::Verify(const std::string& path) {
 
 absl::StatusOr<TrainerState> CheckpointStore::ReadState(const std::string& path, size_t num_sources) {
   const std::string file = path + "/state.json";
-  std::ifstream in(file);
-  if (!in) return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no state.json"));
-  std::stringstream text;
-  text << in.rdbuf();
+  SPARGO_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file, "checkpoint state"));
   TrainerState state;
   nlohmann::json j;
   SPARGO_RETURN_IF_ERROR(CallCatching(absl::StrCat("reading ", file), [&] {
-    if (JsonNestingDepth(text.str()) > kMaxJsonDepth) throw std::runtime_error("nested too deep");
-    j = nlohmann::json::parse(text.str());
+    if (JsonNestingDepth(text) > kMaxJsonDepth) throw std::runtime_error("nested too deep");
+    j = nlohmann::json::parse(text);
     state.phase = j.at("phase").get<std::string>();
     state.step = j.at("step").get<int64_t>();
     state.wall_seconds = j.value("wall_seconds", 0.0);
@@ -258,7 +247,7 @@ absl::StatusOr<std::string> CheckpointStore::ReadOptimizerState(const std::strin
   if (!fs::exists(path + "/optimizer.pt", ec)) {
     return absl::NotFoundError(absl::StrCat("checkpoint '", path, "' has no optimizer.pt"));
   }
-  return ReadWholeFile(path + "/optimizer.pt");
+  return ReadFileToString(path + "/optimizer.pt", "optimizer state");
 }
 
 }  // namespace spargo::learner

@@ -10,7 +10,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -21,6 +20,7 @@
 #include "common/atomic_file.h"
 #include "common/bounded_json.h"
 #include "common/logging.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "learner/gnuplot_runner.h"
 #include "nlohmann/json.hpp"
@@ -39,15 +39,6 @@ namespace {
 using nlohmann::json;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return text.str();
-}
 
 std::string Excerpt(absl::string_view line) {
   return line.size() <= 60 ? std::string(line) : absl::StrCat(line.substr(0, 60), "...");
@@ -101,7 +92,7 @@ absl::Status ReadMetrics(const std::string& path, RunCurves* curves) {
                                             ": no such file (not a spargo run directory, or no GRPO step has "
                                             "been completed yet)"));
   }
-  SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
+  SPARGO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, "metrics"));
   const bool ends_in_newline = text.empty() || text.back() == '\n';
   std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
   if (ends_in_newline) lines.pop_back();  // the empty piece after the final newline
@@ -154,7 +145,7 @@ absl::Status ReadHeldout(const std::string& run_dir, RunCurves* curves) {
   const std::string summary_path = run_dir + "/summary.json";
   std::error_code ec;
   if (std::filesystem::exists(summary_path, ec)) {
-    SPARGO_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(summary_path));
+    SPARGO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(summary_path, "run summary"));
     json summary = ParseBoundedJson(text);
     if (summary.is_discarded() || !summary.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(summary_path, ": not a JSON object"));
@@ -175,7 +166,7 @@ absl::Status ReadHeldout(const std::string& run_dir, RunCurves* curves) {
   // Checkpoints come and go while a run writes them: a folder that cannot be read is passed over.
   for (std::filesystem::directory_iterator it(run_dir + "/checkpoints", ec), end; !ec && it != end; it.increment(ec)) {
     if (absl::StartsWith(it->path().filename().string(), ".")) continue;
-    absl::StatusOr<std::string> text = ReadWholeFile(it->path().string() + "/state.json");
+    absl::StatusOr<std::string> text = ReadFileToString(it->path().string() + "/state.json", "checkpoint state");
     if (!text.ok()) continue;
     json state = ParseBoundedJson(*text);
     if (state.is_discarded() || !state.is_object() || !state.contains("heldout_before") ||

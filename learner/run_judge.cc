@@ -1,9 +1,7 @@
 #include "learner/run_judge.h"
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +10,7 @@
 #include "common/bounded_json.h"
 #include "common/logging.h"
 #include "common/loopback_port.h"
+#include "common/read_file.h"
 #include "common/service_security.h"
 #include "common/status_macros.h"
 #include "common/text_proto.h"
@@ -107,7 +106,7 @@ absl::StatusOr<config::ExperimentConfig> JudgeTrainingConfig(const config::Exper
 }
 
 JudgeTraining::JudgeTraining(std::string dir, std::unique_ptr<ChildProcess> child)
-    : dir_(std::move(dir)), child_(std::move(child)), start_(absl::Now()) {}
+    : dir_(std::move(dir)), child_(std::move(child)) {}
 
 JudgeTraining::~JudgeTraining() = default;  // the child is stopped (SIGTERM, then SIGKILL after 10 s) and reaped
 
@@ -146,18 +145,18 @@ absl::StatusOr<nlohmann::json> JudgeTraining::Wait() {
       return absl::InternalError(absl::StrCat("the judge's training (`spargo train` in ", run, ") ", how,
                                               "; its log ", log_path(), " ends:\n", child_->LogTail()));
     }
-    out["seconds"] = absl::ToDoubleSeconds(absl::Now() - start_);
   }
-  std::ifstream in(run + "/summary.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json summary = ParseBoundedJson(text.str());
-  if (!in || summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
+  absl::StatusOr<std::string> text = ReadFileToString(run + "/summary.json", "the judge's training summary");
+  const nlohmann::json summary = text.ok() ? ParseBoundedJson(*text) : nlohmann::json(nlohmann::json::value_t::discarded);
+  if (!text.ok() || summary.is_discarded() || !summary.is_object() || !summary.contains("checkpoint") ||
       !summary["checkpoint"].is_string()) {
     return absl::DataLossError(absl::StrCat("judge: ", run, "/summary.json cannot be read; remove ", run,
                                             " to train the judge again"));
   }
   out["checkpoint"] = summary["checkpoint"];
+  if (child_ != nullptr && summary.contains("wall_seconds") && summary["wall_seconds"].is_number()) {
+    out["seconds"] = summary["wall_seconds"];  // the training's own time, not the wait for it
+  }
   if (summary.contains("heldout_accuracy_after")) out["heldout_accuracy"] = summary["heldout_accuracy_after"];
   return out;
 }

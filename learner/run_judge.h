@@ -57,7 +57,7 @@ class JudgeTraining {
   JudgeTraining& operator=(const JudgeTraining&) = delete;
 
   // Waits for the training to end: {"run_dir", "checkpoint", "heldout_accuracy" (its held-out verdicts, when
-  // evaluated), "seconds" (its training's wall time, when it ran here)}. INTERNAL quoting the log's end when the
+  // evaluated), "seconds" (its training run's wall time, when it ran here)}. INTERNAL quoting the log's end when the
   // training failed; DATA_LOSS when its summary cannot be read.
   absl::StatusOr<nlohmann::json> Wait();
   // Whether it has ended (Wait then returns at once).
@@ -70,7 +70,6 @@ class JudgeTraining {
   JudgeTraining(std::string dir, std::unique_ptr<ChildProcess> child);
   std::string dir_;
   std::unique_ptr<ChildProcess> child_;  // null when trained before
-  absl::Time start_;
 };
 
 class RunJudge {

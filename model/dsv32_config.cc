@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -227,11 +226,8 @@ std::string Dsv32ConfigToJson(const Dsv32Config& c) {
 }
 
 absl::StatusOr<Dsv32Config> LoadDsv32Config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(path + ": cannot be opened");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseDsv32Config(ss.str(), path);
+  SPARGO_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, "model config"));
+  return ParseDsv32Config(text, path);
 }
 
 }  // namespace spargo::model

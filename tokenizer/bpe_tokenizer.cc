@@ -1,12 +1,11 @@
 #include "tokenizer/bpe_tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -59,11 +58,8 @@ const BpeTokenizer::AddedToken* BpeTokenizer::AddedSet::Find(absl::string_view t
 }
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("tokenizer '", path, "': cannot be opened"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return FromJsonText(ss.str(), path);
+  SPARGO_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, "tokenizer"));
+  return FromJsonText(text, path);
 }
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJsonText(absl::string_view text, const std::string& source) {

@@ -1,11 +1,10 @@
 #include "tokenizer/tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/bounded_json.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/bpe_tokenizer.h"
@@ -62,19 +61,13 @@ std::optional<std::string> ConfigToken(const nlohmann::json& config, const char*
 class BpeText final : public Tokenizer {
  public:
   static absl::StatusOr<std::shared_ptr<const Tokenizer>> Load(const std::string& path) {
-    std::ifstream file(path, std::ios::binary);
-    if (!file) return absl::NotFoundError(absl::StrCat("tokenizer '", path, "': cannot be opened"));
-    std::stringstream json_text;
-    json_text << file.rdbuf();
+    SPARGO_ASSIGN_OR_RETURN(const std::string json_text, ReadFileToString(path, "tokenizer"));
     const std::string config_path = (std::filesystem::path(path).parent_path() / "tokenizer_config.json").string();
-    std::optional<std::string> config_text;
-    std::ifstream in(config_path);
-    if (in) {
-      std::stringstream text;
-      text << in.rdbuf();
-      config_text = text.str();
+    std::optional<std::string> config_text;  // optional: absent (or unreadable) means none
+    if (absl::StatusOr<std::string> text = ReadFileToString(config_path, "tokenizer config"); text.ok()) {
+      config_text = *std::move(text);
     }
-    return FromTexts(json_text.str(), path, config_text, config_path, path);
+    return FromTexts(json_text, path, config_text, config_path, path);
   }
 
   // A tokenizer.json's text (`path` names it in errors) and, when there is one, its tokenizer_config.json's.
@@ -163,12 +156,7 @@ absl::StatusOr<std::optional<TokenizerFiles>> ReadTokenizerFiles(const std::stri
   if (spec == "byte") return std::nullopt;
   if (spec == kChatBytesSpec) return TokenizerFiles{ChatBytesTokenizerJson(), ChatBytesTokenizerConfigJson()};
   auto read = [](const std::string& path, std::string* out) -> absl::Status {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("tokenizer '", path, "': cannot be opened"));
-    std::stringstream text;
-    text << in.rdbuf();
-    if (in.bad()) return absl::DataLossError(absl::StrCat("tokenizer '", path, "': read failed"));
-    *out = text.str();
+    SPARGO_ASSIGN_OR_RETURN(*out, ReadFileToString(path, "tokenizer"));
     return absl::OkStatus();
   };
   TokenizerFiles files;
