@@ -139,6 +139,8 @@ Dsv32Model::Dsv32Model(const Dsv32Config& c) : config_(c) {
                     Param(m + "shared_experts.down_proj.weight", {h, inter}, std)};
       }
     }
+    l.attention_inputs = std::make_shared<ConcatenatedWeights>();
+    if (!l.moe) l.gate_up = std::make_shared<ConcatenatedWeights>();
     layers_.push_back(std::move(l));
   }
   norm_ = Param("model.norm.weight", {h}, -1);
@@ -165,10 +167,11 @@ torch::Tensor Dsv32Model::IndexerQuery(const Layer& l, const torch::Tensor& qr, 
 }
 
 torch::Tensor Dsv32Model::IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin) {
+                                     const torch::Tensor& sin, const torch::Tensor* projected) {
   const Dsv32Config& c = config_;
   const int64_t rope = c.qk_rope_head_dim;
-  torch::Tensor k = torch::layer_norm(Linear(x, l.wk), {c.index_head_dim}, l.k_norm_weight, l.k_norm_bias, 1e-6);
+  torch::Tensor k = torch::layer_norm(projected != nullptr ? *projected : Linear(x, l.wk), {c.index_head_dim},
+                                      l.k_norm_weight, l.k_norm_bias, 1e-6);
   return RopeHalf(k, cos, sin, rope);  // [B, T, Di]
 }
 
@@ -186,15 +189,16 @@ torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::
 }
 
 Dsv32Model::MlaProjections Dsv32Model::Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                                const torch::Tensor& sin) const {
+                                                const torch::Tensor& sin, const torch::Tensor* q_a,
+                                                const torch::Tensor* ckv_in) const {
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nope = c.qk_nope_head_dim, lora = c.kv_lora_rank;
   MlaProjections m;
-  m.qr = RmsNorm(Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
+  m.qr = RmsNorm(q_a != nullptr ? *q_a : Linear(x, l.q_a_proj), l.q_a_layernorm, c.rms_norm_eps);
   torch::Tensor q = Linear(m.qr, l.q_b_proj).view({b, t, c.num_attention_heads, c.qk_head_dim()});
   m.q_nope = q.index({"...", Slice(0, nope)});
   m.q_rope = RopeInterleaved(q.index({"...", Slice(nope, torch::indexing::None)}), cos, sin);
-  torch::Tensor ckv = Linear(x, l.kv_a_proj_with_mqa);
+  torch::Tensor ckv = ckv_in != nullptr ? *ckv_in : Linear(x, l.kv_a_proj_with_mqa);
   m.latent = RmsNorm(ckv.index({"...", Slice(0, lora)}), l.kv_a_layernorm, c.rms_norm_eps);
   m.k_rope = RopeInterleaved(ckv.index({"...", Slice(lora, torch::indexing::None)}), cos, sin);
   return m;
@@ -343,11 +347,25 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   const Layer& l = layers_[layer];
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), lora = c.kv_lora_rank;
-  const MlaProjections m = Project(l, x, cos, sin);
+  // x's products with q_a_proj, kv_a_proj_with_mqa, wk and weights_proj as one (Concatenated), where it applies.
+  torch::Tensor inputs = Concatenated(l.attention_inputs.get(), {&l.q_a_proj, &l.kv_a_proj_with_mqa, &l.wk,
+                                                                  &l.weights_proj});
+  std::array<torch::Tensor, 4> product;  // [B, T, q_lora], [B, T, kv_lora + rope], [B, T, Di], [B, T, Hi]
+  if (inputs.defined()) {
+    torch::Tensor all = Linear(x, inputs);                                                 // [B, T, sum of rows]
+    int64_t from = 0;
+    for (auto [i, w] : {std::make_pair(0, &l.q_a_proj), std::make_pair(1, &l.kv_a_proj_with_mqa),
+                        std::make_pair(2, &l.wk), std::make_pair(3, &l.weights_proj)}) {
+      product[i] = all.narrow(-1, from, w->size(0));
+      from += w->size(0);
+    }
+  }
+  const bool fused = inputs.defined();
+  const MlaProjections m = Project(l, x, cos, sin, fused ? &product[0] : nullptr, fused ? &product[1] : nullptr);
   const torch::Tensor &qr = m.qr, &latent = m.latent, &k_rope = m.k_rope;
   // Write the new (non-padding) tokens' entries at their positions.
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
-  torch::Tensor index_k = IndexerKey(l, x, cos, sin);
+  torch::Tensor index_k = IndexerKey(l, x, cos, sin, fused ? &product[2] : nullptr);
   const int64_t li = static_cast<int64_t>(layer);
   torch::Tensor kv_new = torch::cat({latent, k_rope}, -1);                                 // [B, T, kv_lora + rope]
   if (tokens.slots.defined()) {  // every token, at storage rows computed once per call
@@ -362,13 +380,23 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
     kv.Write(li, kKv, rows, at, kv_new.index({valid}));
     kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
   }
-  torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                     // [B, T, Hi, Di]
-  torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                      // [B, S, Di]
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
-  if (UseFusedIndexerTopk(x)) {
-    topk = kernels::IndexerTopk(index_q, index_keys, IndexerHeadWeights(x, l.weights_proj, c.index_n_heads),
-                                tokens.key_limit, c.index_topk);
+  if (UseFusedIndexerTopk(x) && s <= c.index_topk) {
+    // Every allowed key is selected: no scores needed. The same set as the kernel's, in position order rather than
+    // by score (the order only changes the attention's summation order; replays use the set). CUDA only, so that
+    // the CPU's cached paths keep one order for the tests that compare their records.
+    topk = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).expand({b, t, s});
+    topk = topk.masked_fill(topk.gt(tokens.key_limit.unsqueeze(-1)), -1);                  // [B, T, S]
+  } else if (UseFusedIndexerTopk(x)) {
+    torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                   // [B, T, Hi, Di]
+    torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                    // [B, S, Di]
+    torch::Tensor head_weights =
+        fused ? product[3].to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5)
+              : IndexerHeadWeights(x, l.weights_proj, c.index_n_heads);                    // [B, T, Hi] float32
+    topk = kernels::IndexerTopk(index_q, index_keys, head_weights, tokens.key_limit, c.index_topk);
   } else {
+    torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                   // [B, T, Hi, Di]
+    torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                    // [B, S, Di]
     torch::Tensor allowed =
         torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).le(tokens.key_limit.unsqueeze(-1));  // [B, T, S]
     topk = TopkAllowed(IndexerScores(l, x, index_q, index_keys), allowed);
@@ -407,6 +435,54 @@ torch::Tensor Dsv32Model::ValueUpRows(const Layer& l, const torch::Tensor& out_l
   torch::Tensor per_head = out.transpose(0, 1);                                            // [H, N, Dv]
   torch::bmm_out(per_head, out_latent.transpose(0, 1), w_uv.transpose(1, 2));
   return out.view({n, nh * dv});                                                            // [N, H * Dv]
+}
+
+torch::Tensor Dsv32Model::Concatenated(ConcatenatedWeights* st, const std::vector<const torch::Tensor*>& parts) const {
+  if (st == nullptr) return torch::Tensor();
+  if (torch::GradMode::is_enabled()) {
+    for (const torch::Tensor* w : parts) {
+      if (w->requires_grad()) return torch::Tensor();
+    }
+  }
+  absl::MutexLock lock(&st->mu);
+  const torch::Tensor& first = *parts[0];
+  bool rebuild = !st->cat.defined() || st->versions.size() != parts.size() || st->dtype != first.scalar_type() ||
+                 st->device != first.device();
+  for (size_t i = 0; i < parts.size() && !rebuild; ++i) rebuild = st->addresses[i] != parts[i]->data_ptr();
+  torch::NoGradGuard no_grad;
+  if (rebuild) {
+    std::vector<torch::Tensor> detached;
+    st->versions.assign(parts.size(), 0);
+    st->addresses.assign(parts.size(), nullptr);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      detached.push_back(parts[i]->detach());
+      st->versions[i] = parts[i]->_version();
+      st->addresses[i] = parts[i]->data_ptr();
+    }
+    st->cat = torch::cat(detached, 0);  // [sum of rows, in]
+    st->dtype = first.scalar_type();
+    st->device = first.device();
+    return st->cat;
+  }
+  // In place: the buffer keeps its storage (a captured graph reads it).
+  int64_t from = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const torch::Tensor& w = *parts[i];
+    if (w._version() != st->versions[i]) {
+      st->cat.narrow(0, from, w.size(0)).copy_(w);
+      st->versions[i] = w._version();
+    }
+    from += w.size(0);
+  }
+  return st->cat;
+}
+
+torch::Tensor Dsv32Model::CachedSwiGlu(const Layer& l, const torch::Tensor& x) const {
+  torch::Tensor w = Concatenated(l.gate_up.get(), {&l.gate_proj, &l.up_proj});
+  if (!w.defined()) return SwiGlu(x, l.gate_proj, l.up_proj, l.down_proj);
+  const int64_t inter = l.gate_proj.size(0);
+  torch::Tensor both = Linear(x, w);                                                        // [B, T, 2 I]
+  return Linear(F::silu(both.narrow(-1, 0, inter)) * both.narrow(-1, inter, inter), l.down_proj);
 }
 
 torch::Tensor Dsv32Model::Mlp(const Layer& l, const torch::Tensor& x, const torch::Tensor* replay,
@@ -875,8 +951,8 @@ torch::Tensor Dsv32Model::AppendThrough(const torch::Tensor& input_ids, const to
     torch::Tensor topk, routes;
     x = x + CachedAttention(i, RmsNorm(x, l.input_layernorm, config_.rms_norm_eps), cos, sin, tokens, s, kv,
                             record != nullptr ? &topk : nullptr);
-    x = x + Mlp(l, RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps), nullptr,
-                record != nullptr ? &routes : nullptr, /*dense=*/full);
+    torch::Tensor h = RmsNorm(x, l.post_attention_layernorm, config_.rms_norm_eps);
+    x = x + (l.moe ? Mlp(l, h, nullptr, record != nullptr ? &routes : nullptr, /*dense=*/full) : CachedSwiGlu(l, h));
     if (record != nullptr) {
       record->topk.push_back(topk);
       record->routes.push_back(routes);
@@ -892,6 +968,8 @@ void Dsv32Model::To(torch::Device device, torch::ScalarType dtype) {
   for (Layer& l : layers_) {
     if (l.router_bias.defined()) l.router_bias.set_data(l.router_bias.to(torch::kFloat32));
     if (l.stacked != nullptr) l.stacked = std::make_shared<StackedExperts>();  // restacked from the moved experts
+    l.attention_inputs = std::make_shared<ConcatenatedWeights>();                  // concatenated again on use
+    if (l.gate_up != nullptr) l.gate_up = std::make_shared<ConcatenatedWeights>();
   }
 }
 

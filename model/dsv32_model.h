@@ -173,6 +173,19 @@ class Dsv32Model : public CausalLm {
     torch::ScalarType dtype ABSL_GUARDED_BY(mu) = torch::kFloat32;
     torch::Device device ABSL_GUARDED_BY(mu) = torch::kCPU;
   };
+  // Weights that share an input, concatenated along their output rows so that the cached (inference) path computes
+  // their products as one: a layer's attention input products {q_a_proj, kv_a_proj_with_mqa, indexer wk,
+  // weights_proj} and a dense MLP's {gate_proj, up_proj}. Kept beside the layer and kept current like
+  // StackedExperts: rebuilt when a part moved (address, dtype or device), else each part whose version counter
+  // changed (a weight update, an optimiser step) copied in place, so a captured graph reading `cat` sees new values.
+  struct ConcatenatedWeights {
+    absl::Mutex mu;
+    torch::Tensor cat ABSL_GUARDED_BY(mu);  // [sum of the parts' rows, in]
+    std::vector<int64_t> versions ABSL_GUARDED_BY(mu);
+    std::vector<const void*> addresses ABSL_GUARDED_BY(mu);
+    torch::ScalarType dtype ABSL_GUARDED_BY(mu) = torch::kFloat32;
+    torch::Device device ABSL_GUARDED_BY(mu) = torch::kCPU;
+  };
   struct Layer {
     // Attention.
     torch::Tensor q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj;
@@ -186,6 +199,8 @@ class Dsv32Model : public CausalLm {
     std::array<torch::Tensor, 3> shared;
     // MoE layers: MoeDense's stacked experts (see StackedExperts); empty until the first dense call.
     std::shared_ptr<StackedExperts> stacked;
+    // The cached path's concatenated products (see ConcatenatedWeights): attention inputs; dense MLPs' gate and up.
+    std::shared_ptr<ConcatenatedWeights> attention_inputs, gate_up;
     torch::Tensor input_layernorm, post_attention_layernorm;
   };
   // Registers a parameter at a dotted path below this module (creating the intermediate modules).
@@ -215,8 +230,10 @@ class Dsv32Model : public CausalLm {
     torch::Tensor latent;  // [B, T, kv_lora]
     torch::Tensor k_rope;  // [B, T, rope]
   };
-  MlaProjections Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                         const torch::Tensor& sin) const;
+  // q_a and ckv, when given, are x's products with q_a_proj and kv_a_proj_with_mqa computed elsewhere (the cached
+  // path's concatenated product).
+  MlaProjections Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                         const torch::Tensor* q_a = nullptr, const torch::Tensor* ckv = nullptr) const;
   // MQA form: the queries with kv_b_proj's key part folded in, [B, T, H, kv_lora + rope], against one shared
   // [latent | k_rope] row per token; ValueUp applies kv_b_proj's value part to the attended latents
   // [B, T, H, kv_lora] -> [B, T, H * Dv].
@@ -275,7 +292,14 @@ class Dsv32Model : public CausalLm {
                                 torch::Tensor* topk);
   torch::Tensor IndexerQuery(const Layer& l, const torch::Tensor& qr, const torch::Tensor& cos,
                              const torch::Tensor& sin);
-  torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // `projected`, when given, is x's product with wk computed elsewhere.
+  torch::Tensor IndexerKey(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                           const torch::Tensor* projected = nullptr);
+  // The concatenation of `parts` (weights [rows_i, in] of one dtype and device) kept in `st`, current with them
+  // (rebuilt or refreshed in place here); undefined when gradients would have to flow to a part.
+  torch::Tensor Concatenated(ConcatenatedWeights* st, const std::vector<const torch::Tensor*>& parts) const;
+  // The dense MLP of the cached path: gate and up as one product (Concatenated), else as SwiGlu.
+  torch::Tensor CachedSwiGlu(const Layer& l, const torch::Tensor& x) const;
   // The indexer's scores I[t, s]: [B, T, S] float32 (no mask applied).
   torch::Tensor IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
                               const torch::Tensor& k_index);

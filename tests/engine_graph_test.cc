@@ -133,7 +133,7 @@ TEST(EngineGraphs, CapturedDecodeEqualsTheEagerPaddedAndUnpaddedDecode) {
 }
 
 // A weight update keeps the captured graphs (rollout/decode_graphs.h): the first decode call after it runs eagerly
-// (the model refreshes its stacked experts in place), the graphs are replayed from then on, and every sample equals
+// (the model refreshes its stacked experts and concatenated products in place), the graphs are replayed from then on, and every sample equals
 // a fresh engine's eager padded decode of the new weights, bit for bit.
 TEST(EngineGraphs, CapturedDecodeFollowsAWeightUpdate) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device";
@@ -155,8 +155,9 @@ TEST(EngineGraphs, CapturedDecodeFollowsAWeightUpdate) {
   ASSERT_TRUE(before.ok()) << before.status();
   const EngineStats first = (*engine)->stats();
   ASSERT_GT(first.decode_graphs, 0);
-  // Every routed expert and the output head changed in place, as a weight update does.
-  int64_t experts = 0;
+  // Every routed expert, the output head, the attention's input projections and the dense MLP's gate and up
+  // (the cached path's stacked and concatenated copies) changed in place, as a weight update does.
+  int64_t experts = 0, concatenated = 0;
   ASSERT_TRUE((*engine)
                   ->Exclusive([&] {
                     for (auto& p : m->named_parameters(true)) {
@@ -164,11 +165,20 @@ TEST(EngineGraphs, CapturedDecodeFollowsAWeightUpdate) {
                         p.value().mul_(-1.5);
                         ++experts;
                       }
+                      for (const char* part : {"q_a_proj", "kv_a_proj_with_mqa", "indexer.wk", "weights_proj",
+                                               "mlp.gate_proj", "mlp.up_proj"}) {
+                        if (p.key().find(part) == std::string::npos || p.key().find(".experts.") != std::string::npos) {
+                          continue;
+                        }
+                        p.value().mul_(-1.25);
+                        ++concatenated;
+                      }
                     }
                     return absl::OkStatus();
                   })
                   .ok());
   ASSERT_GT(experts, 1);
+  ASSERT_GT(concatenated, 4);
   absl::StatusOr<std::vector<SampleGroup>> after = (*engine)->Generate(prompts, o);
   ASSERT_TRUE(after.ok()) << after.status();
   const EngineStats second = (*engine)->stats();
