@@ -42,6 +42,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/served_rollout.h"
+#include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
 #include "rollout/engine.h"
 
@@ -484,6 +485,7 @@ void PrintBacktraceAndDie(int signal) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   std::signal(SIGSEGV, PrintBacktraceAndDie);
   std::signal(SIGABRT, PrintBacktraceAndDie);
   absl::ParseCommandLine(argc, argv);
