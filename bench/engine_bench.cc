@@ -20,12 +20,19 @@
 // Prints one markdown table per mode and the engine's counters.
 #include <torch/torch.h>
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <execinfo.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -42,6 +49,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/served_rollout.h"
+#include "common/atomic_file.h"
 #include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
 #include "rollout/engine.h"
@@ -85,6 +93,10 @@ using spargo::rollout::GenerationEngine;
 using spargo::rollout::GroupRequest;
 using spargo::rollout::SampleGroup;
 using spargo::rollout::SamplingOptions;
+
+// What the process was doing last (main thread), for the crash report below.
+std::atomic<const char*> g_phase{"start"};
+void Phase(const char* what) { g_phase.store(what); }
 
 std::vector<GroupRequest> RandomPrompts(int64_t n, int64_t length, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -374,13 +386,12 @@ int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const tor
   const std::string dir = (std::filesystem::temp_directory_path() /
                            ("spargo-engine-bench-" + std::to_string(getpid()))).string();
   std::filesystem::create_directories(dir);
-  // The folder (checkpoint and the server's log) goes when this returns, after the server has stopped.
+  // The folder (checkpoint and the server's log) goes when this returns, after the server has stopped. RemoveTree,
+  // not std::filesystem::remove_all: with the pip CUDA libtorch that call binds to the copy libtorch.so exports,
+  // which jumps to address 0 (this bench's SIGSEGV at exit on the H200; common/atomic_file.h).
   struct RemoveOnReturn {
     std::string dir;
-    ~RemoveOnReturn() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
+    ~RemoveOnReturn() { RemoveTree(dir).IgnoreError(); }
   } remove_dir{dir};
   if (absl::Status s = bench::WriteCheckpoint(m, dir); !s.ok()) {
     std::cerr << "writing the checkpoint: " << s << "\n";
@@ -440,6 +451,7 @@ int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const tor
     row("decode batch " + std::to_string(b) + ", prompt " + std::to_string(prompt) + " + " + std::to_string(fresh),
         *here, *there);
   }
+  Phase("served: grpo load");
   EngineStats stats;
   absl::StatusOr<Timed> here = GrpoInProcess(m, base, device, grpo, &stats);
   std::vector<ServedCall> calls(grpo.prompts.size());
@@ -456,38 +468,166 @@ int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const tor
   PrintStats(stats);  // the grpo load in process
   std::fflush(stdout);
   // The server's counters over all its loads (it logs them as it stops).
+  Phase("served: stopping the server");
   for (absl::string_view line : absl::StrSplit((*server)->Stop(), '\n')) {
     if (absl::StrContains(line, "rollout engine: ") && absl::StrContains(line, "steps")) {
       std::printf("served %s\n", std::string(line.substr(line.find("rollout engine: ") + 8)).c_str());
     }
   }
   std::fflush(stdout);
-  // On the H200 build the process then died (SIGSEGV at an address the unwinder cannot follow) while this function's
-  // locals were destroyed, after the server had stopped and this line was printed (rc 139, also before this
-  // session's changes; not on the CPU build, whose libtorch shares the system's protobuf where the CUDA libtorch
-  // bundles its own). The gRPC channel and stub are the one teardown here beyond plain data: they are left to the
-  // process's end (main ends with _Exit after the served mode). Not yet verified on the H200.
-  [[maybe_unused]] ServedRollout* left = server->release();
+  Phase("served: destroying RunServed's locals");  // the server object (stopped), then the folder
   return 0;
 }
 
-// A crash (the served mode's at exit, seen on the H200) prints where it happened before the process dies.
-void PrintBacktraceAndDie(int signal) {
+// Writes a string / a hex number to stderr (async-signal-safe).
+void Say(const char* s) { [[maybe_unused]] const ssize_t n = write(STDERR_FILENO, s, std::strlen(s)); }
+void SayHex(uint64_t v) {
+  char buf[19] = "0x";
+  for (int i = 0; i < 16; ++i) buf[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 15];
+  buf[18] = 0;
+  Say(buf);
+}
+
+// The executable mappings of the process, read once in the handler.
+struct Mapping {
+  uint64_t begin, end, offset;
+  char name[160];
+};
+Mapping g_maps[1024];
+int g_num_maps = 0;
+void ReadMaps() {
+  static char text[1 << 20];
+  const int fd = open("/proc/self/maps", O_RDONLY);
+  if (fd < 0) return;
+  size_t len = 0;
+  ssize_t r;
+  while (len < sizeof(text) - 1 && (r = read(fd, text + len, sizeof(text) - 1 - len)) > 0) len += r;
+  close(fd);
+  text[len] = 0;
+  for (char* line = text; *line && g_num_maps < 1024;) {
+    char* end = std::strchr(line, '\n');
+    if (end) *end = 0;
+    unsigned long long b = 0, e = 0, off = 0;
+    char perms[8] = {0};
+    int name_at = 0;
+    if (std::sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &b, &e, perms, &off, &name_at) >= 4 && perms[2] == 'x') {
+      Mapping& m = g_maps[g_num_maps++];
+      m.begin = b, m.end = e, m.offset = off;
+      std::snprintf(m.name, sizeof(m.name), "%s", name_at > 0 ? line + name_at : "?");
+    }
+    if (!end) break;
+    line = end + 1;
+  }
+}
+const Mapping* FindMapping(uint64_t a) {
+  for (int i = 0; i < g_num_maps; ++i) {
+    if (a >= g_maps[i].begin && a < g_maps[i].end) return &g_maps[i];
+  }
+  return nullptr;
+}
+// "0xADDR lib+0xOFF symbol+0xD" for a code address.
+void SayCode(uint64_t a) {
+  SayHex(a);
+  const Mapping* m = FindMapping(a);
+  if (m == nullptr) {
+    Say(" (not in an executable mapping)");
+    return;
+  }
+  Say(" ");
+  Say(m->name);
+  Say("+");
+  SayHex(a - m->begin + m->offset);
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(a), &info) != 0 && info.dli_sname != nullptr) {
+    Say(" ");
+    Say(info.dli_sname);
+    Say("+");
+    SayHex(a - reinterpret_cast<uint64_t>(info.dli_saddr));
+  }
+}
+
+// A crash prints where it happened before the process dies: the signal, the thread, the main thread's last phase,
+// the faulting instruction, and the code addresses found on the stack (glibc's backtrace stops at a jump to a bad
+// address, as in the served mode's old crash at exit, or in code without unwind tables). Best effort: sscanf,
+// dladdr and opendir are not async-signal-safe, which a process that is dying anyway can afford.
+void PrintCrashAndDie(int signal, siginfo_t* info, void* context) {
+  ReadMaps();
+  const auto* uc = static_cast<ucontext_t*>(context);
+  const uint64_t rip = uc->uc_mcontext.gregs[REG_RIP], rsp = uc->uc_mcontext.gregs[REG_RSP];
+  char line[256];
+  char comm[64] = "?";
+  std::snprintf(line, sizeof(line), "/proc/self/task/%ld/comm", static_cast<long>(syscall(SYS_gettid)));
+  if (const int fd = open(line, O_RDONLY); fd >= 0) {
+    const ssize_t n = read(fd, comm, sizeof(comm) - 1);
+    comm[n > 0 ? n - 1 : 0] = 0;
+    close(fd);
+  }
+  std::snprintf(line, sizeof(line),
+                "spargo_engine_bench: fatal signal %d (code %d, from pid %d) at address ", signal, info->si_code,
+                static_cast<int>(info->si_pid));
+  Say(line);
+  SayHex(reinterpret_cast<uint64_t>(info->si_addr));
+  std::snprintf(line, sizeof(line), " in thread %ld '%s' (main thread %d); main's last phase: ",
+                static_cast<long>(syscall(SYS_gettid)), comm, static_cast<int>(getpid()));
+  Say(line);
+  Say(g_phase.load());
+  Say("\nrip ");
+  SayCode(rip);
+  Say("\nrsp ");
+  SayHex(rsp);
+  Say(" rbp ");
+  SayHex(uc->uc_mcontext.gregs[REG_RBP]);
+  Say("\ncode addresses on the stack (innermost first):\n");
+  const auto* stack = reinterpret_cast<const uint64_t*>(rsp);
+  for (int i = 0, shown = 0; i < 2048 && shown < 40; ++i) {
+    const uint64_t w = stack[i];
+    if (FindMapping(w) == nullptr) continue;
+    std::snprintf(line, sizeof(line), "  [rsp+%d] ", 8 * i);
+    Say(line);
+    SayCode(w);
+    Say("\n");
+    ++shown;
+  }
+  Say("threads:");
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      char path[300];
+      std::snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+      char name[64] = "?";
+      if (const int fd = open(path, O_RDONLY); fd >= 0) {
+        const ssize_t n = read(fd, name, sizeof(name) - 1);
+        name[n > 0 ? n - 1 : 0] = 0;
+        close(fd);
+      }
+      Say(" ");
+      Say(e->d_name);
+      Say(":");
+      Say(name);
+    }
+    closedir(dir);
+  }
+  Say("\nbacktrace:\n");
   void* frames[64];
-  const int n = backtrace(frames, 64);
-  const char header[] = "spargo_engine_bench: fatal signal; backtrace:\n";
-  [[maybe_unused]] const ssize_t written = write(STDERR_FILENO, header, sizeof(header) - 1);
-  backtrace_symbols_fd(frames, n, STDERR_FILENO);
-  std::signal(signal, SIG_DFL);
-  std::raise(signal);
+  backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
+  ::signal(signal, SIG_DFL);
+  ::raise(signal);
+}
+
+void InstallCrashHandler() {
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_sigaction = PrintCrashAndDie;
+  action.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) sigaction(s, &action, nullptr);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
-  std::signal(SIGSEGV, PrintBacktraceAndDie);
-  std::signal(SIGABRT, PrintBacktraceAndDie);
+  InstallCrashHandler();
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
   const std::string name = absl::GetFlag(FLAGS_config), device_name = absl::GetFlag(FLAGS_device);
@@ -509,7 +649,6 @@ int main(int argc, char** argv) {
   base.block_size = absl::GetFlag(FLAGS_block_size);
   base.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const std::vector<std::string> graph_modes = absl::StrSplit(absl::GetFlag(FLAGS_graphs), ',');
-  bool served = false;
   base.graphs = GraphMode(graph_modes.front());
   const int prompt = absl::GetFlag(FLAGS_prompt);
   std::printf("DeepSeek-V3.2 %s, %s, %s, engine blocks of %lld tokens, prefill chunks of %lld tokens\n", name.c_str(),
@@ -558,7 +697,7 @@ int main(int argc, char** argv) {
       PrintStats(stats);
     } else if (mode == "served") {
       if (const int code = RunServed(m, base, device, dtype); code != 0) return code;
-      served = true;
+      Phase("main: after the served mode");
     } else if (mode == "prefill") {
       std::printf("\n| prompt | prefill s | prefill tokens/s | peak GiB besides weights (cache + activations) |\n| --- | --- | --- | --- |\n");
       for (int64_t length : ParsePositiveList(absl::GetFlag(FLAGS_lengths))) {
@@ -592,11 +731,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (served) {
-    // The served mode's gRPC client is not torn down (see RunServed): everything is printed and the server reaped,
-    // so the process ends without running exit-time destructors.
-    std::fflush(nullptr);
-    std::_Exit(0);
-  }
+  Phase("main: returning");
   return 0;
 }
