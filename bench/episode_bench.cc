@@ -44,7 +44,8 @@ int Main(int argc, char** argv) {
   }
   config::ModelConfig mc = cfg->model();
   mc.set_pretrained_dir(absl::GetFlag(FLAGS_model));
-  auto tok = tokenizer::LoadTokenizer("byte");
+  // The run's tokenizer (chat-bytes in the embedded config): the checkpoint was trained on its ids.
+  auto tok = tokenizer::LoadTokenizer(mc.tokenizer().empty() ? "byte" : mc.tokenizer());
   auto model = tok.ok() ? model::CreateModel(mc, (*tok)->vocab_size()) : tok.status();
   auto tools = agent::ToolBoxFromConfig(cfg->rollout().agent(), "rollout.agent");
   if (!model.ok() || !tools.ok()) {
