@@ -7,11 +7,10 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/read_file.h"
 #include "common/utf8.h"
 
 extern char** environ;
@@ -100,10 +99,8 @@ void ChildProcess::Stop(absl::Duration grace) {
 ChildProcess::~ChildProcess() { Stop(); }
 
 std::string ChildProcess::LogTail() const {
-  std::ifstream in(log_path_);
-  std::stringstream s;
-  s << in.rdbuf();
-  return Utf8TailExcerpt(s.str(), 1500);
+  absl::StatusOr<std::string> log = ReadFileToString(log_path_, "log");
+  return log.ok() ? Utf8TailExcerpt(*log, 1500) : std::string(log.status().message());
 }
 
 }  // namespace spargo::learner
