@@ -2,7 +2,7 @@
 // greedy decode tokens/s, for a named configuration with random weights, on CPU or CUDA, float32 or bfloat16.
 // Medians over --reps timed runs after one warm-up (CUDA synchronised). Prints one table row per batch size.
 //   spargo_model_bench [--config tiny|160m] [--device cpu|cuda] [--dtype float32|bfloat16] [--batches 1,64]
-//                      [--prompt 128] [--new_tokens 64] [--reps 3] [--train [--checkpoint]]
+//                      [--prompt 128] [--new_tokens 64] [--reps 3] [--train [--checkpoint] [--warmup all|indexer]]
 // "tiny" is the fixture's shape (2 layers, hidden 64, MoE, vocab 320); "160m" is the 8-layer dense model of the
 // GPU notes (hidden 1024, 16 heads, q_lora 384, kv_lora 256, nope 64, rope 32, v 64, indexer 8 x 64, top-k 256,
 // vocab 32000, MLP 2816).
@@ -21,6 +21,7 @@
 #include "bench/peak_memory.h"
 #include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
+#include "model/parameter_groups.h"
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
@@ -33,6 +34,10 @@ ABSL_FLAG(bool, train, false,
           "Instead: one training step's forward + backward (language-model loss plus the sparse-stage indexer loss, "
           "the learner's ForwardForTraining) on --batches x --prompt tokens.");
 ABSL_FLAG(bool, checkpoint, false, "With --train: activation checkpointing (each layer recomputed in backward).");
+ABSL_FLAG(std::string, warmup, "",
+          "With --train: the dense warm-up stage instead (language-model loss plus the indexer's KL over every causal "
+          "key, ForwardDetailed with kDenseWarmup): 'all' trains every parameter, 'indexer' freezes the rest (the "
+          "report's stage 1). SPARGO_DENSE_WARMUP=materialized selects the [B, H, T, S] form on CUDA.");
 
 
 int main(int argc, char** argv) {
@@ -59,13 +64,31 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_train)) {
     m.set_activation_checkpointing(absl::GetFlag(FLAGS_checkpoint));
     std::printf("activation checkpointing %s\n", absl::GetFlag(FLAGS_checkpoint) ? "on" : "off");
+    const std::string warmup = absl::GetFlag(FLAGS_warmup);
+    if (!warmup.empty()) {
+      if (warmup != "all" && warmup != "indexer") return 2;
+      if (warmup == "indexer" &&
+          !model::FreezeParameterGroups(m, {"embedding", "attention", "router", "mlp", "head"}).ok()) {
+        return 2;
+      }
+      std::printf("dense warm-up stage, training %s\n", warmup == "all" ? "every parameter" : "the indexer only");
+    }
     std::printf("| batch | tokens | forward + backward ms | training tokens/s | peak GiB |\n| --- | --- | --- | --- | --- |\n");
     for (absl::string_view b_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       int64_t b = 0;
       if (!absl::SimpleAtoi(b_text, &b) || b < 1) return 2;
       torch::Tensor ids = torch::randint(0, m.vocab_size(), {b, prompt}, torch::TensorOptions(torch::kInt64).device(device));
       auto step_fn = [&] {
-        model::TrainingForward out = m.ForwardForTraining(ids);
+        model::TrainingForward out;
+        if (warmup.empty()) {
+          out = m.ForwardForTraining(ids);
+        } else {
+          model::Dsv32ForwardOptions options;
+          options.indexer_training = model::IndexerTraining::kDenseWarmup;
+          model::Dsv32Output detailed = m.ForwardDetailed(ids, options);
+          out.logits = detailed.logits;
+          out.aux_loss = detailed.indexer_loss;
+        }
         torch::Tensor lm = torch::nn::functional::cross_entropy(
             out.logits.narrow(1, 0, prompt - 1).reshape({-1, m.vocab_size()}), ids.narrow(1, 1, prompt - 1).reshape({-1}));
         (lm + out.aux_loss).backward();

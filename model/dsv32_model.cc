@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "kernels/dense_warmup.h"
 #include "kernels/indexer_selected.h"
 #include "kernels/lightning_indexer.h"
 #include "kernels/rms_norm.h"
@@ -60,6 +61,13 @@ torch::Tensor IndexerHeadWeights(const torch::Tensor& x, const torch::Tensor& we
 
 // Selection without the scores: the fused indexer top-k kernel, where it exists (CUDA builds, CUDA tensors).
 bool UseFusedIndexerTopk(const torch::Tensor& x) { return x.is_cuda() && kernels::IndexerTopkHasCudaKernel(); }
+
+// Whether this dense warm-up call runs the chunked form (Dsv32ForwardOptions::dense_warmup_form).
+bool ChunkedWarmup(const torch::Tensor& x, DenseWarmupForm form) {
+  if (form != DenseWarmupForm::kAuto) return form == DenseWarmupForm::kChunked;
+  const char* force = std::getenv("SPARGO_DENSE_WARMUP");
+  return x.is_cuda() && !(force != nullptr && std::string(force) == "materialized");
+}
 
 // The cached attention's sparse MLA: the kernel where it applies (kernels/sparse_mla.h), its libtorch reference
 // elsewhere; SPARGO_SPARSE_MLA=reference keeps it on the reference on every device (checks, benchmarks).
@@ -310,6 +318,9 @@ torch::Tensor Dsv32Model::SparseIndexerLoss(const torch::Tensor& q_index, const 
 torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
                                                const torch::Tensor& sin, const Dsv32ForwardOptions& options,
                                                torch::Tensor* topk_out, torch::Tensor* indexer_loss) {
+  if (ChunkedWarmup(x, options.dense_warmup_form)) {
+    return ChunkedWarmupAttention(l, x, cos, sin, options, topk_out, indexer_loss);
+  }
   const Dsv32Config& c = config_;
   const int64_t b = x.size(0), t = x.size(1), nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
@@ -339,6 +350,55 @@ torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tens
   *indexer_loss = IndexerKlLoss(probs, index_scores, keys);
   torch::Tensor out = torch::einsum("bhts,bshd->bthd", {probs, v}).reshape({b, t, nh * c.v_head_dim});
   return Linear(out, l.o_proj);
+}
+
+torch::Tensor Dsv32Model::ChunkedWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                                 const torch::Tensor& sin, const Dsv32ForwardOptions& options,
+                                                 torch::Tensor* topk_out, torch::Tensor* indexer_loss) {
+  const Dsv32Config& c = config_;
+  const int64_t b = x.size(0), t = x.size(1), n = b * t, nh = c.num_attention_heads, lora = c.kv_lora_rank;
+  const int64_t hi = c.index_n_heads, di = c.index_head_dim;
+  const MlaProjections m = Project(l, x, cos, sin);
+  // The indexer's query [B, T, Hi, Di], key [B, T, Di] and head weights [B, T, Hi] float32, with gradient from
+  // detached inputs (as in the materialised form): the KL reaches the indexer's own parameters only.
+  const torch::Tensor xd = x.detach();
+  const torch::Tensor q_index = IndexerQuery(l, m.qr.detach(), cos, sin);
+  const torch::Tensor k_index = IndexerKey(l, xd, cos, sin);
+  const torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);
+  {
+    torch::NoGradGuard no_grad;
+    // [B, T, T] float32 scores only for a caller that asks for them, or a selection without the fused kernel.
+    torch::Tensor index_scores, causal;
+    if (options.index_scores_out != nullptr || (topk_out != nullptr && !UseFusedIndexerTopk(x))) {
+      index_scores = kernels::IndexerScoresReference(q_index.detach(), k_index.detach(), weights.detach());
+      causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
+    }
+    if (options.index_scores_out != nullptr) {
+      options.index_scores_out->push_back(
+          index_scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
+    }
+    if (topk_out != nullptr) {  // what the sparse stage would select (the warm-up itself attends densely)
+      *topk_out = index_scores.defined() ? TopkAllowed(index_scores, causal)
+                                         : kernels::IndexerTopk(q_index.detach(), k_index.detach(), weights.detach(),
+                                                                /*q_offset=*/0, c.index_topk);
+    }
+  }
+  // MQA form over every causal key, chunk by chunk; the KL's target is recomputed from the attention's lse.
+  const torch::Tensor q_rows = AbsorbedQuery(l, m).reshape({n, nh, -1});                 // [B*T, H, kv_lora + rope]
+  const torch::Tensor kv_rows = torch::cat({m.latent, m.k_rope}, -1).reshape({n, -1});   // [B*T, kv_lora + rope]
+  const int64_t chunk = options.dense_warmup_query_chunk;
+  const kernels::SparseMlaOutput attended =
+      kernels::CausalMlaAttention(q_rows, kv_rows, b, c.softmax_scale(), lora, chunk);
+  const torch::Tensor kl = kernels::CausalIndexerKlRows(
+      q_index.reshape({n, hi, di}), k_index.reshape({n, di}), weights.reshape({n, hi}), q_rows.detach(),
+      kv_rows.detach(), attended.lse, b, c.softmax_scale(), chunk);                      // [B*T] float32
+  if (options.loss_queries.defined()) {
+    const torch::Tensor counted = options.loss_queries.to(torch::kBool).reshape({n});   // [B*T]
+    *indexer_loss = kl.masked_fill(counted.logical_not(), 0).sum() / counted.sum().clamp_min(1).to(torch::kFloat32);
+  } else {
+    *indexer_loss = kl.sum() / static_cast<double>(std::max<int64_t>(n, 1));
+  }
+  return Linear(ValueUp(l, attended.out.view({b, t, nh, lora})), l.o_proj);
 }
 
 torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, const torch::Tensor& cos,

@@ -49,6 +49,14 @@ namespace spargo::model {
 // and the selection is discrete, so the language-model loss never reaches them.
 enum class IndexerTraining { kOff, kDenseWarmup, kSparse };
 
+// How kDenseWarmup evaluates its dense attention and KL (both give the same values and gradients):
+//  - kMaterialized: MHA form with [B, H, T, S] probabilities and [B, T, S] indexer scores (the reference).
+//  - kChunked: MQA form query chunk by query chunk with every causal key as the selection (kernels/dense_warmup.h):
+//    memory linear in T (the sparse stage's kernels on CUDA).
+//  - kAuto: kChunked on CUDA, kMaterialized elsewhere; SPARGO_DENSE_WARMUP=materialized in the environment makes it
+//    kMaterialized on CUDA too (comparisons, benchmarks).
+enum class DenseWarmupForm { kAuto, kMaterialized, kChunked };
+
 struct Dsv32ForwardOptions {
   // Per layer [B, T, k] key positions to attend (-1 for unused slots), e.g. what the sampler selected, instead of
   // the indexer's own choice.
@@ -63,6 +71,9 @@ struct Dsv32ForwardOptions {
   // order, for inspection (e.g. telling tied selections apart); the selection then takes the libtorch path. Not
   // with activation checkpointing (the recomputation would append them again).
   std::vector<torch::Tensor>* index_scores_out = nullptr;
+  // kDenseWarmup only: the form (see DenseWarmupForm) and, for kChunked, the queries per chunk (0: chosen from T).
+  DenseWarmupForm dense_warmup_form = DenseWarmupForm::kAuto;
+  int64_t dense_warmup_query_chunk = 0;
 };
 
 // What a forward pass selected: per layer top-k key positions [B, T, k] int64 (-1 where fewer than k are valid)
@@ -257,11 +268,18 @@ class Dsv32Model : public CausalLm {
   torch::Tensor SparseIndexerLoss(const torch::Tensor& q_index, const torch::Tensor& k_index,
                                   const torch::Tensor& weights, const torch::Tensor& rows,
                                   const torch::Tensor& target, const torch::Tensor& loss_queries) const;
-  // The warm-up stage: dense causal attention in MHA mode, materialising [B, H, T, S] probabilities (the indexer's
-  // KL target over every causal key); `topk` gets what the indexer would select.
+  // The warm-up stage: dense causal attention and the indexer's KL over every causal key; `topk` gets what the
+  // indexer would select. kMaterialized (options.dense_warmup_form): MHA mode, materialising [B, H, T, S]
+  // probabilities (the reference); kChunked: ChunkedWarmupAttention.
   torch::Tensor DenseWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin, const Dsv32ForwardOptions& options,
                                      torch::Tensor* topk, torch::Tensor* indexer_loss);
+  // The warm-up in MQA form over query chunks (kernels/dense_warmup.h): no [T, S] tensor outlives a chunk; the
+  // selection for `topk` is the fused top-k kernel's where it exists (index_scores_out, when set, still gets the
+  // [B, T, T] scores, for inspection only).
+  torch::Tensor ChunkedWarmupAttention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                                       const torch::Tensor& sin, const Dsv32ForwardOptions& options,
+                                       torch::Tensor* topk, torch::Tensor* indexer_loss);
   // Where an Append's tokens go, computed once per call: valid (non-padding) [B, T_new]; for the M valid ones,
   // their row and cache position [M].
   // key_limit [B, T_new]: the last key position each token may see (its own position, or its row's last for padding).
