@@ -1,14 +1,23 @@
-// The lightning indexer with its top-k (kernels/lightning_indexer.h): the fused IndexerTopk against the torch path
-// the model used before it (fp32 einsum into [B, T, Hi, S], ReLU, weighted head sum into [B, T, S], causal mask,
-// torch topk), both on the same random bf16 inputs, causal prefill (S = T, query t sees keys 0..t), batch 1.
-// Prints one table row per shape: median time, TFLOP/s of the score computation (2 * Hi * Di per causal (t, s)
-// pair, T (T + 1) / 2 pairs), peak memory above the inputs (CUDA), and how many rows select the same key sets.
-// The torch path runs only where its [T, Hi, S] scores fit in --torch_limit_gib.
+// The lightning indexer with its top-k (kernels/lightning_indexer.h, kernels/indexer_fp8.h): the CUDA kernels against
+// each other and against the torch path the model used before them (fp32 einsum into [B, T, Hi, S], ReLU, weighted
+// head sum into [B, T, S], causal mask, torch topk), all on the same random inputs, causal prefill (S = T, query t
+// sees keys 0..t), batch 1. One table row per (shape, kernel):
+//   per-row bf16  the one-block-per-query kernel (IndexerKernel::kPerRow)
+//   tiled bf16    the wgmma kernel (kTiled; 64 heads x 128 dims only)
+//   tiled fp8     the same on e4m3 inputs from QuantizeIndexerFp8 (the quantization timed apart: "quant ms")
+//   torch         the former path, where its [T, Hi, S] scores fit in --torch_limit_gib
+// Columns: median wall time of the whole selection ("total"), of the tiled kernel's scoring alone
+// (kTiledScoresOnly, the same chunks without the selection kernel) and their difference ("selection"); TFLOP/s of
+// the scoring (2 * Hi * Di per causal (t, s) pair, T (T + 1) / 2 pairs) over the scoring time and over the total;
+// peak memory above the inputs (CUDA); agreement: rows whose key set equals the per-row bf16 kernel's (the torch
+// path's, for that row itself), and for fp8 the mean share of the bf16 set it selects (recall).
 //   spargo_indexer_bench [--device cuda|cpu] [--sets deepseek,160m] [--lengths 8192,32768,131072] [--reps 3]
+//                        [--kernels per_row,tiled,fp8,torch]
 // deepseek: Hi 64, Di 128, top-k 2048 (DeepSeek-V3.2); 160m: Hi 8, Di 64, top-k 256 (bench/bench_models.h).
 #include <cstdio>
-#include <limits>
 #include <iostream>
+#include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,37 +27,66 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/peak_memory.h"
+#include "kernels/indexer_fp8.h"
 #include "kernels/lightning_indexer.h"
 
-ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference on both columns: a smoke test).");
+ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference in every row: a smoke test).");
 ABSL_FLAG(std::string, sets, "deepseek,160m", "Shape sets: deepseek (Hi 64, Di 128, k 2048), 160m (Hi 8, Di 64, k 256).");
 ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Sequence lengths S = T.");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
+ABSL_FLAG(std::string, kernels, "per_row,tiled,fp8,torch", "Rows to run: per_row, tiled, fp8, torch.");
 ABSL_FLAG(double, torch_limit_gib, 60, "Run the torch path only when its [T, Hi, S] fp32 scores fit in this many GiB.");
 
 namespace {
 
+namespace sk = spargo::kernels;
 using spargo::bench::MedianSeconds;
 using spargo::bench::PeakGib;
 
 // The model's former selection path: scores materialised, masked, torch topk.
 torch::Tensor TorchPath(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w, int64_t topk) {
   const int64_t t = q.size(1), s = k.size(1);
-  torch::Tensor scores = spargo::kernels::IndexerScoresReference(q, k, w);  // [B, T, S]
+  torch::Tensor scores = sk::IndexerScoresReference(q, k, w);  // [B, T, S]
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
   torch::Tensor future = torch::arange(s, opts).view({1, 1, s}).gt(torch::arange(t, opts).view({1, t, 1}));
   scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
   return std::get<1>(scores.topk(std::min(topk, s), -1));
 }
 
-// Rows (of B * T) whose fused selection equals the torch path's as a set (unused slots ignored).
-int64_t SameSets(const torch::Tensor& fused, const torch::Tensor& torch_path) {
-  const int64_t t = fused.size(1);
-  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(fused.device());
+// Rows (of B * T) whose selections are equal as sets (slots past the causal count ignored).
+int64_t SameSets(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  const int64_t t = a_in.size(1);
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(a_in.device());
   torch::Tensor pos = torch::arange(t, opts).view({1, t, 1});
-  torch::Tensor a = std::get<0>(fused.sort(-1));
-  torch::Tensor b = std::get<0>(torch_path.masked_fill(torch_path.gt(pos), -1).sort(-1));
+  torch::Tensor a = std::get<0>(a_in.masked_fill(a_in.gt(pos), -1).sort(-1));
+  torch::Tensor b = std::get<0>(b_in.masked_fill(b_in.gt(pos), -1).sort(-1));
   return a.eq(b).all(-1).sum().item<int64_t>();
+}
+
+// The share of `want`'s selected keys (-1 unused) that `got` selects too.
+double Recall(const torch::Tensor& got, const torch::Tensor& want) {
+  torch::Tensor sorted = std::get<0>(want.sort(-1)).contiguous();                         // [B, T, k]
+  torch::Tensor pos = torch::searchsorted(sorted, got.contiguous()).clamp_max(sorted.size(-1) - 1);
+  torch::Tensor hit = sorted.gather(-1, pos).eq(got).logical_and(got.ge(0));
+  return hit.sum().item<double>() / std::max<double>(1.0, want.ge(0).sum().item<double>());
+}
+
+struct Row {
+  std::string kernel;
+  double total_s = -1, scoring_s = -1, quant_s = -1, gib = -1;
+  std::string agreement = "-";
+};
+
+void PrintRow(const std::string& set, int64_t len, int64_t hi, int64_t di, int64_t topk, double flops, const Row& r) {
+  auto ms = [](double s) { return s < 0 ? std::string("-") : std::to_string(s * 1e3).substr(0, 8); };
+  auto tf = [&](double s) { return s < 0 ? std::string("-") : std::to_string(flops / s / 1e12).substr(0, 6); };
+  const double sel = r.total_s >= 0 && r.scoring_s >= 0 ? r.total_s - r.scoring_s : -1;
+  std::printf("| %s | %lld | %lld x %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", set.c_str(),
+              static_cast<long long>(len), static_cast<long long>(hi), static_cast<long long>(di),
+              static_cast<long long>(topk), r.kernel.c_str(), ms(r.total_s).c_str(), ms(r.scoring_s).c_str(),
+              ms(sel).c_str(), tf(r.scoring_s).c_str(), tf(r.total_s).c_str(), ms(r.quant_s).c_str(),
+              r.gib < 0 ? "-" : std::to_string(r.gib).substr(0, 5).c_str(), r.agreement.c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace
@@ -62,19 +100,23 @@ int main(int argc, char** argv) {
   }
   const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const int reps = absl::GetFlag(FLAGS_reps);
-  std::printf("Lightning indexer + top-k, causal prefill, batch 1, bf16 inputs, %s, fused kernel %s, median of %d\n",
-              device_name.c_str(), spargo::kernels::IndexerTopkHasCudaKernel() ? "built" : "NOT built (reference)",
-              reps);
-  std::printf("| set | S = T | Hi x Di | k | fused ms | fused TFLOP/s | fused peak GiB | torch ms | torch TFLOP/s | "
-              "torch peak GiB | same sets |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::set<std::string> kernels;
+  for (absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_kernels), ',')) kernels.insert(std::string(k));
+  std::printf("Lightning indexer + top-k, causal prefill, batch 1, %s, CUDA kernels %s, median of %d\n",
+              device_name.c_str(), sk::IndexerTopkHasCudaKernel() ? "built" : "NOT built (reference)", reps);
+  std::printf("| set | S = T | Hi x Di | k | kernel | total ms | scoring ms | selection ms | scoring TFLOP/s | "
+              "total TFLOP/s | quant ms | peak GiB | agreement |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   torch::NoGradGuard no_grad;
-  for (absl::string_view set : absl::StrSplit(absl::GetFlag(FLAGS_sets), ',')) {
+  for (absl::string_view set_view : absl::StrSplit(absl::GetFlag(FLAGS_sets), ',')) {
+    const std::string set(set_view);
     const bool deepseek = set == "deepseek";
     if (!deepseek && set != "160m") {
       std::cerr << "unknown shape set " << set << "\n";
       return 2;
     }
     const int64_t hi = deepseek ? 64 : 8, di = deepseek ? 128 : 64, topk = deepseek ? 2048 : 256;
+    const bool tiled = hi == 64 && di == 128;
     for (absl::string_view len_text : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
       int64_t len = 0;
       if (!absl::SimpleAtoi(len_text, &len) || len < 1) return 2;
@@ -83,28 +125,56 @@ int main(int argc, char** argv) {
       torch::Tensor q = torch::randn({1, len, hi, di}, opts).to(torch::kBFloat16);  // [1, T, Hi, Di]
       torch::Tensor k = torch::randn({1, len, di}, opts).to(torch::kBFloat16);      // [1, S, Di]
       torch::Tensor w = torch::randn({1, len, hi}, opts);                           // [1, T, Hi]
+      torch::Tensor limit = sk::CausalKeyLimit(1, len, 0, device);                  // [1, T]
       const double flops = 2.0 * hi * di * (static_cast<double>(len) * (len + 1) / 2);
-      torch::Tensor fused;
-      const double fused_gib = PeakGib(device, [&] { fused = spargo::kernels::IndexerTopk(q, k, w, 0, topk); });
-      const double fused_s = MedianSeconds(reps, device, [&] { spargo::kernels::IndexerTopk(q, k, w, 0, topk); });
-      std::printf("| %s | %lld | %lld x %lld | %lld | %.2f | %.1f | %.2f |", std::string(set).c_str(),
-                  static_cast<long long>(len), static_cast<long long>(hi), static_cast<long long>(di),
-                  static_cast<long long>(topk), fused_s * 1e3, flops / fused_s / 1e12, fused_gib);
+      auto print = [&](const Row& r) { PrintRow(set, len, hi, di, topk, flops, r); };
+      torch::Tensor per_row;
+      if (kernels.count("per_row")) {
+        Row r{"per-row bf16"};
+        auto run = [&] { return sk::IndexerTopk(q, k, w, limit, topk, sk::IndexerKernel::kPerRow); };
+        r.gib = PeakGib(device, [&] { per_row = run(); });
+        r.total_s = MedianSeconds(reps, device, run);
+        print(r);
+      }
+      if (kernels.count("tiled") && tiled) {
+        Row r{"tiled bf16"};
+        torch::Tensor out;
+        auto run = [&] { return sk::IndexerTopk(q, k, w, limit, topk, sk::IndexerKernel::kTiled); };
+        r.gib = PeakGib(device, [&] { out = run(); });
+        r.total_s = MedianSeconds(reps, device, run);
+        r.scoring_s = MedianSeconds(reps, device, [&] {
+          return sk::IndexerTopk(q, k, w, limit, topk, sk::IndexerKernel::kTiledScoresOnly);
+        });
+        if (per_row.defined()) r.agreement = std::to_string(SameSets(out, per_row)) + "/" + std::to_string(len);
+        print(r);
+      }
+      if (kernels.count("fp8") && tiled) {
+        Row r{"tiled fp8"};
+        sk::IndexerFp8Inputs f;
+        r.quant_s = MedianSeconds(reps, device, [&] { f = sk::QuantizeIndexerFp8(q, k, w); });
+        torch::Tensor out;
+        auto run = [&] { return sk::IndexerTopkFp8(f.q, f.k, f.k_scale, f.weights, limit, topk, sk::IndexerKernel::kTiled); };
+        r.gib = PeakGib(device, [&] { out = run(); });
+        r.total_s = MedianSeconds(reps, device, run);
+        r.scoring_s = MedianSeconds(reps, device, [&] {
+          return sk::IndexerTopkFp8(f.q, f.k, f.k_scale, f.weights, limit, topk, sk::IndexerKernel::kTiledScoresOnly);
+        });
+        if (per_row.defined()) r.agreement = "recall " + std::to_string(Recall(out, per_row)).substr(0, 6);
+        print(r);
+      }
       const double torch_gib_needed = static_cast<double>(len) * hi * len * 4 / (1ull << 30);
-      if (torch_gib_needed <= absl::GetFlag(FLAGS_torch_limit_gib)) {
+      if (kernels.count("torch") && torch_gib_needed <= absl::GetFlag(FLAGS_torch_limit_gib)) {
+        Row r{"torch"};
         try {
           torch::Tensor ref;
-          const double torch_gib = PeakGib(device, [&] { ref = TorchPath(q, k, w, topk); });
-          const double torch_s = MedianSeconds(reps, device, [&] { TorchPath(q, k, w, topk); });
-          std::printf(" %.2f | %.1f | %.2f | %lld/%lld |\n", torch_s * 1e3, flops / torch_s / 1e12, torch_gib,
-                      static_cast<long long>(SameSets(fused, ref)), static_cast<long long>(len));
+          r.gib = PeakGib(device, [&] { ref = TorchPath(q, k, w, topk); });
+          r.total_s = MedianSeconds(reps, device, [&] { return TorchPath(q, k, w, topk); });
+          if (per_row.defined()) r.agreement = std::to_string(SameSets(per_row, ref)) + "/" + std::to_string(len);
         } catch (const c10::Error& e) {  // out of memory, most likely
-          std::printf(" failed: %s | - | - | - |\n", e.what_without_backtrace());
+          r.agreement = std::string("failed: ") + e.what_without_backtrace();
         }
-      } else {
-        std::printf(" - | - | (needs %.0f GiB) | - |\n", torch_gib_needed);
+        print(r);
       }
-      std::fflush(stdout);
     }
   }
   return 0;

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/indexer_scores.h"
+
 #ifdef SPARGO_HAVE_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -14,6 +16,29 @@
 #endif
 
 namespace spargo::kernels {
+namespace internal {
+
+void CheckIndexerShapes(const char* api, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w,
+                        const torch::Tensor& limit, int64_t topk) {
+  TORCH_CHECK(q.defined() && k.defined() && w.defined() && limit.defined(), api, ": undefined input tensor");
+  TORCH_CHECK(q.dim() == 4, api, ": q_index must be [B, T, Hi, Di], got ", q.sizes());
+  const int64_t b = q.size(0), t = q.size(1), hi = q.size(2), di = q.size(3);
+  TORCH_CHECK(k.dim() == 3 && k.size(0) == b && k.size(2) == di, api, ": k_index must be [B=", b, ", S, Di=", di,
+              "], got ", k.sizes());
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == b && w.size(1) == t && w.size(2) == hi, api, ": weights must be [B=", b,
+              ", T=", t, ", Hi=", hi, "], got ", w.sizes());
+  TORCH_CHECK(limit.dim() == 2 && limit.size(0) == b && limit.size(1) == t, api, ": key_limit must be [B=", b,
+              ", T=", t, "], got ", limit.sizes());
+  TORCH_CHECK(limit.scalar_type() == torch::kInt64, api, ": key_limit must be int64, got ", limit.scalar_type());
+  TORCH_CHECK(w.is_floating_point(), api, ": weights must be floating, got ", w.scalar_type());
+  TORCH_CHECK(q.device() == k.device() && q.device() == w.device() && q.device() == limit.device(), api,
+              ": all inputs must be on one device; q_index ", q.device(), ", k_index ", k.device(), ", weights ",
+              w.device(), ", key_limit ", limit.device());
+  TORCH_CHECK(topk > 0, api, ": topk must be positive, got ", topk);
+}
+
+}  // namespace internal
+
 namespace {
 
 bool IsFloating(const torch::Tensor& t) {
@@ -21,28 +46,15 @@ bool IsFloating(const torch::Tensor& t) {
          t.scalar_type() == torch::kFloat16;
 }
 
-// Checks the shapes, dtypes and devices shared by the reference and the kernel.
+// Checks the shapes, dtypes and devices shared by the reference and the kernels.
 void CheckInputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w, const torch::Tensor& limit,
                  int64_t topk) {
-  TORCH_CHECK(q.defined() && k.defined() && w.defined() && limit.defined(), "IndexerTopk: undefined input tensor");
-  TORCH_CHECK(q.dim() == 4, "IndexerTopk: q_index must be [B, T, Hi, Di], got ", q.sizes());
-  const int64_t b = q.size(0), t = q.size(1), hi = q.size(2), di = q.size(3);
-  TORCH_CHECK(k.dim() == 3 && k.size(0) == b && k.size(2) == di, "IndexerTopk: k_index must be [B=", b, ", S, Di=", di,
-              "], got ", k.sizes());
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == b && w.size(1) == t && w.size(2) == hi,
-              "IndexerTopk: weights must be [B=", b, ", T=", t, ", Hi=", hi, "], got ", w.sizes());
-  TORCH_CHECK(limit.dim() == 2 && limit.size(0) == b && limit.size(1) == t,
-              "IndexerTopk: key_limit must be [B=", b, ", T=", t, "], got ", limit.sizes());
-  TORCH_CHECK(limit.scalar_type() == torch::kInt64, "IndexerTopk: key_limit must be int64, got ", limit.scalar_type());
-  TORCH_CHECK(IsFloating(q) && IsFloating(k) && IsFloating(w),
-              "IndexerTopk: q_index, k_index and weights must be float32, bfloat16 or float16, got ", q.scalar_type(),
-              ", ", k.scalar_type(), ", ", w.scalar_type());
+  internal::CheckIndexerShapes("IndexerTopk", q, k, w, limit, topk);
+  TORCH_CHECK(IsFloating(q) && IsFloating(k),
+              "IndexerTopk: q_index and k_index must be float32, bfloat16 or float16, got ", q.scalar_type(), ", ",
+              k.scalar_type());
   TORCH_CHECK(q.scalar_type() == k.scalar_type(), "IndexerTopk: q_index (", q.scalar_type(), ") and k_index (",
               k.scalar_type(), ") must share a dtype");
-  TORCH_CHECK(q.device() == k.device() && q.device() == w.device() && q.device() == limit.device(),
-              "IndexerTopk: all inputs must be on one device; q_index ", q.device(), ", k_index ", k.device(),
-              ", weights ", w.device(), ", key_limit ", limit.device());
-  TORCH_CHECK(topk > 0, "IndexerTopk: topk must be positive, got ", topk);
 }
 
 #ifdef SPARGO_HAVE_CUDA_KERNELS
@@ -125,22 +137,53 @@ torch::Tensor CausalKeyLimit(int64_t batch, int64_t queries, int64_t q_offset, t
   return torch::arange(q_offset, q_offset + queries, opts).unsqueeze(0).expand({batch, queries}).contiguous();
 }
 
+torch::Tensor SelectTopkWithinLimits(const torch::Tensor& scores, const torch::Tensor& key_limit, int64_t topk) {
+  const int64_t s = scores.size(-1);
+  torch::Tensor keys = torch::arange(s, key_limit.options()).view({1, 1, s});  // [1, 1, S]
+  return SelectTopk(scores, keys.le(key_limit.unsqueeze(-1)), topk);          // allowed: [B, T, S]
+}
+
 torch::Tensor IndexerTopkReference(const torch::Tensor& q_index, const torch::Tensor& k_index,
                                    const torch::Tensor& weights, const torch::Tensor& key_limit, int64_t topk) {
   CheckInputs(q_index, k_index, weights, key_limit, topk);
-  const int64_t s = k_index.size(1);
-  torch::Tensor keys = torch::arange(s, key_limit.options()).view({1, 1, s});  // [1, 1, S]
-  torch::Tensor allowed = keys.le(key_limit.unsqueeze(-1));                    // [B, T, S]
-  return SelectTopk(IndexerScoresReference(q_index, k_index, weights), allowed, topk);
+  return SelectTopkWithinLimits(IndexerScoresReference(q_index, k_index, weights), key_limit, topk);
+}
+
+torch::Tensor IndexerTopk(const torch::Tensor& q_index, const torch::Tensor& k_index, const torch::Tensor& weights,
+                          const torch::Tensor& key_limit, int64_t topk, IndexerKernel kernel) {
+  CheckInputs(q_index, k_index, weights, key_limit, topk);
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+  if (q_index.is_cuda()) {
+    const bool tiled = internal::TiledIndexerApplies(q_index) && q_index.scalar_type() == torch::kBFloat16;
+    if (kernel == IndexerKernel::kTiled || kernel == IndexerKernel::kTiledScoresOnly) {
+      TORCH_CHECK(tiled, "IndexerTopk: the tiled kernel needs bfloat16 q_index [B, T, 64, 128], got ",
+                  q_index.scalar_type(), " ", q_index.sizes());
+    }
+    if (tiled && kernel != IndexerKernel::kPerRow) {
+      torch::Tensor none;
+      return internal::TiledIndexerTopk(q_index, k_index, none, weights, key_limit, topk,
+                                        kernel != IndexerKernel::kTiledScoresOnly);
+    }
+    return IndexerTopkCuda(q_index, k_index, weights, key_limit, topk);
+  }
+#endif
+  if (kernel == IndexerKernel::kTiledScoresOnly) {
+    IndexerScoresReference(q_index, k_index, weights);
+    return torch::Tensor();
+  }
+  return IndexerTopkReference(q_index, k_index, weights, key_limit, topk);
 }
 
 torch::Tensor IndexerTopk(const torch::Tensor& q_index, const torch::Tensor& k_index, const torch::Tensor& weights,
                           const torch::Tensor& key_limit, int64_t topk) {
-  CheckInputs(q_index, k_index, weights, key_limit, topk);
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-  if (q_index.is_cuda()) return IndexerTopkCuda(q_index, k_index, weights, key_limit, topk);
-#endif
-  return IndexerTopkReference(q_index, k_index, weights, key_limit, topk);
+  return IndexerTopk(q_index, k_index, weights, key_limit, topk, IndexerKernel::kAuto);
+}
+
+torch::Tensor IndexerScoresTiled(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                 const torch::Tensor& weights, const torch::Tensor& key_limit) {
+  CheckInputs(q_index, k_index, weights, key_limit, 1);
+  torch::Tensor none;
+  return internal::TiledIndexerScores(q_index, k_index, none, weights, key_limit);
 }
 
 torch::Tensor IndexerTopk(const torch::Tensor& q_index, const torch::Tensor& k_index, const torch::Tensor& weights,

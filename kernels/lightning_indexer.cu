@@ -14,8 +14,10 @@
 //      +0) finds the threshold image; one pass in key order takes every key above it and the lowest-index keys
 //      equal to it (block-wide ballot ranks); a bitonic sort in shared memory of (image << 32 | ~index) orders them
 //      (score desc, index asc).
-// Not yet tuned: K tiles are loaded synchronously (no cp.async/TMA pipeline) and each block serves one query, so
-// every query fetches its keys from L2 again; figures in bench/NOTES.md.
+// This per-row kernel serves every shape; at 64 heads x 128 dims the tiled path (kernels/indexer_scores.cu: wgmma,
+// 8 queries per block sharing cp.async key tiles) computes the scores instead and SelectRowsKernel below selects
+// from its scratch, by SelectRowTwoPass (a 12-bit histogram pass and one collecting pass, the threshold bin sorted in
+// shared memory), falling back to SelectRow. Figures in bench/NOTES.md.
 #include "kernels/lightning_indexer_cuda.h"
 
 #include <cuda_bf16.h>
@@ -81,6 +83,43 @@ __device__ inline void MmaBf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Sorts a[0 .. p2) (p2 a power of two) descending, by the block; ends with a barrier.
+__device__ __forceinline__ void BitonicSortDesc(uint64_t* a, int64_t p2) {
+  for (int64_t size = 2; size <= p2; size <<= 1) {
+    for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int64_t i = threadIdx.x; i < p2 / 2; i += kThreads) {
+        const int64_t lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+        const bool descending = (lo & size) == 0;
+        const uint64_t x = a[lo], y = a[hi];
+        if ((x < y) == descending) {
+          a[lo] = y;
+          a[hi] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Pads cand[kk ..) to a power of two with keys below every real one, sorts it descending and writes the indices of
+// its first kk keys to out[0 .. kk), -1 to out[kk .. out_width). Starts and ends with barriers.
+__device__ __forceinline__ void SortAndWrite(uint64_t* cand, int64_t kk, int64_t* out, int64_t out_width) {
+  const int64_t p2 = NextPow2(kk > 0 ? kk : 1);
+  for (int64_t i = kk + threadIdx.x; i < p2; i += kThreads) cand[i] = 0;
+  __syncthreads();
+  BitonicSortDesc(cand, p2);
+  for (int64_t j = threadIdx.x; j < out_width; j += kThreads) {
+    out[j] = j < kk ? static_cast<int64_t>(0xFFFFFFFFull - (cand[j] & 0xFFFFFFFFull)) : -1;
+  }
+  __syncthreads();
+}
+
+// A selection key: the score's image above the complement of its index, so that a larger key means a higher score,
+// then a lower index.
+__device__ inline uint64_t SelectKey(uint32_t image, int64_t index) {
+  return (static_cast<uint64_t>(image) << 32) | (0xFFFFFFFFull - static_cast<uint64_t>(index));
+}
+
 // Shared state of the selection phase.
 struct SelectShared {
   int* hist;      // [256]
@@ -93,7 +132,6 @@ __device__ void SelectRow(const float* scores, int64_t n, int64_t topk, int64_t*
                           const SelectShared& sh) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t kk = topk < n ? topk : n;
-  const int64_t p2 = NextPow2(kk > 0 ? kk : 1);
   const bool take_all = kk == n;
   uint32_t threshold = 0;
   int64_t need_eq = 0;
@@ -183,32 +221,12 @@ __device__ void SelectRow(const float* scores, int64_t n, int64_t topk, int64_t*
     }
     if (gt || (eq && rank < need_eq)) {
       const int pos = atomicAdd(&sh.misc[0], 1);
-      if (pos < kk) sh.cand[pos] = (static_cast<uint64_t>(u) << 32) | (0xFFFFFFFFull - static_cast<uint64_t>(i));
+      if (pos < kk) sh.cand[pos] = SelectKey(u, i);
     }
     eq_base += tile_eq;
     __syncthreads();
   }
-  for (int64_t i = kk + tid; i < p2; i += kThreads) sh.cand[i] = 0;
-  __syncthreads();
-  // Bitonic sort, descending.
-  for (int64_t size = 2; size <= p2; size <<= 1) {
-    for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
-      for (int64_t i = tid; i < p2 / 2; i += kThreads) {
-        const int64_t lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
-        const bool descending = (lo & size) == 0;
-        const uint64_t a = sh.cand[lo], b = sh.cand[hi];
-        if ((a < b) == descending) {
-          sh.cand[lo] = b;
-          sh.cand[hi] = a;
-        }
-      }
-      __syncthreads();
-    }
-  }
-  for (int64_t j = tid; j < out_width; j += kThreads) {
-    out[j] = j < kk ? static_cast<int64_t>(0xFFFFFFFFull - (sh.cand[j] & 0xFFFFFFFFull)) : -1;
-  }
-  __syncthreads();
+  SortAndWrite(sh.cand, kk, out, out_width);
 }
 
 __device__ inline int64_t AllowedKeys(const IndexerTopkParams& p, int64_t row) {
@@ -371,7 +389,144 @@ int GridFor(Kernel kernel, const IndexerTopkParams& p, int device) {
   return static_cast<int>(grid < rows ? grid : rows);
 }
 
+// The two-pass selection of the tiled path: one pass over the row builds a histogram of the top 12 bits of the
+// score images (4096 bins) and finds the bin holding the k-th largest; a second pass puts every key of a higher bin
+// into the candidates and the keys of that bin into a shared buffer, which is sorted (image desc, index asc) and
+// supplies the rest. Two reads of the row instead of SelectRow's five. Returns false, having written nothing, for
+// rows that take all their keys or whose threshold bin holds more than kBinCap keys (SelectRow then runs).
+constexpr int kBins = 4096;
+constexpr int kBinCap = 2048;            // kBins ints = kBinCap uint64 (the buffer aliases the histogram)
+constexpr int kRegionBytes = kBins * 4;  // 16 KiB
+
+struct TwoPassShared {
+  int* hist;       // [kBins]; then, as bin, [kBinCap] uint64
+  uint64_t* bin;
+  int* misc;       // [64]: 0 candidates, 1 bin entries, 2 threshold bin, 3 keys above it, 8.. warp totals
+  uint64_t* cand;  // [next power of two >= min(topk, S)]
+};
+
+__device__ bool SelectRowTwoPass(const float* scores, int64_t n, int64_t topk, int64_t* out, int64_t out_width,
+                                 const TwoPassShared& sh) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t kk = topk < n ? topk : n;
+  if (kk == n) return false;
+  for (int i = tid; i < kBins; i += kThreads) sh.hist[i] = 0;
+  __syncthreads();
+  const float4* s4 = reinterpret_cast<const float4*>(scores);
+  const int64_t n4 = n / 4;
+  auto count = [&](float f) { atomicAdd(&sh.hist[OrderedBits(f) >> 20], 1); };
+  int64_t v = tid;
+  for (; v + 3 * kThreads < n4; v += 4 * kThreads) {  // four 16-byte loads in flight
+    const float4 a = __ldcg(s4 + v), b = __ldcg(s4 + v + kThreads), c = __ldcg(s4 + v + 2 * kThreads),
+                 d = __ldcg(s4 + v + 3 * kThreads);
+    count(a.x), count(a.y), count(a.z), count(a.w), count(b.x), count(b.y), count(b.z), count(b.w);
+    count(c.x), count(c.y), count(c.z), count(c.w), count(d.x), count(d.y), count(d.z), count(d.w);
+  }
+  for (; v < n4; v += kThreads) {
+    const float4 a = __ldcg(s4 + v);
+    count(a.x), count(a.y), count(a.z), count(a.w);
+  }
+  for (int64_t i = n4 * 4 + tid; i < n; i += kThreads) count(scores[i]);
+  __syncthreads();
+  // Thread t owns bins 32t .. 32t + 31; suffix sums over threads (higher bins first) find the crossing bin.
+  constexpr int kPer = kBins / kThreads;
+  int local = 0;
+  for (int j = 0; j < kPer; ++j) local += sh.hist[tid * kPer + j];
+  int suffix = local;  // inclusive, within the warp
+  for (int off = 1; off < 32; off <<= 1) {
+    const int o = __shfl_down_sync(0xffffffffu, suffix, off);
+    if (lane + off < 32) suffix += o;
+  }
+  if (lane == 0) sh.misc[8 + warp] = suffix;
+  if (tid == 0) sh.misc[0] = sh.misc[1] = 0;
+  __syncthreads();
+  int incl = suffix;  // keys in bins >= 32 tid
+  for (int w = warp + 1; w < kWarps; ++w) incl += sh.misc[8 + w];
+  const int above_mine = incl - local;
+  if (above_mine < kk && kk <= incl) {
+    int acc = above_mine;
+    for (int j = kPer - 1; j >= 0; --j) {
+      const int c = sh.hist[tid * kPer + j];
+      if (acc + c >= kk) {
+        sh.misc[2] = tid * kPer + j;
+        sh.misc[3] = acc;
+        break;
+      }
+      acc += c;
+    }
+  }
+  __syncthreads();
+  const uint32_t tbin = static_cast<uint32_t>(sh.misc[2]);
+  const int above = sh.misc[3], in_bin = sh.hist[tbin];
+  __syncthreads();  // the histogram is read: its memory becomes the bin buffer
+  if (in_bin > kBinCap) return false;
+  auto take = [&](float f, int64_t i) {
+    const uint32_t u = OrderedBits(f), bin = u >> 20;
+    if (bin > tbin) {
+      sh.cand[atomicAdd(&sh.misc[0], 1)] = SelectKey(u, i);
+    } else if (bin == tbin) {
+      sh.bin[atomicAdd(&sh.misc[1], 1)] = SelectKey(u, i);
+    }
+  };
+  v = tid;
+  for (; v + 3 * kThreads < n4; v += 4 * kThreads) {
+    const float4 a = __ldcg(s4 + v), b = __ldcg(s4 + v + kThreads), c = __ldcg(s4 + v + 2 * kThreads),
+                 d = __ldcg(s4 + v + 3 * kThreads);
+    const int64_t ia = 4 * v, ib = 4 * (v + kThreads), ic = 4 * (v + 2 * kThreads), id = 4 * (v + 3 * kThreads);
+    take(a.x, ia), take(a.y, ia + 1), take(a.z, ia + 2), take(a.w, ia + 3);
+    take(b.x, ib), take(b.y, ib + 1), take(b.z, ib + 2), take(b.w, ib + 3);
+    take(c.x, ic), take(c.y, ic + 1), take(c.z, ic + 2), take(c.w, ic + 3);
+    take(d.x, id), take(d.y, id + 1), take(d.z, id + 2), take(d.w, id + 3);
+  }
+  for (; v < n4; v += kThreads) {
+    const float4 a = __ldcg(s4 + v);
+    take(a.x, 4 * v), take(a.y, 4 * v + 1), take(a.z, 4 * v + 2), take(a.w, 4 * v + 3);
+  }
+  for (int64_t i = n4 * 4 + tid; i < n; i += kThreads) take(scores[i], i);
+  const int64_t m2 = NextPow2(in_bin > 0 ? in_bin : 1);
+  for (int64_t i = in_bin + tid; i < m2; i += kThreads) sh.bin[i] = 0;  // below every real key
+  __syncthreads();
+  BitonicSortDesc(sh.bin, m2);
+  for (int64_t i = tid; i < kk - above; i += kThreads) sh.cand[above + i] = sh.bin[i];
+  SortAndWrite(sh.cand, kk, out, out_width);
+  return true;
+}
+
+// Dynamic shared memory of SelectRowsKernel: the candidates, then one region for the two-pass histogram / bin buffer
+// (or SelectRow's histogram and counters), then the two-pass counters.
+__host__ __device__ inline int64_t SelectRowsCandBytes(int64_t topk, int64_t keys) {
+  const int64_t kk = topk < keys ? topk : keys;
+  return RoundUp(NextPow2(kk > 0 ? kk : 1) * 8, 16);
+}
+
+// The selection of one scratch row per block (the tiled path's second kernel).
+__global__ void __launch_bounds__(kThreads) SelectRowsKernel(SelectRowsParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int64_t cand_bytes = SelectRowsCandBytes(p.topk, p.keys);
+  uint64_t* cand = reinterpret_cast<uint64_t*>(smem);
+  uint8_t* region = smem + cand_bytes;
+  const TwoPassShared two = {reinterpret_cast<int*>(region), reinterpret_cast<uint64_t*>(region),
+                             reinterpret_cast<int*>(region + kRegionBytes), cand};
+  const int64_t b = blockIdx.x / p.rows, r = blockIdx.x % p.rows, row = b * p.queries + p.t0 + r;
+  int64_t n = p.key_limit[row] + 1;
+  n = n < 0 ? 0 : (n > p.keys ? p.keys : n);
+  const float* scores = p.scores + (b * p.chunk_rows + r) * p.score_stride;
+  if (SelectRowTwoPass(scores, n, p.topk, p.out + row * p.out_width, p.out_width, two)) return;
+  const SelectShared sh = {reinterpret_cast<int*>(region), reinterpret_cast<int*>(region + 1024), cand};
+  SelectRow(scores, n, p.topk, p.out + row * p.out_width, p.out_width, sh);
+}
+
 }  // namespace
+
+const char* LaunchSelectRows(const SelectRowsParams& p, void* stream) {
+  if (p.batch * p.rows == 0) return nullptr;
+  const int smem = static_cast<int>(SelectRowsCandBytes(p.topk, p.keys) + kRegionBytes + 64 * 4);
+  cudaError_t err = cudaFuncSetAttribute(SelectRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return cudaGetErrorString(err);
+  SelectRowsKernel<<<static_cast<unsigned>(p.batch * p.rows), kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
 
 int IndexerTopkGridSize(const IndexerTopkParams& p, int device) {
   if (p.batch * p.queries == 0) return 0;

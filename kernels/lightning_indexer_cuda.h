@@ -37,6 +37,19 @@ int IndexerTopkGridSize(const IndexerTopkParams& p, int device);
 // Launches `grid` blocks on `stream` (a cudaStream_t). Returns nullptr, or the CUDA error's text.
 const char* LaunchIndexerTopk(const IndexerTopkParams& p, int grid, void* stream);
 
+// The selection alone, over scores already in a scratch (the tiled path, kernels/indexer_scores.cc): one block per
+// query row (b, t0 + r), r < rows, selecting among keys s < clamp(key_limit[b, t] + 1, 0, S) of scratch row
+// b * chunk_rows + r by the rule of IndexerTopk, into out[b, t, :].
+struct SelectRowsParams {
+  const float* scores = nullptr;       // [B * chunk_rows, score_stride], score_stride % 4 == 0, 16-byte aligned
+  const int64_t* key_limit = nullptr;  // [B, T], contiguous
+  int64_t* out = nullptr;              // [B, T, out_width], contiguous
+  int64_t batch = 0, queries = 0, keys = 0;
+  int64_t t0 = 0, rows = 0, chunk_rows = 0, score_stride = 0;
+  int64_t topk = 0, out_width = 0;
+};
+const char* LaunchSelectRows(const SelectRowsParams& p, void* stream);
+
 }  // namespace spargo::kernels::cuda
 
 #endif  // SPARGO_KERNELS_LIGHTNING_INDEXER_CUDA_H_

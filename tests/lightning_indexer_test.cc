@@ -1,7 +1,8 @@
-// IndexerTopk (kernels/lightning_indexer.h): the CPU reference on a hand-computed case with ties, the selection
-// rule's sign and mask handling, input validation; on CUDA (skipped without a GPU or a CUDA build) the fused kernel
-// against a float64 reference on fresh random inputs (outputs poisoned first), exactly against the CPU reference on
-// constructed ties, at DeepSeek's shapes, and the model's logits with the kernel against the CPU path.
+// IndexerTopk (kernels/lightning_indexer.h) and IndexerTopkFp8 (kernels/indexer_fp8.h): the CPU reference on a
+// hand-computed case with ties, the selection rule's sign and mask handling, input validation; on CUDA (skipped
+// without a GPU or a CUDA build) the per-row and tiled kernels, bf16 and FP8, against float64 references on fresh
+// random inputs (outputs poisoned first), exactly against the CPU reference on constructed ties, at DeepSeek's
+// shapes, through strided key caches, and the model's logits with the kernel against the CPU path.
 #include <algorithm>
 #include <functional>
 #include <iostream>
@@ -10,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/indexer_fp8.h"
 #include "kernels/lightning_indexer.h"
 #include "model/dsv32_model.h"
 #include "model/safetensors.h"
@@ -86,12 +88,22 @@ TEST(LightningIndexer, RejectsBadInputsWithClearMessages) {
 bool HaveCudaKernel() { return torch::cuda::is_available() && IndexerTopkHasCudaKernel(); }
 constexpr const char* kNoCuda = "no CUDA device, or this build has no CUDA kernels";
 
-// Runs the kernel after leaving a sentinel in the allocator's block of the output's size, so stale memory shows.
+// Runs `fn` after leaving a sentinel in the allocator's block of the output's size [B, T, min(topk, S)], so stale
+// memory shows.
+torch::Tensor Poisoned(const torch::Tensor& k, const torch::Tensor& limit, int64_t topk,
+                       const std::function<torch::Tensor()>& fn) {
+  const int64_t width = std::min(topk, k.size(1));
+  { torch::Tensor poison = torch::full({limit.size(0), limit.size(1), width}, 0x5A5A5A5A, limit.options()); }
+  return fn();
+}
+
 torch::Tensor PoisonedRun(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w,
                           const torch::Tensor& limit, int64_t topk) {
-  const int64_t width = std::min(topk, k.size(1));
-  { torch::Tensor poison = torch::full({q.size(0), q.size(1), width}, 0x5A5A5A5A, limit.options()); }
-  return IndexerTopk(q, k, w, limit, topk);
+  return Poisoned(k, limit, topk, [&] { return IndexerTopk(q, k, w, limit, topk); });
+}
+
+torch::Tensor PoisonedFp8Run(const IndexerFp8Inputs& f, const torch::Tensor& limit, int64_t topk) {
+  return Poisoned(f.k, limit, topk, [&] { return IndexerTopkFp8(f.q, f.k, f.k_scale, f.weights, limit, topk); });
 }
 
 // Checks one kernel output against float64 scores [B, T, S]: valid distinct allowed indices, -1 exactly past the
@@ -224,6 +236,178 @@ TEST(LightningIndexer, CudaDeepSeekShapesAndStridedKeys) {
   torch::Tensor limit2 = torch::tensor({9000L, 50L, 4095L, 100000L, 2047L, 0L}, opts.dtype(torch::kInt64)).view({2, 3});
   torch::Tensor out2 = PoisonedRun(q2, cache2.narrow(1, 0, s), w2, limit2, 2048);
   CheckAgainstScores(out2, Scores64(q2, cache2.narrow(1, 0, s), w2), limit2, 2048, 1e-5, "strided cache");
+}
+
+// ---- The tiled kernel (bf16 and FP8, 64 heads x 128 dims) ----
+
+// Float64 scores of FP8 inputs: the dequantized q and k, times the key scales, [B, T, S].
+torch::Tensor Scores64Fp8(const IndexerFp8Inputs& f) {
+  return Scores64(DecodeE4m3(f.q), DecodeE4m3(f.k), f.weights) * f.k_scale.to(torch::kFloat64).unsqueeze(1);
+}
+
+// Random limits in [-1, S + 2] with a row of none and a row past S.
+torch::Tensor RandomLimits(int64_t b, int64_t t, int64_t s) {
+  auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kInt64);
+  torch::Tensor limit = torch::randint(-1, s + 3, {b, t}, opts);
+  limit.index_put_({0, 0}, -1);
+  if (t > 1) limit.index_put_({b - 1, t - 1}, s + 2);
+  return limit;
+}
+
+TEST(LightningIndexerTiled, ScoresMatchFloat64) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  torch::manual_seed(21);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t b = 2, t = 21, s = 3000;  // T not a multiple of 8, S not a multiple of 64
+  for (bool fp8 : {false, true}) {
+    torch::Tensor q = torch::randn({b, t, 64, 128}, opts), k = torch::randn({b, s, 128}, opts);
+    torch::Tensor w = torch::randn({b, t, 64}, opts), limit = RandomLimits(b, t, s);
+    limit.narrow(1, 1, 3).fill_(s - 1);  // rows 1..3 see every key (the diagnostics below)
+    torch::Tensor got, want;
+    if (fp8) {
+      IndexerFp8Inputs f = QuantizeIndexerFp8(q, k, w);
+      got = IndexerScoresTiledFp8(f.q, f.k, f.k_scale, f.weights, limit);
+      want = Scores64Fp8(f);
+    } else {
+      q = q.to(torch::kBFloat16), k = k.to(torch::kBFloat16);
+      got = IndexerScoresTiled(q, k, w, limit);
+      want = Scores64(q, k, w);
+    }
+    torch::Tensor allowed = torch::arange(s, limit.options()).view({1, 1, s}).le(limit.unsqueeze(-1));  // [B, T, S]
+    EXPECT_FALSE(got.masked_select(allowed).isnan().any().item<bool>()) << "unwritten allowed scores, fp8 " << fp8;
+    EXPECT_TRUE(got.masked_select(allowed.logical_not()).isnan().all().item<bool>()) << "write past a limit";
+    const double err = RelErr(got.masked_select(allowed), want.masked_select(allowed));
+    std::cout << (fp8 ? "fp8" : "bf16") << " tiled scores vs float64: relative error " << err << "\n";
+    EXPECT_LT(err, fp8 ? 1e-3 : 1e-4);
+    if (err >= (fp8 ? 1e-3 : 1e-4)) {  // a picture of the damage: rows 1..3, keys 0..9 and 64..69
+      for (int64_t ti = 1; ti < 4; ++ti) {
+        std::cout << "diag t" << ti << " limit " << limit[0][ti].item<int64_t>() << "\n got";
+        for (int64_t si : {0, 1, 2, 3, 8, 9, 16, 64, 65, 72}) std::cout << " " << got[0][ti][si].item<float>();
+        std::cout << "\n want";
+        for (int64_t si : {0, 1, 2, 3, 8, 9, 16, 64, 65, 72}) std::cout << " " << want[0][ti][si].item<double>();
+        std::cout << "\n";
+      }
+    }
+  }
+}
+
+TEST(LightningIndexerTiled, MatchesFloat64TopkOnRandomInputs) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  struct Shape {
+    int64_t b, t, s, hi, di, topk;
+  };
+  // Tiled shapes (T and S off the tile sizes, k above S), and the 160M config's shape (FP8: the per-row fallback).
+  const std::vector<Shape> shapes = {{1, 40, 5000, 64, 128, 2048}, {2, 21, 3000, 64, 128, 100},
+                                     {3, 5, 70, 64, 128, 7},       {1, 9, 200, 64, 128, 300},
+                                     {1, 30, 1000, 8, 64, 256}};
+  torch::manual_seed(12);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  for (const Shape& sh : shapes) {
+    torch::Tensor q = torch::randn({sh.b, sh.t, sh.hi, sh.di}, opts);
+    // Keys through a strided view of a longer cache.
+    torch::Tensor cache = torch::randn({sh.b, sh.s + 64, sh.di}, opts);
+    torch::Tensor w = torch::randn({sh.b, sh.t, sh.hi}, opts), limit = RandomLimits(sh.b, sh.t, sh.s);
+    const std::string label = "B" + std::to_string(sh.b) + " T" + std::to_string(sh.t) + " S" + std::to_string(sh.s) +
+                              " Hi" + std::to_string(sh.hi) + " k" + std::to_string(sh.topk);
+    if (sh.hi == 64) {
+      torch::Tensor qb = q.to(torch::kBFloat16), kb = cache.to(torch::kBFloat16).narrow(1, 0, sh.s);
+      torch::Tensor out = PoisonedRun(qb, kb, w, limit, sh.topk);
+      const int64_t exact = CheckAgainstScores(out, Scores64(qb, kb, w), limit, sh.topk, 1e-5, "bf16 tiled " + label);
+      std::cout << "bf16 tiled " << label << ": " << exact << "/" << sh.b * sh.t << " rows exact\n";
+      torch::Tensor tiled = IndexerTopk(qb, kb, w, limit, sh.topk, IndexerKernel::kTiled);
+      EXPECT_TRUE(torch::equal(tiled, out)) << label;
+    }
+    IndexerFp8Inputs f = QuantizeIndexerFp8(q, cache, w);
+    f.k = f.k.narrow(1, 0, sh.s);
+    f.k_scale = f.k_scale.narrow(1, 0, sh.s);
+    torch::Tensor out8 = PoisonedFp8Run(f, limit, sh.topk);
+    const int64_t exact8 = CheckAgainstScores(out8, Scores64Fp8(f), limit, sh.topk, 1e-3, "fp8 " + label);
+    std::cout << "fp8 " << label << ": " << exact8 << "/" << sh.b * sh.t << " rows exact\n";
+  }
+}
+
+// Keys in 7 groups of exact, well-separated scores (as CudaEqualsCpuReferenceExactlyOnConstructedTies) at 64 heads x
+// 128 dims: the tiled kernels, bf16 and FP8, and the per-row kernel select exactly what the CPU references select.
+TEST(LightningIndexerTiled, EqualsCpuReferenceOnConstructedTies) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  const int64_t b = 2, t = 24, s = 2500, hi = 64, di = 128;
+  torch::Tensor k = torch::zeros({b, s, di});
+  torch::Tensor ks = torch::zeros({b, s});
+  for (int64_t i = 0; i < s; ++i) {
+    const int64_t g = (i * 5 + i / 7) % 7;
+    if (g < 5) k.index_put_({torch::indexing::Slice(), i, g * 3}, static_cast<float>(g + 1) / 8);
+    if (g == 6) k.index_put_({torch::indexing::Slice(), i, 0}, -1.f);
+    ks.index_put_({torch::indexing::Slice(), i}, g % 2 ? 0.5f : 0.25f);  // equal within a group
+  }
+  torch::Tensor q = torch::zeros({b, t, hi, di});
+  for (int64_t h = 0; h < hi; ++h) {
+    q.index_put_({torch::indexing::Slice(), torch::indexing::Slice(), h}, static_cast<float>(h % 4 + 1) / 4);
+  }
+  torch::Tensor limit = torch::randint(-1, s + 1, {b, t}, torch::kInt64);
+  const torch::Tensor q8 = EncodeE4m3(q), k8 = EncodeE4m3(k);
+  // Two heads weighted (the rest 0): every order of the head sum rounds alike (Di^-0.5 is inexact at Di 128).
+  for (const std::vector<float>& wv : {std::vector<float>{1, 0.5}, std::vector<float>{-1, 0.25}}) {
+    torch::Tensor w = torch::zeros({b, t, hi});
+    w.select(2, 0).fill_(wv[0]);
+    w.select(2, 1).fill_(wv[1]);
+    for (int64_t topk : {1L, 333L, 2048L, 4096L}) {
+      torch::Tensor want = IndexerTopkReference(q.to(torch::kBFloat16), k.to(torch::kBFloat16), w, limit, topk);
+      torch::Tensor qc = q.to(torch::kBFloat16).cuda(), kc = k.to(torch::kBFloat16).cuda();
+      torch::Tensor got = PoisonedRun(qc, kc, w.cuda(), limit.cuda(), topk).cpu();
+      EXPECT_TRUE(torch::equal(got, want)) << "bf16 topk " << topk << " weights " << wv[1];
+      torch::Tensor per_row = IndexerTopk(qc, kc, w.cuda(), limit.cuda(), topk, IndexerKernel::kPerRow).cpu();
+      EXPECT_TRUE(torch::equal(per_row, want)) << "bf16 per-row topk " << topk << " weights " << wv[1];
+      IndexerFp8Inputs f{q8.cuda(), k8.cuda(), ks.cuda(), w.cuda()};
+      torch::Tensor want8 = IndexerTopkFp8Reference(q8, k8, ks, w, limit, topk);
+      torch::Tensor got8 = PoisonedFp8Run(f, limit.cuda(), topk).cpu();
+      EXPECT_TRUE(torch::equal(got8, want8)) << "fp8 topk " << topk << " weights " << wv[1];
+    }
+  }
+}
+
+// More equal scores at the selection's threshold than the tiled path's two-pass selection keeps in shared memory
+// (2048): its fallback (the radix select) must give the CPU reference's selection, bf16 and FP8.
+TEST(LightningIndexerTiled, ManyEqualScoresAtTheThreshold) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  const int64_t t = 5, s = 6000, hi = 64, di = 128;
+  torch::Tensor k = torch::zeros({1, s, di});
+  k.select(2, 0).fill_(0.5f);
+  k.narrow(1, 0, s).slice(1, 0, s, 97).select(2, 0).fill_(1.f);  // every 97th key scores higher
+  torch::Tensor q = torch::zeros({1, t, hi, di});
+  q.select(3, 0).fill_(1.f);
+  torch::Tensor w = torch::zeros({1, t, hi});
+  w.select(2, 0).fill_(1.f);
+  torch::Tensor limit = torch::tensor({s - 1, s - 1, 4000L, 2100L, 1000L}).view({1, t});
+  for (int64_t topk : {333L, 2048L}) {
+    torch::Tensor want = IndexerTopkReference(q.to(torch::kBFloat16), k.to(torch::kBFloat16), w, limit, topk);
+    torch::Tensor got = PoisonedRun(q.to(torch::kBFloat16).cuda(), k.to(torch::kBFloat16).cuda(), w.cuda(),
+                                    limit.cuda(), topk).cpu();
+    EXPECT_TRUE(torch::equal(got, want)) << "bf16 topk " << topk;
+    IndexerFp8Inputs f{EncodeE4m3(q).cuda(), EncodeE4m3(k).cuda(), torch::ones({1, s}).cuda(), w.cuda()};
+    torch::Tensor got8 = PoisonedFp8Run(f, limit.cuda(), topk).cpu();
+    EXPECT_TRUE(torch::equal(got8, want)) << "fp8 topk " << topk;
+  }
+}
+
+// FP8 at DeepSeek's shapes, 128K keys, a few queries; the CUDA quantizer equals the CPU one bit for bit.
+TEST(LightningIndexerTiled, Fp8DeepSeekShapesAt128K) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  torch::manual_seed(6);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t t = 4, s = 131072;
+  torch::Tensor q = torch::randn({1, t, 64, 128}, opts).to(torch::kBFloat16);
+  torch::Tensor k = torch::randn({1, s, 128}, opts).to(torch::kBFloat16);
+  torch::Tensor w = torch::randn({1, t, 64}, opts);
+  IndexerFp8Inputs f = QuantizeIndexerFp8(q, k, w);
+  IndexerFp8Inputs cpu = QuantizeIndexerFp8(q.cpu(), k.narrow(1, 0, 4096).cpu(), w.cpu());
+  EXPECT_TRUE(torch::equal(f.q.cpu(), cpu.q));
+  EXPECT_TRUE(torch::equal(f.k.narrow(1, 0, 4096).cpu(), cpu.k));
+  EXPECT_TRUE(torch::equal(f.k_scale.narrow(1, 0, 4096).cpu(), cpu.k_scale));
+  EXPECT_TRUE(torch::equal(f.weights.cpu(), cpu.weights));
+  torch::Tensor limit = torch::tensor({s - 1, s - 1000, 70000L, 3000L}, opts.dtype(torch::kInt64)).view({1, t});
+  torch::Tensor out = PoisonedFp8Run(f, limit, 2048);
+  const int64_t exact = CheckAgainstScores(out, Scores64Fp8(f), limit, 2048, 1e-3, "fp8 deepseek 128K");
+  std::cout << "FP8 DeepSeek shapes, S=128K: " << exact << "/" << t << " rows exact\n";
 }
 
 // The fixture model (HF weights) with the kernel on CUDA against the CPU path: a full forward and a cached decode.
