@@ -15,7 +15,7 @@ grep -i -A2 "indexer_scores.*warning" "$out/build.txt" | head -20
 obj=build-gpu/kernels/CMakeFiles/spargo_kernels_cuda.dir/indexer_scores.cu.o
 cuobjdump --dump-resource-usage "$obj" 2>/dev/null | grep -E "Function|REG" | head -8
 cuobjdump --dump-sass "$obj" 2>/dev/null > "$out/sass.txt"
-echo "HGMMA $(grep -c HGMMA "$out/sass.txt") QGMMA $(grep -c QGMMA "$out/sass.txt") LDL $(grep -c LDL "$out/sass.txt")"
+echo "HGMMA $(grep -c HGMMA "$out/sass.txt") QGMMA $(grep -c QGMMA "$out/sass.txt") LDL $(grep -c LDL "$out/sass.txt") C7514-serialized $(grep -c C7514 "$out/build.txt")"
 timeout 200 build-gpu/tests/spargo_kernel_tests --gtest_filter='LightningIndexer*' > "$out/tests.txt" 2>&1
 echo "tests exit $? $(date +%T)"
 grep -E "^\[  (FAILED|PASSED) |relative error|rows exact|rows select|Failure|diag|^ got|^ want" "$out/tests.txt" | head -60

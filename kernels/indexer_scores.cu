@@ -4,13 +4,14 @@
 // One block of 256 threads (two warpgroups) owns 8 queries of one batch row and a span of keys (up to 8192; the
 // span shrinks for small launches so that the grid fills the device). The 8 queries' q rows [8 x 64 heads, 128]
 // stay in shared memory; the keys stream through shared memory in tiles of 64 rows, copied by cp.async 16-byte
-// chunks, kStages deep (tile i + kStages - 2 is in flight while tile i is computed), so each key tile is fetched
+// chunks, kStages deep (tile i + kStages - 1 is in flight while tile i is computed), so each key tile is fetched
 // once for 8 queries. Tiles are stored in wgmma's K-major 128-byte-swizzle layout (64-column bf16 / 128-column e4m3
 // slabs, rows 128 bytes apart, 16-byte chunks XOR-swizzled by row % 8).
 // Per tile, warpgroup wg computes logits of its 4 queries with the keys as wgmma's M: D[64 keys, 128 columns] =
 // K tile [64, 128 dims] x Q^T, the 128 columns being (2 queries x 64 heads); two such halves (accumulators A and B,
-// 64 fp32 registers each) alternate, so the tensor cores run one half while the threads reduce the other:
-//   issue A(i); wait B(i - 1); reduce B(i - 1); issue B(i); wait A(i); reduce A(i).
+// 64 fp32 registers each) are issued together; the threads reduce A while the tensor cores run B (and the other
+// warpgroup's halves). No wgmma stays in flight across iterations: ptxas serializes every wgmma of a kernel in
+// which a non-wgmma instruction may read in-flight accumulators (warning C7514), as copies at a loop's back edge do.
 // The reduction: ReLU, times scale * w[query, head] (from shared memory), summed over the thread's 16 heads per
 // (query, key row) in one fixed order, then over the 4 lanes of a row in a fixed tree (two shuffle rounds that also
 // scatter the results: each lane ends with one (query, key) score); e4m3 then multiplies by the key's scale. Each
@@ -42,7 +43,7 @@ struct Cfg {
   static constexpr int kTileSlab = kTile * 128;
   static constexpr int kTileBytes = kSlabs * kTileSlab;
   static constexpr int kStages = kFp8 ? 8 : 4;
-  static constexpr int kAhead = kStages - 2;                                   // tiles in flight ahead
+  static constexpr int kAhead = kStages - 1;                                   // tiles in flight ahead
   static constexpr int kKSteps = kFp8 ? 4 : 8;                                 // k32 / k16 steps, 32 bytes each
   static constexpr int kK = 2 * kQWg;                                          // key tiles [kStages]
   static constexpr int kW = kK + kStages * kTileBytes;                         // f32 [8 queries][64 heads]
@@ -84,9 +85,10 @@ __device__ __forceinline__ void FenceAcc(float (&d)[64]) {
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// One m64n128 wgmma (instruction `instr`, trailing immediates `tail`) on the 64 accumulators d (operands %0..%63),
-// the descriptors da, db (%64, %65) and scale_d (%66: 0 overwrites d), all in the enclosing function.
-#define SPARGO_WGMMA_M64N128(instr, tail)                                \
+// One m64n128 wgmma (instruction `instr`, trailing immediates `tail`) on the 64 accumulators d (operands %0..%63,
+// constraint `out`: "=f" when scale_d is 0 and d is only written), the descriptors da, db (%64, %65) and scale_d
+// (%66: 0 overwrites d), all in the enclosing function.
+#define SPARGO_WGMMA_M64N128(instr, tail, out)                           \
   asm volatile(                                                          \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" instr " {"           \
       "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
@@ -95,34 +97,32 @@ __device__ __forceinline__ void FenceAcc(float (&d)[64]) {
       "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}" \
       ", %64, %65, p, 1, 1" tail ";\n}\n"                               \
       :                                                                  \
-      "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-      "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-      "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+      out(d[0]), out(d[1]), out(d[2]), out(d[3]), out(d[4]), out(d[5]), out(d[6]), out(d[7]), \
+      out(d[8]), out(d[9]), out(d[10]), out(d[11]), out(d[12]), out(d[13]), out(d[14]), out(d[15]), \
+      out(d[16]), out(d[17]), out(d[18]), out(d[19]), out(d[20]), out(d[21]), out(d[22]), out(d[23]), \
+      out(d[24]), out(d[25]), out(d[26]), out(d[27]), out(d[28]), out(d[29]), out(d[30]), out(d[31]), \
+      out(d[32]), out(d[33]), out(d[34]), out(d[35]), out(d[36]), out(d[37]), out(d[38]), out(d[39]), \
+      out(d[40]), out(d[41]), out(d[42]), out(d[43]), out(d[44]), out(d[45]), out(d[46]), out(d[47]), \
+      out(d[48]), out(d[49]), out(d[50]), out(d[51]), out(d[52]), out(d[53]), out(d[54]), out(d[55]), \
+      out(d[56]), out(d[57]), out(d[58]), out(d[59]), out(d[60]), out(d[61]), out(d[62]), out(d[63]) \
       : "l"(da), "l"(db), "r"(scale_d))
 
-// d[64 x 128] (+)= A[64 x 16] * B[128 x 16]^T, bf16, both K-major in shared memory.
-__device__ __forceinline__ void WgmmaBf16(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
-  SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ", 0, 0");
-}
-// d[64 x 128] (+)= A[64 x 32] * B[128 x 32]^T, e4m3 (K-major, the only layout fp8 allows).
-__device__ __forceinline__ void WgmmaE4m3(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
-  SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3", "");
-}
-#undef SPARGO_WGMMA_M64N128
-
-template <bool kFp8>
-__device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
-  if constexpr (kFp8) {
-    WgmmaE4m3(d, da, db, scale_d);
+// d[64 x 128] (+)= A[64 x 16] * B[128 x 16]^T (bf16), or A[64 x 32] * B[128 x 32]^T (e4m3, the only layout fp8
+// allows), both K-major in shared memory; kFirst overwrites d (and leaves its old value dead for the compiler).
+template <bool kFp8, bool kFirst>
+__device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t da, uint64_t db) {
+  const int scale_d = kFirst ? 0 : 1;
+  if constexpr (kFp8 && kFirst) {
+    SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3", "", "=f");
+  } else if constexpr (kFp8) {
+    SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3", "", "+f");
+  } else if constexpr (kFirst) {
+    SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ", 0, 0", "=f");
   } else {
-    WgmmaBf16(d, da, db, scale_d);
+    SPARGO_WGMMA_M64N128("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ", 0, 0", "+f");
   }
 }
+#undef SPARGO_WGMMA_M64N128
 
 template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) IndexerScoresKernel(IndexerScoresParams p, int span) {
@@ -198,10 +198,11 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerScoresKernel(IndexerScores
   // half 0: queries 0, 1 of the warpgroup (q rows 0 .. 127); half 1: queries 2, 3.
   auto mma = [&](float (&acc)[64], int tile, int half) {
     const uint32_t a0 = sbase + C::kK + (tile % C::kStages) * C::kTileBytes, b0 = q_wg + half * 128 * 128;
+    Wgmma<kFp8, true>(acc, WgmmaDesc(a0), WgmmaDesc(b0));
 #pragma unroll
-    for (int ks = 0; ks < C::kKSteps; ++ks) {
-      Wgmma<kFp8>(acc, WgmmaDesc(a0 + (ks >> 2) * C::kTileSlab + (ks & 3) * 32),
-                  WgmmaDesc(b0 + (ks >> 2) * C::kQSlab + (ks & 3) * 32), ks > 0 ? 1 : 0);
+    for (int ks = 1; ks < C::kKSteps; ++ks) {
+      Wgmma<kFp8, false>(acc, WgmmaDesc(a0 + (ks >> 2) * C::kTileSlab + (ks & 3) * 32),
+                         WgmmaDesc(b0 + (ks >> 2) * C::kQSlab + (ks & 3) * 32));
     }
   };
   auto reduce = [&](const float (&acc)[64], int tile, int half, float k_scale) {
@@ -228,42 +229,32 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerScoresKernel(IndexerScores
     if (key < n_s[qi]) out0[qi * p.score_stride + key] = score;
   };
 
-  float acc_a[64], acc_b[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc_a[i] = acc_b[i] = 0.f;
-  float ks_prev = 1.f, ks_cur = 1.f;
   for (int it = 0; it < ntiles; ++it) {
     CpAsyncWait<C::kAhead - 1>();                                 // this thread's part of tile it has landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async data visible to wgmma
-    __syncthreads();  // all of tile it is in; every warpgroup is past iteration it - 1, whose wait retired the
-                      // last reader of tile it - 2's stage, which the load below overwrites
+    __syncthreads();  // all of tile it is in; every warpgroup is past iteration it - 1, whose waits retired the
+                      // readers of tile it - 1's stage, which the load below overwrites
     if (it + C::kAhead < ntiles) load_tile(it + C::kAhead);
     CpAsyncCommit();
+    float k_scale = 1.f;
     if constexpr (kFp8) {
       const int64_t key = key_begin + static_cast<int64_t>(it) * kTile + key_row;
-      ks_cur = key < key_end ? __ldg(ks_b + key) : 1.f;
+      k_scale = key < key_end ? __ldg(ks_b + key) : 1.f;
     }
-    FenceAcc(acc_a);
+    // Both halves in flight; half 0 is reduced while the tensor cores run half 1.
+    float acc_a[64], acc_b[64];
     WgmmaFence();
     mma(acc_a, it, 0);
     WgmmaCommit();
-    if (it > 0) {
-      WgmmaWait<1>();
-      FenceAcc(acc_b);
-      reduce(acc_b, it - 1, 1, ks_prev);
-    }
-    FenceAcc(acc_b);
-    WgmmaFence();
     mma(acc_b, it, 1);
     WgmmaCommit();
     WgmmaWait<1>();
     FenceAcc(acc_a);
-    reduce(acc_a, it, 0, ks_cur);
-    ks_prev = ks_cur;
+    reduce(acc_a, it, 0, k_scale);
+    WgmmaWait<0>();
+    FenceAcc(acc_b);
+    reduce(acc_b, it, 1, k_scale);
   }
-  WgmmaWait<0>();
-  FenceAcc(acc_b);
-  reduce(acc_b, ntiles - 1, 1, ks_prev);
 }
 
 template <bool kFp8>
