@@ -7,17 +7,18 @@
 //   DSA: the same projections in MQA ("absorbed") form: q_nope folded through kv_b's key half -> [T, H, 512] latent
 //     + 64 rope = 576 against one shared row [latent | k_rope] per key; the lightning indexer (wq_b on the q latent,
 //     LayerNorm(wk(x)), weights_proj(x) * Hi^-0.5, rotate-half RoPE on the first 64 dims of its query and key),
-//     kernels::IndexerTopk (bf16), kernels::SparseMlaForward over the selected keys, kv_b's value half on the output,
-//     o_proj.
+//     its top-k (--indexer: bf16 kernels::IndexerTopk, and/or fp8: kernels::QuantizeIndexerFp8 of q, k and the
+//     head weights, timed with the indexer's projections, then kernels::IndexerTopkFp8), kernels::SparseMlaForward
+//     over the selected keys, kv_b's value half on the output, o_proj.
 // Two measurements per length L:
 //   prefill: the whole causal prefill of L tokens (positions 0 .. L-1);
 //   chunk: DeepSeek's marginal cost at position L: the last C queries (positions L-C .. L-1) over L cached keys. The
-//     prefix's caches are built untimed (DSA: the 576-wide latent rows and the indexer keys; dense: the expanded
-//     per-head K and V, which favours dense: it skips kv_b over the prefix); the chunk's own rows are computed and
-//     written into the caches inside the timed forward. The dense chunk's mask is bottom-right causal (query i sees
-//     keys 0 .. L-C+i), given to SDPA as an explicit boolean [C, L] mask; the "split" column times the two SDPA
-//     calls an LSE-merged version would make (the prefix without a mask, the chunk's own C x C block with
-//     is_causal) without the merge, a lower bound for dense without a mask tensor.
+//     prefix's caches are built untimed (DSA: the 576-wide latent rows and the indexer keys, bf16 or e4m3 with
+//     per-key scales; dense: the expanded per-head K and V, which favours dense: it skips kv_b over the prefix); the
+//     chunk's own rows are computed and written into the caches inside the timed forward. The dense chunk's mask
+//     is bottom-right causal (query i sees keys 0 .. L-C+i), given to SDPA as an explicit boolean [C, L] mask; the
+//     "split" column times the two SDPA calls an LSE-merged version would make (the prefix without a mask, the
+//     chunk's own C x C block with is_causal) without the merge, a lower bound for dense without a mask tensor.
 // Checks (relative error ||dsa - dense|| / ||dense|| of the layer outputs): prefill: the first min(L, topk) rows,
 //   where the indexer selects every causal key; chunk: the DSA layer with every causal key selected (index_topk >= L)
 //   against the dense chunk; and the dense chunk against the dense prefill's last C rows (the mask's alignment).
@@ -26,9 +27,9 @@
 // memory: the CUDA allocator's peak above what was held before, weights, inputs and caches excluded). Parts are
 // timed with a device synchronisation between them, inside the same runs.
 //   spargo_dsa_layer_bench [--device cuda|cpu] [--lengths 8192,32768,65536,131072] [--chunk 2048] [--reps 3]
-//                          [--indexer bf16] [--small] (--small: tiny shapes, lengths 48,96, chunk 16: a CPU smoke
-//                          test)
-// One table row per length and mode.
+//                          [--indexer bf16,fp8] [--small] (--small: tiny shapes, lengths 48,96, chunk 16: a CPU
+//                          smoke test)
+// One table row per length, mode and indexer (the dense columns repeat across indexers).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -46,6 +47,7 @@
 #include "absl/strings/string_view.h"
 #include "bench/bench_models.h"
 #include "bench/peak_memory.h"
+#include "kernels/indexer_fp8.h"
 #include "kernels/lightning_indexer.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -57,7 +59,7 @@ ABSL_FLAG(std::string, device, "cuda", "cuda or cpu.");
 ABSL_FLAG(std::string, lengths, "", "Lengths L (default 8192,32768,65536,131072; 48,96 with --small).");
 ABSL_FLAG(int64_t, chunk, 0, "Queries C of the chunk measurement (default 2048; 16 with --small).");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
-ABSL_FLAG(std::string, indexer, "bf16", "Indexers timed in the DSA layer (bf16 only so far).");
+ABSL_FLAG(std::string, indexer, "bf16,fp8", "Indexers timed in the DSA layer: bf16 and/or fp8, comma-separated.");
 ABSL_FLAG(bool, small, false, "Tiny shapes (hidden 128, 4 heads, indexer 4 x 16, top-k 16): a smoke test.");
 
 namespace {
@@ -288,15 +290,19 @@ Tensor IndexerKeys(const Shape& s, const Weights& w, const Tensor& x, const Tens
   return spargo::kernels::Rope(k, cos, sin, s.rope, /*interleaved=*/false);
 }
 
-// How the DSA layer selects: the bf16 indexer, or every causal key (the layer with index_topk >= L, the indexer
-// skipped: the check against dense).
-enum class Selection { kBf16, kAll };
+// How the DSA layer selects: the indexer in bf16 or FP8 (e4m3, kernels/indexer_fp8.h), or every causal key (the
+// layer with index_topk >= L, the indexer skipped: the check against dense).
+enum class Selection { kBf16, kFp8, kAll };
 
-const char* SelectionName(Selection sel) { return sel == Selection::kBf16 ? "bf16" : "all"; }
+const char* SelectionName(Selection sel) {
+  return sel == Selection::kBf16 ? "bf16" : sel == Selection::kFp8 ? "fp8" : "all";
+}
 
 struct DsaCache {
-  Tensor kv;     // [L, kv_lora + rope]
-  Tensor index;  // [1, L, Di]
+  Tensor kv;           // [L, kv_lora + rope]
+  Tensor index;        // [1, L, Di] bf16 (the bf16 indexer)
+  Tensor index8;       // [1, L, Di] e4m3 bits (the FP8 indexer)
+  Tensor index_scale;  // [1, L] float32, index8's per-key scales
 };
 
 // Every causal key of each query: [T, S] int32, key j for query i when j <= offset + i, else -1.
@@ -308,8 +314,8 @@ Tensor AllCausalKeys(int64_t t, int64_t keys, int64_t offset, const torch::Devic
 }
 
 // The DSA layer on x [1, T, hidden] at positions offset .. offset + T - 1 (cache as for DenseLayer).
-// Laps: 0 MLA projections (q, absorbed q, latent rows), 1 indexer projections (q_I, k_I, weights), 2 top-k,
-// 3 sparse MLA, 4 output (kv_b's value half, o_proj).
+// Laps: 0 MLA projections (q, absorbed q, latent rows), 1 indexer projections (q_I, k_I, weights; FP8: and their
+// quantization), 2 top-k, 3 sparse MLA, 4 output (kv_b's value half, o_proj).
 Tensor DsaLayer(const Shape& s, const Weights& w, const Tensor& x, int64_t offset, DsaCache* cache, Selection sel,
                 Laps* laps) {
   const int64_t t = x.size(1);
@@ -333,6 +339,25 @@ Tensor DsaLayer(const Shape& s, const Weights& w, const Tensor& x, int64_t offse
   if (sel == Selection::kAll) {
     if (laps != nullptr) laps->Lap(1);
     indices = AllCausalKeys(t, kv.size(0), offset, x.device());
+    if (laps != nullptr) laps->Lap(2);
+  } else if (sel == Selection::kFp8) {
+    Tensor q_index = spargo::kernels::Rope(Linear(m.qr, w.wq_b).view({1, t, s.index_heads, s.index_dim}), cos, sin,
+                                           s.rope, /*interleaved=*/false);                // [1, T, Hi, Di]
+    Tensor weights = Linear(x, w.w_proj).to(torch::kFloat32) *
+                     std::pow(static_cast<double>(s.index_heads), -0.5);                  // [1, T, Hi]
+    spargo::kernels::IndexerFp8Inputs q8 =
+        spargo::kernels::QuantizeIndexerFp8(q_index, IndexerKeys(s, w, x, cos, sin), weights);
+    Tensor k8 = q8.k, k_scale = q8.k_scale;                                               // [1, T, Di], [1, T]
+    if (cache != nullptr) {
+      cache->index8.narrow(1, offset, t).copy_(k8);
+      cache->index_scale.narrow(1, offset, t).copy_(k_scale);
+      k8 = cache->index8;
+      k_scale = cache->index_scale;
+    }
+    if (laps != nullptr) laps->Lap(1);
+    indices = spargo::kernels::IndexerTopkFp8(q8.q, k8, k_scale, q8.weights,
+                                              spargo::kernels::CausalKeyLimit(1, t, offset, x.device()), s.topk)
+                  .view({t, -1});
     if (laps != nullptr) laps->Lap(2);
   } else {
     Tensor q_index = spargo::kernels::Rope(Linear(m.qr, w.wq_b).view({1, t, s.index_heads, s.index_dim}), cos, sin,
@@ -489,6 +514,12 @@ std::vector<Row> MeasureLength(const Shape& s, const Weights& w, const torch::De
     DsaCache sc;
     sc.kv = LatentRows(m);
     sc.index = IndexerKeys(s, w, x, cos, sin);
+    // FP8 index keys: QuantizeIndexerFp8 quantizes k per key; the one-query q and weights beside it are unused.
+    spargo::kernels::IndexerFp8Inputs k8 = spargo::kernels::QuantizeIndexerFp8(
+        torch::ones({1, 1, s.index_heads, s.index_dim}, sc.index.options()), sc.index,
+        torch::ones({1, 1, s.index_heads}, sc.index.options().dtype(torch::kFloat32)));
+    sc.index8 = k8.k;
+    sc.index_scale = k8.k_scale;
     m = Mla();
     auto opts = torch::TensorOptions().device(device).dtype(torch::kInt64);
     const Tensor mask = torch::arange(len, opts).view({1, len}).le(torch::arange(offset, len, opts).view({chunk, 1}))
@@ -571,11 +602,11 @@ int main(int argc, char** argv) {
   }
   std::vector<Selection> indexers;
   for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_indexer), ',')) {
-    if (name != "bf16") {
-      std::cerr << "--indexer takes bf16 (the FP8 indexer is not built yet); got '" << name << "'\n";
+    if (name != "bf16" && name != "fp8") {
+      std::cerr << "--indexer takes bf16 and/or fp8, comma-separated; got '" << name << "'\n";
       return 2;
     }
-    indexers.push_back(Selection::kBf16);
+    indexers.push_back(name == "bf16" ? Selection::kBf16 : Selection::kFp8);
   }
   std::printf("One attention layer, %s shapes (hidden %lld, q_lora %lld, kv_lora %lld, H %lld, nope %lld, rope %lld, "
               "v %lld, indexer %lld x %lld, top-k %lld), bf16, batch 1, forward, %s; sparse MLA kernel %s, indexer "
