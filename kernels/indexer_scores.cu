@@ -18,6 +18,8 @@
 // key's score is thus the same function of its q and k rows wherever it sits (equal keys, bit-equal scores).
 #include "kernels/indexer_scores_cuda.h"
 
+#include "kernels/hopper_ptx.cuh"
+
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -51,34 +53,6 @@ struct Cfg {
   static constexpr int kTotal = kN + kQueries * 8 + 1024;                      // room to align the base
 };
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, asynchronously; zero-filled (no read) when !valid.
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// wgmma shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
-__device__ __forceinline__ uint64_t WgmmaDesc(uint32_t addr) {
-  uint64_t d = static_cast<uint64_t>((addr & 0x3FFFF) >> 4);
-  d |= static_cast<uint64_t>(1) << 16;          // leading byte offset (unused by swizzled K-major layouts)
-  d |= static_cast<uint64_t>(1024 >> 4) << 32;  // stride byte offset: 8 rows x 128 bytes
-  d |= static_cast<uint64_t>(1) << 62;          // 128-byte swizzle
-  return d;
-}
-__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void WgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
 // Keeps the compiler from moving accesses of the accumulators across a wgmma issue or wait.
 __device__ __forceinline__ void FenceAcc(float (&d)[64]) {
 #pragma unroll

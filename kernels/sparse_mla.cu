@@ -25,6 +25,8 @@
 // Backward: see the bwd namespace below.
 #include "kernels/sparse_mla_cuda.h"
 
+#include "kernels/hopper_ptx.cuh"
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -69,21 +71,6 @@ __device__ __forceinline__ uint32_t Swz(int row, int chunk) {
   return static_cast<uint32_t>((chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
 }
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronously; zero-filled (no read) when !valid.
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  const int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 __device__ __forceinline__ void Ldsm4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -104,14 +91,6 @@ __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// wgmma shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
-__device__ __forceinline__ uint64_t WgmmaDesc(uint32_t addr) {
-  uint64_t d = static_cast<uint64_t>((addr & 0x3FFFF) >> 4);
-  d |= static_cast<uint64_t>(1) << 16;            // leading byte offset (unused by swizzled K-major layouts)
-  d |= static_cast<uint64_t>(1024 >> 4) << 32;    // stride byte offset: 8 rows x 128 bytes
-  d |= static_cast<uint64_t>(1) << 62;            // 128-byte swizzle
-  return d;
-}
 
 // d[64 x 32] += A[64 x 16] * B[32 x 16]^T, both from shared memory (K-major), fp32 accumulate, per warpgroup.
 __device__ __forceinline__ void WgmmaM64N32(float (&d)[4][4], uint64_t da, uint64_t db) {
@@ -190,9 +169,6 @@ __device__ __forceinline__ uint64_t WgmmaDescMn(uint32_t addr) {
   return d;
 }
 
-__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaWait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // Keeps the compiler from moving accesses of an accumulator across the wgmma issue / wait.
 __device__ __forceinline__ void FenceOperand(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 
@@ -318,7 +294,7 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaForwardKernel(SparseMlaP
         WgmmaM64N32(s, WgmmaDesc(qa + off), WgmmaDesc(kb + off));
       }
       WgmmaCommit();
-      WgmmaWait0();
+      WgmmaWait<0>();
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll
@@ -408,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1) SparseMlaForwardKernel(SparseMlaP
         }
       }
       WgmmaCommit();
-      WgmmaWait0();
+      WgmmaWait<0>();
 #pragma unroll
       for (int i = 0; i < kPvN / 2; ++i) FenceOperand(ow[i]);
     } else {
