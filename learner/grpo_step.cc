@@ -106,7 +106,8 @@ class GrpoStepRunner {
             "no task prompt fits model.max_seq_len ", limit, " with rollout.max_new_tokens ", rc_.max_new_tokens(),
             " (", m_.skipped_prompts, " skipped this step)"));
       }
-      TaskPrompt task = ctx_.tasks.Next(ctx_.config.seed(), kGrpoStream, 1, &*state_.grpo_cursor).front();
+      TaskPrompt task = ctx_.tasks.Next(ctx_.config.seed(), kGrpoStream, 1, &*state_.grpo_cursor,
+                                        TaskMixture::Phase::kGrpo).front();
       SPARGO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, ctx_.codec->EncodePrompt(task));
       if (static_cast<int64_t>(ids.size()) + rc_.max_new_tokens() > limit || ids.empty()) {
         if (m_.skipped_prompts++ == 0) {

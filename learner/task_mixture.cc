@@ -36,6 +36,10 @@ absl::StatusOr<TaskMixture> TaskMixture::FromConfig(const config::ExperimentConf
     if (!(t.weight() > 0) || !std::isfinite(t.weight())) {
       return absl::InvalidArgumentError(absl::StrCat(where, ".weight = ", t.weight(), ": must be positive"));
     }
+    if (t.has_grpo_weight() && !(t.grpo_weight() >= 0 && std::isfinite(t.grpo_weight()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".grpo_weight = ", t.grpo_weight(), ": must be zero or positive"));
+    }
     std::string name = t.has_name() ? t.name() : absl::StrCat("task", i);
     switch (t.source_case()) {
       case config::TaskSource::kArithmetic: {
@@ -67,13 +71,25 @@ absl::StatusOr<TaskMixture> TaskMixture::FromConfig(const config::ExperimentConf
             where + ": no source set (e.g. arithmetic {}, jsonl { path: ... } or builtin { kind: ... })");
     }
     out.weights_.push_back(t.weight());
+    out.grpo_weights_.push_back(t.has_grpo_weight() ? t.grpo_weight() : t.weight());
+  }
+  double grpo_total = 0;
+  for (double w : out.grpo_weights_) grpo_total += w;
+  if (!(grpo_total > 0)) {
+    return absl::InvalidArgumentError("tasks: every grpo_weight is 0, so GRPO could draw no prompt");
   }
   return out;
 }
 
-std::vector<TaskPrompt> TaskMixture::Next(uint64_t seed, uint64_t stream, int n, TaskCursor* cursor) const {
+std::vector<TaskPrompt> TaskMixture::Next(uint64_t seed, uint64_t stream, int n, TaskCursor* cursor,
+                                          Phase phase) const {
+  const std::vector<double>& weights = phase == Phase::kGrpo ? grpo_weights_ : weights_;
   double total = 0;
-  for (double w : weights_) total += w;
+  size_t last = 0;  // the last source that can be drawn (rounding never picks one of weight 0)
+  for (size_t k = 0; k < weights.size(); ++k) {
+    total += weights[k];
+    if (weights[k] > 0) last = k;
+  }
   std::vector<TaskPrompt> out;
   out.reserve(n);
   for (int i = 0; i < n; ++i) {
@@ -81,7 +97,7 @@ std::vector<TaskPrompt> TaskMixture::Next(uint64_t seed, uint64_t stream, int n,
     CounterRng rng(seed, {stream, draw});
     double pick = rng.Uniform() * total;
     size_t k = 0;
-    while (k + 1 < sources_.size() && pick >= weights_[k]) pick -= weights_[k++];
+    while (k < last && (weights[k] == 0 || pick >= weights[k])) pick -= weights[k++];
     out.push_back(sources_[k]->Draw(seed, stream, cursor->per_source[k]++));
     out.back().source_index = static_cast<int>(k);
     out.back().draw = draw;

@@ -1,6 +1,7 @@
 // The exact-numeric-answer reward, per-domain composition, arithmetic tasks and their held-out split.
 #include <set>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/arithmetic_task.h"
 #include "learner/experiment_config.h"
@@ -128,6 +129,46 @@ TEST(TaskMixture, DrawsByWeightDeterministically) {
   EXPECT_NEAR(sub / 2000.0, 0.75, 0.04);
   EXPECT_FALSE(learner::TaskCursor::FromJson(ca.ToJson(), 3).ok());  // a cursor of another mixture
   EXPECT_FALSE(learner::TaskCursor::FromJson(nlohmann::json::array(), 2).ok());
+}
+
+TEST(TaskMixture, GrpoWeightChangesOnlyGrpoDraws) {
+  const std::vector<std::string> two = {"tasks[1].name=sub", "tasks[1].arithmetic.operators=-",
+                                        "tasks[1].domain=REASONING"};
+  auto with = [&](std::vector<std::string> more) -> absl::StatusOr<learner::TaskMixture> {
+    more.insert(more.begin(), two.begin(), two.end());
+    absl::StatusOr<config::ExperimentConfig> c = learner::LoadExperimentConfig("", more);
+    if (!c.ok()) return c.status();
+    return learner::TaskMixture::FromConfig(*c);
+  };
+  auto plain = with({}), grpo3 = with({"tasks[1].grpo_weight=3"}), only_sub = with({"tasks[0].grpo_weight=0"});
+  ASSERT_TRUE(plain.ok() && grpo3.ok() && only_sub.ok());
+  auto share = [](const std::vector<learner::TaskPrompt>& ps) {
+    int sub = 0;
+    for (const auto& p : ps) sub += p.source == "sub";
+    return sub / static_cast<double>(ps.size());
+  };
+  using Phase = learner::TaskMixture::Phase;
+  learner::TaskCursor c1 = plain->NewCursor(), c2 = grpo3->NewCursor(), c3 = grpo3->NewCursor();
+  learner::TaskCursor c4 = only_sub->NewCursor();
+  const auto warm_plain = plain->Next(1, 1, 2000, &c1), warm_grpo3 = grpo3->Next(1, 1, 2000, &c2);
+  for (size_t i = 0; i < warm_plain.size(); ++i) ASSERT_EQ(warm_plain[i].prompt, warm_grpo3[i].prompt);  // unchanged
+  EXPECT_NEAR(share(warm_plain), 0.5, 0.04);
+  EXPECT_NEAR(share(grpo3->Next(1, 2, 2000, &c3, Phase::kGrpo)), 0.75, 0.04);  // 3 : 1
+  EXPECT_EQ(share(only_sub->Next(1, 2, 500, &c4, Phase::kGrpo)), 1.0);          // weight 0: never drawn
+  // The held-out split keeps `weight`.
+  auto h_plain = plain->Heldout(40), h_grpo3 = grpo3->Heldout(40);
+  ASSERT_TRUE(h_plain.ok() && h_grpo3.ok());
+  ASSERT_EQ(h_plain->size(), h_grpo3->size());
+  for (size_t i = 0; i < h_plain->size(); ++i) EXPECT_EQ((*h_plain)[i].prompt, (*h_grpo3)[i].prompt);
+  // Bad values are configuration errors that name the field.
+  for (const std::string& bad : {"tasks[1].grpo_weight=-1", "tasks[1].grpo_weight=nan"}) {
+    auto m = with({bad});
+    ASSERT_FALSE(m.ok()) << bad;
+    EXPECT_THAT(std::string(m.status().message()), testing::HasSubstr("tasks[1].grpo_weight")) << bad;
+  }
+  auto none = with({"tasks[0].grpo_weight=0", "tasks[1].grpo_weight=0"});
+  ASSERT_FALSE(none.ok());
+  EXPECT_THAT(std::string(none.status().message()), testing::HasSubstr("grpo_weight"));
 }
 
 }  // namespace
