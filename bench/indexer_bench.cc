@@ -4,7 +4,10 @@
 // sees keys 0..t), batch 1. One table row per (shape, kernel):
 //   per-row bf16  the one-block-per-query kernel (IndexerKernel::kPerRow)
 //   tiled bf16    the wgmma kernel (kTiled; 64 heads x 128 dims only)
-//   tiled fp8     the same on e4m3 inputs from QuantizeIndexerFp8 (the quantization timed apart: "quant ms")
+//   tiled fp8     the same on e4m3 inputs from QuantizeIndexerFp8 (the quantization timed apart: "quant ms"; on
+//                 CUDA one kernel)
+//   fp8 quant torch  QuantizeIndexerFp8Reference, the quantization in libtorch operations (quant ms, its peak
+//                 memory, and whether its bits equal QuantizeIndexerFp8's)
 //   torch         the former path, where its [T, Hi, S] scores fit in --torch_limit_gib
 // Columns: median wall time of the whole selection ("total"), of the tiled kernel's scoring alone
 // (kTiledScoresOnly, the same chunks without the selection kernel) and their difference ("selection"); TFLOP/s of
@@ -12,7 +15,7 @@
 // peak memory above the inputs (CUDA); agreement: rows whose key set equals the per-row bf16 kernel's (the torch
 // path's, for that row itself), and for fp8 the mean share of the bf16 set it selects (recall).
 //   spargo_indexer_bench [--device cuda|cpu] [--sets deepseek,160m] [--lengths 8192,32768,131072] [--reps 3]
-//                        [--kernels per_row,tiled,fp8,torch]
+//                        [--kernels per_row,tiled,fp8,quant_torch,torch]
 // deepseek: Hi 64, Di 128, top-k 2048 (DeepSeek-V3.2); 160m: Hi 8, Di 64, top-k 256 (bench/bench_models.h).
 #include <cstdio>
 #include <iostream>
@@ -34,7 +37,8 @@ ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference in e
 ABSL_FLAG(std::string, sets, "deepseek,160m", "Shape sets: deepseek (Hi 64, Di 128, k 2048), 160m (Hi 8, Di 64, k 256).");
 ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Sequence lengths S = T.");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
-ABSL_FLAG(std::string, kernels, "per_row,tiled,fp8,torch", "Rows to run: per_row, tiled, fp8, torch.");
+ABSL_FLAG(std::string, kernels, "per_row,tiled,fp8,quant_torch,torch",
+          "Rows to run: per_row, tiled, fp8, quant_torch, torch.");
 ABSL_FLAG(double, torch_limit_gib, 60, "Run the torch path only when its [T, Hi, S] fp32 scores fit in this many GiB.");
 
 namespace {
@@ -161,6 +165,17 @@ int main(int argc, char** argv) {
         });
         if (per_row.defined()) r.agreement = "recall " + std::to_string(Recall(out, per_row)).substr(0, 6);
         print(r);
+        if (kernels.count("quant_torch")) {
+          Row t{"fp8 quant torch"};
+          sk::IndexerFp8Inputs ref;
+          t.gib = PeakGib(device, [&] { ref = sk::QuantizeIndexerFp8Reference(q, k, w); });
+          t.quant_s = MedianSeconds(reps, device, [&] { ref = sk::QuantizeIndexerFp8Reference(q, k, w); });
+          const bool same = torch::equal(ref.q, f.q) && torch::equal(ref.k, f.k) &&
+                            torch::equal(ref.k_scale.view(torch::kInt32), f.k_scale.view(torch::kInt32)) &&
+                            torch::equal(ref.weights.view(torch::kInt32), f.weights.view(torch::kInt32));
+          t.agreement = same ? "bits equal the kernel's" : "BITS DIFFER";
+          print(t);
+        }
       }
       const double torch_gib_needed = static_cast<double>(len) * hi * len * 4 / (1ull << 30);
       if (kernels.count("torch") && torch_gib_needed <= absl::GetFlag(FLAGS_torch_limit_gib)) {

@@ -2,10 +2,18 @@
 // reference and the dispatch (contract in kernels/indexer_fp8.h).
 #include "kernels/indexer_fp8.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/indexer_scores.h"
+
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/indexer_fp8_cuda.h"
+#endif
 
 namespace spargo::kernels {
 namespace {
@@ -40,15 +48,90 @@ void CheckFp8Inputs(const torch::Tensor& q8, const torch::Tensor& k8, const torc
               k_scale.device());
 }
 
-// Per row of the last dim (keepdim): the smallest power of two s with absmax / s <= 448; 1 for all-zero rows. Built
-// from its bits, so that it and the divisions by it are exact, and alike on every device.
+// Per row of the last dim (keepdim): the smallest power of two 2^p with absmax / 2^p <= 448, p >= -126; 1 for rows
+// that are all zero or hold a NaN or an infinity. Built from the absmax's bits (the integer maximum of |x|'s bits,
+// where NaN bits exceed infinity's), so that it and the divisions by it are exact and alike on every device; the
+// CUDA kernel computes the same (kernels/indexer_fp8_cuda.h, E4m3ScaleExponent). absmax = 1.m 2^e: p = e - 8, plus 1
+// when 1.m > 1.75 (448 = 1.75 2^8).
 torch::Tensor AbsmaxScale(const torch::Tensor& x32) {
-  torch::Tensor amax = x32.abs().amax(-1, /*keepdim=*/true);
-  auto [m, e] = torch::frexp(amax);  // amax = m 2^e, m in [0.5, 1); 448 = 0.875 2^9
-  torch::Tensor p = (e.to(torch::kInt32) - 9 + m.gt(0.875).to(torch::kInt32)).clamp(-126, 127);
-  torch::Tensor scale = ((p + 127) * (1 << 23)).to(torch::kInt32).view(torch::kFloat32);  // 2^p
-  return torch::where(amax > 0, scale, torch::ones_like(scale));
+  torch::Tensor bits = x32.view(torch::kInt32).bitwise_and(0x7FFFFFFF).amax(-1, /*keepdim=*/true);
+  torch::Tensor p = torch::bitwise_right_shift(bits, 23) - (127 + 8) + bits.bitwise_and(0x7FFFFF).gt(0x600000);
+  torch::Tensor scale = ((p.clamp_min(-126) + 127) * (1 << 23)).to(torch::kInt32).view(torch::kFloat32);  // 2^p
+  return torch::where(bits.gt(0).logical_and(bits.lt(0x7F800000)), scale, torch::ones_like(scale));
 }
+
+void CheckQuantizerInputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 3 && w.dim() == 3 && k.size(0) == q.size(0) && k.size(2) == q.size(3) &&
+                  w.sizes() == q.sizes().slice(0, 3),
+              "QuantizeIndexerFp8: q_index must be [B, T, Hi, Di], k_index [B, S, Di], weights [B, T, Hi]; got ",
+              q.sizes(), ", ", k.sizes(), ", ", w.sizes());
+  TORCH_CHECK(q.is_floating_point() && k.is_floating_point() && w.is_floating_point(),
+              "QuantizeIndexerFp8: q_index, k_index and weights must be floating, got ", q.scalar_type(), ", ",
+              k.scalar_type(), ", ", w.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && w.device() == q.device(),
+              "QuantizeIndexerFp8: q_index, k_index and weights must be on one device, got ", q.device(), ", ",
+              k.device(), ", ", w.device());
+}
+
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+// The rows of x [..., D] (all leading dims) as the kernel addresses them: float32, bfloat16 or float16 (other dtypes
+// converted to float32), the last dim contiguous, the leading dims but the last collapsed into one "outer" index.
+// `keep` holds the tensor read.
+cuda::QuantizeRowsParams RowsOf(const torch::Tensor& x_in, torch::Tensor* keep) {
+  cuda::QuantizeRowsParams p;
+  torch::Tensor x = x_in;
+  switch (x.scalar_type()) {
+    case torch::kBFloat16: p.source = cuda::Fp8Source::kBFloat16; break;
+    case torch::kHalf: p.source = cuda::Fp8Source::kFloat16; break;
+    case torch::kFloat32: p.source = cuda::Fp8Source::kFloat32; break;
+    default: x = x.to(torch::kFloat32); p.source = cuda::Fp8Source::kFloat32;
+  }
+  const int64_t n = x.dim() - 1;  // leading dims
+  bool collapsible = x.stride(n) == 1;
+  for (int64_t i = 0; i + 2 < n; ++i) {
+    collapsible = collapsible && (x.size(i) == 1 || x.stride(i) == x.size(i + 1) * x.stride(i + 1));
+  }
+  if (!collapsible) x = x.contiguous();
+  p.rows = x.numel() / std::max<int64_t>(x.size(n), 1);
+  p.dim = static_cast<int>(x.size(n));
+  p.inner = x.size(n - 1);
+  p.inner_stride = x.stride(n - 1);
+  p.outer_stride = n >= 2 ? x.stride(n - 2) : 0;
+  if (p.inner == 0 || p.rows <= p.inner || p.outer_stride == p.inner * p.inner_stride) {
+    p.inner = std::max<int64_t>(p.rows, 1);  // one flat run of rows: no division in the kernel
+  }
+  p.x = x.data_ptr();
+  *keep = x;
+  return p;
+}
+
+IndexerFp8Inputs QuantizeIndexerFp8Cuda(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                        const torch::Tensor& weights) {
+  c10::cuda::CUDAGuard guard(q_index.device());
+  const int device = q_index.get_device();
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
+  auto bytes = q_index.options().dtype(torch::kUInt8);
+  auto floats = q_index.options().dtype(torch::kFloat32);
+  IndexerFp8Inputs out;
+  out.q = torch::empty(q_index.sizes(), bytes);                          // [B, T, Hi, Di]
+  out.k = torch::empty(k_index.sizes(), bytes);                          // [B, S, Di]
+  out.k_scale = torch::empty({k_index.size(0), k_index.size(1)}, floats);  // [B, S]
+  out.weights = torch::empty(weights.sizes(), floats);                  // [B, T, Hi]
+  torch::Tensor q_read, k_read, w = weights.to(torch::kFloat32).contiguous();
+  cuda::QuantizeRowsParams pq = RowsOf(q_index, &q_read);
+  pq.out = out.q.data_ptr<uint8_t>();
+  pq.w_in = w.data_ptr<float>();
+  pq.w_out = out.weights.data_ptr<float>();
+  const char* err = cuda::LaunchQuantizeRowsFp8(pq, device, stream);
+  TORCH_CHECK(err == nullptr, "QuantizeIndexerFp8: the q launch failed: ", err == nullptr ? "" : err);
+  cuda::QuantizeRowsParams pk = RowsOf(k_index, &k_read);
+  pk.out = out.k.data_ptr<uint8_t>();
+  pk.scale = out.k_scale.data_ptr<float>();
+  err = cuda::LaunchQuantizeRowsFp8(pk, device, stream);
+  TORCH_CHECK(err == nullptr, "QuantizeIndexerFp8: the k launch failed: ", err == nullptr ? "" : err);
+  return out;
+}
+#endif
 
 }  // namespace
 
@@ -71,11 +154,9 @@ torch::Tensor DecodeE4m3(const torch::Tensor& bits) {
   return E4m3Table().to(bits.device()).index({bits.to(torch::kInt64)});
 }
 
-IndexerFp8Inputs QuantizeIndexerFp8(const torch::Tensor& q_index, const torch::Tensor& k_index,
-                                    const torch::Tensor& weights) {
-  TORCH_CHECK(q_index.dim() == 4 && k_index.dim() == 3 && weights.dim() == 3,
-              "QuantizeIndexerFp8: q_index must be [B, T, Hi, Di], k_index [B, S, Di], weights [B, T, Hi]; got ",
-              q_index.sizes(), ", ", k_index.sizes(), ", ", weights.sizes());
+IndexerFp8Inputs QuantizeIndexerFp8Reference(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                             const torch::Tensor& weights) {
+  CheckQuantizerInputs(q_index, k_index, weights);
   torch::Tensor q32 = q_index.to(torch::kFloat32), k32 = k_index.to(torch::kFloat32);
   torch::Tensor q_scale = AbsmaxScale(q32);  // [B, T, Hi, 1]
   torch::Tensor k_scale = AbsmaxScale(k32);  // [B, S, 1]
@@ -85,6 +166,15 @@ IndexerFp8Inputs QuantizeIndexerFp8(const torch::Tensor& q_index, const torch::T
   out.k_scale = k_scale.squeeze(-1).contiguous();                          // [B, S]
   out.weights = (weights.to(torch::kFloat32) * q_scale.squeeze(-1)).contiguous();  // [B, T, Hi]
   return out;
+}
+
+IndexerFp8Inputs QuantizeIndexerFp8(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                    const torch::Tensor& weights) {
+  CheckQuantizerInputs(q_index, k_index, weights);
+#ifdef SPARGO_HAVE_CUDA_KERNELS
+  if (q_index.is_cuda()) return QuantizeIndexerFp8Cuda(q_index, k_index, weights);
+#endif
+  return QuantizeIndexerFp8Reference(q_index, k_index, weights);
 }
 
 torch::Tensor IndexerScoresFp8Reference(const torch::Tensor& q8, const torch::Tensor& k8, const torch::Tensor& k_scale,

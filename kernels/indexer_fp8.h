@@ -8,11 +8,15 @@
 // Quantization (as DeepSeek-V3.2's indexer): per-token absmax scales, q per (token, head), k per key, each the
 // smallest power of two that brings the row's absmax within 448 (so scaling is exact and identical on every device):
 //   q_scale[b, t, h] = 2^ceil(log2(max_d |q[b, t, h, d]| / 448)),  q8 = e4m3(q / q_scale)
-//   k_scale[b, s]    = 2^ceil(log2(max_d |k[b, s, d]| / 448)),     k8 = e4m3(k / k_scale)  (scale 1 for zero rows)
+//   k_scale[b, s]    = 2^ceil(log2(max_d |k[b, s, d]| / 448)),     k8 = e4m3(k / k_scale)
 //   weights8[b, t, h] = weights[b, t, h] * q_scale[b, t, h]      (q's scale folded into the head weights)
-// and the scores the FP8 indexer selects by:
+// with the exponent at least -126, and scale 1 for rows that are all zero or hold a NaN or an infinity (their values
+// then encode unscaled: infinities saturate to +-448, NaN gives 0x7F). The scores the FP8 indexer selects by:
 //   I[b, t, s] = k_scale[b, s] * sum_h weights8[b, t, h] * ReLU(Di^-0.5 * dec(q8[b, t, h]) . dec(k8[b, s]))
 // which equals the bf16 indexer's score of the dequantized inputs (ReLU(c x) = c ReLU(x) for c >= 0).
+//
+// QuantizeIndexerFp8 runs one CUDA kernel on CUDA tensors (one read of q and k, kernels/indexer_fp8.cu) and
+// libtorch operations elsewhere (QuantizeIndexerFp8Reference); both give the same bits.
 //
 // Dispatch of IndexerTopkFp8: CUDA tensors with 64 heads of 128 dims run the tiled kernel (e4m3 wgmma, fp32
 // accumulation; kernels/indexer_scores.cu); other CUDA shapes run the per-row kernel on the dequantized inputs in
@@ -39,10 +43,14 @@ struct IndexerFp8Inputs {
   torch::Tensor q, k, k_scale, weights;
 };
 
-// Quantizes bf16/fp16/fp32 indexer inputs as above, on their device: q_index [B, T, Hi, Di], k_index [B, S, Di],
-// weights [B, T, Hi].
+// Quantizes floating indexer inputs as above, on their device: q_index [B, T, Hi, Di], k_index [B, S, Di] (any
+// strides), weights [B, T, Hi]. Outputs are contiguous.
 IndexerFp8Inputs QuantizeIndexerFp8(const torch::Tensor& q_index, const torch::Tensor& k_index,
                                     const torch::Tensor& weights);
+
+// The libtorch form of QuantizeIndexerFp8 (any device; the CPU path, and the reference of the CUDA kernel).
+IndexerFp8Inputs QuantizeIndexerFp8Reference(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                             const torch::Tensor& weights);
 
 // I[b, t, s] above in fp32, [B, T, S] (no mask), any device.
 torch::Tensor IndexerScoresFp8Reference(const torch::Tensor& q8, const torch::Tensor& k8, const torch::Tensor& k_scale,
