@@ -1,34 +1,59 @@
 #!/usr/bin/env bash
-# One H200 call over the whole tree: build, the CUDA tests of the kernels, the model and the engine, then the
-# training steps (1 x 4096, 1 x 16384), the engine's decode in process and served, and the HF peer on the same shapes.
-# SPARGO_CHECK_PARTS=decode leaves out the training steps (ours and HF's); SPARGO_PROFILE_TOP=N adds a profiled decode
-# call per batch (bench/engine_bench.cc --profile_top) at the end.
+# One H200 call over the whole tree: build, the CUDA tests of the kernels, the model and the engine, then the parts
+# named in SPARGO_CHECK_PARTS (comma-separated; default train,decode), each with its peer in the same call:
+#   train:  the 160M training steps (1 x 4096, 1 x 16384), and HF's (bench/hf_v32_peer.py, when copied into bench/);
+#   decode: the engine's decode in process and served, and HF's decode;
+#   layer:  one DeepSeek-V3.2 attention layer, DSA against dense (spargo_dsa_layer_bench) at SPARGO_CHECK_LAYER
+#           (lengths, default 131072) with both indexers;
+#   warmup: the dense warm-up's indexer-only step at 1 x 4096, materialised against chunked.
+# SPARGO_PROFILE_TOP=N adds a profiled decode call per batch (bench/engine_bench.cc --profile_top) at the end.
+#   bash bench/gpu_session_check.sh OUT_DIR
 set -uo pipefail
 out="$1"; mkdir -p "$out"
 [[ -n "${SPARGO_ENV:-}" ]] && source "$SPARGO_ENV" > /dev/null 2>&1
+parts=",${SPARGO_CHECK_PARTS:-train,decode},"
+has() { [[ "$parts" == *",$1,"* ]]; }
+targets="spargo spargo_tests spargo_kernel_tests spargo_model_bench"
+has decode && targets+=" spargo_engine_bench"
+has layer && targets+=" spargo_dsa_layer_bench"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.txt" 2>&1 || { tail -20 "$out/cmake.txt"; exit 1; }
-ninja -C build-gpu -j"$(nproc)" spargo spargo_tests spargo_kernel_tests spargo_model_bench spargo_engine_bench \
-  > "$out/build.txt" 2>&1 || { grep -m10 -A6 error "$out/build.txt"; exit 1; }
+ninja -C build-gpu -j"$(nproc)" $targets > "$out/build.txt" 2>&1 || { grep -m10 -A6 error "$out/build.txt"; exit 1; }
 echo "build ok $(date +%T)"
 build-gpu/tests/spargo_kernel_tests > "$out/kernel_tests.txt" 2>&1
 grep -E "^\[  (FAILED|PASSED) |Failure" "$out/kernel_tests.txt" | head -20
-build-gpu/tests/spargo_tests --gtest_filter='DsaTraining.*:Dsv32Model.*:GenerationEngine.*:EngineGraphs.*:IndexerKlLoss.*:DeviceRows/*:ActivationCheckpoint.*:LogitsCommand.*' \
+build-gpu/tests/spargo_tests --gtest_filter="${SPARGO_CHECK_TESTS:-DsaTraining.*:Dsv32Model.*:GenerationEngine.*:EngineGraphs.*:IndexerKlLoss.*:DeviceRows/*:ActivationCheckpoint.*:LogitsCommand.*:*Warmup*}" \
   > "$out/tests.txt" 2>&1
 grep -E "^\[  (FAILED|PASSED) |Failure" "$out/tests.txt" | head -20
 echo "tests done $(date +%T)"
-parts="${SPARGO_CHECK_PARTS:-all}"
-[[ "$parts" == decode ]] || for len in 4096 16384; do
-  build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype bfloat16 --train --batches 1 --prompt "$len" \
-    --reps 5 2>&1 | grep -E "^\| [0-9]|^\| batch" | tee -a "$out/train.txt"
-done
-build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes decode,grpo --graphs auto \
-  --batches 64,256 --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_bench.txt" | grep -v "^I "
-build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes served --batches 64,256 \
-  --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_served.txt" | grep -v "^I "
+if has train; then
+  for len in 4096 16384; do
+    build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype bfloat16 --train --batches 1 \
+      --prompt "$len" --reps 5 2>&1 | grep -E "^\| [0-9]|^\| batch" | tee -a "$out/train.txt"
+  done
+fi
+if has warmup; then
+  for form in materialized chunked; do
+    echo "dense warm-up, indexer only, $form"
+    SPARGO_DENSE_WARMUP=$form build-gpu/bench/spargo_model_bench --config 160m --device cuda --dtype bfloat16 \
+      --train --warmup indexer --batches 1 --prompt 4096 --reps 3 2>&1 | grep -E "^\| [0-9]|^\| batch"
+  done | tee "$out/warmup.txt"
+fi
+if has decode; then
+  build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes decode,grpo --graphs auto \
+    --batches 64,256 --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_bench.txt" | grep -v "^I "
+  build-gpu/bench/spargo_engine_bench --config 160m --device cuda --dtype bfloat16 --modes served --batches 64,256 \
+    --prompt 128 --new_tokens 256 2>&1 | tee "$out/engine_served.txt" | grep -v "^I "
+fi
+if has layer; then
+  timeout 240 build-gpu/bench/spargo_dsa_layer_bench --device cuda --lengths "${SPARGO_CHECK_LAYER:-131072}" \
+    --indexer bf16,fp8 2>&1 | tee "$out/layer.txt" | grep "^|"
+fi
 echo "benches done $(date +%T)"
-if [[ -f bench/hf_v32_peer.py ]]; then
+if [[ -f bench/hf_v32_peer.py ]] && { has train || has decode; }; then
+  # The peer's loops: decode batches, prefill lengths (never run here), training shapes.
   sed -i 's/^for L in \[4096, 8192, 16384, 32768\]:/for L in []:/; s/for B, L in \[(1, 4096), (4, 4096), (1, 8192), (1, 16384)\]:/for B, L in [(1, 4096), (1, 16384)]:/' bench/hf_v32_peer.py
-  [[ "$parts" == decode ]] && sed -i 's/^for B, L in \[(1, 4096), (1, 16384)\]:/for B, L in []:/' bench/hf_v32_peer.py
+  has train || sed -i 's/^for B, L in \[(1, 4096), (1, 16384)\]:/for B, L in []:/' bench/hf_v32_peer.py
+  has decode || sed -i 's/^for B in \[64, 256\]:/for B in []:/' bench/hf_v32_peer.py
   PYTHONUNBUFFERED=1 timeout 150 python3 bench/hf_v32_peer.py 2>&1 | grep '^{' | tee "$out/hf.txt"
 fi
 if [[ -n "${SPARGO_PROFILE_TOP:-}" ]]; then
