@@ -6,8 +6,9 @@
 //  - NewCache / Decode: incremental evaluation for generation; Decode appends tokens to the cache and returns
 //    their logits. All sequences of one cache advance together (equal lengths). A cache can record the choices
 //    of the tokens it is fed (RecordChoices / Choices).
-//  - KvFieldDims / DecodePaged: incremental evaluation over a paged cache (model/kv_pages.h) in which every sequence
-//    has its own length and its own blocks; the rollout engine's path. Models without it return no fields.
+//  - KvFieldDims, KvFields / DecodePaged: incremental evaluation over a paged cache (model/kv_pages.h) in which
+//    every sequence has its own length and its own blocks; the rollout engine's path. Models without it return no
+//    fields.
 //    DecodePagedFull is its form for calls without padding (decode steps), capturable in a CUDA graph where the
 //    model says so.
 // Methods throw c10::Error on misuse (bad shapes); module boundaries catch it (CallCatching).
@@ -68,6 +69,10 @@ class CausalLm : public torch::nn::Module {
   // The width of each per-token cache field of one layer (e.g. {kv_lora_rank, qk_rope_head_dim, index_head_dim});
   // empty when the model has no paged path. A pool for the model has num_kv_layers() x KvFieldDims() fields.
   virtual std::vector<int64_t> KvFieldDims() const { return {}; }
+  // The same fields with their element types, for a cache kept in `dtype` (the model's floating dtype): by default
+  // every field in `dtype`; a model may keep a field in another type (DeepSeek-V3.2's FP8 indexer key: e4m3 bytes
+  // and a float32 scale). The rollout engine sizes and builds its pool (model/kv_pages.h) from these.
+  virtual std::vector<KvFieldSpec> KvFields(torch::ScalarType dtype) const { return KvFieldsOf(KvFieldDims(), dtype); }
   virtual int64_t num_kv_layers() const { return 0; }
   // Appends the first rows.new_tokens[b] tokens of row b of input_ids [B, T] (the rest is padding) at positions
   // rows.lengths[b].. of that row's blocks; logits [B, T, V] float32 (padding positions hold meaningless values).

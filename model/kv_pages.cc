@@ -4,15 +4,35 @@
 
 namespace spargo::model {
 
-KvPool::KvPool(int64_t num_layers, std::vector<int64_t> field_dims, int64_t num_blocks, int64_t block_size,
-               torch::TensorOptions options)
-    : num_layers_(num_layers), field_dims_(std::move(field_dims)), num_blocks_(num_blocks), block_size_(block_size) {
-  TORCH_CHECK(num_layers > 0 && num_blocks > 0 && block_size > 0 && !field_dims_.empty(),
+std::vector<KvFieldSpec> KvFieldsOf(const std::vector<int64_t>& dims, torch::ScalarType dtype) {
+  std::vector<KvFieldSpec> out;
+  for (int64_t d : dims) out.push_back({d, dtype});
+  return out;
+}
+
+KvPool::KvPool(int64_t num_layers, std::vector<KvFieldSpec> fields, int64_t num_blocks, int64_t block_size,
+               torch::Device device)
+    : num_layers_(num_layers), specs_(std::move(fields)), num_blocks_(num_blocks), block_size_(block_size) {
+  TORCH_CHECK(num_layers > 0 && num_blocks > 0 && block_size > 0 && !specs_.empty(),
               "KvPool: layers, blocks, block size and fields must be positive");
+  for (const KvFieldSpec& f : specs_) TORCH_CHECK(f.dim > 0, "KvPool: field width ", f.dim, " must be positive");
   // Zeros, not empty: a padded read multiplies unread entries by zero probabilities, and NaN garbage would leak.
   for (int64_t l = 0; l < num_layers; ++l) {
-    for (int64_t dim : field_dims_) fields_.push_back(torch::zeros({num_blocks, block_size, dim}, options));
+    for (const KvFieldSpec& f : specs_) {
+      fields_.push_back(torch::zeros({num_blocks, block_size, f.dim}, torch::TensorOptions(device).dtype(f.dtype)));
+    }
   }
+}
+
+KvPool::KvPool(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t num_blocks, int64_t block_size,
+               torch::TensorOptions options)
+    : KvPool(num_layers, KvFieldsOf(field_dims, options.dtype().toScalarType()), num_blocks, block_size,
+             options.device()) {}
+
+std::vector<int64_t> KvPool::field_dims() const {
+  std::vector<int64_t> dims;
+  for (const KvFieldSpec& f : specs_) dims.push_back(f.dim);
+  return dims;
 }
 
 void KvPool::CopyBlock(int64_t src, int64_t dst) {
@@ -20,11 +40,15 @@ void KvPool::CopyBlock(int64_t src, int64_t dst) {
   for (torch::Tensor& f : fields_) f[dst].copy_(f[src]);
 }
 
+int64_t KvPool::BytesPerBlock(int64_t num_layers, const std::vector<KvFieldSpec>& fields, int64_t block_size) {
+  int64_t bytes = 0;  // one token of one layer
+  for (const KvFieldSpec& f : fields) bytes += f.dim * static_cast<int64_t>(c10::elementSize(f.dtype));
+  return num_layers * bytes * block_size;
+}
+
 int64_t KvPool::BytesPerBlock(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t block_size,
                               torch::ScalarType dtype) {
-  int64_t width = 0;
-  for (int64_t d : field_dims) width += d;
-  return num_layers * width * block_size * static_cast<int64_t>(c10::elementSize(dtype));
+  return BytesPerBlock(num_layers, KvFieldsOf(field_dims, dtype), block_size);
 }
 
 void PagedKv::Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
@@ -32,6 +56,8 @@ void PagedKv::Write(int64_t layer, int64_t field, const torch::Tensor& rows, con
   torch::Tensor& f = pool_->field(layer, field);  // [N, bs, dim]
   const int64_t bs = pool_->block_size();
   torch::Tensor slots = block_table_.index({rows, at.div(bs, "floor")}) * bs + at.remainder(bs);  // [M]
+  TORCH_CHECK(f.is_floating_point() || values.scalar_type() == f.scalar_type(), "PagedKv::Write: field ", field,
+              " holds ", f.scalar_type(), "; values are ", values.scalar_type());
   f.view({-1, f.size(2)}).index_put_({slots}, values.to(f.scalar_type()));
 }
 

@@ -1,8 +1,9 @@
 // Paged storage of the per-token decode cache, the seam between the models' incremental evaluation and the rollout
 // engine's memory management (rollout/engine.h).
-//  - KvPool: for each layer and each of the model's cache fields (DeepSeek-V3.2: the MLA latent, the shared rope key
-//    and the indexer key; the tiny transformer: K and V) one tensor [num_blocks, block_size, dim], zero-initialised.
-//    Blocks are handed out by the engine; the pool knows nothing of sequences.
+//  - KvPool: for each layer and each of the model's cache fields (DeepSeek-V3.2: [MLA latent | shared rope key] and
+//    the indexer key, or with the FP8 indexer its e4m3 bytes and its per-token scale; the tiny transformer: K and V)
+//    one tensor [num_blocks, block_size, dim] of the field's own dtype, zero-initialised. Blocks are handed out by
+//    the engine; the pool knows nothing of sequences.
 //  - PagedRows: how one model call addresses the pool: token p of row b lives in block block_table[b, p /
 //    block_size] at offset p % block_size. Table entries past a row's blocks are 0 (never read unmasked).
 //  - KvAccess: what a model's cached attention needs from storage within one call, whichever layout holds it: write
@@ -19,27 +20,44 @@
 
 namespace spargo::model {
 
+// One per-token cache field: its width and element type.
+struct KvFieldSpec {
+  int64_t dim = 0;
+  torch::ScalarType dtype = torch::kFloat32;
+  bool operator==(const KvFieldSpec& o) const { return dim == o.dim && dtype == o.dtype; }
+  bool operator!=(const KvFieldSpec& o) const { return !(*this == o); }
+};
+
+// Fields of the given widths, all of one dtype.
+std::vector<KvFieldSpec> KvFieldsOf(const std::vector<int64_t>& dims, torch::ScalarType dtype);
+
 class KvPool {
  public:
-  // field_dims: the width of each cache field, the same for every layer.
-  KvPool(int64_t num_layers, std::vector<int64_t> field_dims, int64_t num_blocks, int64_t block_size,
+  // fields: each cache field's width and dtype, the same for every layer; every tensor on `device`.
+  KvPool(int64_t num_layers, std::vector<KvFieldSpec> fields, int64_t num_blocks, int64_t block_size,
+         torch::Device device);
+  // Fields of the given widths, all of options' dtype, on its device.
+  KvPool(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t num_blocks, int64_t block_size,
          torch::TensorOptions options);
   int64_t num_layers() const { return num_layers_; }
-  int64_t num_fields() const { return static_cast<int64_t>(field_dims_.size()); }
+  int64_t num_fields() const { return static_cast<int64_t>(specs_.size()); }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return block_size_; }
-  const std::vector<int64_t>& field_dims() const { return field_dims_; }
-  // [num_blocks, block_size, field_dims[field]]
+  const std::vector<KvFieldSpec>& fields() const { return specs_; }
+  std::vector<int64_t> field_dims() const;
+  // [num_blocks, block_size, fields()[field].dim] of fields()[field].dtype
   torch::Tensor& field(int64_t layer, int64_t field) { return fields_[layer * num_fields() + field]; }
   // Copies block `src` onto block `dst` in every layer and field (copy on write of a shared block).
   void CopyBlock(int64_t src, int64_t dst);
-  // Bytes one block takes over all layers and fields.
+  // Bytes one block takes over all layers and fields (each field at its own element size).
+  static int64_t BytesPerBlock(int64_t num_layers, const std::vector<KvFieldSpec>& fields, int64_t block_size);
+  // The same for fields of one dtype.
   static int64_t BytesPerBlock(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t block_size,
                                torch::ScalarType dtype);
 
  private:
   int64_t num_layers_;
-  std::vector<int64_t> field_dims_;
+  std::vector<KvFieldSpec> specs_;
   int64_t num_blocks_, block_size_;
   std::vector<torch::Tensor> fields_;  // [layer * num_fields + field]
 };
@@ -53,7 +71,8 @@ struct PagedRows {
 class KvAccess {
  public:
   virtual ~KvAccess() = default;
-  // Stores values [M, dim] as the entries of rows[m] at positions at[m] ([M] int64 each).
+  // Stores values [M, dim] as the entries of rows[m] at positions at[m] ([M] int64 each). Floating fields take any
+  // floating values (converted); other fields (e.g. e4m3 bytes) only values of their own dtype.
   virtual void Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
                      const torch::Tensor& values) = 0;
   // Every row's entries at positions [0, s): [B, s, dim]. Positions a row does not hold yet are finite garbage.

@@ -134,8 +134,9 @@ struct GenerationEngine::Sequence {
 
 absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model::CausalLm* model,
                                                                            const EngineOptions& options) {
-  const std::vector<int64_t> dims = model->KvFieldDims();
-  if (dims.empty()) return absl::InvalidArgumentError("the model has no paged decoding; the engine cannot run it");
+  if (model->KvFieldDims().empty()) {
+    return absl::InvalidArgumentError("the model has no paged decoding; the engine cannot run it");
+  }
   if (options.block_size <= 0 || options.max_rows <= 0 || options.prefill_tokens <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("engine: block_size ", options.block_size, ", max_rows ",
                                                    options.max_rows, " and prefill_tokens ", options.prefill_tokens,
@@ -146,10 +147,10 @@ absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model
                                                    " < 0"));
   }
   const torch::TensorOptions cache = CacheOptions(*model);
+  const std::vector<model::KvFieldSpec> fields = model->KvFields(cache.dtype().toScalarType());
   int64_t blocks = options.num_blocks;
   if (blocks <= 0) {
-    const int64_t per_block = model::KvPool::BytesPerBlock(model->num_kv_layers(), dims, options.block_size,
-                                                           cache.dtype().toScalarType());
+    const int64_t per_block = model::KvPool::BytesPerBlock(model->num_kv_layers(), fields, options.block_size);
     blocks = options.cache_bytes / per_block;
     if (blocks <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("engine: a cache of ", options.cache_bytes,
@@ -166,8 +167,8 @@ absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(model
   std::unique_ptr<model::KvPool> pool;
   SPARGO_RETURN_IF_ERROR(CallCatching("engine cache", [&] {
     // With padding, one more block: block 0, the padding rows' scratch block.
-    pool = std::make_unique<model::KvPool>(model->num_kv_layers(), dims, blocks + (graphs ? 1 : 0),
-                                           options.block_size, cache);
+    pool = std::make_unique<model::KvPool>(model->num_kv_layers(), fields, blocks + (graphs ? 1 : 0),
+                                           options.block_size, cache.device());
   }));
   return std::unique_ptr<GenerationEngine>(new GenerationEngine(model, options, std::move(pool), graphs));
 }
