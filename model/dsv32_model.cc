@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "kernels/dense_warmup.h"
+#include "kernels/indexer_fp8.h"
 #include "kernels/indexer_selected.h"
 #include "kernels/lightning_indexer.h"
 #include "kernels/rms_norm.h"
@@ -196,6 +197,31 @@ torch::Tensor Dsv32Model::TopkAllowed(const torch::Tensor& scores, const torch::
   return kernels::SelectTopk(scores, allowed, config_.index_topk);
 }
 
+torch::Tensor Dsv32Model::SelectionScores(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                          const torch::Tensor& weights) const {
+  if (indexer_precision_ == IndexerPrecision::kFp8) {
+    const kernels::IndexerFp8Inputs in = kernels::QuantizeIndexerFp8(q_index, k_index, weights);
+    return kernels::IndexerScoresFp8Reference(in.q, in.k, in.k_scale, in.weights);  // [B, T, S]
+  }
+  return kernels::IndexerScoresReference(q_index, k_index, weights);  // [B, T, S]
+}
+
+torch::Tensor Dsv32Model::CausalTopk(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                     const torch::Tensor& weights, const torch::Tensor& scores) const {
+  const int64_t b = q_index.size(0), t = q_index.size(1);
+  if (indexer_precision_ == IndexerPrecision::kFp8) {
+    const kernels::IndexerFp8Inputs in = kernels::QuantizeIndexerFp8(q_index, k_index, weights);
+    const torch::Tensor key_limit =
+        torch::arange(t, q_index.options().dtype(torch::kInt64)).view({1, t}).expand({b, t}).contiguous();  // [B, T]
+    return kernels::IndexerTopkFp8(in.q, in.k, in.k_scale, in.weights, key_limit, config_.index_topk);
+  }
+  if (!scores.defined() && UseFusedIndexerTopk(q_index)) {
+    return kernels::IndexerTopk(q_index, k_index, weights, /*q_offset=*/0, config_.index_topk);
+  }
+  const torch::Tensor causal = torch::ones({1, t, t}, q_index.options().dtype(torch::kBool)).tril();
+  return TopkAllowed(scores.defined() ? scores : SelectionScores(q_index, k_index, weights), causal);
+}
+
 Dsv32Model::MlaProjections Dsv32Model::Project(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
                                                 const torch::Tensor& sin, const torch::Tensor* q_a,
                                                 const torch::Tensor* ckv_in) const {
@@ -254,18 +280,15 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
     weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);
   }
 
-  // The selection: the replay, or the indexer's top-k (fused on CUDA: no [B, T, T] scores; libtorch elsewhere).
+  // The selection: the replay, or the indexer's top-k (CausalTopk: no [B, T, T] scores where a kernel selects).
   const torch::TensorOptions index_options = x.options().dtype(torch::kInt64);
   torch::Tensor topk;  // [B, T, k], -1 in unused slots
-  torch::Tensor index_scores;  // [B, T, T] float32, only where the libtorch selection or the caller needs them
   {
     torch::NoGradGuard no_grad;
-    if ((replay == nullptr && !UseFusedIndexerTopk(x)) || options.index_scores_out != nullptr) {
-      index_scores = kernels::IndexerScoresReference(q_index.detach(), k_index.detach(), weights.detach());
-    }
-    torch::Tensor causal;  // [1, T, T] bool, only beside index_scores
-    if (index_scores.defined()) causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
+    torch::Tensor index_scores;  // [B, T, T] float32, only for a caller that asks for them
     if (options.index_scores_out != nullptr) {
+      index_scores = SelectionScores(q_index.detach(), k_index.detach(), weights.detach());
+      const torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
       options.index_scores_out->push_back(
           index_scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
     }
@@ -276,10 +299,8 @@ torch::Tensor Dsv32Model::Attention(const Layer& l, const torch::Tensor& x, cons
       // own selections below are causal by construction.
       topk = replay->to(index_options);
       topk = topk.masked_fill(topk.gt(torch::arange(t, index_options).view({1, t, 1})), -1);
-    } else if (index_scores.defined()) {
-      topk = TopkAllowed(index_scores, causal);
     } else {
-      topk = kernels::IndexerTopk(q_index.detach(), k_index.detach(), weights.detach(), /*q_offset=*/0, c.index_topk);
+      topk = CausalTopk(q_index.detach(), k_index.detach(), weights.detach(), index_scores);
     }
   }
   if (topk_out != nullptr) *topk_out = topk;
@@ -335,13 +356,23 @@ torch::Tensor Dsv32Model::DenseWarmupAttention(const Layer& l, const torch::Tens
   torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
   // The indexer's scores with gradient, from detached inputs.
   const torch::Tensor xd = x.detach(), qrd = qr.detach();
-  torch::Tensor index_scores = IndexerScores(l, xd, IndexerQuery(l, qrd, cos, sin), IndexerKey(l, xd, cos, sin));
-  if (options.index_scores_out != nullptr) {
-    options.index_scores_out->push_back(
-        index_scores.detach().masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
-  }
-  if (topk_out != nullptr) {  // what the sparse stage would select (the warm-up itself attends densely)
-    *topk_out = TopkAllowed(index_scores, causal);
+  const torch::Tensor q_index = IndexerQuery(l, qrd, cos, sin), k_index = IndexerKey(l, xd, cos, sin);
+  const torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);
+  torch::Tensor index_scores = kernels::IndexerScoresReference(q_index, k_index, weights);  // [B, T, T]
+  {
+    torch::NoGradGuard no_grad;
+    // What the sparse stage would select (the warm-up itself attends densely) and the scores it ranks by: these,
+    // or with kFp8 those of the quantized inputs (computed only for a caller that asks for them).
+    const bool fp8 = indexer_precision_ == IndexerPrecision::kFp8;
+    torch::Tensor selection_scores = fp8 ? torch::Tensor() : index_scores.detach();
+    if (options.index_scores_out != nullptr) {
+      if (fp8) selection_scores = SelectionScores(q_index.detach(), k_index.detach(), weights.detach());
+      options.index_scores_out->push_back(
+          selection_scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
+    }
+    if (topk_out != nullptr) {
+      *topk_out = CausalTopk(q_index.detach(), k_index.detach(), weights.detach(), selection_scores);
+    }
   }
   scores = scores.masked_fill(causal.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());  // [B, H, T, S]
@@ -367,20 +398,16 @@ torch::Tensor Dsv32Model::ChunkedWarmupAttention(const Layer& l, const torch::Te
   const torch::Tensor weights = IndexerHeadWeights(xd, l.weights_proj, c.index_n_heads);
   {
     torch::NoGradGuard no_grad;
-    // [B, T, T] float32 scores only for a caller that asks for them, or a selection without the fused kernel.
-    torch::Tensor index_scores, causal;
-    if (options.index_scores_out != nullptr || (topk_out != nullptr && !UseFusedIndexerTopk(x))) {
-      index_scores = kernels::IndexerScoresReference(q_index.detach(), k_index.detach(), weights.detach());
-      causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
-    }
+    // [B, T, T] float32 scores only for a caller that asks for them (CausalTopk computes them where it needs them).
+    torch::Tensor index_scores;
     if (options.index_scores_out != nullptr) {
+      index_scores = SelectionScores(q_index.detach(), k_index.detach(), weights.detach());
+      const torch::Tensor causal = torch::ones({1, t, t}, x.options().dtype(torch::kBool)).tril();
       options.index_scores_out->push_back(
           index_scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
     }
     if (topk_out != nullptr) {  // what the sparse stage would select (the warm-up itself attends densely)
-      *topk_out = index_scores.defined() ? TopkAllowed(index_scores, causal)
-                                         : kernels::IndexerTopk(q_index.detach(), k_index.detach(), weights.detach(),
-                                                                /*q_offset=*/0, c.index_topk);
+      *topk_out = CausalTopk(q_index.detach(), k_index.detach(), weights.detach(), index_scores);
     }
   }
   // MQA form over every causal key, chunk by chunk; the KL's target is recomputed from the attention's lse.
@@ -425,20 +452,34 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
   const torch::Tensor &qr = m.qr, &latent = m.latent, &k_rope = m.k_rope;
   // Write the new (non-padding) tokens' entries at their positions.
   const torch::Tensor &valid = tokens.valid, &rows = tokens.rows, &at = tokens.at;
-  torch::Tensor index_k = IndexerKey(l, x, cos, sin, fused ? &product[2] : nullptr);
+  torch::Tensor index_k = IndexerKey(l, x, cos, sin, fused ? &product[2] : nullptr);      // [B, T, Di]
   const int64_t li = static_cast<int64_t>(layer);
-  torch::Tensor kv_new = torch::cat({latent, k_rope}, -1);                                 // [B, T, kv_lora + rope]
-  if (tokens.slots.defined()) {  // every token, at storage rows computed once per call
-    for (auto [field, values] : {std::make_pair(kKv, &kv_new), std::make_pair(kIndexK, &index_k)}) {
-      torch::Tensor storage = kv.Storage(li, field);                                       // [N, dim]
-      storage.index_put_({tokens.slots}, values->reshape({b * t, -1}).to(storage.scalar_type()));
-    }
-  } else if (tokens.all) {  // no mask: no data-dependent shape
-    kv.Write(li, kKv, rows, at, kv_new.reshape({b * t, -1}));
-    kv.Write(li, kIndexK, rows, at, index_k.reshape({b * t, -1}));
+  const bool fp8 = indexer_precision_ == IndexerPrecision::kFp8;
+  auto head_weights = [&] {  // [B, T, Hi] float32
+    return fused ? product[3].to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5)
+                 : IndexerHeadWeights(x, l.weights_proj, c.index_n_heads);
+  };
+  // kFp8: the new tokens' indexer inputs quantized once; their key bytes and scales are what the cache keeps.
+  kernels::IndexerFp8Inputs quantized;
+  if (fp8) {
+    quantized = kernels::QuantizeIndexerFp8(IndexerQuery(l, qr, cos, sin), index_k, head_weights());
+  }
+  std::vector<std::pair<int64_t, torch::Tensor>> writes = {{kKv, torch::cat({latent, k_rope}, -1)}};
+  if (fp8) {
+    writes.emplace_back(kIndexK, quantized.k);                                             // [B, T, Di] uint8
+    writes.emplace_back(kIndexScale, quantized.k_scale.unsqueeze(-1));                     // [B, T, 1] float32
   } else {
-    kv.Write(li, kKv, rows, at, kv_new.index({valid}));
-    kv.Write(li, kIndexK, rows, at, index_k.index({valid}));
+    writes.emplace_back(kIndexK, index_k);                                                 // [B, T, Di]
+  }
+  for (const auto& [field, values] : writes) {
+    if (tokens.slots.defined()) {  // every token, at storage rows computed once per call
+      torch::Tensor storage = kv.Storage(li, field);                                       // [N, dim]
+      storage.index_put_({tokens.slots}, values.reshape({b * t, -1}).to(storage.scalar_type()));
+    } else if (tokens.all) {  // no mask: no data-dependent shape
+      kv.Write(li, field, rows, at, values.reshape({b * t, -1}));
+    } else {
+      kv.Write(li, field, rows, at, values.index({valid}));
+    }
   }
   torch::Tensor topk;  // [B, T, min(index_topk, S)], -1 in unused slots
   if (UseFusedIndexerTopk(x) && s <= c.index_topk) {
@@ -447,13 +488,14 @@ torch::Tensor Dsv32Model::CachedAttention(size_t layer, const torch::Tensor& x, 
     // the CPU's cached paths keep one order for the tests that compare their records.
     topk = torch::arange(s, tokens.key_limit.options()).view({1, 1, s}).expand({b, t, s});
     topk = topk.masked_fill(topk.gt(tokens.key_limit.unsqueeze(-1)), -1);                  // [B, T, S]
+  } else if (fp8) {
+    torch::Tensor k8 = kv.Read(li, kIndexK, s);                                            // [B, S, Di] uint8
+    torch::Tensor k_scale = kv.Read(li, kIndexScale, s).reshape({b, s}).contiguous();      // [B, S] float32
+    topk = kernels::IndexerTopkFp8(quantized.q, k8, k_scale, quantized.weights, tokens.key_limit, c.index_topk);
   } else if (UseFusedIndexerTopk(x)) {
     torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                   // [B, T, Hi, Di]
     torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                    // [B, S, Di]
-    torch::Tensor head_weights =
-        fused ? product[3].to(torch::kFloat32) * std::pow(static_cast<double>(c.index_n_heads), -0.5)
-              : IndexerHeadWeights(x, l.weights_proj, c.index_n_heads);                    // [B, T, Hi] float32
-    topk = kernels::IndexerTopk(index_q, index_keys, head_weights, tokens.key_limit, c.index_topk);
+    topk = kernels::IndexerTopk(index_q, index_keys, head_weights(), tokens.key_limit, c.index_topk);
   } else {
     torch::Tensor index_q = IndexerQuery(l, qr, cos, sin);                                   // [B, T, Hi, Di]
     torch::Tensor index_keys = kv.Read(li, kIndexK, s);                                    // [B, S, Di]
@@ -810,22 +852,28 @@ TrainingForward Dsv32Model::ForwardForTraining(const torch::Tensor& input_ids, c
   return {out.logits, out.indexer_loss};
 }
 
-Dsv32Cache::Dsv32Cache(const Dsv32Config& c, int64_t batch, int64_t max_len, torch::TensorOptions options)
+Dsv32Cache::Dsv32Cache(const Dsv32Config& c, const std::vector<KvFieldSpec>& fields, int64_t batch, int64_t max_len,
+                       torch::Device device)
     : max_len_(max_len),
-      lengths_(torch::zeros({batch}, options.dtype(torch::kInt64))),
+      fields_(fields.size()),
+      lengths_(torch::zeros({batch}, torch::TensorOptions(device).dtype(torch::kInt64))),
       index_topk_(c.index_topk),
       experts_per_tok_(c.num_experts_per_tok),
       moe_(c.moe_layer) {
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    kv_.push_back(torch::zeros({batch, max_len, c.kv_lora_rank + c.qk_rope_head_dim}, options));
-    index_k_.push_back(torch::zeros({batch, max_len, c.index_head_dim}, options));
+  for (size_t f = 0; f < fields.size(); ++f) {
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      fields_[f].push_back(
+          torch::zeros({batch, max_len, fields[f].dim}, torch::TensorOptions(device).dtype(fields[f].dtype)));
+    }
   }
 }
 
 int64_t Dsv32Cache::length() const { return lengths_.numel() == 0 ? 0 : lengths_.max().item<int64_t>(); }
 
 void Dsv32Cache::ExpandBatch(int64_t repeats) {
-  for (auto* v : {&kv_, &index_k_, &topk_record_, &route_record_}) {
+  std::vector<std::vector<torch::Tensor>*> all = {&topk_record_, &route_record_};
+  for (auto& field : fields_) all.push_back(&field);
+  for (auto* v : all) {
     for (torch::Tensor& t : *v) {
       if (t.defined()) t = t.repeat_interleave(repeats, 0);
     }
@@ -856,7 +904,8 @@ TokenChoices Dsv32Cache::Choices(int64_t row, int64_t length) const {
 }
 
 std::unique_ptr<DecodeCache> Dsv32Model::NewCache(int64_t batch, int64_t max_len) const {
-  return std::make_unique<Dsv32Cache>(config_, batch, max_len, embed_tokens_.options().requires_grad(false));
+  return std::make_unique<Dsv32Cache>(config_, KvFields(embed_tokens_.scalar_type()), batch, max_len,
+                                      embed_tokens_.device());
 }
 
 torch::Tensor Dsv32Model::Decode(const torch::Tensor& input_ids, DecodeCache* cache) {
@@ -870,33 +919,33 @@ namespace {
 // KvAccess over Dsv32Cache's contiguous per-row tensors ([B, max_len, dim] per layer and field).
 class ContiguousKv : public KvAccess {
  public:
-  explicit ContiguousKv(std::array<std::vector<torch::Tensor>*, 2> fields) : fields_(fields) {}
+  explicit ContiguousKv(std::vector<std::vector<torch::Tensor>>* fields) : fields_(*fields) {}
   void Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,
              const torch::Tensor& values) override {
-    torch::Tensor& f = (*fields_[field])[layer];
+    torch::Tensor& f = fields_[field][layer];
     f.index_put_({rows, at}, values.to(f.scalar_type()));
   }
   torch::Tensor Read(int64_t layer, int64_t field, int64_t s) override {
-    return (*fields_[field])[layer].narrow(1, 0, s);
+    return fields_[field][layer].narrow(1, 0, s);
   }
   torch::Tensor Storage(int64_t layer, int64_t field) override {
-    torch::Tensor& f = (*fields_[field])[layer];  // [B, L, dim]
+    torch::Tensor& f = fields_[field][layer];  // [B, L, dim]
     return f.view({-1, f.size(2)});              // [B * L, dim]
   }
   torch::Tensor StorageRows(const torch::Tensor& positions) override {
-    const int64_t b = positions.size(0), len = (*fields_[0])[0].size(1);
+    const int64_t b = positions.size(0), len = fields_[0][0].size(1);
     torch::Tensor base = torch::arange(b, positions.options()).view({b, 1}) * len;  // [B, 1]
     torch::Tensor p = positions.reshape({b, -1});
     return (p + base).masked_fill(p.lt(0), -1).view(positions.sizes());
   }
   torch::Tensor PositionRows(int64_t s) override {
-    const torch::Tensor& f = (*fields_[0])[0];  // [B, L, dim]
+    const torch::Tensor& f = fields_[0][0];  // [B, L, dim]
     const torch::TensorOptions o = f.options().dtype(torch::kInt64);
     return torch::arange(f.size(0), o).view({-1, 1}) * f.size(1) + torch::arange(s, o).view({1, s});  // [B, s]
   }
 
  private:
-  std::array<std::vector<torch::Tensor>*, 2> fields_;
+  std::vector<std::vector<torch::Tensor>>& fields_;  // [field][layer]
 };
 
 }  // namespace
@@ -910,7 +959,7 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
               "new_tokens must give 0..T_new tokens per row");
   torch::Tensor after = cache->lengths_ + new_tokens.to(cache->lengths_.device());
   TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
-  ContiguousKv kv({&cache->kv_, &cache->index_k_});
+  ContiguousKv kv(&cache->fields_);
   Dsv32Selections local;
   Dsv32Selections* keep = record != nullptr ? record : (cache->recording_ ? &local : nullptr);
   NewTokens tokens;
@@ -935,7 +984,20 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
 }
 
 std::vector<int64_t> Dsv32Model::KvFieldDims() const {
-  return {config_.kv_lora_rank + config_.qk_rope_head_dim, config_.index_head_dim};
+  std::vector<int64_t> dims;
+  for (const KvFieldSpec& f : KvFields(torch::kFloat32)) dims.push_back(f.dim);
+  return dims;
+}
+
+std::vector<KvFieldSpec> Dsv32Model::KvFields(torch::ScalarType dtype) const {
+  std::vector<KvFieldSpec> fields = {{config_.kv_lora_rank + config_.qk_rope_head_dim, dtype}};  // kKv
+  if (indexer_precision_ == IndexerPrecision::kFp8) {
+    fields.push_back({config_.index_head_dim, torch::kUInt8});  // kIndexK: e4m3 bits
+    fields.push_back({1, torch::kFloat32});                     // kIndexScale
+  } else {
+    fields.push_back({config_.index_head_dim, dtype});  // kIndexK
+  }
+  return fields;
 }
 
 torch::Tensor Dsv32Model::DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
@@ -954,8 +1016,10 @@ torch::Tensor Dsv32Model::DecodePagedThrough(const torch::Tensor& input_ids, con
   TORCH_CHECK(input_ids.dim() == 2 && rows.lengths.numel() == input_ids.size(0) &&
                   rows.new_tokens.numel() == input_ids.size(0) && rows.block_table.size(0) == input_ids.size(0),
               "DecodePaged: input_ids [B, T], lengths [B], new_tokens [B] and block_table [B, *] disagree");
-  TORCH_CHECK(pool->num_layers() == config_.num_hidden_layers && pool->field_dims() == KvFieldDims(),
-              "DecodePaged: the pool was not made for this model");
+  TORCH_CHECK(pool->num_layers() == config_.num_hidden_layers &&
+                  pool->fields() == KvFields(pool->field(0, kKv).scalar_type()),
+              "DecodePaged: the pool was not made for this model (its layers, field widths or dtypes differ from "
+              "KvFields; the indexer's precision decides the indexer key's fields)");
   PagedKv kv(pool, rows.block_table);
   Dsv32Selections selections;
   NewTokens tokens;

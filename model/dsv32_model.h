@@ -21,6 +21,7 @@
 //    On CUDA in bfloat16 the attention over the selected keys is the sparse MLA kernel (kernels/sparse_mla.h),
 //    reading the cache in place, so no [B, H, T, S] tensor exists; elsewhere the libtorch path masks full scores
 //    (SPARGO_SPARSE_MLA=reference in the environment forces the latter on CUDA too, for checks and benchmarks).
+// Both paths select in the model's IndexerPrecision (set_indexer_precision; see IndexerPrecision).
 #ifndef SPARGO_MODEL_DSV32_MODEL_H_
 #define SPARGO_MODEL_DSV32_MODEL_H_
 
@@ -49,6 +50,15 @@ namespace spargo::model {
 // and the selection is discrete, so the language-model loss never reaches them.
 enum class IndexerTraining { kOff, kDenseWarmup, kSparse };
 
+// The precision the lightning indexer selects in, in every path (full forward, prefill, cached decode):
+//  - kModelDtype: q_I, k_I and the head weights in the model's dtype (kernels/lightning_indexer.h).
+//  - kFp8: as DeepSeek-V3.2's inference, q_I and k_I quantized to e4m3 with power-of-two per-token scales
+//    (kernels/indexer_fp8.h: QuantizeIndexerFp8, then IndexerTopkFp8, on every device). The decode caches keep
+//    the indexer key as its e4m3 bytes and its scale, quantized once when the token is written.
+// Only the selection changes: the training modes' indexer losses use the unquantized q_I and k_I (gradients flow
+// through them as with kModelDtype), and replayed selections are attended as given.
+enum class IndexerPrecision { kModelDtype, kFp8 };
+
 // How kDenseWarmup evaluates its dense attention and KL (both give the same values and gradients):
 //  - kMaterialized: MHA form with [B, H, T, S] probabilities and [B, T, S] indexer scores (the reference).
 //  - kChunked: MQA form query chunk by query chunk with every causal key as the selection (kernels/dense_warmup.h):
@@ -68,8 +78,9 @@ struct Dsv32ForwardOptions {
   // [B, T] bool: the queries whose indexer loss counts (e.g. not padding); undefined: all.
   torch::Tensor loss_queries;
   // When set, each layer's indexer scores [B, T, T] float32 (keys a query may not see: -inf) are appended, in layer
-  // order, for inspection (e.g. telling tied selections apart); the selection then takes the libtorch path. Not
-  // with activation checkpointing (the recomputation would append them again).
+  // order, for inspection (e.g. telling tied selections apart): the scores the selection ranks by (with kFp8 those
+  // of the quantized inputs); with kModelDtype the selection then takes the libtorch path. Not with activation
+  // checkpointing (the recomputation would append them again).
   std::vector<torch::Tensor>* index_scores_out = nullptr;
   // kDenseWarmup only: the form (see DenseWarmupForm) and, for kChunked, the queries per chunk (0: chosen from T).
   DenseWarmupForm dense_warmup_form = DenseWarmupForm::kAuto;
@@ -91,10 +102,13 @@ struct Dsv32Output {
   torch::Tensor indexer_loss;
 };
 
-// Per layer: kv [B, L, kv_lora + rope] ([latent | k_rope]), index_k [B, L, Di]; lengths [B] int64.
+// Per layer and cache field (Dsv32Model::KvFields: kv [B, L, kv_lora + rope] ([latent | k_rope]) and the indexer
+// key, index_k [B, L, Di], or with the FP8 indexer its e4m3 bytes [B, L, Di] uint8 and scale [B, L, 1] float32);
+// lengths [B] int64.
 class Dsv32Cache : public DecodeCache {
  public:
-  Dsv32Cache(const Dsv32Config& config, int64_t batch, int64_t max_len, torch::TensorOptions options);
+  Dsv32Cache(const Dsv32Config& config, const std::vector<KvFieldSpec>& fields, int64_t batch, int64_t max_len,
+             torch::Device device);
   // The longest sequence's length.
   int64_t length() const override;
   void ExpandBatch(int64_t repeats) override;
@@ -106,7 +120,7 @@ class Dsv32Cache : public DecodeCache {
  private:
   friend class Dsv32Model;
   int64_t max_len_;
-  std::vector<torch::Tensor> kv_, index_k_;
+  std::vector<std::vector<torch::Tensor>> fields_;  // [field][layer]: [B, max_len, dim]
   torch::Tensor lengths_;
   // While recording: per layer [B, max_len, index_topk] and (MoE layers) [B, max_len, experts_per_tok], -1 filled.
   bool recording_ = false;
@@ -139,9 +153,15 @@ class Dsv32Model : public CausalLm {
   // new tokens' selections ([B, T_new, ...] per layer).
   torch::Tensor Append(const torch::Tensor& input_ids, const torch::Tensor& new_tokens, Dsv32Cache* cache,
                        Dsv32Selections* record = nullptr);
-  // Fields per layer: [normalised latent | roped shared key] (kv_lora_rank + qk_rope_head_dim), the indexer key
-  // (index_head_dim). Choices recorded: "topk_l<i>" [B, T, index_topk], "routes_l<i>" [B, T, experts_per_tok].
+  // Fields per layer: [normalised latent | roped shared key] (kv_lora_rank + qk_rope_head_dim) and the indexer key
+  // (index_head_dim) in the cache's dtype; with kFp8 the indexer key as e4m3 bytes (index_head_dim, uint8) and its
+  // scale (1, float32). Choices recorded: "topk_l<i>" [B, T, index_topk], "routes_l<i>" [B, T, experts_per_tok].
   std::vector<int64_t> KvFieldDims() const override;
+  std::vector<KvFieldSpec> KvFields(torch::ScalarType dtype) const override;
+  // The indexer's precision (IndexerPrecision; default kModelDtype). Set it before making caches or pools: they
+  // are laid out for it (DecodePaged refuses a pool of another layout).
+  void set_indexer_precision(IndexerPrecision precision) { indexer_precision_ = precision; }
+  IndexerPrecision indexer_precision() const { return indexer_precision_; }
   int64_t num_kv_layers() const override { return config_.num_hidden_layers; }
   torch::Tensor DecodePaged(const torch::Tensor& input_ids, const PagedRows& rows, KvPool* pool,
                             TokenChoices* record) override;
@@ -291,8 +311,8 @@ class Dsv32Model : public CausalLm {
     // [0, S) behind a -1 column, [B, 1 + S] int64 (position p at column p + 1), shared by every layer.
     torch::Tensor slots, key_rows;
   };
-  // The cache fields' order in KvAccess (model/kv_pages.h).
-  enum KvField : int64_t { kKv = 0, kIndexK = 1 };
+  // The cache fields' order in KvAccess (model/kv_pages.h); kIndexScale with kFp8 only (kIndexK then holds bytes).
+  enum KvField : int64_t { kKv = 0, kIndexK = 1, kIndexScale = 2 };
   // The incremental evaluation behind Append and DecodePaged: the first new_tokens[b] tokens of row b of input_ids
   // [B, T] go to positions lengths[b].. ([B] int64 each) through `kv`; logits [B, T, V] float32. `record`, when
   // given, receives the tokens' selections (topk [B, T, min(index_topk, S)]); `tokens_out` the call's NewTokens.
@@ -321,6 +341,15 @@ class Dsv32Model : public CausalLm {
   // The indexer's scores I[t, s]: [B, T, S] float32 (no mask applied).
   torch::Tensor IndexerScores(const Layer& l, const torch::Tensor& x, const torch::Tensor& q_index,
                               const torch::Tensor& k_index);
+  // The scores the selection ranks by, from q_index [B, T, Hi, Di], k_index [B, S, Di] and head weights [B, T, Hi]
+  // float32: [B, T, S] float32, no mask (with kFp8 those of the quantized inputs, IndexerScoresFp8Reference).
+  torch::Tensor SelectionScores(const torch::Tensor& q_index, const torch::Tensor& k_index,
+                                const torch::Tensor& weights) const;
+  // The indexer's own top-k over a full sequence (query t sees keys [0, t]) from the same inputs (S = T): [B, T,
+  // min(index_topk, T)], -1 in unused slots. kModelDtype: over `scores` (SelectionScores) when defined, else the
+  // fused kernel on CUDA and libtorch elsewhere; kFp8: QuantizeIndexerFp8 + IndexerTopkFp8 (`scores` unused).
+  torch::Tensor CausalTopk(const torch::Tensor& q_index, const torch::Tensor& k_index, const torch::Tensor& weights,
+                           const torch::Tensor& scores) const;
   // Top-k key positions [B, T, min(index_topk, S)] among `allowed` keys [B or 1, T, S]: higher score first, the lower
   // key index among equal scores (kernels/lightning_indexer.h, on every device); -1 in the slots past the allowed
   // count.
@@ -345,6 +374,7 @@ class Dsv32Model : public CausalLm {
   torch::Tensor embed_tokens_, norm_, lm_head_;
   std::vector<Layer> layers_;
   bool activation_checkpointing_ = false;
+  IndexerPrecision indexer_precision_ = IndexerPrecision::kModelDtype;
   // config_.inv_freq() on the device CosSin last ran on (no host-to-device copy per call: a CUDA graph captures
   // none).
   mutable torch::Tensor inv_freq_;

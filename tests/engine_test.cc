@@ -125,6 +125,29 @@ TEST(GenerationEngine, GreedyEqualsThePlainCachedDecodeWithRequestsJoiningMidBat
   EXPECT_GT(stats.copied_blocks, 0);  // the samples wrote into their prompts' shared last blocks
 }
 
+// The FP8 indexer (model.indexer_precision FP8): the engine's pool holds the indexer key as e4m3 bytes and a float32
+// scale (sized by the model's KvFields), and greedy decoding through it equals the model's own contiguous cache.
+TEST(GenerationEngine, GreedyWithTheFp8IndexerEqualsThePlainCachedDecode) {
+  auto m = RandomDsv32();
+  m->set_indexer_precision(model::IndexerPrecision::kFp8);
+  SamplingOptions o = Sampled(2, 10);
+  o.temperature = 0;
+  o.eos_id = -1;
+  EngineOptions eo;
+  eo.block_size = 4;
+  const int64_t per_block = model::KvPool::BytesPerBlock(m->num_kv_layers(), m->KvFields(torch::kFloat32), 4);
+  EXPECT_LT(per_block, model::KvPool::BytesPerBlock(m->num_kv_layers(), m->KvFieldDims(), 4, torch::kFloat32));
+  eo.cache_bytes = 200 * per_block + per_block / 2;
+  eo.prefill_tokens = 5;
+  auto engine = GenerationEngine::Create(m.get(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->num_blocks(), 200);
+  std::vector<GroupRequest> prompts = Prompts({7, 3, 11}, m->vocab_size(), 2);
+  absl::StatusOr<std::vector<SampleGroup>> out = (*engine)->Generate(prompts, o);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectMatchesIndependent(*m, prompts, *out, o);
+}
+
 TEST(GenerationEngine, SampledGroupsEqualIndependentGenerationOnBothModels) {
   auto dsv32 = RandomDsv32();
   auto tiny = RandomTiny();
