@@ -16,8 +16,12 @@
 //      (score desc, index asc).
 // This per-row kernel serves every shape; at 64 heads x 128 dims the tiled path (kernels/indexer_scores.cu: wgmma,
 // 8 queries per block sharing cp.async key tiles) computes the scores instead and SelectRowsKernel below selects
-// from its scratch, by SelectRowTwoPass (a 12-bit histogram pass and one collecting pass, the threshold bin sorted in
-// shared memory), falling back to SelectRow. Figures in bench/NOTES.md.
+// from its scratch: rows of 16K keys and more by SelectRowSampled (a threshold from a sample of the row, then one
+// collecting pass and one sort), the others (and rows whose sample misjudged) by SelectRowTwoPass (a 12-bit
+// histogram pass and one collecting pass, the threshold bin sorted in shared memory), falling back to SelectRow.
+// These two sort in registers (SortDesc: compare-exchanges in registers, shuffles and a few shared-memory exchanges
+// instead of BitonicSortDesc's shared-memory pass per stage). Every path selects by the same rule, so the choice
+// never changes the result. Figures in bench/NOTES.md.
 #include "kernels/lightning_indexer_cuda.h"
 
 #include <cuda_bf16.h>
@@ -101,13 +105,104 @@ __device__ __forceinline__ void BitonicSortDesc(uint64_t* a, int64_t p2) {
   }
 }
 
-// Pads cand[kk ..) to a power of two with keys below every real one, sorts it descending and writes the indices of
-// its first kk keys to out[0 .. kk), -1 to out[kk .. out_width). Starts and ends with barriers.
+// The stages of the bitonic network over a[0 .. 128 E) (E = 2 .. 16, a power of two), in registers: thread t holds
+// elements t E .. t E + E - 1, element t E + j in register j ^ (t % E) (so that loading and storing them does not
+// conflict in shared memory's banks); partners in one thread compare in registers, partners in one warp through
+// shuffles, partners in other warps through a itself (transposed: no conflicts). All stages sort a descending (or
+// ascending when !descending); merge_only runs only the last size's stages (a must then be bitonic). Called by the
+// whole block with a visible; ends with a barrier.
+template <int E>
+__device__ void BitonicRegs(uint64_t* a, bool merge_only, bool descending) {
+  constexpr int kN = kThreads * E;
+  const int t = threadIdx.x, s = t % E;
+  uint64_t x[E];
+#pragma unroll
+  for (int r = 0; r < E; ++r) x[r] = a[t * E + (r ^ s)];
+  __syncthreads();  // a is free for the exchanges across warps
+#pragma unroll
+  for (int size = 2; size <= kN; size <<= 1) {
+    if (merge_only && size < kN) continue;
+#pragma unroll
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      if (stride < E) {
+#pragma unroll
+        for (int r = 0; r < E; ++r) {
+          if ((r & stride) != 0) continue;
+          const int j = r ^ s;  // the element in register r
+          const bool desc = ((((size >= E) ? t * E : j) & size) == 0) == descending;
+          const bool max_here = ((j & stride) == 0) == desc;  // register r holds the pair's lower element
+          const uint64_t p = x[r], q = x[r | stride];
+          const bool keep = (p > q) == max_here;
+          x[r] = keep ? p : q;
+          x[r | stride] = keep ? q : p;
+        }
+      } else {
+        // The partner thread t ^ tt holds the element of register r in its register r ^ m.
+        const int tt = stride / E, m = tt % E;
+        const bool desc = (((t * E) & size) == 0) == descending;
+        const bool max_here = ((t & tt) == 0) == desc;
+        uint64_t y[E];
+        if (tt < 32) {
+#pragma unroll
+          for (int r = 0; r < E; ++r) y[r] = __shfl_xor_sync(0xffffffffu, x[r ^ m], tt);
+        } else {
+#pragma unroll
+          for (int r = 0; r < E; ++r) a[r * kThreads + t] = x[r];
+          __syncthreads();
+#pragma unroll
+          for (int r = 0; r < E; ++r) y[r] = a[r * kThreads + (t ^ tt)];
+          __syncthreads();
+        }
+#pragma unroll
+        for (int r = 0; r < E; ++r) x[r] = (x[r] > y[r]) == max_here ? x[r] : y[r];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < E; ++r) a[t * E + (r ^ s)] = x[r];
+  __syncthreads();
+}
+
+// Sorts a[0 .. p2) (p2 a power of two) descending, by the block: in registers from 256 to 4096 keys (4096 as two
+// halves sorted opposite ways, one compare-exchange between them, and each half merged), else BitonicSortDesc.
+// Ends with a barrier.
+__device__ __noinline__ void SortDesc(uint64_t* a, int64_t p2) {
+  switch (p2) {
+    case 256: BitonicRegs<2>(a, false, true); return;
+    case 512: BitonicRegs<4>(a, false, true); return;
+    case 1024: BitonicRegs<8>(a, false, true); return;
+    case 2048: BitonicRegs<16>(a, false, true); return;
+    case 4096:
+      BitonicRegs<16>(a, false, true);
+      BitonicRegs<16>(a + 2048, false, false);
+      for (int i = threadIdx.x; i < 2048; i += kThreads) {
+        const uint64_t p = a[i], q = a[i + 2048];
+        if (p < q) {
+          a[i] = q;
+          a[i + 2048] = p;
+        }
+      }
+      __syncthreads();
+      BitonicRegs<16>(a, true, true);
+      BitonicRegs<16>(a + 2048, true, true);
+      return;
+    default: BitonicSortDesc(a, p2);
+  }
+}
+
+// Pads cand[kk ..) to a power of two with keys below every real one, sorts it descending (SortDesc when kRegisters,
+// else BitonicSortDesc: the per-row kernels keep the sort that needs no registers) and writes the indices of its
+// first kk keys to out[0 .. kk), -1 to out[kk .. out_width). Starts and ends with barriers.
+template <bool kRegisters>
 __device__ __forceinline__ void SortAndWrite(uint64_t* cand, int64_t kk, int64_t* out, int64_t out_width) {
   const int64_t p2 = NextPow2(kk > 0 ? kk : 1);
   for (int64_t i = kk + threadIdx.x; i < p2; i += kThreads) cand[i] = 0;
   __syncthreads();
-  BitonicSortDesc(cand, p2);
+  if constexpr (kRegisters) {
+    SortDesc(cand, p2);
+  } else {
+    BitonicSortDesc(cand, p2);
+  }
   for (int64_t j = threadIdx.x; j < out_width; j += kThreads) {
     out[j] = j < kk ? static_cast<int64_t>(0xFFFFFFFFull - (cand[j] & 0xFFFFFFFFull)) : -1;
   }
@@ -226,7 +321,7 @@ __device__ void SelectRow(const float* scores, int64_t n, int64_t topk, int64_t*
     eq_base += tile_eq;
     __syncthreads();
   }
-  SortAndWrite(sh.cand, kk, out, out_width);
+  SortAndWrite<false>(sh.cand, kk, out, out_width);
 }
 
 __device__ inline int64_t AllowedKeys(const IndexerTopkParams& p, int64_t row) {
@@ -405,9 +500,45 @@ struct TwoPassShared {
   uint64_t* cand;  // [next power of two >= min(topk, S)]
 };
 
+// Finds the bin of hist[0 .. kBins) holding the rank-th largest entry (1-based, rank <= the histogram's total),
+// counting from the top bin down: misc[2] = that bin, misc[3] = the entries in higher bins. Called by the whole block
+// with the histogram complete and visible; ends with a barrier. Uses misc[8 .. 8 + kWarps).
+__device__ void FindCrossingBin(const int* hist, int64_t rank, int* misc) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Thread t owns bins 32t .. 32t + 31 (read rotated by lane: no bank conflicts); suffix sums over threads (higher
+  // bins first) find the crossing bin.
+  constexpr int kPer = kBins / kThreads;
+  static_assert(kPer == 32, "one bin per bank");
+  int local = 0;
+  for (int j = 0; j < kPer; ++j) local += hist[tid * kPer + ((j + lane) & 31)];
+  int suffix = local;  // inclusive, within the warp
+  for (int off = 1; off < 32; off <<= 1) {
+    const int o = __shfl_down_sync(0xffffffffu, suffix, off);
+    if (lane + off < 32) suffix += o;
+  }
+  if (lane == 0) misc[8 + warp] = suffix;
+  __syncthreads();
+  int incl = suffix;  // entries in bins >= 32 tid
+  for (int w = warp + 1; w < kWarps; ++w) incl += misc[8 + w];
+  const int above_mine = incl - local;
+  if (above_mine < rank && rank <= incl) {
+    int acc = above_mine;
+    for (int j = kPer - 1; j >= 0; --j) {
+      const int c = hist[tid * kPer + j];
+      if (acc + c >= rank) {
+        misc[2] = tid * kPer + j;
+        misc[3] = acc;
+        break;
+      }
+      acc += c;
+    }
+  }
+  __syncthreads();
+}
+
 __device__ bool SelectRowTwoPass(const float* scores, int64_t n, int64_t topk, int64_t* out, int64_t out_width,
                                  const TwoPassShared& sh) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   const int64_t kk = topk < n ? topk : n;
   if (kk == n) return false;
   for (int i = tid; i < kBins; i += kThreads) sh.hist[i] = 0;
@@ -428,34 +559,8 @@ __device__ bool SelectRowTwoPass(const float* scores, int64_t n, int64_t topk, i
   }
   for (int64_t i = n4 * 4 + tid; i < n; i += kThreads) count(scores[i]);
   __syncthreads();
-  // Thread t owns bins 32t .. 32t + 31; suffix sums over threads (higher bins first) find the crossing bin.
-  constexpr int kPer = kBins / kThreads;
-  int local = 0;
-  for (int j = 0; j < kPer; ++j) local += sh.hist[tid * kPer + j];
-  int suffix = local;  // inclusive, within the warp
-  for (int off = 1; off < 32; off <<= 1) {
-    const int o = __shfl_down_sync(0xffffffffu, suffix, off);
-    if (lane + off < 32) suffix += o;
-  }
-  if (lane == 0) sh.misc[8 + warp] = suffix;
   if (tid == 0) sh.misc[0] = sh.misc[1] = 0;
-  __syncthreads();
-  int incl = suffix;  // keys in bins >= 32 tid
-  for (int w = warp + 1; w < kWarps; ++w) incl += sh.misc[8 + w];
-  const int above_mine = incl - local;
-  if (above_mine < kk && kk <= incl) {
-    int acc = above_mine;
-    for (int j = kPer - 1; j >= 0; --j) {
-      const int c = sh.hist[tid * kPer + j];
-      if (acc + c >= kk) {
-        sh.misc[2] = tid * kPer + j;
-        sh.misc[3] = acc;
-        break;
-      }
-      acc += c;
-    }
-  }
-  __syncthreads();
+  FindCrossingBin(sh.hist, kk, sh.misc);
   const uint32_t tbin = static_cast<uint32_t>(sh.misc[2]);
   const int above = sh.misc[3], in_bin = sh.hist[tbin];
   __syncthreads();  // the histogram is read: its memory becomes the bin buffer
@@ -486,9 +591,100 @@ __device__ bool SelectRowTwoPass(const float* scores, int64_t n, int64_t topk, i
   const int64_t m2 = NextPow2(in_bin > 0 ? in_bin : 1);
   for (int64_t i = in_bin + tid; i < m2; i += kThreads) sh.bin[i] = 0;  // below every real key
   __syncthreads();
-  BitonicSortDesc(sh.bin, m2);
+  SortDesc(sh.bin, m2);
   for (int64_t i = tid; i < kk - above; i += kThreads) sh.cand[above + i] = sh.bin[i];
-  SortAndWrite(sh.cand, kk, out, out_width);
+  SortAndWrite<true>(sh.cand, kk, out, out_width);
+  return true;
+}
+
+// The one-pass selection of long rows: a sample of the row (evenly spread runs of 128 scores, at most 8,192 scores and
+// an eighth of the row) gives `low`, the image of its rank-th largest score (two 12-bit histogram levels over the
+// sample), rank chosen so that about `target` keys of the row should reach it (between kk and the buffer's `cap`);
+// one pass over the row then collects every key whose image is >= low into a shared buffer (the candidates and the
+// histogram region after them), which is sorted (image desc, index asc) and supplies the first kk. When the row
+// holds m >= kk such keys, they include every key of the top kk and every key tied with its last, so the result is
+// SelectRow's exactly; a sample that misjudges (m < kk or m > cap) returns false, having written nothing, and the
+// two-pass selection runs. One read of the row instead of two, and no histogram atomics per key.
+constexpr int kSampleMax = 8192;  // scores
+constexpr int kSampleRun = 32;    // float4s per run (one warp's load)
+constexpr int64_t kMinSampleRank = 32;
+
+__device__ bool SelectRowSampled(const float* scores, int64_t n, int64_t topk, int64_t* out, int64_t out_width,
+                                 const TwoPassShared& sh, int64_t cap) {
+  const int tid = threadIdx.x;
+  const int64_t kk = topk < n ? topk : n;
+  if (kk == n || 2 * kk > cap) return false;
+  const float4* s4 = reinterpret_cast<const float4*>(scores);
+  const int64_t n4 = n / 4;
+  const int64_t m4 = (n4 / 8 < kSampleMax / 4 ? n4 / 8 : kSampleMax / 4) / (4 * kThreads) * (4 * kThreads);
+  if (m4 == 0) return false;
+  const int64_t target = (kk + cap) / 2 < 2 * kk + 256 ? (kk + cap) / 2 : 2 * kk + 256;
+  const int64_t rank = target * 4 * m4 / n;
+  if (rank < kMinSampleRank) return false;
+  const int64_t gap = n4 / (m4 / kSampleRun);  // float4s from one run's start to the next (>= 256)
+  auto sample = [&](int64_t j) { return __ldcg(s4 + (j / kSampleRun) * gap + j % kSampleRun); };
+  // Histograms of the sample: level 1 over the images' top 12 bits; level 2 over the next 12 bits of the images
+  // whose top 12 bits are b1.
+  auto histogram = [&](bool level2, uint32_t b1) {
+    for (int i = tid; i < kBins; i += kThreads) sh.hist[i] = 0;
+    __syncthreads();
+    auto count = [&](float f) {
+      const uint32_t u = OrderedBits(f);
+      if (!level2) {
+        atomicAdd(&sh.hist[u >> 20], 1);
+      } else if ((u >> 20) == b1) {
+        atomicAdd(&sh.hist[(u >> 8) & (kBins - 1)], 1);
+      }
+    };
+    for (int64_t j = tid; j < m4; j += 4 * kThreads) {  // m4 is a multiple of 4 * kThreads
+      const float4 a = sample(j), b = sample(j + kThreads), c = sample(j + 2 * kThreads), d = sample(j + 3 * kThreads);
+      count(a.x), count(a.y), count(a.z), count(a.w), count(b.x), count(b.y), count(b.z), count(b.w);
+      count(c.x), count(c.y), count(c.z), count(c.w), count(d.x), count(d.y), count(d.z), count(d.w);
+    }
+    __syncthreads();
+  };
+  if (tid == 0) sh.misc[0] = 0;
+  histogram(false, 0);
+  FindCrossingBin(sh.hist, rank, sh.misc);
+  const uint32_t b1 = static_cast<uint32_t>(sh.misc[2]);
+  const int64_t rank2 = rank - sh.misc[3];
+  __syncthreads();  // misc[2], misc[3] read before the next search rewrites them
+  histogram(true, b1);
+  FindCrossingBin(sh.hist, rank2, sh.misc);
+  const uint32_t low = (b1 << 20) | (static_cast<uint32_t>(sh.misc[2]) << 8);
+  // The histogram is read (FindCrossingBin ended with a barrier): its region extends the candidate buffer.
+  uint64_t* buf = sh.cand;
+  auto take = [&](float f, int64_t i) {
+    const uint32_t u = OrderedBits(f);
+    if (u >= low) {
+      const int pos = atomicAdd(&sh.misc[0], 1);
+      if (pos < cap) buf[pos] = SelectKey(u, i);
+    }
+  };
+  auto take4 = [&](const float4& a, int64_t v) {
+    take(a.x, 4 * v), take(a.y, 4 * v + 1), take(a.z, 4 * v + 2), take(a.w, 4 * v + 3);
+  };
+  int64_t v = tid;
+  for (; v + 7 * kThreads < n4; v += 8 * kThreads) {  // eight 16-byte loads in flight
+    float4 a[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) a[u] = __ldcg(s4 + v + u * kThreads);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) take4(a[u], v + u * kThreads);
+  }
+  for (; v < n4; v += kThreads) take4(__ldcg(s4 + v), v);
+  for (int64_t i = n4 * 4 + tid; i < n; i += kThreads) take(scores[i], i);
+  __syncthreads();
+  const int64_t m = sh.misc[0];
+  if (m < kk || m > cap) return false;  // uniform; the buffer's writes are done (the barrier above)
+  const int64_t p2 = NextPow2(m);       // <= cap, a power of two
+  for (int64_t i = m + tid; i < p2; i += kThreads) buf[i] = 0;  // below every real key
+  __syncthreads();
+  SortDesc(buf, p2);
+  for (int64_t j = tid; j < out_width; j += kThreads) {
+    out[j] = j < kk ? static_cast<int64_t>(0xFFFFFFFFull - (buf[j] & 0xFFFFFFFFull)) : -1;
+  }
+  __syncthreads();
   return true;
 }
 
@@ -500,7 +696,7 @@ __host__ __device__ inline int64_t SelectRowsCandBytes(int64_t topk, int64_t key
 }
 
 // The selection of one scratch row per block (the tiled path's second kernel).
-__global__ void __launch_bounds__(kThreads) SelectRowsKernel(SelectRowsParams p) {
+__global__ void __launch_bounds__(kThreads, 6) SelectRowsKernel(SelectRowsParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int64_t cand_bytes = SelectRowsCandBytes(p.topk, p.keys);
   uint64_t* cand = reinterpret_cast<uint64_t*>(smem);
@@ -511,6 +707,9 @@ __global__ void __launch_bounds__(kThreads) SelectRowsKernel(SelectRowsParams p)
   int64_t n = p.key_limit[row] + 1;
   n = n < 0 ? 0 : (n > p.keys ? p.keys : n);
   const float* scores = p.scores + (b * p.chunk_rows + r) * p.score_stride;
+  // The sampled path's buffer: the candidates and the region after them, a power of two of keys.
+  const int64_t cap = NextPow2((cand_bytes + kRegionBytes) / 8 + 1) / 2;
+  if (SelectRowSampled(scores, n, p.topk, p.out + row * p.out_width, p.out_width, two, cap)) return;
   if (SelectRowTwoPass(scores, n, p.topk, p.out + row * p.out_width, p.out_width, two)) return;
   const SelectShared sh = {reinterpret_cast<int*>(region), reinterpret_cast<int*>(region + 1024), cand};
   SelectRow(scores, n, p.topk, p.out + row * p.out_width, p.out_width, sh);

@@ -389,6 +389,32 @@ TEST(LightningIndexerTiled, ManyEqualScoresAtTheThreshold) {
   }
 }
 
+// Long rows (the tiled path's sampled selection: 16K keys and more) with many equal scores: the keys repeat 300
+// distinct rows, so each score occurs ~130 times and the top-k's last score is shared by keys on both sides of the
+// cut. The selection equals the CPU's selection (SelectTopkWithinLimits) from the kernel's own scores, bf16 and FP8.
+TEST(LightningIndexerTiled, LongRowsWithRepeatedScoresEqualTheCpuSelection) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  torch::manual_seed(31);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t t = 8, s = 40000;
+  torch::Tensor rows = torch::randn({300, 128}, opts);
+  torch::Tensor k = rows.index_select(0, torch::randint(0, 300, {s}, opts.dtype(torch::kInt64))).view({1, s, 128});
+  torch::Tensor q = torch::randn({1, t, 64, 128}, opts), w = torch::randn({1, t, 64}, opts);
+  // Full rows, rows at 20K and 17K keys (sampled), 10K (two-pass), none.
+  torch::Tensor limit = torch::tensor({s - 1, s - 1, 39000L, 30000L, 19999L, 16999L, 9999L, -1L},
+                                      opts.dtype(torch::kInt64)).view({1, t});
+  const torch::Tensor qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16);
+  const IndexerFp8Inputs f = QuantizeIndexerFp8(q, k, w);
+  const torch::Tensor scores = IndexerScoresTiled(qb, kb, w, limit).cpu();  // [1, T, S]
+  const torch::Tensor scores8 = IndexerScoresTiledFp8(f.q, f.k, f.k_scale, f.weights, limit).cpu();
+  for (int64_t topk : {1L, 64L, 333L, 2048L}) {
+    torch::Tensor got = PoisonedRun(qb, kb, w, limit, topk).cpu();
+    EXPECT_TRUE(torch::equal(got, SelectTopkWithinLimits(scores, limit.cpu(), topk))) << "bf16 topk " << topk;
+    torch::Tensor got8 = PoisonedFp8Run(f, limit, topk).cpu();
+    EXPECT_TRUE(torch::equal(got8, SelectTopkWithinLimits(scores8, limit.cpu(), topk))) << "fp8 topk " << topk;
+  }
+}
+
 // FP8 at DeepSeek's shapes, 128K keys, a few queries; the CUDA quantizer equals the CPU one bit for bit.
 TEST(LightningIndexerTiled, Fp8DeepSeekShapesAt128K) {
   if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
