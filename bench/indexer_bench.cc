@@ -1,7 +1,8 @@
 // The lightning indexer with its top-k (kernels/lightning_indexer.h, kernels/indexer_fp8.h): the CUDA kernels against
 // each other and against the torch path the model used before them (fp32 einsum into [B, T, Hi, S], ReLU, weighted
-// head sum into [B, T, S], causal mask, torch topk), all on the same random inputs, causal prefill (S = T, query t
-// sees keys 0..t), batch 1. One table row per (shape, kernel):
+// head sum into [B, T, S], causal mask, torch topk), all on the same random inputs, batch 1: a causal prefill (S = T,
+// query t sees keys 0..t), or with --chunk C the last C queries over S cached keys (positions S - C .. S - 1, the
+// cost per token at position S that a decode-time prefill chunk pays). One table row per (shape, kernel):
 //   per-row bf16  the one-block-per-query kernel (IndexerKernel::kPerRow)
 //   tiled bf16    the wgmma kernel (kTiled; 64 heads x 128 dims only)
 //   tiled fp8     the same on e4m3 inputs from QuantizeIndexerFp8 (the quantization timed apart: "quant ms"; on
@@ -11,11 +12,12 @@
 //   torch         the former path, where its [T, Hi, S] scores fit in --torch_limit_gib
 // Columns: median wall time of the whole selection ("total"), of the tiled kernel's scoring alone
 // (kTiledScoresOnly, the same chunks without the selection kernel) and their difference ("selection"); TFLOP/s of
-// the scoring (2 * Hi * Di per causal (t, s) pair, T (T + 1) / 2 pairs) over the scoring time and over the total;
+// the scoring (2 * Hi * Di per causal (t, s) pair: T (T + 1) / 2 pairs, or C S - C (C - 1) / 2 with --chunk) over
+// the scoring time and over the total;
 // peak memory above the inputs (CUDA); agreement: rows whose key set equals the per-row bf16 kernel's (the torch
 // path's, for that row itself), and for fp8 the mean share of the bf16 set it selects (recall).
 //   spargo_indexer_bench [--device cuda|cpu] [--sets deepseek,160m] [--lengths 8192,32768,131072] [--reps 3]
-//                        [--kernels per_row,tiled,fp8,quant_torch,torch]
+//                        [--kernels per_row,tiled,fp8,quant_torch,torch] [--chunk 2048]
 // deepseek: Hi 64, Di 128, top-k 2048 (DeepSeek-V3.2); 160m: Hi 8, Di 64, top-k 256 (bench/bench_models.h).
 #include <cstdio>
 #include <iostream>
@@ -35,10 +37,11 @@
 
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu (cpu runs the reference in every row: a smoke test).");
 ABSL_FLAG(std::string, sets, "deepseek,160m", "Shape sets: deepseek (Hi 64, Di 128, k 2048), 160m (Hi 8, Di 64, k 256).");
-ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Sequence lengths S = T.");
+ABSL_FLAG(std::string, lengths, "8192,32768,131072", "Key counts S (= T without --chunk).");
 ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
 ABSL_FLAG(std::string, kernels, "per_row,tiled,fp8,quant_torch,torch",
           "Rows to run: per_row, tiled, fp8, quant_torch, torch.");
+ABSL_FLAG(int64_t, chunk, 0, "0: causal prefill (T = S); C > 0: the last C queries over S keys.");
 ABSL_FLAG(double, torch_limit_gib, 60, "Run the torch path only when its [T, Hi, S] fp32 scores fit in this many GiB.");
 
 namespace {
@@ -47,21 +50,23 @@ namespace sk = spargo::kernels;
 using spargo::bench::MedianSeconds;
 using spargo::bench::PeakGib;
 
-// The model's former selection path: scores materialised, masked, torch topk.
-torch::Tensor TorchPath(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w, int64_t topk) {
+// The model's former selection path: scores materialised, masked, torch topk. Query t sits at position offset + t.
+torch::Tensor TorchPath(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w, int64_t topk,
+                        int64_t offset) {
   const int64_t t = q.size(1), s = k.size(1);
   torch::Tensor scores = sk::IndexerScoresReference(q, k, w);  // [B, T, S]
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
-  torch::Tensor future = torch::arange(s, opts).view({1, 1, s}).gt(torch::arange(t, opts).view({1, t, 1}));
+  torch::Tensor future = torch::arange(s, opts).view({1, 1, s}).gt(torch::arange(t, opts).view({1, t, 1}) + offset);
   scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
   return std::get<1>(scores.topk(std::min(topk, s), -1));
 }
 
-// Rows (of B * T) whose selections are equal as sets (slots past the causal count ignored).
-int64_t SameSets(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+// Rows (of B * T) whose selections are equal as sets (slots past the causal count ignored; query t at position
+// offset + t).
+int64_t SameSets(const torch::Tensor& a_in, const torch::Tensor& b_in, int64_t offset) {
   const int64_t t = a_in.size(1);
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(a_in.device());
-  torch::Tensor pos = torch::arange(t, opts).view({1, t, 1});
+  torch::Tensor pos = torch::arange(t, opts).view({1, t, 1}) + offset;
   torch::Tensor a = std::get<0>(a_in.masked_fill(a_in.gt(pos), -1).sort(-1));
   torch::Tensor b = std::get<0>(b_in.masked_fill(b_in.gt(pos), -1).sort(-1));
   return a.eq(b).all(-1).sum().item<int64_t>();
@@ -106,11 +111,14 @@ int main(int argc, char** argv) {
   const int reps = absl::GetFlag(FLAGS_reps);
   std::set<std::string> kernels;
   for (absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_kernels), ',')) kernels.insert(std::string(k));
-  std::printf("Lightning indexer + top-k, causal prefill, batch 1, %s, CUDA kernels %s, median of %d\n",
+  const int64_t chunk = absl::GetFlag(FLAGS_chunk);
+  std::printf("Lightning indexer + top-k, %s, batch 1, %s, CUDA kernels %s, median of %d\n",
+              chunk > 0 ? ("the last " + std::to_string(chunk) + " queries over S keys").c_str() : "causal prefill",
               device_name.c_str(), sk::IndexerTopkHasCudaKernel() ? "built" : "NOT built (reference)", reps);
-  std::printf("| set | S = T | Hi x Di | k | kernel | total ms | scoring ms | selection ms | scoring TFLOP/s | "
+  std::printf("| set | %s | Hi x Di | k | kernel | total ms | scoring ms | selection ms | scoring TFLOP/s | "
               "total TFLOP/s | quant ms | peak GiB | agreement |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+              chunk > 0 ? "S (T = chunk)" : "S = T");
   torch::NoGradGuard no_grad;
   for (absl::string_view set_view : absl::StrSplit(absl::GetFlag(FLAGS_sets), ',')) {
     const std::string set(set_view);
@@ -126,11 +134,13 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(len_text, &len) || len < 1) return 2;
       torch::manual_seed(1);
       auto opts = torch::TensorOptions().device(device);
-      torch::Tensor q = torch::randn({1, len, hi, di}, opts).to(torch::kBFloat16);  // [1, T, Hi, Di]
-      torch::Tensor k = torch::randn({1, len, di}, opts).to(torch::kBFloat16);      // [1, S, Di]
-      torch::Tensor w = torch::randn({1, len, hi}, opts);                           // [1, T, Hi]
-      torch::Tensor limit = sk::CausalKeyLimit(1, len, 0, device);                  // [1, T]
-      const double flops = 2.0 * hi * di * (static_cast<double>(len) * (len + 1) / 2);
+      const int64_t t = chunk > 0 && chunk < len ? chunk : len, offset = len - t;  // queries at offset .. len - 1
+      torch::Tensor q = torch::randn({1, t, hi, di}, opts).to(torch::kBFloat16);  // [1, T, Hi, Di]
+      torch::Tensor k = torch::randn({1, len, di}, opts).to(torch::kBFloat16);    // [1, S, Di]
+      torch::Tensor w = torch::randn({1, t, hi}, opts);                           // [1, T, Hi]
+      torch::Tensor limit = sk::CausalKeyLimit(1, t, offset, device);             // [1, T]
+      const double pairs = static_cast<double>(t) * len - static_cast<double>(t) * (t - 1) / 2;
+      const double flops = 2.0 * hi * di * pairs;
       auto print = [&](const Row& r) { PrintRow(set, len, hi, di, topk, flops, r); };
       torch::Tensor per_row;
       if (kernels.count("per_row")) {
@@ -149,7 +159,7 @@ int main(int argc, char** argv) {
         r.scoring_s = MedianSeconds(reps, device, [&] {
           return sk::IndexerTopk(q, k, w, limit, topk, sk::IndexerKernel::kTiledScoresOnly);
         });
-        if (per_row.defined()) r.agreement = std::to_string(SameSets(out, per_row)) + "/" + std::to_string(len);
+        if (per_row.defined()) r.agreement = std::to_string(SameSets(out, per_row, offset)) + "/" + std::to_string(t);
         print(r);
       }
       if (kernels.count("fp8") && tiled) {
@@ -177,14 +187,16 @@ int main(int argc, char** argv) {
           print(t);
         }
       }
-      const double torch_gib_needed = static_cast<double>(len) * hi * len * 4 / (1ull << 30);
+      const double torch_gib_needed = static_cast<double>(t) * hi * len * 4 / (1ull << 30);
       if (kernels.count("torch") && torch_gib_needed <= absl::GetFlag(FLAGS_torch_limit_gib)) {
         Row r{"torch"};
         try {
           torch::Tensor ref;
-          r.gib = PeakGib(device, [&] { ref = TorchPath(q, k, w, topk); });
-          r.total_s = MedianSeconds(reps, device, [&] { return TorchPath(q, k, w, topk); });
-          if (per_row.defined()) r.agreement = std::to_string(SameSets(per_row, ref)) + "/" + std::to_string(len);
+          r.gib = PeakGib(device, [&] { ref = TorchPath(q, k, w, topk, offset); });
+          r.total_s = MedianSeconds(reps, device, [&] { return TorchPath(q, k, w, topk, offset); });
+          if (per_row.defined()) {
+            r.agreement = std::to_string(SameSets(per_row, ref, offset)) + "/" + std::to_string(t);
+          }
         } catch (const c10::Error& e) {  // out of memory, most likely
           r.agreement = std::string("failed: ") + e.what_without_backtrace();
         }
