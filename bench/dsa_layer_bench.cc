@@ -24,8 +24,11 @@
 //   against the dense chunk; and the dense chunk against the dense prefill's last C rows (the mask's alignment).
 // RoPE uses plain frequencies (theta 10000; YaRN's frequencies cost the same); the softmax scale is DeepSeek's:
 // 192^-0.5 * (0.1 ln 40 + 1)^2. Times are medians of --reps runs after one untimed run (which also gives the peak
-// memory: the CUDA allocator's peak above what was held before, weights, inputs and caches excluded). Parts are
-// timed with a device synchronisation between them, inside the same runs.
+// memory: the CUDA allocator's peak above what was held before, weights, inputs and caches excluded). The layer's
+// time ("dense ms", "DSA ms", "dense bound ms") comes from runs synchronised only at their ends; the parts' columns
+// from separate runs with a device synchronisation between parts (so they add up to a little more). "dense bound"
+// is the chunk's whole dense layer with the split attention (the two mask-free calls, no merge) in place of the
+// masked one: a lower bound for dense, and "bound/DSA" DSA's speed-up over it.
 //   spargo_dsa_layer_bench [--device cuda|cpu] [--lengths 8192,32768,65536,131072] [--chunk 2048] [--reps 3]
 //                          [--indexer bf16,fp8] [--small] (--small: tiny shapes, lengths 48,96, chunk 16: a CPU
 //                          smoke test)
@@ -208,16 +211,17 @@ const char* SdpaBackendName(int64_t choice) {
 
 // Attention core: q [1, H, T, Dqk], k [1, H, S, Dqk], v [1, H, S, Dv] -> [1, H, T, Dv]. kCausal needs T = S;
 // kBottomRight uses `mask` [1, 1, T, S] (query i sees keys 0 .. S-T+i); kSplit (timing only) makes the two calls of
-// an LSE-merged version, k and v being the prefix (no mask), k2 and v2 the T new keys (is_causal), and returns
-// nothing. `backend` receives SDPA's choice for the first call.
+// an LSE-merged version, k and v being the prefix (no mask), k2 and v2 the T new keys (is_causal), and returns the
+// prefix call's output unmerged (right shape, not the layer's value; torch 1.x: nothing). `backend` receives SDPA's
+// choice for the first call.
 Tensor DenseCore(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k2, const Tensor& v2, DenseMask kind,
                  const Tensor& mask, double scale, std::string* backend) {
 #if TORCH_VERSION_MAJOR >= 2
   if (kind == DenseMask::kSplit) {
     if (backend != nullptr) *backend = SdpaBackendName(at::_fused_sdp_choice(q, k, v, {}, 0.0, false));
-    at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale);
+    Tensor prefix = at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale);
     at::scaled_dot_product_attention(q, k2, v2, {}, 0.0, true, scale);
-    return Tensor();
+    return prefix;
   }
   const bool causal = kind == DenseMask::kCausal;
   if (backend != nullptr) {
@@ -399,34 +403,44 @@ std::string Cell(double v, const char* fmt) {
   return buf;
 }
 
-// One untimed run inside PeakGib, then `reps` runs with laps: medians of each part and of the total, and the peak.
+// One untimed run inside PeakGib, then `reps` runs with laps (medians of each part and of their sum), then `reps`
+// runs without laps, synchronised only before and after (their median is the layer's time: the laps' synchronisations
+// leave the device idle between parts).
 struct Timed {
-  std::vector<double> ms;  // parts..., total
+  std::vector<double> ms;  // parts..., sum of the parts
+  double whole_ms = -1;
   double gib = -1;
 };
 
 Timed TimeLayer(const torch::Device& device, int reps, int parts, const std::function<void(Laps*)>& run) {
   Timed r;
   r.gib = PeakGib(device, [&] { run(nullptr); });
-  std::vector<std::vector<double>> runs;
+  std::vector<std::vector<double>> runs, whole;
   for (int i = 0; i < reps; ++i) {
     Laps laps(device, parts);
     run(&laps);
     runs.push_back(laps.ms());
   }
   r.ms = Medians(runs);
+  for (int i = 0; i < reps; ++i) {
+    Laps laps(device, 1);
+    run(nullptr);
+    laps.Lap(0);
+    whole.push_back(laps.ms());
+  }
+  r.whole_ms = Medians(whole).at(0);
   return r;
 }
 
 struct Row {
   int64_t len = 0;
   std::string mode, indexer, backend = "-";
-  double dense_ms = -1, dense_attn_ms = -1, split_ms = -1, dense_gib = -1;
+  double dense_ms = -1, dense_attn_ms = -1, split_ms = -1, bound_ms = -1, dense_gib = -1;
   double dsa_ms = -1, mla_proj_ms = -1, index_proj_ms = -1, topk_ms = -1, sparse_ms = -1, dsa_gib = -1;
   double err = -1, err_mask = -1;
 
   void SetDsa(const Timed& d) {
-    dsa_ms = d.ms[5];
+    dsa_ms = d.whole_ms;
     mla_proj_ms = d.ms[0] + d.ms[4];
     index_proj_ms = d.ms[1];
     topk_ms = d.ms[2];
@@ -436,13 +450,15 @@ struct Row {
 };
 
 void PrintRow(const Row& r) {
-  std::printf("| %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+  std::printf("| %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
               static_cast<long long>(r.len), r.mode.c_str(), r.indexer.c_str(), Cell(r.dense_ms, "%.2f").c_str(),
-              Cell(r.dense_attn_ms, "%.2f").c_str(), Cell(r.split_ms, "%.2f").c_str(), r.backend.c_str(),
+              Cell(r.dense_attn_ms, "%.2f").c_str(), Cell(r.split_ms, "%.2f").c_str(),
+              Cell(r.bound_ms, "%.2f").c_str(), r.backend.c_str(),
               Cell(r.dense_gib, "%.2f").c_str(), Cell(r.dsa_ms, "%.2f").c_str(), Cell(r.mla_proj_ms, "%.2f").c_str(),
               Cell(r.index_proj_ms, "%.2f").c_str(), Cell(r.topk_ms, "%.2f").c_str(),
               Cell(r.sparse_ms, "%.2f").c_str(), Cell(r.dsa_gib, "%.2f").c_str(),
               Cell(r.dense_ms > 0 && r.dsa_ms > 0 ? r.dense_ms / r.dsa_ms : -1, "%.2fx").c_str(),
+              Cell(r.bound_ms > 0 && r.dsa_ms > 0 ? r.bound_ms / r.dsa_ms : -1, "%.2fx").c_str(),
               Cell(r.err, "%.1e").c_str(), Cell(r.err_mask, "%.1e").c_str());
   std::fflush(stdout);
 }
@@ -472,7 +488,7 @@ std::vector<Row> MeasureLength(const Shape& s, const Weights& w, const torch::De
       dense_out = DenseLayer(s, w, x, 0, nullptr, Tensor(), DenseMask::kCausal, laps,
                              laps == nullptr ? &dense_prefill.backend : nullptr);
     });
-    dense_prefill.dense_ms = d.ms[3];
+    dense_prefill.dense_ms = d.whole_ms;
     dense_prefill.dense_attn_ms = d.ms[1];
     dense_prefill.dense_gib = d.gib;
     dense_out = dense_out.narrow(1, offset, chunk).clone();  // only the last C rows are kept (the mask check)
@@ -529,7 +545,7 @@ std::vector<Row> MeasureLength(const Shape& s, const Weights& w, const torch::De
         dense_chunk_out = DenseLayer(s, w, x_chunk, offset, &dc, mask, DenseMask::kBottomRight, laps,
                                      laps == nullptr ? &dense_chunk.backend : nullptr);
       });
-      dense_chunk.dense_ms = d.ms[3];
+      dense_chunk.dense_ms = d.whole_ms;
       dense_chunk.dense_attn_ms = d.ms[1];
       dense_chunk.dense_gib = d.gib;
       if (dense_out.defined()) dense_chunk.err_mask = RelErr(dense_chunk_out, dense_out);
@@ -544,6 +560,7 @@ std::vector<Row> MeasureLength(const Shape& s, const Weights& w, const torch::De
       });
       if (device.is_cuda()) {
         dense_chunk.split_ms = d.ms[1];
+        dense_chunk.bound_ms = d.whole_ms;
         dense_chunk.backend += " (split: " + split_backend + ")";
       }
     } catch (const c10::Error& e) {
@@ -624,11 +641,11 @@ int main(int argc, char** argv) {
     torch::NoGradGuard no_grad;
     w = RandomWeights(s, device);
   }
-  std::printf("| L | mode | indexer | dense ms | dense attn ms | split attn ms | SDPA backend | dense GiB | DSA ms | "
-              "MLA proj ms | indexer proj ms | top-k ms | sparse MLA ms | DSA GiB | dense/DSA | "
-              "rel err DSA (all keys) vs dense | rel err dense chunk vs prefill |\n"
+  std::printf("| L | mode | indexer | dense ms | dense attn ms | split attn ms | dense bound ms | SDPA backend | "
+              "dense GiB | DSA ms | MLA proj ms | indexer proj ms | top-k ms | sparse MLA ms | DSA GiB | dense/DSA | "
+              "bound/DSA | rel err DSA (all keys) vs dense | rel err dense chunk vs prefill |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-              "| --- |\n");
+              "| --- | --- | --- |\n");
   for (int64_t len : lens) {
     for (const Row& r : MeasureLength(s, w, device, len, chunk, reps, indexers)) PrintRow(r);
   }
