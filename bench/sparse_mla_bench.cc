@@ -6,8 +6,8 @@
 //     random: every slot used) or as a causal prefill selects them (--selection causal: query t uses min(t + 1, K)
 //     slots, keys 0..t, drawn uniformly when t >= K, the rest -1): 2 * H * (Dqk + Dv) FLOPs per used slot; its
 //     relative error against the libtorch reference on the first 64 queries;
-//     both products by wgmma (the default), and in a second column the variants with P V by mma.sync
-//     (SPARGO_SPARSE_MLA_KERNEL=wgmma_s) and with both by mma.sync (=mma);
+//     in a second column the kernel's compute-only rate, without the gather (SPARGO_SPARSE_MLA_KERNEL=no_gather;
+//     its results are wrong);
 //   sparse backward: SparseMlaBackward (the CUDA kernel) with 2 * H * (3 Dqk + 2 Dv) FLOPs per used slot (scores
 //     recomputed, dP, dQ, dK, dV; H the real heads, though the kernels pad H to a multiple of 64) and its relative
 //     errors (dq, dkv) against the reference on the first 64 queries (dkv restricted to those queries'
@@ -51,7 +51,7 @@ ABSL_FLAG(int64_t, qk_head_dim, 192, "Per-head nope + rope width whose inverse s
 ABSL_FLAG(int32_t, reps, 5, "Timed repetitions (median reported).");
 ABSL_FLAG(int64_t, reference_max, 8192, "Time the libtorch reference forward up to this length.");
 ABSL_FLAG(bool, dense, true, "Measure dense causal SDPA (torch 2 builds only).");
-ABSL_FLAG(bool, variants, true, "Also time the forward's mma.sync variants.");
+ABSL_FLAG(bool, variants, true, "Also time the forward kernel without its gather (compute only).");
 ABSL_FLAG(std::string, selection, "random", "random (every slot used) or causal (query t uses min(t + 1, K) slots).");
 
 namespace {
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(k), static_cast<long long>(h), device_name.c_str(),
               spargo::kernels::SparseMlaHasCudaKernel() ? "built" : "NOT built (reference)",
               causal ? "causal" : "random", backward_env == nullptr ? "(unset)" : backward_env, reps);
-  std::printf("| L | sparse fwd ms | TFLOP/s | peak GiB | rel err | variants wgmma_s / mma TFLOP/s | "
+  std::printf("| L | sparse fwd ms | TFLOP/s | peak GiB | rel err | no-gather TFLOP/s | "
               "reference fwd ms | "
               "sparse bwd ms | TFLOP/s | peak GiB | rel err dq / dkv | reference bwd ms | dense fwd ms | TFLOP/s | "
               "peak GiB | dense bwd ms | TFLOP/s | dense/sparse fwd | dense/sparse bwd |\n"
@@ -143,14 +143,13 @@ int main(int argc, char** argv) {
           q.narrow(0, 0, check), kv, idx.narrow(0, 0, check), scale, dv);
       err = (fwd.out.narrow(0, 0, check).to(torch::kFloat32) - ref.out.to(torch::kFloat32)).norm().item<double>() /
             ref.out.to(torch::kFloat32).norm().item<double>();
-      for (const char* variant : {"wgmma_s", "mma"}) {
-        if (!absl::GetFlag(FLAGS_variants)) break;
-        setenv("SPARGO_SPARSE_MLA_KERNEL", variant, 1);
+      if (absl::GetFlag(FLAGS_variants) && device.is_cuda()) {
+        setenv("SPARGO_SPARSE_MLA_KERNEL", "no_gather", 1);
         const double vs =
             MedianSeconds(reps, device, [&] { spargo::kernels::SparseMlaForward(q, kv, idx, scale, dv); });
         char buf[32];
         std::snprintf(buf, sizeof(buf), "%.1f", flops / vs / 1e12);
-        variants += (variants.empty() ? "" : " / ") + std::string(buf);
+        variants = buf;
       }
       unsetenv("SPARGO_SPARSE_MLA_KERNEL");
       if (len <= absl::GetFlag(FLAGS_reference_max)) {

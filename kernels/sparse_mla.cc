@@ -141,10 +141,7 @@ SparseMlaOutput SparseMlaForwardCuda(const torch::Tensor& q_in, const torch::Ten
   p.dv = dv;
   p.sm_scale = static_cast<float>(sm_scale);
   const char* variant = std::getenv("SPARGO_SPARSE_MLA_KERNEL");
-  const std::string choice = variant == nullptr ? "" : variant;
-  p.variant = choice == "mma" ? kc::SparseMlaVariant::kMmaSync
-              : choice == "wgmma_s" ? kc::SparseMlaVariant::kWgmmaS
-                                    : kc::SparseMlaVariant::kWgmma;
+  p.no_gather = variant != nullptr && std::string(variant) == "no_gather";
   const char* err = kc::LaunchSparseMlaForward(p, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == nullptr, "SparseMlaForward (CUDA): launch failed: ", err == nullptr ? "" : err);
   return r;

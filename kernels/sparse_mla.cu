@@ -1,28 +1,11 @@
 // CUDA kernels of SparseMlaForward and SparseMlaBackward (contract: kernels/sparse_mla.h; interface:
 // kernels/sparse_mla_cuda.h).
 //
-// Forward. MQA over selected keys: every head of query t attends to the same K gathered rows of kv [S, Dqk], whose
-// first Dv columns are also the values. One block of 256 threads (8 warps, 2 warpgroups) owns one (query t, block of
-// 64 heads); heads past H are zero rows that are never stored. The 64 query rows [64, Dqk] stay in shared memory;
-// the selected keys stream through shared memory in tiles of 64 rows, gathered with cp.async (16-byte chunks,
-// zero-filled for unused slots), two stages deep so that tile i + 1 arrives while tile i is computed. Per tile:
-//   1. S = Q K^T [64 heads, 64 keys], fp32 accumulate: warpgroup kh computes all 64 heads x keys 32 kh .. + 31 with
-//      wgmma m64n32k16 (operands straight from shared memory), so warp w holds heads 16 (w % 4) .. + 15 of that key
-//      half; the mma.sync variant computes the same per-warp tile with m16n8k16 and ldmatrix.
-//   2. online softmax in base 2 (scores times sm_scale * log2 e; unused slots -inf): the two warps sharing a head
-//      group exchange row maxima through shared memory, so both hold the same running max m; each keeps its part of
-//      the running sum l. P (bf16) goes to shared memory, with the rescale factor alpha of each head.
-//   3. O += P V [64 heads, Dv] with mma.sync: warp w owns output columns w Dv/8 .. + Dv/8 for all 64 heads
-//      (accumulators in registers, 128 fp32 per thread for Dv = 512), V read from the same key tile (ldmatrix.trans).
-// The end divides O by l and writes lse = ln 2 * (m + log2 l), or -inf with O = 0 for a head row without used slots.
-// Shared tiles are slab-major with the 128-byte XOR swizzle (see Layout): wgmma's canonical K-major layout, and
-// conflict-free for ldmatrix. Shared memory: 3 tiles of 64 rows x Dqk (rounded up to 64 columns) bf16 + P [64, 64]
-// + small arrays: 227 KiB at Dqk 576 (one block per SM).
-// Tiles whose 64 slots are all unused (the tail of a causal prefill row with fewer than K keys) are skipped.
-// Not yet done: warp specialisation (loads, S and P V of successive tiles overlapped), fewer than 64 heads per block
-// (H = 16 computes 64 rows, 48 of them zero).
+// Shared tiles of 64 rows are slab-major: the 64-column slab j (128 bytes per row) of all 64 rows at j * 8 KiB, rows
+// 128 bytes apart, 16-byte chunks XOR-swizzled by (row % 8) (Swz): wgmma's canonical K-major 128-byte-swizzle
+// layout, and conflict-free for ldmatrix.
 //
-// Backward: see the bwd namespace below.
+// Forward: see the fwd namespace below. Backward: see the bwd namespace.
 #include "kernels/sparse_mla_cuda.h"
 
 #include "kernels/hopper_ptx.cuh"
@@ -41,30 +24,6 @@ constexpr int kHeadsPerBlock = 64;
 constexpr int kTileKeys = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-// Shared-memory layout (byte offsets from a 1024-byte aligned base). Tiles of 64 rows are stored slab-major: the
-// 64-column slab j (128 bytes per row) of all 64 rows at j * 8 KiB, rows 128 bytes apart, 16-byte chunks XOR-swizzled
-// by (row % 8): the canonical K-major 128-byte-swizzle layout of wgmma, and conflict-free for ldmatrix.
-template <int kDqk, int kDv>
-struct Layout {
-  static_assert(kDqk % 16 == 0 && kDv % (16 * kWarps) == 0 && kDv <= kDqk, "unsupported head dims");
-  static constexpr int kChunks = kDqk / 8;                    // 16-byte chunks per global row
-  static constexpr int kSlabs = (kChunks + 7) / 8;            // 64-column slabs per tile
-  static constexpr int kSlabBytes = 64 * 128;                 // one slab of a 64-row tile
-  static constexpr int kTileBytes = kSlabs * kSlabBytes;
-  static constexpr int kQ = 0;                                            // bf16 Q tile [64 heads, Dqk]
-  static constexpr int kK = kTileBytes;                                   // bf16 [2 stages] key tiles [64 keys, Dqk]
-  static constexpr int kP = kK + 2 * kTileBytes;                          // bf16 [64 heads, 64 keys] (one slab)
-  static constexpr int kMax = kP + kSlabBytes;                            // f32 [2 key halves][64] row maxima
-  static constexpr int kSum = kMax + 2 * kHeadsPerBlock * 4;              // f32 [2 key halves][64] row sums
-  static constexpr int kAlpha = kSum + 2 * kHeadsPerBlock * 4;            // f32 [64] rescale factors
-  static constexpr int kM = kAlpha + kHeadsPerBlock * 4;                  // f32 [64] final row maxima
-  static constexpr int kValid = kM + kHeadsPerBlock * 4;                  // i32 [2][64] slot validity per stage
-  static constexpr int kUsed = kValid + 2 * kTileKeys * 4;
-  static constexpr int kTotal = kUsed + 1024;                             // room to align the base to 1024
-  static constexpr int kDvPerWarp = kDv / kWarps;                         // output columns per warp
-  static constexpr int kNt = kDvPerWarp / 8;                              // n-tiles of 8 columns per warp
-};
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a slab-major swizzled tile of 64 rows.
 __device__ __forceinline__ uint32_t Swz(int row, int chunk) {
@@ -91,73 +50,75 @@ __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// wgmma wrappers (per warpgroup, fp32 accumulate, bf16 operands). The accumulator operand lists of 32, 64 and 128
+// registers in wgmma's fragment order:
+#define SPARGO_ACC8(d, i)                                                                                        \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
+      "+f"(d[i + 7])
+#define SPARGO_ACC32(d) SPARGO_ACC8(d, 0), SPARGO_ACC8(d, 8), SPARGO_ACC8(d, 16), SPARGO_ACC8(d, 24)
+#define SPARGO_ACC64(d) SPARGO_ACC32(d), SPARGO_ACC8(d, 32), SPARGO_ACC8(d, 40), SPARGO_ACC8(d, 48), SPARGO_ACC8(d, 56)
+#define SPARGO_ACC128(d)                                                                                   \
+  SPARGO_ACC64(d), SPARGO_ACC8(d, 64), SPARGO_ACC8(d, 72), SPARGO_ACC8(d, 80), SPARGO_ACC8(d, 88),         \
+      SPARGO_ACC8(d, 96), SPARGO_ACC8(d, 104), SPARGO_ACC8(d, 112), SPARGO_ACC8(d, 120)
+#define SPARGO_REGS32                                                                                     \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+  "%28,%29,%30,%31"
+#define SPARGO_REGS64                                                                                      \
+  SPARGO_REGS32 ",%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53," \
+                "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+#define SPARGO_REGS128                                                                                        \
+  SPARGO_REGS64 ",%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,"    \
+                "%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106," \
+                "%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,"  \
+                "%125,%126,%127"
 
-// d[64 x 32] += A[64 x 16] * B[32 x 16]^T, both from shared memory (K-major), fp32 accumulate, per warpgroup.
-__device__ __forceinline__ void WgmmaM64N32(float (&d)[4][4], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
-        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
-        "+f"(d[3][2]), "+f"(d[3][3])
-      : "l"(da), "l"(db), "r"(1));
+// d[64 x 64] (+)= A[64 x 16] * B[64 x 16]^T, both from shared memory (K-major); accumulate 0 overwrites d.
+__device__ __forceinline__ void WgmmaM64N64(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " SPARGO_REGS32 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+               : SPARGO_ACC32(d)
+               : "l"(da), "l"(db), "r"(accumulate));
 }
-// d[64 x 256] += A[64 x 16] (K-major) * B[16 x 256] (MN-major: B's rows of 16 keys, 256 columns contiguous), per
-// warpgroup; d holds the thread's 128 accumulators in wgmma's fragment order.
+// d[64 x 256] += A[64 x 16] (K-major) * B[16 x 256] (MN-major: B's rows of 16 keys, 256 columns contiguous).
 __device__ __forceinline__ void WgmmaM64N256T(float (&d)[128], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
-      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
-      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
-      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
-      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
-      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
-      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
-      ", %128, %129, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(da), "l"(db), "r"(1));
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " SPARGO_REGS128
+               "}, %128, %129, p, 1, 1, 0, 1;\n}\n"
+               : SPARGO_ACC128(d)
+               : "l"(da), "l"(db), "r"(1));
 }
-
-// d[64 x 128] += A[64 x 16] (K-major) * B[16 x 128] (MN-major: B's rows of 16 keys, 128 columns contiguous), per
-// warpgroup; d holds the thread's 64 accumulators in wgmma's fragment order.
+// d[64 x 128] += A[64 x 16] (K-major) * B[16 x 128] (MN-major).
 __device__ __forceinline__ void WgmmaM64N128T(float (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
-      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
-      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
-      ", %64, %65, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(da), "l"(db), "r"(1));
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " SPARGO_REGS64 "}, %64, %65, p, 1, 1, 0, 1;\n}\n"
+               : SPARGO_ACC64(d)
+               : "l"(da), "l"(db), "r"(1));
 }
+// d[64 x 256] += A[64 x 16] (registers: the m64k16 fragment a0..a3) * B[16 x 256] (shared, MN-major).
+__device__ __forceinline__ void WgmmaM64N256R(float (&d)[128], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint64_t db) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " SPARGO_REGS128
+               "}, {%128,%129,%130,%131}, %132, p, 1, 1, 1;\n}\n"
+               : SPARGO_ACC128(d)
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));
+}
+// d[64 x 128] += A[64 x 16] (registers) * B[16 x 128] (shared, MN-major).
+__device__ __forceinline__ void WgmmaM64N128R(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint64_t db) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " SPARGO_REGS64
+               "}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+               : SPARGO_ACC64(d)
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));
+}
+#undef SPARGO_ACC8
+#undef SPARGO_ACC32
+#undef SPARGO_ACC64
+#undef SPARGO_ACC128
+#undef SPARGO_REGS32
+#undef SPARGO_REGS64
+#undef SPARGO_REGS128
 
 // wgmma descriptor of an MN-major operand in the slab-major tile layout: 64-column atoms 8 KiB apart (leading byte
 // offset), 8-row groups 1024 bytes apart (stride byte offset), 128-byte swizzle.
@@ -177,307 +138,400 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// kMode 0: S = Q K^T and O += P V by mma.sync; 1: S by wgmma (each warpgroup 64 heads x 32 keys); 2: S and P V by
-// wgmma (warpgroup kh: O of all 64 heads x columns kh Dv/2 .. + Dv/2).
-template <int kDqk, int kDv, int kMode>
+
+// ---- Forward ----
+//
+// MQA over selected keys: every head of query t attends to the same K gathered rows of kv [S, Dqk], whose first Dv
+// columns are also the values. One block of 384 threads (3 warpgroups) owns one (query t, block of 64 heads); heads
+// past H are zero rows that are never stored (H = 16 computes 64 rows, 48 of them zero). Warpgroups 0 and 1 compute,
+// warpgroup 2 gathers. Shared memory: Q [64 heads, Dqk] and two key-tile stages [64 keys, Dqk] (Dqk rounded up to
+// whole slabs) + small arrays, 219 KiB at Dqk 576 (one block per SM).
+// The producer walks the query's tiles of 64 selected slots in order, skips those whose slots are all unused (the
+// tail of a causal prefill row with fewer than K keys, or any other), and fills stage 0 and stage 1 alternately
+// with cp.async (16-byte chunks, zero rows for unused slots) plus per-stage slot flags and a status ("tile", or
+// "none": the missing second tile of an odd count, or the end). mbarriers hand each stage over: `full` (producer ->
+// computers; the copies' own arrivals plus one after the flags) and `empty` (computers -> producer, once both
+// warpgroups are done with the stage). Per pair (tile A in stage 0, tile B in stage 1), in base-2 units (scores
+// times sm_scale * log2 e, unused slots -inf):
+//   warpgroup 0: S_A = Q K_A^T [64 heads, 64 keys] (wgmma m64n64k16 from shared memory); online softmax (running
+//     max m0 = max(m, rowmax S_A)); P_A (bf16) to registers and to the rope slab of stage 0 (its key columns are
+//     consumed); m0 handed over (named barrier A); O[:, :Dv/2] = exp2(m - m0) O[:, :Dv/2] + P_A V_A[:, :Dv/2]
+//     (wgmma m64n256k16, P from registers, V from shared memory, transposed); stage 0 released; after warpgroup 1's
+//     m1 and P_B (barrier B): O[:, :Dv/2] = exp2(m0 - m1) O[:, :Dv/2] + P_B V_B[:, :Dv/2] (P_B from the rope slab of
+//     stage 1); stage 1 released.
+//   warpgroup 1: after barrier A: O[:, Dv/2:] = exp2(m - m0) O[:, Dv/2:] + P_A V_A[:, Dv/2:], with S_B = Q K_B^T
+//     queued behind it; stage 0 released as soon as P_A V_A is done; softmax of S_B against m0 (m1 = max(m0,
+//     rowmax S_B)); P_B to the rope slab of stage 1 and registers, m1 handed over (barrier B);
+//     O[:, Dv/2:] = exp2(m0 - m1) O[:, Dv/2:] + P_B V_B[:, Dv/2:]; stage 1 released.
+// So stage 0 is free again after S_A, the softmax and P_A V_A, while S_B and P_B V_B still run, and the producer's
+// next gather overlaps them. Both warpgroups end each pair with the same running max; each keeps the row sums of
+// its own tiles, added at the end, which divides O by l and writes lse = ln 2 (m + log2 l), or -inf with O = 0 for
+// a head row without used slots. Accumulators: 64 heads x Dv/2 fp32 per warpgroup (128 registers per thread at Dv
+// 512); setmaxnreg moves registers from the producer (72) to the computers (216).
+namespace fwd {
+
+constexpr int kThreads = 384;
+constexpr int kBarA = 1, kBarB = 2, kBarCompute = 3, kBarProducer = 4;  // named barrier ids
+
+template <int kDqk, int kDv>
+struct Layout {
+  static constexpr int kChunks = kDqk / 8;          // 16-byte chunks per row
+  static constexpr int kSlabs = (kChunks + 7) / 8;  // 64-column slabs per tile
+  static constexpr int kVSlabs = kDv / 64;          // value slabs; slab kVSlabs (the rope columns) later holds P
+  static_assert(kDv % 128 == 0 && kSlabs == kVSlabs + 1, "the rope columns must fill one slab after the values");
+  static constexpr int kHalfN = kDv / 2;            // output columns per warpgroup
+  static constexpr int kSlabBytes = 64 * 128;
+  static constexpr int kTileBytes = kSlabs * kSlabBytes;
+  static constexpr int kQ = 0;                                  // bf16 [64 heads, Dqk]
+  static constexpr int kK = kTileBytes;                         // bf16 [2 stages][64 keys, Dqk]
+  static constexpr int kValid = kK + 2 * kTileBytes;            // i32 [2 stages][64] slot used
+  static constexpr int kStatus = kValid + 2 * kTileKeys * 4;    // i32 [2 stages]: 1 tile, 0 none
+  static constexpr int kMax = kStatus + 16;                     // f32 [2 warpgroups][64] running max handed over
+  static constexpr int kSum = kMax + 2 * kHeadsPerBlock * 4;    // f32 [2 warpgroups][64] row sums at the end
+  static constexpr int kBars = kSum + 2 * kHeadsPerBlock * 4;   // u64 full[2], empty[2]
+  static constexpr int kTotal = kBars + 32 + 1024;              // room to align the base to 1024
+  static_assert(kTotal <= 227 * 1024, "shared memory over the 227 KiB a block may have");
+};
+
+template <int kN>
+__device__ __forceinline__ void FenceAll(float (&d)[kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) FenceOperand(d[i]);
+}
+
+// The computing warpgroups' state: this thread's output fragment (64 heads x Dv/2 columns of its warpgroup) and,
+// for its rows g and g + 8 of warp (w % 4), the running max (base 2; -inf before any used slot) and its part of
+// the row sums.
+template <int kDv>
+struct Acc {
+  float o[kDv / 4];
+  float m[2];
+  float l[2];
+};
+
+// exp2 offset for a running max that may still be -inf (no used slot yet: p = 0 either way).
+__device__ __forceinline__ float Finite(float m) { return m == -INFINITY ? 0.f : m; }
+
+// Issues S [64 heads, 64 keys] = Q K^T of the tile at kbase (this warpgroup's fragment; one wgmma group, not
+// waited).
+template <int kDqk>
+__device__ __forceinline__ void IssueScores(float (&s)[32], uint32_t qa, uint32_t kbase) {
+  FenceAll(s);
+  WgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < kDqk / 16; ++ks) {
+    const uint32_t off = (ks >> 2) * (64 * 128) + (ks & 3) * 32;
+    WgmmaM64N64(s, WgmmaDesc(qa + off), WgmmaDesc(kbase + off), ks > 0);  // the first overwrites s
+  }
+  WgmmaCommit();
+}
+
+// After the scores' group has completed: S scaled to base-2 units, unused slots -inf; mx gets the row maxima of
+// rows g and g + 8 (over the 4 lanes that share a row).
+__device__ __forceinline__ void FinishScores(float (&s)[32], float (&mx)[2], const int* valid, int tq,
+                                             float scale2) {
+  FenceAll(s);
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int2 v = *reinterpret_cast<const int2*>(valid + 8 * i + 2 * tq);
+    s[4 * i] = v.x != 0 ? s[4 * i] * scale2 : -INFINITY;
+    s[4 * i + 1] = v.y != 0 ? s[4 * i + 1] * scale2 : -INFINITY;
+    s[4 * i + 2] = v.x != 0 ? s[4 * i + 2] * scale2 : -INFINITY;
+    s[4 * i + 3] = v.y != 0 ? s[4 * i + 3] * scale2 : -INFINITY;
+    mx[0] = fmaxf(mx[0], fmaxf(s[4 * i], s[4 * i + 1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[4 * i + 2], s[4 * i + 3]));
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+  }
+}
+
+// Online-softmax step against the row maxima mx: the new running max, the factor the old state is rescaled by
+// (returned in alpha; the row sums are rescaled here, O by the caller), P = exp2(s - m) as the bf16 A fragments of
+// the 4 k-steps of 16 keys (pa[4 kk .. 4 kk + 3]), added to the row sums; P also goes to the 64 x 64 slab at p_addr
+// for the other warpgroup.
+__device__ __forceinline__ void Softmax(const float (&s)[32], const float (&mx)[2], float (&m)[2], float (&l)[2],
+                                        float (&alpha)[2], uint32_t (&pa)[16], uint8_t* p_slab, int row0, int tq) {
+  float mu[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float m_new = fmaxf(m[r], mx[r]);
+    mu[r] = Finite(m_new);
+    alpha[r] = exp2f(m[r] - mu[r]);
+    m[r] = m_new;
+    l[r] *= alpha[r];
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float p0 = exp2f(s[4 * i] - mu[0]), p1 = exp2f(s[4 * i + 1] - mu[0]);
+    const float p2 = exp2f(s[4 * i + 2] - mu[1]), p3 = exp2f(s[4 * i + 3] - mu[1]);
+    l[0] += p0 + p1;
+    l[1] += p2 + p3;
+    // n-block i holds keys 8 i .. + 7: k-step i / 2, registers 0/1 (keys 0..7 of the step) or 2/3 (keys 8..15).
+    const int kk = i >> 1, hi = i & 1;
+    pa[4 * kk + 2 * hi] = PackBf16(p0, p1);
+    pa[4 * kk + 2 * hi + 1] = PackBf16(p2, p3);
+    *reinterpret_cast<uint32_t*>(p_slab + Swz(row0, i) + 4 * tq) = pa[4 * kk + 2 * hi];
+    *reinterpret_cast<uint32_t*>(p_slab + Swz(row0 + 8, i) + 4 * tq) = pa[4 * kk + 2 * hi + 1];
+  }
+}
+
+template <int kN>
+__device__ __forceinline__ void Rescale(float (&o)[kN], const float (&f)[2]) {
+#pragma unroll
+  for (int i = 0; i < kN / 4; ++i) {
+    o[4 * i] *= f[0];
+    o[4 * i + 1] *= f[0];
+    o[4 * i + 2] *= f[1];
+    o[4 * i + 3] *= f[1];
+  }
+}
+
+// Issues O += P V over one 64-key tile (not waited): P from registers (pa) or from the K-major slab at p_addr,
+// V the MN-major value columns starting at v_addr (this warpgroup's Dv/2 columns).
+template <int kDv>
+__device__ __forceinline__ void IssuePvRegs(float (&o)[kDv / 4], const uint32_t (&pa)[16], uint32_t v_addr) {
+  FenceAll(o);
+  WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+    const uint64_t db = WgmmaDescMn(v_addr + kk * 16 * 128);
+    if constexpr (kDv / 2 == 256) {
+      WgmmaM64N256R(o, pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3], db);
+    } else {
+      WgmmaM64N128R(o, pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3], db);
+    }
+  }
+  WgmmaCommit();
+}
+template <int kDv>
+__device__ __forceinline__ void IssuePvSmem(float (&o)[kDv / 4], uint32_t p_addr, uint32_t v_addr) {
+  FenceAll(o);
+  WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+    const uint64_t da = WgmmaDesc(p_addr + kk * 32), db = WgmmaDescMn(v_addr + kk * 16 * 128);
+    if constexpr (kDv / 2 == 256) {
+      WgmmaM64N256T(o, da, db);
+    } else {
+      WgmmaM64N128T(o, da, db);
+    }
+  }
+  WgmmaCommit();
+}
+
+template <int kDqk, int kDv, bool kNoGather>
 __global__ void __launch_bounds__(kThreads, 1) SparseMlaForwardKernel(SparseMlaParams p) {
   using L = Layout<kDqk, kDv>;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = SmemAddr(smem_raw);
   uint8_t* smem = smem_raw + (((raw + 1023) & ~1023u) - raw);  // 1024-aligned (the 128-byte swizzle's period)
   const uint32_t sbase = SmemAddr(smem);
-  float* red_max = reinterpret_cast<float*>(smem + L::kMax);
-  float* red_sum = reinterpret_cast<float*>(smem + L::kSum);
-  float* alpha_s = reinterpret_cast<float*>(smem + L::kAlpha);
-  float* m_s = reinterpret_cast<float*>(smem + L::kM);
   int* valid_s = reinterpret_cast<int*>(smem + L::kValid);
+  int* status_s = reinterpret_cast<int*>(smem + L::kStatus);
+  float* max_s = reinterpret_cast<float*>(smem + L::kMax);
+  float* sum_s = reinterpret_cast<float*>(smem + L::kSum);
+  const uint32_t full_bar = sbase + L::kBars, empty_bar = full_bar + 16;  // [2] each, 8 bytes apart
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  const int tid = threadIdx.x, wg = tid >> 7;
   const int head_blocks = static_cast<int>((p.heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
   const int64_t t = blockIdx.x / head_blocks;
   const int h0 = static_cast<int>(blockIdx.x % head_blocks) * kHeadsPerBlock;
-  const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (t * p.heads) * kDqk * 2;  // [H, Dqk] of query t
-  const uint8_t* kv = static_cast<const uint8_t*>(p.kv);
-  const int32_t* idx = p.indices + t * p.topk;  // [K]
   const int ntiles = static_cast<int>((p.topk + kTileKeys - 1) / kTileKeys);
-
-  // Q rows of this head block (zero rows past H).
-  for (int c = tid; c < kHeadsPerBlock * L::kChunks; c += kThreads) {
-    const int r = c / L::kChunks, ch = c % L::kChunks;
-    const bool ok = h0 + r < p.heads;
-    const uint8_t* src = ok ? q_row + static_cast<int64_t>(h0 + r) * kDqk * 2 + ch * 16 : q_row;
-    CpAsync16(sbase + L::kQ + Swz(r, ch), src, ok);
-  }
-  // Tile loader: thread owns row tid / 4 of a tile and its chunks tid % 4, + 4, ...: one index per thread per tile.
-  const int ld_row = tid >> 2, ld_part = tid & 3;
-  auto index_at = [&](int tile) -> int32_t {
-    const int64_t j = static_cast<int64_t>(tile) * kTileKeys + ld_row;
-    return j < p.topk ? __ldg(idx + j) : -1;
-  };
-  auto load_tile = [&](int stage, int32_t key) {
-    const bool ok = key >= 0 && key < p.keys;
-    const uint8_t* src = kv + (ok ? static_cast<int64_t>(key) * kDqk * 2 : 0);
-    const uint32_t dst = sbase + L::kK + stage * L::kTileBytes;
-#pragma unroll
-    for (int ch = ld_part; ch < L::kChunks; ch += 4) CpAsync16(dst + Swz(ld_row, ch), src + ch * 16, ok);
-    if (ld_part == 0) valid_s[stage * kTileKeys + ld_row] = ok ? 1 : 0;
-  };
-  const int32_t key0 = index_at(0);
-  load_tile(0, key0);
-  CpAsyncCommit();
-  int32_t key_next = ntiles > 1 ? index_at(1) : -1;
-  // A tile whose 64 slots are all unused changes nothing (p = 0, alpha = 1): it is neither loaded nor computed.
-  bool cur_any = __syncthreads_or(key0 >= 0 && key0 < p.keys) != 0;
-
-  const int hg = warp & 3, kh = warp >> 2;  // S phase: head group (16 heads) and key half (32 keys)
-  const float scale2 = p.sm_scale * kLog2e;
-  float m_run[2] = {-INFINITY, -INFINITY};  // running max (base-2 units) of rows hg*16 + g and + 8
-  float l_run[2] = {0.f, 0.f};              // this thread's part of the running sums of those rows
-  constexpr bool kWgmmaS = kMode >= 1, kWgmmaPv = kMode == 2;
-  constexpr int kPvN = kDv / 2;             // wgmma P V: columns per warpgroup
-  // mma.sync P V: [m-tile of 16 heads][n-tile of 8 columns][fragment]; wgmma P V: the warpgroup's fragment.
-  float o[kWgmmaPv ? 1 : 4][kWgmmaPv ? 1 : L::kNt][4];
-  float ow[kWgmmaPv ? kPvN / 2 : 1];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt) {
-#pragma unroll
-    for (int nt = 0; nt < L::kNt; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if constexpr (!kWgmmaPv) o[mt][nt][j] = 0.f;
-      }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < (kWgmmaPv ? kPvN / 2 : 1); ++i) ow[i] = 0.f;
-  const uint32_t p_base = sbase + L::kP;
-  const int a_row = hg * 16 + (lane & 15), a_sub = lane >> 4;
-  const int b_row = kh * 32 + ((lane >> 4) << 3) + (lane & 7), b_sub = (lane >> 3) & 1;
-
-  for (int it = 0; it < ntiles; ++it) {
-    const int stage = it & 1;
-    // The barrier: tile it - 1 is consumed (its stage, P and alpha may be overwritten); and whether tile it + 1 has
-    // a used slot.
-    const bool next_any = __syncthreads_or(it + 1 < ntiles && key_next >= 0 && key_next < p.keys) != 0;
-    if (it + 1 < ntiles) {
-      if (next_any) load_tile(stage ^ 1, key_next);
-      key_next = it + 2 < ntiles ? index_at(it + 2) : -1;
-    }
-    CpAsyncCommit();  // possibly empty: keeps "all but the newest group" = tile it
-    const bool compute = cur_any;
-    cur_any = next_any;
-    if (!compute) continue;
-    CpAsyncWait<1>();
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async data visible to wgmma
-    __syncthreads();
-    const uint32_t kbase = sbase + L::kK + stage * L::kTileBytes;
-
-    // 1. S [16 heads of group hg, 32 keys of half kh].
-    float s[4][4];
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) s[nt][j] = 0.f;
-    }
-    if constexpr (kWgmmaS) {
-      // Warpgroup kh: all 64 heads x keys 32 kh .. + 31; warp hg of the group gets heads 16 hg .. + 15.
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) FenceOperand(s[nt][j]);
-      }
-      WgmmaFence();
-      const uint32_t qa = sbase + L::kQ, kb = kbase + kh * 32 * 128;
-#pragma unroll
-      for (int ks = 0; ks < kDqk / 16; ++ks) {
-        const uint32_t off = (ks >> 2) * L::kSlabBytes + (ks & 3) * 32;
-        WgmmaM64N32(s, WgmmaDesc(qa + off), WgmmaDesc(kb + off));
-      }
-      WgmmaCommit();
-      WgmmaWait<0>();
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) FenceOperand(s[nt][j]);
-      }
-    } else {
-#pragma unroll
-      for (int ks = 0; ks < kDqk / 16; ++ks) {
-        uint32_t a[4], b0[4], b1[4];
-        Ldsm4(a, sbase + L::kQ + Swz(a_row, 2 * ks + a_sub));
-        Ldsm4(b0, kbase + Swz(b_row, 2 * ks + b_sub));
-        Ldsm4(b1, kbase + Swz(b_row + 16, 2 * ks + b_sub));
-        Mma(s[0], a, b0[0], b0[1]);
-        Mma(s[1], a, b0[2], b0[3]);
-        Mma(s[2], a, b1[0], b1[1]);
-        Mma(s[3], a, b1[2], b1[3]);
-      }
-    }
-
-    // 2. Online softmax.
-    const int* vs = valid_s + stage * kTileKeys;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int key = kh * 32 + nt * 8 + 2 * tq;
-      const bool v0 = vs[key] != 0, v1 = vs[key + 1] != 0;
-      s[nt][0] = v0 ? s[nt][0] * scale2 : -INFINITY;
-      s[nt][1] = v1 ? s[nt][1] * scale2 : -INFINITY;
-      s[nt][2] = v0 ? s[nt][2] * scale2 : -INFINITY;
-      s[nt][3] = v1 ? s[nt][3] * scale2 : -INFINITY;
-      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      if (tq == 0) red_max[kh * kHeadsPerBlock + hg * 16 + g + 8 * r] = mx[r];
-    }
-    __syncthreads();
-    float m_use[2], alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = hg * 16 + g + 8 * r;
-      const float m_new = fmaxf(m_run[r], fmaxf(red_max[row], red_max[kHeadsPerBlock + row]));
-      m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no valid key yet: p = 0, alpha irrelevant (O and l are 0)
-      alpha[r] = exp2f(m_run[r] - m_use[r]);
-      m_run[r] = m_new;
-      l_run[r] *= alpha[r];
-      if (kh == 0 && tq == 0) alpha_s[row] = alpha[r];
-    }
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const float p0 = exp2f(s[nt][0] - m_use[0]), p1 = exp2f(s[nt][1] - m_use[0]);
-      const float p2 = exp2f(s[nt][2] - m_use[1]), p3 = exp2f(s[nt][3] - m_use[1]);
-      l_run[0] += p0 + p1;
-      l_run[1] += p2 + p3;
-      const int chunk = kh * 4 + nt, row0 = hg * 16 + g, row1 = row0 + 8;
-      *reinterpret_cast<uint32_t*>(smem + L::kP + Swz(row0, chunk) + 4 * tq) = PackBf16(p0, p1);
-      *reinterpret_cast<uint32_t*>(smem + L::kP + Swz(row1, chunk) + 4 * tq) = PackBf16(p2, p3);
-    }
-    if constexpr (kWgmmaPv) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // P read by wgmma
-    __syncthreads();
-
-    // 3. O = alpha O + P V.
-    if constexpr (kWgmmaPv) {
-      // Warpgroup kh: all 64 heads x columns kh * kPvN .. + kPvN; this thread's rows are its S-phase rows, so alpha
-      // is at hand.
-#pragma unroll
-      for (int i = 0; i < kPvN / 8; ++i) {
-        ow[4 * i] *= alpha[0];
-        ow[4 * i + 1] *= alpha[0];
-        ow[4 * i + 2] *= alpha[1];
-        ow[4 * i + 3] *= alpha[1];
-      }
-#pragma unroll
-      for (int i = 0; i < kPvN / 2; ++i) FenceOperand(ow[i]);
-      WgmmaFence();
-      const uint32_t vb = kbase + (kh * kPvN / 64) * L::kSlabBytes;
-#pragma unroll
-      for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-        const uint64_t da = WgmmaDesc(p_base + ks * 32), db = WgmmaDescMn(vb + ks * 16 * 128);
-        if constexpr (kPvN == 256) {
-          WgmmaM64N256T(ow, da, db);
-        } else {
-          WgmmaM64N128T(ow, da, db);
-        }
-      }
-      WgmmaCommit();
-      WgmmaWait<0>();
-#pragma unroll
-      for (int i = 0; i < kPvN / 2; ++i) FenceOperand(ow[i]);
-    } else {
-      // Warp w: all 64 heads x columns w Dv/8 .. + Dv/8.
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-        const float a0 = alpha_s[mt * 16 + g], a1 = alpha_s[mt * 16 + g + 8];
-#pragma unroll
-        for (int nt = 0; nt < L::kNt; ++nt) {
-          o[mt][nt][0] *= a0;
-          o[mt][nt][1] *= a0;
-          o[mt][nt][2] *= a1;
-          o[mt][nt][3] *= a1;
-        }
-      }
-#pragma unroll
-      for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-        uint32_t a[4][4];
-#pragma unroll
-        for (int mt = 0; mt < 4; ++mt) Ldsm4(a[mt], p_base + Swz(mt * 16 + (lane & 15), 2 * ks + (lane >> 4)));
-        const int krow = ks * 16 + (((lane >> 3) & 1) << 3) + (lane & 7);
-#pragma unroll
-        for (int np = 0; np < L::kNt / 2; ++np) {
-          uint32_t b[4];
-          Ldsm4T(b, kbase + Swz(krow, (warp * L::kDvPerWarp + np * 16) / 8 + (lane >> 4)));
-#pragma unroll
-          for (int mt = 0; mt < 4; ++mt) {
-            Mma(o[mt][2 * np], a[mt], b[0], b[1]);
-            Mma(o[mt][2 * np + 1], a[mt], b[2], b[3]);
-          }
-        }
-      }
-    }
-  }
-  CpAsyncWait<0>();
-
-  // Row sums over the 4 lanes of a row and the two key halves; the final max.
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = hg * 16 + g + 8 * r;
-    if (tq == 0) {
-      red_sum[kh * kHeadsPerBlock + row] = l;
-      if (kh == 0) m_s[row] = m_run[r];
+  if (tid == 0) {
+    for (int b = 0; b < 2; ++b) {
+      MbarInit(full_bar + 8 * b, 256);   // the producer's threads, twice (copies landed; flags written)
+      MbarInit(empty_bar + 8 * b, 256);  // the computing threads
     }
   }
   __syncthreads();
-  if (tid < kHeadsPerBlock && h0 + tid < p.heads) {
-    const float l = red_sum[tid] + red_sum[kHeadsPerBlock + tid];
-    p.lse[t * p.heads + h0 + tid] = l > 0.f ? (m_s[tid] + log2f(l)) * kLn2 : -INFINITY;
-  }
-  uint8_t* out_row = static_cast<uint8_t*>(p.out) + (t * p.heads) * kDv * 2;  // [H, Dv] of query t
-  if constexpr (kWgmmaPv) {
+
+  if (wg == 2) {
+    // Producer: thread i gathers row i / 2 of a tile, 16-byte chunks i % 2, + 2, ...
+    SetMaxRegsDec<72>();
+    const int pt = tid - 256, row = pt >> 1, part = pt & 1;
+    const int32_t* idx = p.indices + t * p.topk;
+    const uint8_t* kv = static_cast<const uint8_t*>(p.kv);
+    auto index_at = [&](int tile) -> int32_t {
+      const int64_t j = static_cast<int64_t>(tile) * kTileKeys + row;
+      return tile < ntiles && j < p.topk ? __ldg(idx + j) : -1;
+    };
+    int cursor = 0;                 // the next tile to look at
+    int32_t key_next = index_at(0);  // this thread's slot of tile `cursor`
+    for (uint32_t pair = 0;; ++pair) {
+      for (int b = 0; b < 2; ++b) {
+        if (pair > 0) MbarWait(empty_bar + 8 * b, (pair - 1) & 1);
+        bool found = false;
+        int32_t key = -1;
+        while (cursor < ntiles) {
+          key = key_next;
+          key_next = index_at(++cursor);
+          if (NamedBarOr(kBarProducer, 128, key >= 0 && key < p.keys)) {
+            found = true;
+            break;
+          }
+        }
+        if (found) {
+          const bool ok = key >= 0 && key < p.keys;
+          const uint8_t* src = kv + (ok ? static_cast<int64_t>(key) * kDqk * 2 : 0);
+          const uint32_t dst = sbase + L::kK + b * L::kTileBytes;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = hg * 16 + g + 8 * r;
-      if (h0 + row >= p.heads) continue;
-      const float l = red_sum[row] + red_sum[kHeadsPerBlock + row];
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      uint8_t* dst = out_row + static_cast<int64_t>(h0 + row) * kDv * 2;
-#pragma unroll
-      for (int i = 0; i < kPvN / 8; ++i) {
-        const int col = kh * kPvN + i * 8 + 2 * tq;
-        *reinterpret_cast<uint32_t*>(dst + col * 2) = PackBf16(ow[4 * i + 2 * r] * inv, ow[4 * i + 2 * r + 1] * inv);
+          for (int ch = part; ch < L::kChunks; ch += 2) {
+            if (!kNoGather) CpAsync16(dst + Swz(row, ch), src + ch * 16, ok);
+          }
+          if (part == 0) valid_s[b * kTileKeys + row] = ok ? 1 : 0;
+        }
+        if (pt == 0) status_s[b] = found ? 1 : 0;
+        CpAsyncMbarArrive(full_bar + 8 * b);  // once this thread's copies have landed
+        MbarArrive(full_bar + 8 * b);         // releases the flags and the status
+        if (!found && b == 0) return;  // the end: no tile left for this pair
       }
     }
-  } else {
+  }
+
+  // The computing warpgroups.
+  SetMaxRegsInc<216>();
+  const int ct = tid & 127, lane = tid & 31, w = ct >> 5, g = lane >> 2, tq = lane & 3;
+  const int row0 = 16 * w + g;  // this thread's rows row0 and row0 + 8
+  {
+    const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (t * p.heads) * kDqk * 2;  // [H, Dqk] of query t
+    for (int c = tid; c < kHeadsPerBlock * L::kChunks; c += 256) {
+      const int r = c / L::kChunks, ch = c % L::kChunks;
+      const bool ok = h0 + r < p.heads;
+      const uint8_t* src = ok ? q_row + static_cast<int64_t>(h0 + r) * kDqk * 2 + ch * 16 : q_row;
+      CpAsync16(sbase + L::kQ + Swz(r, ch), src, ok);
+    }
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+    FenceProxyAsync();
+    NamedBarSync(kBarCompute, 256);
+  }
+  const float scale2 = p.sm_scale * kLog2e;
+  const uint32_t qa = sbase + L::kQ;
+  const uint32_t k0 = sbase + L::kK, k1 = k0 + L::kTileBytes;  // stage bases
+  const uint32_t p_off = L::kVSlabs * L::kSlabBytes;           // P's slab within a stage
+  const uint32_t v_off = wg * L::kHalfN / 64 * L::kSlabBytes;  // this warpgroup's value columns within a stage
+  Acc<kDv> acc;
 #pragma unroll
-    for (int mt = 0; mt < 4; ++mt) {
+  for (int i = 0; i < kDv / 4; ++i) acc.o[i] = 0.f;
+  acc.m[0] = acc.m[1] = -INFINITY;
+  acc.l[0] = acc.l[1] = 0.f;
+  float s[32], mx[2], f[2];
+  uint32_t pa[16];
+
+  for (uint32_t ph = 0;; ph ^= 1) {
+    MbarWait(full_bar, ph);
+    if (status_s[0] == 0) break;
+    FenceProxyAsync();  // the gathered tile (written through cp.async) is read by wgmma
+    if (wg == 0) {
+      IssueScores<kDqk>(s, qa, k0);
+      WgmmaWait<0>();
+      FinishScores(s, mx, valid_s, tq, scale2);
+      Softmax(s, mx, acc.m, acc.l, f, pa, smem + L::kK + p_off, row0, tq);
+      if (tq == 0) {
+        max_s[row0] = acc.m[0];
+        max_s[row0 + 8] = acc.m[1];
+      }
+      FenceProxyAsync();  // P_A is read by warpgroup 1's wgmma
+      NamedBarArrive(kBarA, 256);
+      Rescale(acc.o, f);
+      IssuePvRegs<kDv>(acc.o, pa, k0 + v_off);
+      WgmmaWait<0>();
+      FenceAll(acc.o);
+      MbarArrive(empty_bar);  // stage 0 may be refilled once warpgroup 1 is done with it too
+      MbarWait(full_bar + 8, ph);
+      const bool has_b = status_s[1] != 0;
+      FenceProxyAsync();
+      NamedBarSync(kBarB, 256);
+      if (has_b) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float m1 = max_s[kHeadsPerBlock + row0 + 8 * r];
+          f[r] = exp2f(acc.m[r] - Finite(m1));
+          acc.m[r] = m1;
+          acc.l[r] *= f[r];
+        }
+        Rescale(acc.o, f);
+        IssuePvSmem<kDv>(acc.o, k1 + p_off, k1 + v_off);
+        WgmmaWait<0>();
+        FenceAll(acc.o);
+      }
+      MbarArrive(empty_bar + 8);
+    } else {
+      // Tile B is waited for first: a wait loop between two wgmma issues would serialise them.
+      MbarWait(full_bar + 8, ph);
+      const bool has_b = status_s[1] != 0;
+      FenceProxyAsync();
+      NamedBarSync(kBarA, 256);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int row = mt * 16 + g + 8 * r;
-        if (h0 + row >= p.heads) continue;
-        const float l = red_sum[row] + red_sum[kHeadsPerBlock + row];
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        uint8_t* dst = out_row + static_cast<int64_t>(h0 + row) * kDv * 2;
-#pragma unroll
-        for (int nt = 0; nt < L::kNt; ++nt) {
-          const int col = warp * L::kDvPerWarp + nt * 8 + 2 * tq;
-          *reinterpret_cast<uint32_t*>(dst + col * 2) =
-              PackBf16(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
-        }
+        const float m0 = max_s[row0 + 8 * r];
+        f[r] = exp2f(acc.m[r] - Finite(m0));
+        acc.m[r] = m0;
+        acc.l[r] *= f[r];
       }
+      Rescale(acc.o, f);
+      IssuePvSmem<kDv>(acc.o, k0 + p_off, k0 + v_off);
+      // Queued behind P_A V_A; without a tile B it reads stale shared memory and is discarded.
+      IssueScores<kDqk>(s, qa, k1);
+      WgmmaWait<1>();
+      FenceAll(acc.o);
+      MbarArrive(empty_bar);
+      WgmmaWait<0>();
+      if (has_b) {
+        FinishScores(s, mx, valid_s + kTileKeys, tq, scale2);
+        Softmax(s, mx, acc.m, acc.l, f, pa, smem + L::kK + L::kTileBytes + p_off, row0, tq);
+        if (tq == 0) {
+          max_s[kHeadsPerBlock + row0] = acc.m[0];
+          max_s[kHeadsPerBlock + row0 + 8] = acc.m[1];
+        }
+        FenceProxyAsync();  // P_B is read by warpgroup 0's wgmma
+      }
+      NamedBarArrive(kBarB, 256);
+      if (has_b) {
+        Rescale(acc.o, f);
+        IssuePvRegs<kDv>(acc.o, pa, k1 + v_off);
+        WgmmaWait<0>();
+        FenceAll(acc.o);
+      }
+      MbarArrive(empty_bar + 8);
+    }
+  }
+
+  // Row sums: this warpgroup's part over its 4 lanes, plus the other warpgroup's.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = acc.l[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    acc.l[r] = l;
+    if (tq == 0) sum_s[wg * kHeadsPerBlock + row0 + 8 * r] = l;
+  }
+  NamedBarSync(kBarCompute, 256);
+  uint8_t* out_row = static_cast<uint8_t*>(p.out) + (t * p.heads) * kDv * 2;  // [H, Dv] of query t
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + 8 * r;
+    if (h0 + row >= p.heads) continue;
+    const float l = acc.l[r] + sum_s[(wg ^ 1) * kHeadsPerBlock + row];
+    if (wg == 0 && tq == 0) p.lse[t * p.heads + h0 + row] = l > 0.f ? (acc.m[r] + log2f(l)) * kLn2 : -INFINITY;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    uint8_t* dst = out_row + static_cast<int64_t>(h0 + row) * kDv * 2;
+#pragma unroll
+    for (int i = 0; i < L::kHalfN / 8; ++i) {
+      const int col = wg * L::kHalfN + i * 8 + 2 * tq;
+      *reinterpret_cast<uint32_t*>(dst + col * 2) = PackBf16(acc.o[4 * i + 2 * r] * inv, acc.o[4 * i + 2 * r + 1] * inv);
     }
   }
 }
 
-template <int kDqk, int kDv, int kMode>
+template <int kDqk, int kDv>
 const char* Launch(const SparseMlaParams& p, cudaStream_t stream) {
   using L = Layout<kDqk, kDv>;
-  auto kernel = SparseMlaForwardKernel<kDqk, kDv, kMode>;
+  auto kernel = p.no_gather ? SparseMlaForwardKernel<kDqk, kDv, true> : SparseMlaForwardKernel<kDqk, kDv, false>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal);
   if (err != cudaSuccess) return cudaGetErrorString(err);
   const int64_t blocks = p.queries * ((p.heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
@@ -488,15 +542,7 @@ const char* Launch(const SparseMlaParams& p, cudaStream_t stream) {
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
-template <int kDqk, int kDv>
-const char* LaunchVariant(const SparseMlaParams& p, cudaStream_t stream) {
-  switch (p.variant) {
-    case SparseMlaVariant::kMmaSync: return Launch<kDqk, kDv, 0>(p, stream);
-    case SparseMlaVariant::kWgmmaS: return Launch<kDqk, kDv, 1>(p, stream);
-    default: return Launch<kDqk, kDv, 2>(p, stream);
-  }
-}
-
+}  // namespace fwd
 
 // ---- Backward ----
 //
@@ -851,8 +897,8 @@ bool SparseMlaCudaSupports(int64_t dqk, int64_t dv) { return (dqk == 576 && dv =
 
 const char* LaunchSparseMlaForward(const SparseMlaParams& p, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (p.dqk == 576 && p.dv == 512) return LaunchVariant<576, 512>(p, s);
-  if (p.dqk == 288 && p.dv == 256) return LaunchVariant<288, 256>(p, s);
+  if (p.dqk == 576 && p.dv == 512) return fwd::Launch<576, 512>(p, s);
+  if (p.dqk == 288 && p.dv == 256) return fwd::Launch<288, 256>(p, s);
   return "unsupported head dims";
 }
 

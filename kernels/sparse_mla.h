@@ -21,8 +21,8 @@
 // other dims) runs the libtorch reference, which computes in float32 (float64 for float64 inputs) query chunk by
 // query chunk. out has q's dtype; dq q's, dkv kv's. Bad shapes, dtypes or devices raise c10::Error (TORCH_CHECK)
 // with a message naming the argument.
-// Benchmark switches (environment): SPARGO_SPARSE_MLA_KERNEL=wgmma_s computes the forward's P V with mma.sync
-// instead of wgmma, =mma both products with mma.sync; SPARGO_SPARSE_MLA_BACKWARD=reference runs the backward's
+// Benchmark switches (environment): SPARGO_SPARSE_MLA_KERNEL=no_gather skips the forward kernel's gather (wrong
+// results: its compute-only time); SPARGO_SPARSE_MLA_BACKWARD=reference runs the backward's
 // reference on CUDA too, =one_stage runs the (288, 256) backward kernel with one key-tile buffer instead of two.
 #ifndef SPARGO_KERNELS_SPARSE_MLA_H_
 #define SPARGO_KERNELS_SPARSE_MLA_H_

@@ -9,13 +9,8 @@
 
 namespace spargo::kernels::cuda {
 
-// How the forward multiplies: kWgmma: S = Q K^T and O += P V by wgmma (sm_90a warpgroup MMA, operands straight
-// from shared memory); kWgmmaS: S by wgmma, P V by mma.sync; kMmaSync: both by mma.sync (per-warp MMA, operands
-// through ldmatrix).
-enum class SparseMlaVariant { kWgmma, kWgmmaS, kMmaSync };
-
 struct SparseMlaParams {
-  SparseMlaVariant variant = SparseMlaVariant::kWgmma;
+  bool no_gather = false;          // a benchmark switch: skip the gather (wrong results; the compute-only time)
   const void* q = nullptr;        // [T, H, Dqk] bf16, contiguous
   const void* kv = nullptr;       // [S, Dqk] bf16, contiguous
   const int32_t* indices = nullptr;  // [T, K] int32, contiguous; entries outside [0, S) are unused slots

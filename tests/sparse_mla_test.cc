@@ -179,33 +179,28 @@ TEST(SparseMla, CudaForwardMatchesFloat64ReferenceOnRandomInputs) {
                                      {9, 16, 700, 300, 576, 512},    {33, 16, 1000, 256, 288, 256},
                                      {6, 100, 900, 77, 288, 256},    {5, 4, 20, 12, 40, 32}};
   torch::manual_seed(7);
-  for (const char* variant : {"wgmma", "wgmma_s", "mma"}) {
-    setenv("SPARGO_SPARSE_MLA_KERNEL", variant, 1);
-    for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat32}) {
-      if (dtype == torch::kFloat32 && std::string(variant) != "wgmma") continue;  // the reference either way
-      for (const Shape& sh : shapes) {
-        for (torch::ScalarType index_type : {torch::kInt32, torch::kInt64}) {
-          RandomCase c = MakeRandomCase(sh.t, sh.h, sh.s, sh.k, sh.dqk, dtype, torch::kCUDA, index_type);
-          const double scale = 1.0 / std::sqrt(static_cast<double>(sh.dqk));
-          const std::string label = std::string(c10::toString(dtype)) + " T" + std::to_string(sh.t) + " H" +
-                                    std::to_string(sh.h) + " S" + std::to_string(sh.s) + " K" + std::to_string(sh.k) +
-                                    " " + std::to_string(sh.dqk) + "/" + std::to_string(sh.dv) + " " +
-                                    c10::toString(index_type) + " " + variant +
-                                    (SparseMlaForwardUsesKernel(c.q, c.kv, sh.dv) ? " (kernel)" : " (reference)");
-          if (dtype == torch::kBFloat16 && sh.dqk != 40) {
-            EXPECT_TRUE(SparseMlaForwardUsesKernel(c.q, c.kv, sh.dv)) << label;
-          }
-          SparseMlaOutput got = PoisonedForward(c, scale, sh.dv);
-          ASSERT_EQ(got.out.device().type(), torch::kCUDA);
-          ASSERT_EQ(got.out.scalar_type(), dtype);
-          SparseMlaOutput want =
-              SparseMlaForwardReference(c.q.to(torch::kFloat64), c.kv.to(torch::kFloat64), c.indices, scale, sh.dv);
-          CheckForward(got, want, dtype == torch::kBFloat16 ? 1e-2 : 1e-3, label);
+  for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat32}) {
+    for (const Shape& sh : shapes) {
+      for (torch::ScalarType index_type : {torch::kInt32, torch::kInt64}) {
+        RandomCase c = MakeRandomCase(sh.t, sh.h, sh.s, sh.k, sh.dqk, dtype, torch::kCUDA, index_type);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(sh.dqk));
+        const std::string label = std::string(c10::toString(dtype)) + " T" + std::to_string(sh.t) + " H" +
+                                  std::to_string(sh.h) + " S" + std::to_string(sh.s) + " K" + std::to_string(sh.k) +
+                                  " " + std::to_string(sh.dqk) + "/" + std::to_string(sh.dv) + " " +
+                                  c10::toString(index_type) +
+                                  (SparseMlaForwardUsesKernel(c.q, c.kv, sh.dv) ? " (kernel)" : " (reference)");
+        if (dtype == torch::kBFloat16 && sh.dqk != 40) {
+          EXPECT_TRUE(SparseMlaForwardUsesKernel(c.q, c.kv, sh.dv)) << label;
         }
+        SparseMlaOutput got = PoisonedForward(c, scale, sh.dv);
+        ASSERT_EQ(got.out.device().type(), torch::kCUDA);
+        ASSERT_EQ(got.out.scalar_type(), dtype);
+        SparseMlaOutput want =
+            SparseMlaForwardReference(c.q.to(torch::kFloat64), c.kv.to(torch::kFloat64), c.indices, scale, sh.dv);
+        CheckForward(got, want, dtype == torch::kBFloat16 ? 1e-2 : 1e-3, label);
       }
     }
   }
-  unsetenv("SPARGO_SPARSE_MLA_KERNEL");
 }
 
 // DeepSeek's shapes at a few T over an 8K cache, causal-style selections (query t sees min(t + 1, K) keys of
@@ -233,6 +228,39 @@ TEST(SparseMla, CudaDeepSeekShapesCausalSelections) {
     // The forward has no atomics: a second run must be bit-identical (a differing one points at a race).
     SparseMlaOutput again = SparseMlaForward(c.q, c.kv, c.indices, scale, 512);
     EXPECT_TRUE(torch::equal(again.out, got.out) && torch::equal(again.lse, got.lse)) << "T" << t;
+  }
+}
+
+// Selections whose unused slots fill whole tiles of 64 between used ones (skipped by the kernel), leave an odd
+// number of used tiles (the last pair's second stage empty), or use one tile only, at both kernel dims; a second
+// run must be bit-identical.
+TEST(SparseMla, CudaForwardSkipsUnusedTiles) {
+  if (!HaveCudaKernel()) GTEST_SKIP() << kNoCuda;
+  torch::manual_seed(17);
+  auto opts = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t k = 640, s = 4000;  // 10 tiles of 64 slots
+  // Per query, the tiles (of 10) whose slots are used; every other tile is all -1.
+  const std::vector<std::vector<int64_t>> used = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {0, 9}, {3}, {1, 2, 5},
+                                                   {9},                            {}, {0, 4, 5, 6, 8}};
+  const int64_t t = static_cast<int64_t>(used.size());
+  torch::Tensor keep = torch::zeros({t, k}, opts.dtype(torch::kBool));
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t tile : used[i]) keep.index_put_({i, torch::indexing::Slice(tile * 64, tile * 64 + 64)}, true);
+  }
+  torch::Tensor idx = torch::randint(0, s, {t, k}, opts.dtype(torch::kInt64)).masked_fill(keep.logical_not(), -1);
+  idx.index_put_({6, 300}, -1);  // a used tile with one unused slot
+  for (const Shape& sh : std::vector<Shape>{{t, 128, s, k, 576, 512}, {t, 16, s, k, 288, 256}}) {
+    const int64_t dqk = sh.dqk, dv = sh.dv;
+    RandomCase c{torch::randn({t, sh.h, dqk}, opts).to(torch::kBFloat16),
+                 torch::randn({s, dqk}, opts).to(torch::kBFloat16), idx.to(torch::kInt32)};
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dqk));
+    SparseMlaOutput got = PoisonedForward(c, scale, dv);
+    SparseMlaOutput want =
+        SparseMlaForwardReference(c.q.to(torch::kFloat64), c.kv.to(torch::kFloat64), c.indices, scale, dv);
+    const std::string label = "skipped tiles " + std::to_string(dqk) + "/" + std::to_string(dv);
+    CheckForward(got, want, 1e-2, label);
+    SparseMlaOutput again = SparseMlaForward(c.q, c.kv, c.indices, scale, dv);
+    EXPECT_TRUE(torch::equal(again.out, got.out) && torch::equal(again.lse, got.lse)) << label;
   }
 }
 
