@@ -168,6 +168,12 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
 // its own tiles, added at the end, which divides O by l and writes lse = ln 2 (m + log2 l), or -inf with O = 0 for
 // a head row without used slots. Accumulators: 64 heads x Dv/2 fp32 per warpgroup (128 registers per thread at Dv
 // 512); setmaxnreg moves registers from the producer (72) to the computers (216).
+// H200, H 128, K 2048: 418 / 384 / 354 TFLOP/s at S 8K / 32K / 128K with every slot used, about 520 without the
+// gather (SPARGO_SPARSE_MLA_KERNEL=no_gather). Not yet done: the two head blocks of a query gather the same rows
+// (a cluster of two sharing each tile would halve the L2 traffic, which bounds the gather: prefetching the next
+// tile's rows into L2 made it slower); S reads both operands from shared memory, whose 128 bytes per clock it needs
+// alone, so the gather's writes and P V's reads compete with it; blocks are not persistent (Q load and the first
+// gather are not overlapped with the previous block's work).
 namespace fwd {
 
 constexpr int kThreads = 384;
