@@ -51,6 +51,7 @@ absl::StatusOr<LoadedModel> LoadModel(const config::ExperimentConfig& cfg) {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (!dir.empty()) {
     SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::Dsv32Model> m, model::LoadDsv32Model(dir));
+    m->set_indexer_precision(model::IndexerPrecisionOf(cfg.model()));  // the config's model.indexer_precision
     out.eos_id = m->config().eos_token_id;
     out.model = std::move(m);
     out.name = dir;

@@ -112,6 +112,13 @@ absl::Status ValidateModelConfig(const config::ModelConfig& c) {
   if (c.architecture() != config::ModelConfig::DEEPSEEK_V32 && (c.has_dsa() || c.has_pretrained_dir())) {
     return absl::InvalidArgumentError("model.dsa and model.pretrained_dir need model.architecture = DEEPSEEK_V32");
   }
+  if (c.indexer_precision() != config::ModelConfig::MODEL_DTYPE && c.indexer_precision() != config::ModelConfig::FP8) {
+    return bad("indexer_precision", config::ModelConfig::IndexerPrecision_Name(c.indexer_precision()),
+               "use MODEL_DTYPE (the default) or FP8");
+  }
+  if (c.indexer_precision() == config::ModelConfig::FP8 && c.architecture() != config::ModelConfig::DEEPSEEK_V32) {
+    return bad("indexer_precision", "FP8", "needs model.architecture = DEEPSEEK_V32 (the only model with an indexer)");
+  }
   // Bounds far above any model trained here, so that a typo cannot ask for a model that never finishes building.
   if (c.max_seq_len() > (1 << 20)) return bad("max_seq_len", c.max_seq_len(), "must be at most 1048576");
   if (c.architecture() == config::ModelConfig::DEEPSEEK_V32) {
@@ -137,6 +144,10 @@ absl::Status ValidateModelConfig(const config::ModelConfig& c) {
   return absl::OkStatus();
 }
 
+IndexerPrecision IndexerPrecisionOf(const config::ModelConfig& c) {
+  return c.indexer_precision() == config::ModelConfig::FP8 ? IndexerPrecision::kFp8 : IndexerPrecision::kModelDtype;
+}
+
 absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig& c, int64_t vocab_size,
                                                       int64_t bos_id, int64_t eos_id) {
   SPARGO_RETURN_IF_ERROR(ValidateModelConfig(c));
@@ -152,6 +163,7 @@ absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig&
                                                        c.pretrained_dir(), "'s max_position_embeddings ",
                                                        m->max_seq_len()));
       }
+      m->set_indexer_precision(IndexerPrecisionOf(c));
       return std::shared_ptr<CausalLm>(m);
     }
     return CallCatching("creating the model", [&]() -> absl::StatusOr<std::shared_ptr<CausalLm>> {
@@ -159,6 +171,7 @@ absl::StatusOr<std::shared_ptr<CausalLm>> CreateModel(const config::ModelConfig&
       config.bos_token_id = bos_id;
       config.eos_token_id = eos_id;
       auto m = std::make_shared<Dsv32Model>(config);
+      m->set_indexer_precision(IndexerPrecisionOf(c));
       torch::NoGradGuard no_grad;
       for (auto& p : m->named_parameters(true)) {  // norms keep their ones and zeros
         if (p.key().find("norm") == std::string::npos) p.value().normal_(0, c.init_std());
