@@ -4,7 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <limits>
 
 #include "kernels/indexer_scores.h"
 
@@ -19,21 +19,6 @@ namespace spargo::kernels {
 namespace {
 
 constexpr float kE4m3Max = 448.0f;
-
-// The value of every e4m3 bit pattern, [256] fp32 on the CPU.
-torch::Tensor E4m3Table() {
-  static const torch::Tensor table = [] {
-    std::vector<float> v(256);
-    for (int bits = 0; bits < 256; ++bits) {
-      const int e = (bits >> 3) & 15, m = bits & 7;
-      float mag = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(static_cast<float>(8 + m), e - 10);
-      if (e == 15 && m == 7) mag = std::nanf("");
-      v[bits] = (bits & 0x80) ? -mag : mag;
-    }
-    return torch::tensor(v);
-  }();
-  return table;
-}
 
 void CheckFp8Inputs(const torch::Tensor& q8, const torch::Tensor& k8, const torch::Tensor& k_scale,
                     const torch::Tensor& w, const torch::Tensor& limit, int64_t topk) {
@@ -149,9 +134,17 @@ torch::Tensor EncodeE4m3(const torch::Tensor& x) {
   return bits.to(torch::kUInt8);
 }
 
+// Element-wise on the bits' device, without a table: nothing is copied between devices, so a decode step that runs
+// it (the per-row CUDA path) can be captured in a CUDA graph. Every product is exact in fp32.
 torch::Tensor DecodeE4m3(const torch::Tensor& bits) {
   TORCH_CHECK(bits.scalar_type() == torch::kUInt8, "DecodeE4m3: bits must be uint8, got ", bits.scalar_type());
-  return E4m3Table().to(bits.device()).index({bits.to(torch::kInt64)});
+  const torch::Tensor b = bits.to(torch::kInt32);
+  const torch::Tensor e = torch::remainder(torch::div(b, 8, "floor"), 16);  // exponent field
+  const torch::Tensor m = torch::remainder(b, 8).to(torch::kFloat32);       // mantissa field
+  torch::Tensor mag = torch::where(e.eq(0), m * std::ldexp(1.0, -9),
+                                   (m + 8) * torch::pow(2.0, (e - 10).to(torch::kFloat32)));
+  mag = mag.masked_fill(torch::remainder(b, 128).eq(127), std::numeric_limits<float>::quiet_NaN());
+  return torch::where(b.ge(128), -mag, mag);
 }
 
 IndexerFp8Inputs QuantizeIndexerFp8Reference(const torch::Tensor& q_index, const torch::Tensor& k_index,
