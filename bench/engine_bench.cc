@@ -381,7 +381,7 @@ int RunServed(spargo::model::Dsv32Model& m, const EngineOptions& base, const tor
   }
   rows = std::max<int64_t>(rows, static_cast<int64_t>(absl::GetFlag(FLAGS_groups)) * absl::GetFlag(FLAGS_group_size));
   blocks = std::max(blocks, GrpoWorstCaseBlocks(grpo, base.block_size));
-  const int64_t block_bytes = model::KvPool::BytesPerBlock(m.num_kv_layers(), m.KvFieldDims(), base.block_size, dtype);
+  const int64_t block_bytes = model::KvPool::BytesPerBlock(m.num_kv_layers(), m.KvFields(dtype), base.block_size);
   const int64_t cache_mib = (blocks * block_bytes + (1 << 20) - 1) / (1 << 20) + 1;
   const std::string dir = (std::filesystem::temp_directory_path() /
                            ("spargo-engine-bench-" + std::to_string(getpid()))).string();

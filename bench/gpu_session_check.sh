@@ -36,7 +36,7 @@ if has layer; then
     --reps 10 2>&1 | tee "$out/indexer_chunk.txt" | grep "^|"
 fi
 if has memcheck; then
-  timeout 150 compute-sanitizer --tool memcheck build-gpu/tests/spargo_kernel_tests \
+  timeout 100 compute-sanitizer --tool memcheck build-gpu/tests/spargo_kernel_tests \
     --gtest_filter='LightningIndexerFp8.CudaQuantizerEqualsTheCpuQuantizerBitForBit:LightningIndexerTiled.EqualsCpuReferenceOnConstructedTies' \
     > "$out/memcheck.txt" 2>&1
   echo "memcheck exit $?"; grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$out/memcheck.txt"

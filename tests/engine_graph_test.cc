@@ -132,6 +132,23 @@ TEST(EngineGraphs, CapturedDecodeEqualsTheEagerPaddedAndUnpaddedDecode) {
   std::cout << "captured vs unpadded eager greedy: " << same << " / " << total << " tokens equal\n";
 }
 
+// With the FP8 indexer (its per-row CUDA path at this 8 x 64 indexer shape, the pool's indexer key as e4m3 bytes and
+// a scale), the decode steps are captured too and replay to the eager padded calls' bits.
+TEST(EngineGraphs, CapturedDecodeWithTheFp8IndexerEqualsTheEagerPaddedDecode) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device";
+  ASSERT_TRUE(DecodeGraphs::CaptureCompiled()) << "a CUDA libtorch, yet the engine was built without CUDA graphs";
+  auto m = CudaModel();
+  m->set_indexer_precision(model::IndexerPrecision::kFp8);
+  torch::NoGradGuard no_grad;
+  std::vector<GroupRequest> prompts = Prompts({300, 37, 150, 5, 90}, m->vocab_size(), 12);
+  Runs captured = Generate(*m, DecodeGraphMode::kAuto, prompts);
+  Runs padded = Generate(*m, DecodeGraphMode::kEagerPadded, prompts);
+  EXPECT_GT(captured.stats.decode_graphs, 1);
+  EXPECT_GT(captured.stats.graph_replays, 20);
+  ExpectSame(captured.greedy, padded.greedy, 1e-6, /*choices=*/true, "FP8 indexer, greedy, captured vs eager padded");
+  ExpectSame(captured.sampled, padded.sampled, 1e-6, false, "FP8 indexer, sampled, captured vs eager padded");
+}
+
 // A weight update keeps the captured graphs (rollout/decode_graphs.h): the first decode call after it runs eagerly
 // (the model refreshes its stacked experts and concatenated products in place), the graphs are replayed from then on, and every sample equals
 // a fresh engine's eager padded decode of the new weights, bit for bit.
