@@ -161,15 +161,25 @@ std::optional<int64_t> CudaMemoryBytes(int index) {
 
 absl::StatusOr<ModelShape> ModelShapeOf(const config::ExperimentConfig& config) {
   const config::ModelConfig& m = config.model();
-  if (m.architecture() == config::ModelConfig::DEEPSEEK_V32 && m.has_pretrained_dir()) {
-    SPARGO_ASSIGN_OR_RETURN(model::Dsv32Config c, model::LoadDsv32Config(m.pretrained_dir() + "/config.json"));
-    return Dsv32Shape(c);
+  if (m.architecture() == config::ModelConfig::DEEPSEEK_V32) {
+    model::Dsv32Config c;
+    if (m.has_pretrained_dir()) {
+      SPARGO_ASSIGN_OR_RETURN(c, model::LoadDsv32Config(m.pretrained_dir() + "/config.json"));
+    } else {
+      const std::string spec = m.has_tokenizer() && !m.tokenizer().empty() ? m.tokenizer() : "byte";
+      SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<const tokenizer::Tokenizer> tok, tokenizer::LoadTokenizer(spec));
+      c = model::Dsv32ConfigFromModelConfig(m, tok->vocab_size());
+    }
+    ModelShape s = Dsv32Shape(c);
+    if (m.indexer_precision() == config::ModelConfig::FP8) {
+      // The indexer key as e4m3 bytes and a float32 scale (Dsv32Model::KvFields).
+      s.cache_width -= c.index_head_dim;
+      s.cache_fixed_bytes = c.index_head_dim + 4;
+    }
+    return s;
   }
   const std::string spec = m.has_tokenizer() && !m.tokenizer().empty() ? m.tokenizer() : "byte";
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<const tokenizer::Tokenizer> tok, tokenizer::LoadTokenizer(spec));
-  if (m.architecture() == config::ModelConfig::DEEPSEEK_V32) {
-    return Dsv32Shape(model::Dsv32ConfigFromModelConfig(m, tok->vocab_size()));
-  }
   return TinyShape(m, tok->vocab_size());
 }
 
@@ -267,7 +277,8 @@ MemoryEstimate EstimateRunMemory(const config::ExperimentConfig& c, const ModelS
       add(sampler, "", "rollout copy of the policy (rollout.device, rollout.dtype)", p * e_sampler);
     }
     // Decode caches at full length, and per row the float32 logits, probabilities and sorted ids of top-p.
-    const double per_row = tokens * s.num_layers * s.cache_width * e_sampler + v * 20;
+    const double cache_token_bytes = s.num_layers * (s.cache_width * e_sampler + s.cache_fixed_bytes);
+    const double per_row = tokens * cache_token_bytes + v * 20;
     const double sequences = static_cast<double>(r.prompts_per_step()) * r.group_size();
     add(sampler, "sampling",
         absl::StrCat("decode cache of ", r.prompts_per_step(), " x ", r.group_size(),
@@ -280,7 +291,7 @@ MemoryEstimate EstimateRunMemory(const config::ExperimentConfig& c, const ModelS
     add(sampler, "evaluation",
         absl::StrCat("decode cache of ", eval_rows, " greedy sequences (eval.heldout_prompts, "
                      "learner.warmup.probe_prompts)"),
-        eval_rows * (eval_tokens * s.num_layers * s.cache_width * e_sampler + v * 20));
+        eval_rows * (eval_tokens * cache_token_bytes + v * 20));
   }
   // The set-up builds the policy in float32 on the CPU and keeps a copy of its initial weights while it starts.
   add("cpu", "set-up", "policy built in float32 and its initial copy", p * 4 * (learner == "cpu" ? 1 : 2));

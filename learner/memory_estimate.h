@@ -52,7 +52,8 @@ struct ModelShape {
   int64_t selected_keys = 0;
   int64_t indexer_head_dim = 0;
   int64_t indexer_token_width = 0;  // elements the training indexer adds per token and layer
-  int64_t cache_width = 0;          // elements the decode cache holds per token and layer
+  int64_t cache_width = 0;          // elements the decode cache holds per token and layer in the sampler's dtype
+  int64_t cache_fixed_bytes = 0;    // bytes it holds per token and layer whatever that dtype (the FP8 indexer key)
 };
 
 // The shape of the config's model: from model.* for a fresh model (the vocabulary is model.tokenizer's, else the

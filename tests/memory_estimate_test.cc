@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "learner/experiment_config.h"
 #include "learner/memory_estimate.h"
+#include "model/kv_pages.h"
 #include "model/model_factory.h"
 
 namespace spargo::learner {
@@ -62,6 +63,39 @@ TEST(MemoryEstimate, ParameterCountIsTheModels) {
   built = model::CreateModel(c.model(), 259);
   ASSERT_TRUE(built.ok()) << built.status();
   EXPECT_EQ(shape->parameters, CountWeights(**built));
+}
+
+// With model.indexer_precision FP8 the decode cache keeps the indexer key as e4m3 bytes and a float32 scale: per
+// token and layer the tiny model's cache is latent 32 + rope 16 elements and 32 + 4 bytes instead of 32 + 16 + 32
+// elements, and the estimate's decode cache shrinks by exactly that (the sampler in float32: 80 x 4 = 320 bytes ->
+// 48 x 4 + 36 = 228 bytes; the same as the model's KvFields).
+TEST(MemoryEstimate, Fp8IndexerKeyCountsOneBytePerDimAndAScale) {
+  config::ExperimentConfig c;
+  *c.mutable_model() = TinyDsv32();
+  absl::StatusOr<ModelShape> plain = ModelShapeOf(c);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  c.mutable_model()->set_indexer_precision(config::ModelConfig::FP8);
+  absl::StatusOr<ModelShape> fp8 = ModelShapeOf(c);
+  ASSERT_TRUE(fp8.ok()) << fp8.status();
+  EXPECT_EQ(plain->cache_width, 80);
+  EXPECT_EQ(plain->cache_fixed_bytes, 0);
+  EXPECT_EQ(fp8->cache_width, 48);
+  EXPECT_EQ(fp8->cache_fixed_bytes, 36);
+  absl::StatusOr<std::shared_ptr<model::CausalLm>> built = model::CreateModel(c.model(), 259);
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(model::KvPool::BytesPerBlock(1, (*built)->KvFields(torch::kFloat32), 1),
+            fp8->cache_width * 4 + fp8->cache_fixed_bytes);
+  auto sampling = [&](const ModelShape& shape) {
+    double bytes = 0;
+    for (const MemoryPart& p : EstimateRunMemory(c, shape).parts) {
+      if (p.phase == "sampling") bytes += p.bytes;
+    }
+    return bytes;
+  };
+  const double tokens = EstimateRunMemory(c, *fp8).sequence_tokens;
+  const double rows = c.rollout().prompts_per_step() * c.rollout().group_size();
+  ASSERT_GT(rows * tokens, 0);
+  EXPECT_DOUBLE_EQ(sampling(*plain) - sampling(*fp8), rows * tokens * 2 * (320 - 228));
 }
 
 // A run of 8 prompts x 4 samples, 2 mini-batches, 5 new tokens, on the CPU in float32.
