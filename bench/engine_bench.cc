@@ -48,6 +48,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/kernel_profile.h"
 #include "bench/served_rollout.h"
 #include "common/atomic_file.h"
 #include "common/blas_kernels.h"
@@ -56,7 +57,6 @@
 
 #ifdef SPARGO_HAVE_CUDA_KERNELS
 #include <c10/cuda/CUDACachingAllocator.h>
-#include <torch/csrc/autograd/profiler_kineto.h>
 #endif
 
 ABSL_FLAG(std::string, config, "tiny", "tiny or 160m.");
@@ -168,38 +168,20 @@ SamplingOptions DecodeOptions(int fresh) {
   return o;
 }
 
-// The time of `fn` under libtorch's Kineto profiler (CUDA builds): kernels by total GPU time, how much of the wall
-// time the GPU was busy, the idle gaps between kernels (host-side waits), and the host events with the most time.
-// fn returns the engine steps it took.
+// The time of `fn` under libtorch's Kineto profiler (CUDA builds; bench/kernel_profile.h): kernels by total GPU
+// time, how much of the wall time the GPU was busy, the idle gaps between kernels (host-side waits), and the host
+// events with the most time. fn returns the engine steps it took.
 void ProfileCall(const torch::Device& d, const std::function<int64_t()>& fn) {
-#ifdef SPARGO_HAVE_CUDA_KERNELS
-  namespace prof = torch::autograd::profiler;
-  namespace impl = torch::profiler::impl;
-  const int top = absl::GetFlag(FLAGS_profile_top);
-  spargo::bench::Sync(d);
-  const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
-  const std::set<impl::ActivityType> activities{impl::ActivityType::CPU, impl::ActivityType::CUDA};
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  const auto start = std::chrono::steady_clock::now();
-  const int64_t steps_hint = fn();
-  spargo::bench::Sync(d);
-  const double wall_ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
-  std::map<std::string, std::pair<int64_t, double>> kernels, host;  // name -> calls, ms
-  std::vector<std::pair<uint64_t, uint64_t>> spans;                  // kernel [start, end) ns
-  for (const auto& e : result->events()) {
-    const double ms = static_cast<double>(e.durationNs()) / 1e6;
-    auto& k = (e.deviceType() == c10::DeviceType::CUDA ? kernels : host)[e.name().substr(0, 100)];
-    ++k.first;
-    k.second += ms;
-    if (e.deviceType() == c10::DeviceType::CUDA) spans.emplace_back(e.startNs(), e.startNs() + e.durationNs());
+  int64_t steps_hint = 0;
+  const spargo::bench::KernelProfile p = spargo::bench::ProfileKernels(d, [&] { steps_hint = fn(); });
+  if (!p.profiled) {
+    std::printf("profile: needs a CUDA build\n");
+    return;
   }
-  std::sort(spans.begin(), spans.end());
   double busy_ms = 0, gap_ms = 0;
   int64_t gaps = 0;
-  uint64_t end = spans.empty() ? 0 : spans[0].first;
-  for (const auto& [s, e] : spans) {
+  uint64_t end = p.spans.empty() ? 0 : p.spans[0].first;
+  for (const auto& [s, e] : p.spans) {
     if (s > end) {
       const double g = static_cast<double>(s - end) / 1e6;
       if (g > 0.01) {
@@ -212,31 +194,16 @@ void ProfileCall(const torch::Device& d, const std::function<int64_t()>& fn) {
       end = e;
     }
   }
-  const double span_ms = spans.empty() ? 0 : static_cast<double>(end - spans[0].first) / 1e6;
+  const double span_ms = p.spans.empty() ? 0 : static_cast<double>(end - p.spans[0].first) / 1e6;
   const double steps = static_cast<double>(std::max<int64_t>(steps_hint, 1));
   std::printf("profile: wall %.1f ms (%.3f ms per step over %lld steps), kernels %zu (%.0f per step), GPU busy "
               "%.1f ms (%.3f per step) of a %.1f ms kernel span; %lld idle gaps over 10 us, %.1f ms (%.3f per step)\n",
-              wall_ms, wall_ms / steps, static_cast<long long>(steps_hint), spans.size(),
-              static_cast<double>(spans.size()) / steps, busy_ms, busy_ms / steps, span_ms,
+              p.wall_ms, p.wall_ms / steps, static_cast<long long>(steps_hint), p.spans.size(),
+              static_cast<double>(p.spans.size()) / steps, busy_ms, busy_ms / steps, span_ms,
               static_cast<long long>(gaps), gap_ms, gap_ms / steps);
-  for (auto* table : {&kernels, &host}) {
-    std::vector<std::pair<std::string, std::pair<int64_t, double>>> sorted(table->begin(), table->end());
-    std::sort(sorted.begin(), sorted.end(),
-              [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
-    std::printf("| %s | calls | ms | us per step |\n| --- | --- | --- | --- |\n",
-                table == &kernels ? "kernel" : "host event");
-    for (size_t i = 0; i < std::min<size_t>(static_cast<size_t>(top), sorted.size()); ++i) {
-      std::printf("| %s | %lld | %.2f | %.1f |\n", sorted[i].first.c_str(),
-                  static_cast<long long>(sorted[i].second.first), sorted[i].second.second,
-                  1e3 * sorted[i].second.second / steps);
-    }
-  }
-  std::fflush(stdout);
-#else
-  (void)d;
-  fn();
-  std::printf("profile: needs a CUDA build\n");
-#endif
+  const int top = absl::GetFlag(FLAGS_profile_top);
+  spargo::bench::PrintTopKernels(p.kernels, "kernel", top, steps, "step");
+  spargo::bench::PrintTopKernels(p.host, "host event", top, steps, "step");
 }
 
 // The decode load in process: an engine sized for it, one untimed call of other prompts, then one timed call.

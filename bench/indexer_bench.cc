@@ -17,9 +17,10 @@
 // peak memory above the inputs (CUDA); agreement: rows whose key set equals the per-row bf16 kernel's (the torch
 // path's, for that row itself), and for fp8 the mean share of the bf16 set it selects (recall).
 //   spargo_indexer_bench [--device cuda|cpu] [--sets deepseek,160m] [--lengths 8192,32768,131072] [--reps 3]
-//                        [--kernels per_row,tiled,fp8,quant_torch,torch] [--chunk 2048]
+//                        [--kernels per_row,tiled,fp8,quant_torch,torch] [--chunk 2048] [--profile_top N]
 // deepseek: Hi 64, Di 128, top-k 2048 (DeepSeek-V3.2); 160m: Hi 8, Di 64, top-k 256 (bench/bench_models.h).
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <set>
@@ -31,6 +32,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
+#include "bench/kernel_profile.h"
 #include "bench/peak_memory.h"
 #include "kernels/indexer_fp8.h"
 #include "kernels/lightning_indexer.h"
@@ -42,6 +44,9 @@ ABSL_FLAG(int32_t, reps, 3, "Timed repetitions (median reported).");
 ABSL_FLAG(std::string, kernels, "per_row,tiled,fp8,quant_torch,torch",
           "Rows to run: per_row, tiled, fp8, quant_torch, torch.");
 ABSL_FLAG(int64_t, chunk, 0, "0: causal prefill (T = S); C > 0: the last C queries over S keys.");
+ABSL_FLAG(int32_t, profile_top, 0,
+          "When > 0 (CUDA builds): after each tiled row, one more call under libtorch's profiler, and its kernels "
+          "with the most GPU time (the scoring and the selection kernels apart).");
 ABSL_FLAG(double, torch_limit_gib, 60, "Run the torch path only when its [T, Hi, S] fp32 scores fit in this many GiB.");
 
 namespace {
@@ -142,6 +147,12 @@ int main(int argc, char** argv) {
       const double pairs = static_cast<double>(t) * len - static_cast<double>(t) * (t - 1) / 2;
       const double flops = 2.0 * hi * di * pairs;
       auto print = [&](const Row& r) { PrintRow(set, len, hi, di, topk, flops, r); };
+      auto profile = [&](const std::function<void()>& fn) {
+        const int top = absl::GetFlag(FLAGS_profile_top);
+        if (top <= 0) return;
+        const spargo::bench::KernelProfile p = spargo::bench::ProfileKernels(device, fn);
+        if (p.profiled) spargo::bench::PrintTopKernels(p.kernels, "kernel (one call)", top, 1, "call");
+      };
       torch::Tensor per_row;
       if (kernels.count("per_row")) {
         Row r{"per-row bf16"};
@@ -161,6 +172,7 @@ int main(int argc, char** argv) {
         });
         if (per_row.defined()) r.agreement = std::to_string(SameSets(out, per_row, offset)) + "/" + std::to_string(t);
         print(r);
+        profile(run);
       }
       if (kernels.count("fp8") && tiled) {
         Row r{"tiled fp8"};
@@ -175,6 +187,7 @@ int main(int argc, char** argv) {
         });
         if (per_row.defined()) r.agreement = "recall " + std::to_string(Recall(out, per_row)).substr(0, 6);
         print(r);
+        profile(run);
         if (kernels.count("quant_torch")) {
           Row t{"fp8 quant torch"};
           sk::IndexerFp8Inputs ref;

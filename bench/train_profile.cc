@@ -1,21 +1,16 @@
 // Where a training step of the 160M model spends GPU time: one step (LM loss + sparse-stage indexer loss, forward
 // and backward, bf16) after a warm-up, recorded with libtorch's Kineto profiler; prints the step's wall time, the
-// summed kernel time, and the kernels with the most total time (name, calls, ms). CUDA builds only.
+// summed kernel time, and the kernels with the most total time (name, calls, ms; bench/kernel_profile.h). CUDA builds
+// only.
 //   spargo_train_profile [--prompt 4096] [--batch 1] [--top 30] [--trace FILE.json]
-#include <algorithm>
-#include <chrono>
+#include <cstdint>
 #include <cstdio>
-#include <map>
-#include <set>
 #include <string>
-#include <utility>
-#include <vector>
-
-#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/bench_models.h"
+#include "bench/kernel_profile.h"
 #include "common/blas_kernels.h"
 #include "model/dsv32_model.h"
 
@@ -28,8 +23,6 @@ int main(int argc, char** argv) {
   spargo::UseFastBlasKernels(argv);  // may execute the program again (common/blas_kernels.h)
   absl::ParseCommandLine(argc, argv);
   using namespace spargo;
-  namespace prof = torch::autograd::profiler;
-  namespace impl = torch::profiler::impl;
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "spargo_train_profile needs a CUDA device\n");
     return 2;
@@ -49,42 +42,18 @@ int main(int argc, char** argv) {
   };
   step();
   step();
-  torch::cuda::synchronize();
-  const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
-  const std::set<impl::ActivityType> activities{impl::ActivityType::CPU, impl::ActivityType::CUDA};
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  const auto start = std::chrono::steady_clock::now();
-  step();
-  torch::cuda::synchronize();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
-  std::map<std::string, std::pair<int64_t, double>> kernels;  // name -> calls, ms
+  const bench::KernelProfile p = bench::ProfileKernels(device, step, absl::GetFlag(FLAGS_trace));
   double gpu_ms = 0;
-  for (const auto& e : result->events()) {
-    if (e.deviceType() != c10::DeviceType::CUDA) continue;
-    const double ms = static_cast<double>(e.durationNs()) / 1e6;
-    auto& k = kernels[e.name().substr(0, 110)];
-    ++k.first;
-    k.second += ms;
-    gpu_ms += ms;
-  }
-  std::vector<std::pair<std::string, std::pair<int64_t, double>>> sorted(kernels.begin(), kernels.end());
-  std::sort(sorted.begin(), sorted.end(),
-            [](const auto& a, const auto& x) { return a.second.second > x.second.second; });
   int64_t launches = 0;
-  for (const auto& k : sorted) launches += k.second.first;
+  for (const auto& kernel : p.kernels) {
+    launches += kernel.second.first;
+    gpu_ms += kernel.second.second;
+  }
   std::printf(
       "160M training step, batch %lld x %lld tokens: wall %.2f ms (profiled), GPU events %.2f ms, %lld events, "
       "%zu kinds\n",
-      static_cast<long long>(b), static_cast<long long>(t), wall * 1e3, gpu_ms, static_cast<long long>(launches),
-      sorted.size());
-  std::printf("| ms | calls | kernel |\n| --- | --- | --- |\n");
-  const size_t top = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_top)));
-  for (size_t i = 0; i < std::min(top, sorted.size()); ++i) {
-    std::printf("| %.3f | %lld | %s |\n", sorted[i].second.second, static_cast<long long>(sorted[i].second.first),
-                sorted[i].first.c_str());
-  }
-  if (!absl::GetFlag(FLAGS_trace).empty()) result->save(absl::GetFlag(FLAGS_trace));
+      static_cast<long long>(b), static_cast<long long>(t), p.wall_ms, gpu_ms, static_cast<long long>(launches),
+      p.kernels.size());
+  bench::PrintTopKernels(p.kernels, "kernel", absl::GetFlag(FLAGS_top), 1, "step");
   return 0;
 }
