@@ -959,6 +959,16 @@ torch::Tensor Dsv32Model::Append(const torch::Tensor& input_ids, const torch::Te
               "new_tokens must give 0..T_new tokens per row");
   torch::Tensor after = cache->lengths_ + new_tokens.to(cache->lengths_.device());
   TORCH_CHECK(after.max().item<int64_t>() <= cache->max_len_, "cache of ", cache->max_len_, " tokens is full");
+  std::vector<KvFieldSpec> layout;
+  for (const std::vector<torch::Tensor>& field : cache->fields_) {
+    TORCH_CHECK(static_cast<int64_t>(field.size()) == config_.num_hidden_layers, "Append: the cache holds ",
+                field.size(), " layers; the model has ", config_.num_hidden_layers);
+    layout.push_back({field[0].size(2), field[0].scalar_type()});
+  }
+  TORCH_CHECK(!layout.empty() && layout == KvFields(layout[0].dtype),
+              "Append: the cache was not made for this model as it is now (its field widths or dtypes differ from "
+              "KvFields; the indexer's precision decides the indexer key's fields: make caches after "
+              "set_indexer_precision)");
   ContiguousKv kv(&cache->fields_);
   Dsv32Selections local;
   Dsv32Selections* keep = record != nullptr ? record : (cache->recording_ ? &local : nullptr);

@@ -136,7 +136,9 @@ TEST(GenerationEngine, GreedyWithTheFp8IndexerEqualsThePlainCachedDecode) {
   EngineOptions eo;
   eo.block_size = 4;
   const int64_t per_block = model::KvPool::BytesPerBlock(m->num_kv_layers(), m->KvFields(torch::kFloat32), 4);
-  EXPECT_LT(per_block, model::KvPool::BytesPerBlock(m->num_kv_layers(), m->KvFieldDims(), 4, torch::kFloat32));
+  // Per token and layer: the latent row in float32, Di bytes and a 4-byte scale (not Di float32 values).
+  const auto& c = m->config();
+  EXPECT_EQ(per_block, m->num_kv_layers() * 4 * ((c.kv_lora_rank + c.qk_rope_head_dim) * 4 + c.index_head_dim + 4));
   eo.cache_bytes = 200 * per_block + per_block / 2;
   eo.prefill_tokens = 5;
   auto engine = GenerationEngine::Create(m.get(), eo);

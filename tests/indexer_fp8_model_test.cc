@@ -221,6 +221,24 @@ void ExpectCachedDecodeEqualsTheUncachedForward(torch::Device device, torch::Sca
                8, 4, device);
   rows.lengths = torch::zeros({b}, longs);
   EXPECT_THROW(model->DecodePaged(ids.index({Slice(), Slice(0, 1)}), rows, &plain, nullptr), c10::Error);
+
+  // So is a contiguous cache made before the precision changed, either way, with a message, before any write.
+  model->set_indexer_precision(IndexerPrecision::kModelDtype);
+  auto stale = model->NewCache(b, t);
+  model->set_indexer_precision(IndexerPrecision::kFp8);
+  for (int way = 0; way < 2; ++way) {
+    try {
+      model->Append(ids.index({Slice(), Slice(0, 1)}), torch::ones({b}, longs), static_cast<Dsv32Cache*>(stale.get()),
+                    nullptr);
+      ADD_FAILURE() << "a cache of the other layout was accepted (way " << way << ")";
+    } catch (const c10::Error& e) {
+      EXPECT_THAT(e.what_without_backtrace(), HasSubstr("the cache was not made for this model")) << way;
+    }
+    EXPECT_EQ(static_cast<Dsv32Cache*>(stale.get())->length(), 0);
+    stale = model->NewCache(b, t);  // FP8 layout
+    model->set_indexer_precision(IndexerPrecision::kModelDtype);
+  }
+  model->set_indexer_precision(IndexerPrecision::kFp8);
 }
 
 TEST(IndexerFp8Model, CachedDecodeEqualsTheUncachedForward) {

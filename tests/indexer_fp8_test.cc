@@ -63,26 +63,34 @@ TEST(LightningIndexerFp8, EncodesHandComputedValues) {
   EXPECT_EQ(EncodeE4m3(torch::ones({2, 3}, torch::kBFloat16)).scalar_type(), torch::kUInt8);
 }
 
+// On the CPU, and on CUDA where there is a device (the decode is element-wise on the bits' device).
 TEST(LightningIndexerFp8, DecodesEveryBitPatternAndRoundTrips) {
-  torch::Tensor bits = torch::arange(256, torch::kInt64).to(torch::kUInt8);
-  torch::Tensor values = DecodeE4m3(bits);
-  ASSERT_EQ(values.scalar_type(), torch::kFloat32);
-  for (int b = 0; b < 256; ++b) {
-    const int e = (b >> 3) & 15, m = b & 7;
-    const float got = values[b].item<float>();
-    if (e == 15 && m == 7) {
-      EXPECT_TRUE(std::isnan(got)) << b;
-      continue;
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) devices.push_back(torch::Device(torch::kCUDA));
+  for (const torch::Device& device : devices) {
+    SCOPED_TRACE(device.str());
+    torch::Tensor bits = torch::arange(256, torch::kInt64).to(torch::kUInt8).to(device);
+    torch::Tensor values = DecodeE4m3(bits);
+    ASSERT_EQ(values.scalar_type(), torch::kFloat32);
+    ASSERT_EQ(values.device(), device);
+    values = values.cpu();
+    for (int b = 0; b < 256; ++b) {
+      const int e = (b >> 3) & 15, m = b & 7;
+      const float got = values[b].item<float>();
+      if (e == 15 && m == 7) {
+        EXPECT_TRUE(std::isnan(got)) << b;
+        continue;
+      }
+      // Independently: (-1)^s * 2^(e - 7) * (1 + m / 8) for normals, 2^-6 * m / 8 for subnormals.
+      const double want = ((b & 0x80) ? -1.0 : 1.0) * (e == 0 ? std::pow(2.0, -6) * m / 8.0
+                                                               : std::pow(2.0, e - 7) * (1.0 + m / 8.0));
+      EXPECT_EQ(static_cast<double>(got), want) << b;
+      EXPECT_EQ(std::signbit(got), (b & 0x80) != 0) << b;
     }
-    // Independently: (-1)^s * 2^(e - 7) * (1 + m / 8) for normals, 2^-6 * m / 8 for subnormals.
-    const double want = ((b & 0x80) ? -1.0 : 1.0) * (e == 0 ? std::pow(2.0, -6) * m / 8.0
-                                                             : std::pow(2.0, e - 7) * (1.0 + m / 8.0));
-    EXPECT_EQ(static_cast<double>(got), want) << b;
-    EXPECT_EQ(std::signbit(got), (b & 0x80) != 0) << b;
+    EXPECT_EQ(torch::nan_to_num(values, 0.0).max().item<float>(), 448.f);
+    torch::Tensor finite = bits.cpu().masked_select(values.isnan().logical_not());
+    EXPECT_TRUE(torch::equal(EncodeE4m3(DecodeE4m3(finite)), finite));
   }
-  EXPECT_EQ(torch::nan_to_num(values, 0.0).max().item<float>(), 448.f);
-  torch::Tensor finite = bits.masked_select(values.isnan().logical_not());
-  EXPECT_TRUE(torch::equal(EncodeE4m3(DecodeE4m3(finite)), finite));
 }
 
 TEST(LightningIndexerFp8, QuantizerBoundsTheErrorAndFoldsQScales) {
