@@ -1,7 +1,8 @@
 // `spargo generate`: samples (or, at temperature 0, decodes greedily) completions of one prompt, either from a
-// DeepSeek-V3.2 checkpoint folder in this process (--model DIR, the cached decode path, --device/--dtype) or from a
-// running rollout service (--server HOST:PORT, `spargo rollout`: one Generate call with a deadline of
-// --timeout-seconds, TLS and the bearer token from the --config file's `services` block).
+// DeepSeek-V3.2 checkpoint folder in this process (--model DIR, the cached decode path, --device/--dtype, and
+// --indexer-precision as a server's model.indexer_precision) or from a running rollout service (--server HOST:PORT,
+// `spargo rollout`: one Generate call with a deadline of --timeout-seconds, TLS and the bearer token from the
+// --config file's `services` block).
 //  - The prompt is text (--prompt) or token ids (--prompt-ids 1,2,3, for models without a tokenizer). Text needs a
 //    tokenizer: DIR/tokenizer.json with --model unless --tokenizer names one ("byte" for models trained on the byte
 //    tokenizer, such as spargo's default run, which then gets BOS first as in training); with --server, --tokenizer.
@@ -62,6 +63,7 @@ struct GenerateRequest {
   std::vector<int64_t> prompt_ids;  // --prompt-ids
   rollout::SamplingOptions sampling;
   DeviceChoice where;
+  model::IndexerPrecision indexer_precision = model::IndexerPrecision::kModelDtype;
   double timeout_seconds = 600;
   bool json = false;
 };
@@ -121,6 +123,7 @@ absl::StatusOr<GenerateRequest> RequestFromFlags(const CommandArgs& args) {
   if (!(r.timeout_seconds > 0)) return absl::InvalidArgumentError("--timeout-seconds must be positive");
   if (r.server.empty()) {
     SPARGO_ASSIGN_OR_RETURN(r.where, DeviceFromFlags());
+    SPARGO_ASSIGN_OR_RETURN(r.indexer_precision, IndexerPrecisionFromFlags());
   }
   return r;
 }
@@ -148,6 +151,7 @@ absl::StatusOr<rollout::GroupRequest> PromptOf(const GenerateRequest& r, const t
 absl::StatusOr<rollout::SampleGroup> GenerateHere(GenerateRequest r, const rollout::GroupRequest& prompt,
                                                   const tokenizer::Tokenizer* tok) {
   SPARGO_ASSIGN_OR_RETURN(std::shared_ptr<model::Dsv32Model> m, model::LoadDsv32Model(r.dir));
+  m->set_indexer_precision(r.indexer_precision);
   SPARGO_RETURN_IF_ERROR(CallCatching("moving the model", [&] { m->To(r.where.device, r.where.dtype); }));
   for (size_t i = 0; i < prompt.prompt_ids.size(); ++i) {
     if (prompt.prompt_ids[i] >= m->vocab_size()) {

@@ -2,7 +2,8 @@
 // checkpoint folder (config.json + safetensors) on `input_ids` [B, T] (int64) and writes `logits` [B, T, V]
 // (float32) and `topk_l<i>` [B, T, k] (int32, -1 for unused slots) per layer from one full forward; with
 // --greedy N also `greedy_ids` [B, T + N]: the input followed by N greedy tokens decoded with the cache.
-// --device cpu|cuda and --dtype float32|bfloat16 choose where and in what precision it runs.
+// --device cpu|cuda and --dtype float32|bfloat16 choose where and in what precision it runs, --indexer-precision
+// model_dtype|fp8 the lightning indexer's (model.indexer_precision).
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -31,11 +32,17 @@ int RunLogits(const CommandArgs& args) {
     std::cerr << "spargo logits: " << where.status().message() << "\n";
     return kExitUsage;
   }
+  absl::StatusOr<model::IndexerPrecision> precision = IndexerPrecisionFromFlags();
+  if (!precision.ok()) {
+    std::cerr << "spargo logits: " << precision.status().message() << "\n";
+    return kExitUsage;
+  }
   absl::StatusOr<std::shared_ptr<model::Dsv32Model>> m = model::LoadDsv32Model(dir);
   if (!m.ok()) {
     std::cerr << "spargo logits: " << m.status().message() << "\n";
     return kExitFailure;
   }
+  (*m)->set_indexer_precision(*precision);
   absl::StatusOr<model::TensorMap> input = model::ReadSafetensors(in);
   if (!input.ok() || !input->count("input_ids") || input->at("input_ids").dim() != 2 ||
       input->at("input_ids").scalar_type() != torch::kInt64) {

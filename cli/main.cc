@@ -35,8 +35,9 @@ const std::vector<Command>& Commands() {
        {"cli/tokenize_command.cc", "cli/model_flags.cc:tokenizer"}, false,
        &RunTokenize},
       {"logits", "Run a DeepSeek-V3.2 checkpoint on input_ids: logits, indexer top-k, optional greedy tokens.",
-       "spargo logits --model DIR --input IN.safetensors --output OUT.safetensors [--greedy N] [--device cuda]",
-       {"cli/logits_command.cc", "cli/model_flags.cc:model,device,dtype"}, false, &RunLogits},
+       "spargo logits --model DIR --input IN.safetensors --output OUT.safetensors [--greedy N] [--device cuda] "
+       "[--indexer-precision fp8]",
+       {"cli/logits_command.cc", "cli/model_flags.cc:model,device,dtype,indexer_precision"}, false, &RunLogits},
       {"generate",
        "Sample or greedily decode completions of a prompt from a DeepSeek-V3.2 checkpoint or a rollout service.",
        "spargo generate (--model DIR | --server HOST:PORT [--config FILE.txtpb]) (--prompt TEXT | --prompt-ids 1,2,3) "

@@ -9,6 +9,8 @@ ABSL_FLAG(std::string, tokenizer, "",
           "format's markup as whole tokens).");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda.");
 ABSL_FLAG(std::string, dtype, "float32", "float32 or bfloat16.");
+ABSL_FLAG(std::string, indexer_precision, "model_dtype",
+          "model_dtype or fp8: the lightning indexer's precision (as model.indexer_precision in a config).");
 
 namespace spargo::cli {
 
@@ -21,6 +23,14 @@ absl::StatusOr<DeviceChoice> DeviceFromFlags() {
   }
   return DeviceChoice{device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU),
                       dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32};
+}
+
+absl::StatusOr<model::IndexerPrecision> IndexerPrecisionFromFlags() {
+  const std::string precision = absl::GetFlag(FLAGS_indexer_precision);
+  if (precision == "model_dtype") return model::IndexerPrecision::kModelDtype;
+  if (precision == "fp8") return model::IndexerPrecision::kFp8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--indexer-precision must be model_dtype or fp8, got '", precision, "'"));
 }
 
 }  // namespace spargo::cli

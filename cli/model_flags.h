@@ -1,5 +1,7 @@
 // Flags and helpers of the commands that run a model checkpoint or a tokenizer (logits, generate, tokenize, rollout):
-// --model DIR, --tokenizer FILE|byte, --device cpu|cuda, --dtype float32|bfloat16.
+// --model DIR, --tokenizer FILE|byte, --device cpu|cuda, --dtype float32|bfloat16, and for the commands that run a
+// checkpoint without an experiment config (logits, generate) --indexer_precision model_dtype|fp8 (what the config's
+// model.indexer_precision sets for `spargo rollout`).
 #ifndef SPARGO_CLI_MODEL_FLAGS_H_
 #define SPARGO_CLI_MODEL_FLAGS_H_
 
@@ -11,11 +13,13 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "model/dsv32_model.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(std::string, dtype);
+ABSL_DECLARE_FLAG(std::string, indexer_precision);
 
 namespace spargo::cli {
 
@@ -25,6 +29,9 @@ struct DeviceChoice {
 };
 // --device and --dtype, checked (cuda only where libtorch sees a device); INVALID_ARGUMENT otherwise.
 absl::StatusOr<DeviceChoice> DeviceFromFlags();
+
+// --indexer_precision, checked; INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<model::IndexerPrecision> IndexerPrecisionFromFlags();
 
 }  // namespace spargo::cli
 

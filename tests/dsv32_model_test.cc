@@ -305,6 +305,41 @@ TEST(LogitsCommand, ReproducesTheReferenceFile) {
   EXPECT_THAT(bad.err, HasSubstr("config.json"));
 }
 
+// `spargo logits --indexer-precision fp8` selects as the FP8 model in process does (same selections, same logits),
+// and a value other than model_dtype or fp8 is a usage error naming the flag.
+TEST(LogitsCommand, IndexerPrecisionFlagSelectsTheFp8Indexer) {
+  absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const std::string dir = testing::NewTempDir("logits-fp8");
+  ASSERT_TRUE(WriteSafetensors(dir + "/in.safetensors", {{"input_ids", ref->at("input_ids")}}).ok());
+  auto r = testing::RunProcess(testing::SpargoBinary(),
+                               {"logits", "--model", FixtureDir(), "--input", dir + "/in.safetensors", "--output",
+                                dir + "/out.safetensors", "--indexer-precision", "fp8"},
+                               "");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  absl::StatusOr<TensorMap> out = ReadSafetensors(dir + "/out.safetensors");
+  ASSERT_TRUE(out.ok()) << out.status();
+  absl::StatusOr<std::shared_ptr<Dsv32Model>> model = LoadDsv32Model(FixtureDir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  (*model)->set_indexer_precision(IndexerPrecision::kFp8);
+  torch::NoGradGuard no_grad;
+  const Dsv32Output want = (*model)->ForwardDetailed(ref->at("input_ids"));
+  EXPECT_LT((out->at("logits") - want.logits).abs().max().item<double>(), 1e-5);
+  bool differs_from_the_default = false;
+  for (int layer = 0; layer < 2; ++layer) {
+    const std::string name = "topk_l" + std::to_string(layer);
+    EXPECT_EQ(KeySets(out->at(name)), KeySets(want.selections.topk[layer])) << name;
+    differs_from_the_default = differs_from_the_default || KeySets(out->at(name)) != KeySets(ReferenceTopk(*ref, layer));
+  }
+  std::cout << "FP8 selections differ from the model-dtype reference's: " << differs_from_the_default << "\n";
+  auto bad = testing::RunProcess(testing::SpargoBinary(),
+                                 {"logits", "--model", FixtureDir(), "--input", dir + "/in.safetensors", "--output",
+                                  dir + "/x.safetensors", "--indexer-precision", "fp16"},
+                                 "");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--indexer-precision must be model_dtype or fp8, got 'fp16'"));
+}
+
 TEST(Dsv32Model, CudaMatchesTheReferenceWithReplayedSelections) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   absl::StatusOr<TensorMap> ref = ReadSafetensors(FixtureDir() + "/reference.safetensors");
