@@ -24,11 +24,6 @@ KvPool::KvPool(int64_t num_layers, std::vector<KvFieldSpec> fields, int64_t num_
   }
 }
 
-KvPool::KvPool(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t num_blocks, int64_t block_size,
-               torch::TensorOptions options)
-    : KvPool(num_layers, KvFieldsOf(field_dims, options.dtype().toScalarType()), num_blocks, block_size,
-             options.device()) {}
-
 std::vector<int64_t> KvPool::field_dims() const {
   std::vector<int64_t> dims;
   for (const KvFieldSpec& f : specs_) dims.push_back(f.dim);
@@ -44,11 +39,6 @@ int64_t KvPool::BytesPerBlock(int64_t num_layers, const std::vector<KvFieldSpec>
   int64_t bytes = 0;  // one token of one layer
   for (const KvFieldSpec& f : fields) bytes += f.dim * static_cast<int64_t>(c10::elementSize(f.dtype));
   return num_layers * bytes * block_size;
-}
-
-int64_t KvPool::BytesPerBlock(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t block_size,
-                              torch::ScalarType dtype) {
-  return BytesPerBlock(num_layers, KvFieldsOf(field_dims, dtype), block_size);
 }
 
 void PagedKv::Write(int64_t layer, int64_t field, const torch::Tensor& rows, const torch::Tensor& at,

@@ -36,9 +36,6 @@ class KvPool {
   // fields: each cache field's width and dtype, the same for every layer; every tensor on `device`.
   KvPool(int64_t num_layers, std::vector<KvFieldSpec> fields, int64_t num_blocks, int64_t block_size,
          torch::Device device);
-  // Fields of the given widths, all of options' dtype, on its device.
-  KvPool(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t num_blocks, int64_t block_size,
-         torch::TensorOptions options);
   int64_t num_layers() const { return num_layers_; }
   int64_t num_fields() const { return static_cast<int64_t>(specs_.size()); }
   int64_t num_blocks() const { return num_blocks_; }
@@ -51,9 +48,6 @@ class KvPool {
   void CopyBlock(int64_t src, int64_t dst);
   // Bytes one block takes over all layers and fields (each field at its own element size).
   static int64_t BytesPerBlock(int64_t num_layers, const std::vector<KvFieldSpec>& fields, int64_t block_size);
-  // The same for fields of one dtype.
-  static int64_t BytesPerBlock(int64_t num_layers, const std::vector<int64_t>& field_dims, int64_t block_size,
-                               torch::ScalarType dtype);
 
  private:
   int64_t num_layers_;

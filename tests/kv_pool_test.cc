@@ -25,16 +25,17 @@ TEST(KvPool, FieldsKeepTheirOwnDtypes) {
       EXPECT_EQ(t.count_nonzero().item<int64_t>(), 0) << "a pool starts zeroed";
     }
   }
-  // The one-dtype form still builds every field in that dtype.
-  KvPool plain(1, std::vector<int64_t>{6, 4}, 2, 3, torch::TensorOptions().dtype(torch::kFloat32));
+  // Fields of one dtype (KvFieldsOf) build every field in that dtype.
+  KvPool plain(1, KvFieldsOf({6, 4}, torch::kFloat32), 2, 3, torch::kCPU);
   EXPECT_EQ(plain.fields(), KvFieldsOf({6, 4}, torch::kFloat32));
+  EXPECT_EQ(plain.field(0, 1).scalar_type(), torch::kFloat32);
   EXPECT_THROW(KvPool(1, std::vector<KvFieldSpec>{{0, torch::kUInt8}}, 2, 3, torch::kCPU), c10::Error);
 }
 
 TEST(KvPool, BytesPerBlockCountsEachFieldAtItsElementSize) {
   // Per token and layer: 6 x 2 (bfloat16) + 4 x 1 (bytes) + 1 x 4 (float32) = 20 bytes.
   EXPECT_EQ(KvPool::BytesPerBlock(3, MixedFields(), 16), 3 * 16 * 20);
-  EXPECT_EQ(KvPool::BytesPerBlock(3, {6, 4}, 16, torch::kBFloat16), 3 * 16 * 20);
+  EXPECT_EQ(KvPool::BytesPerBlock(3, KvFieldsOf({6, 4}, torch::kBFloat16), 16), 3 * 16 * 20);
   EXPECT_EQ(KvPool::BytesPerBlock(3, KvFieldsOf({6, 4}, torch::kFloat32), 16), 3 * 16 * 40);
   // What the pool's tensors really take.
   KvPool pool(3, MixedFields(), 4, 16, torch::kCPU);
